@@ -1,0 +1,211 @@
+"""Typed schema of params.yaml.
+
+Every stage loads its sections through :func:`load`, which rejects an unknown key, a wrong
+type or an impossible value *before any work*, with a message naming the key and the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+
+PositiveInt = Field(gt=0)
+
+
+def _check_range(pair: tuple[int, int]) -> tuple[int, int]:
+    if pair[0] < 0:
+        raise ValueError(f"negative minimum {pair[0]}")
+    if pair[0] > pair[1]:
+        raise ValueError(f"minimum {pair[0]} > maximum {pair[1]}")
+    return pair
+
+
+# [min, max] of a count. YAML has lists, not tuples: accept a list for the pair itself, but
+# keep its items strict ints.
+Range = Annotated[tuple[StrictInt, StrictInt], Field(strict=False), AfterValidator(_check_range)]
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, already phrased for the user."""
+
+
+class Section(BaseModel):
+    # strict: "5" is not 5; forbid: a misspelt key is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class VideoWorld(Section):
+    count: int = PositiveInt
+    frames: int = Field(ge=2)
+    fps: float = Field(gt=0, le=240)
+    width: int = Field(ge=16, le=4096)
+    height: int = Field(ge=16, le=4096)
+    distractors: Range
+    occluders: Range
+
+    @model_validator(mode="after")
+    def _check(self) -> VideoWorld:
+        if self.width % 2 or self.height % 2:
+            raise ValueError(f"width/height must be even for H.264 (got {self.width}x{self.height})")
+        return self
+
+
+class CorporaWorld(Section):
+    object_centric_per_category: int = PositiveInt
+    scenes: int = PositiveInt
+    objects_per_scene: Range
+    crop_margin: float = Field(ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> CorporaWorld:
+        if self.objects_per_scene[0] < 1:
+            raise ValueError(f"objects_per_scene: minimum {self.objects_per_scene[0]} < 1")
+        return self
+
+
+class EvaluationWorld(Section):
+    aloi_instances_per_category: int = PositiveInt
+    aloi_view_step_deg: int = Field(gt=0, le=180)
+    occlusion_videos: int = PositiveInt
+    occlusion_frames: int = Field(ge=9)
+    instance_per_bin: int = Field(ge=2)
+    classification_train_per_class: int = PositiveInt
+    classification_test_per_class: int = PositiveInt
+    segmentation_train: int = PositiveInt
+    segmentation_test: int = PositiveInt
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluationWorld:
+        if 360 % self.aloi_view_step_deg:
+            raise ValueError(f"aloi_view_step_deg: {self.aloi_view_step_deg} does not divide 360")
+        return self
+
+
+class WorldParams(Section):
+    seed: int = Field(ge=0)
+    categories: int = Field(ge=2, le=10)
+    instances_per_category: int = Field(ge=2)
+    image_size: int = Field(ge=16, le=1024)
+    scene_size: int = Field(ge=16, le=2048)
+    render_batch: int = PositiveInt
+    videos: VideoWorld
+    corpora: CorporaWorld
+    evaluation: EvaluationWorld
+
+    @model_validator(mode="after")
+    def _check(self) -> WorldParams:
+        if self.evaluation.aloi_instances_per_category > self.instances_per_category:
+            raise ValueError(
+                "evaluation.aloi_instances_per_category: "
+                f"{self.evaluation.aloi_instances_per_category} > instances_per_category "
+                f"{self.instances_per_category}"
+            )
+        if self.evaluation.instance_per_bin > self.instances_per_category:
+            raise ValueError(
+                f"evaluation.instance_per_bin: {self.evaluation.instance_per_bin} > "
+                f"instances_per_category {self.instances_per_category}"
+            )
+        return self
+
+
+class DataParams(Section):
+    source: Literal["synthetic", "folder"]
+    root: str = Field(min_length=1)
+    videos: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataParams:
+        for name in ("root", "videos"):
+            if getattr(self, name) == "???":
+                raise ValueError(f"{name}: not set (give a path, e.g. -S data.{name}=/path)")
+        return self
+
+
+class FramesParams(Section):
+    fps: float = Field(gt=0, le=240)
+    size: int = Field(ge=8, le=4096)
+    jpeg_quality: int = Field(ge=2, le=31)
+    max_rejected: float = Field(ge=0, le=1)
+    workers: int = Field(ge=0)  # 0: one per core
+
+
+SECTIONS: dict[str, type[BaseModel] | type] = {
+    "seed": int,
+    "world": WorldParams,
+    "data": DataParams,
+    "frames": FramesParams,
+}
+
+
+def _describe(errors: list[dict[str, Any]], section: str) -> str:
+    lines = []
+    for err in errors:
+        key = ".".join([section, *(str(p) for p in err["loc"])])
+        value = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            lines.append(f"  {key}: missing")
+            continue
+        if isinstance(value, dict):  # a check across several keys of this section
+            lines.append(f"  {key}: {msg}")
+        else:
+            lines.append(f"  {key} = {value!r}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") -> dict[str, Any]:
+    """Validate `sections` of a params mapping; unknown top-level keys are always rejected."""
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s): {', '.join(unknown)}")
+    out: dict[str, Any] = {}
+    for name in sections:
+        if name not in SECTIONS:
+            raise ConfigError(f"{source}: no schema for section {name!r}")
+        if name not in data:
+            raise ConfigError(f"{source}: missing section {name!r}")
+        model = SECTIONS[name]
+        value = data[name]
+        if model is int:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{source}: {name} = {value!r}: expected a non-negative integer")
+            out[name] = value
+            continue
+        try:
+            out[name] = model.model_validate(value)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"{source}: invalid parameters:\n{_describe(exc.errors(), name)}"
+            ) from None
+    return out
+
+
+def load(*sections: str, path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml and return the validated `sections` by name."""
+    return validate(read_yaml(path), *sections, source=str(path))

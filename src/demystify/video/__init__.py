@@ -1,0 +1,1 @@
+"""Video decoding with ffmpeg: probing, frame extraction, the frames manifest."""

@@ -1,0 +1,1 @@
+"""The synthetic object world: procedural objects, a torch renderer, scenes, videos, writers."""

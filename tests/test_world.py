@@ -1,0 +1,139 @@
+"""The synthesize stage's output, read back through the public layouts' readers."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from demystify import config
+from demystify.data import got10k
+from demystify.params_file import compose
+from demystify.video.probe import probe
+from demystify.world.synthesize import World, synthesize, write_object_centric, write_videos
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_params(tmp_path_factory):
+    out = tmp_path_factory.mktemp("conf") / "params.yaml"
+    compose(out, ["scale=smoke", "world.evaluation.aloi_instances_per_category=1"], config_dir=ROOT / "conf")
+    return config.load("world", path=out)["world"]
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory, smoke_params):
+    out = tmp_path_factory.mktemp("world") / "world"
+    synthesize(smoke_params, out, progress=False)
+    return out
+
+
+def test_got10k_videos_read_back(world_dir, smoke_params):
+    v = smoke_params.videos
+    root = world_dir / "videos"
+    names = got10k.read_split(root)
+    assert len(names) == v.count
+    for name in names:
+        assert (root / f"{name}.mp4").stat().st_size > 0
+        info = probe(root / f"{name}.mp4")
+        assert (info.width, info.height) == (v.width, v.height)
+        assert info.duration_s == pytest.approx(v.frames / v.fps, abs=1.5 / v.fps)
+        ann = got10k.read_annotations(root / name)
+        assert len(ann) == v.frames
+        assert ann["cover"].between(0, 8).all()
+        assert ((ann["absence"] == 1) == (ann["cover"] == 0)).all()
+        meta = got10k.read_meta(root / name)
+        assert meta["object_class"] in (world_dir / "categories.txt").read_text().split()
+        assert got10k.anno_fps(meta) == v.fps
+        objects = pd.read_csv(root / name / "objects.csv")
+        target = objects[objects.track == 0].sort_values("frame")
+        np.testing.assert_allclose(target[["x", "y", "w", "h"]].to_numpy(), ann[["x", "y", "w", "h"]].to_numpy(), atol=1e-3)
+        visible = ann[ann.absence == 0]
+        assert (visible.w > 0).all() and (visible.x + visible.w <= v.width).all() and (visible.y + visible.h <= v.height).all()
+
+
+def test_aloi_layout(world_dir, smoke_params):
+    root = world_dir / "eval" / "aloi"
+    objects = pd.read_csv(root / "objects.csv")
+    assert len(objects) == smoke_params.categories  # one per category at this scale
+    views = 360 // smoke_params.evaluation.aloi_view_step_deg
+    for o in objects.object:
+        assert len(list((root / "aloi_red2_view" / "png2" / str(o)).glob(f"{o}_r*.png"))) == views
+        assert (root / "aloi_red2_view" / "png2" / str(o) / f"{o}_r0.png").exists()
+        assert len(list((root / "aloi_red2_ill" / "png2" / str(o)).glob(f"{o}_l*c*.png"))) == 24
+        assert (root / "aloi_red2_ill" / "png2" / str(o) / f"{o}_l8c3.png").exists()
+        assert len(list((root / "aloi_red2_col" / "png2" / str(o)).glob(f"{o}_i*.png"))) == 12
+    img = cv2.imread(str(root / "aloi_red2_view" / "png2" / "1" / "1_r0.png"))
+    assert img.shape == (smoke_params.image_size, smoke_params.image_size, 3)
+    assert (img[0, 0] == 0).all()  # ALOI's black background
+
+
+def test_occlusion_set_spans_cover_levels(world_dir, smoke_params):
+    root = world_dir / "eval" / "got10k" / "train"
+    for name in got10k.read_split(root):
+        ann = got10k.read_annotations(root / name)
+        assert len(ann) == smoke_params.evaluation.occlusion_frames
+        assert len(list((root / name).glob("*.jpg"))) == len(ann)
+        assert (root / name / "00000001.jpg").exists()
+        # the paper keeps videos whose cover levels span at least 4: every synthetic one must qualify
+        assert ann.cover.max() - ann.cover.min() >= 4
+
+
+def test_scene_masks_agree_with_annotations(world_dir, smoke_params):
+    root = world_dir / "corpora" / "scenes"
+    ann = pd.read_csv(root / "annotations.csv")
+    classes = (world_dir / "categories.txt").read_text().split()
+    lo, hi = smoke_params.corpora.objects_per_scene
+    assert ann.groupby("image").size().between(lo, hi).all()
+    for image, objs in ann.groupby("image"):
+        mask = cv2.imread(str(root / "masks" / Path(image).name), cv2.IMREAD_UNCHANGED)
+        for cat, rows in objs.groupby("category"):
+            # pixels of a category = the visible areas of its objects in that scene
+            expected = int(round(rows.area_share.sum() * smoke_params.scene_size**2))
+            assert (mask == classes.index(cat) + 1).sum() == expected
+
+
+def test_object_centric_is_large_and_centred(world_dir, smoke_params):
+    ann = pd.read_csv(world_dir / "corpora" / "object_centric" / "annotations.csv")
+    scenes = pd.read_csv(world_dir / "corpora" / "scenes" / "annotations.csv")
+    assert len(ann) == smoke_params.categories * smoke_params.corpora.object_centric_per_category
+    assert ann.area_share.median() > 3 * scenes.groupby("image").area_share.max().median()
+    size = smoke_params.image_size
+    centre = np.hypot(ann.x + ann.w / 2 - size / 2, ann.y + ann.h / 2 - size / 2) / size
+    assert centre.median() < 0.15
+    crops = pd.read_csv(world_dir / "corpora" / "scene_crops" / "annotations.csv")
+    assert len(crops) > 0 and all((world_dir / "corpora" / "scene_crops" / p).exists() for p in crops.path)
+
+
+def test_evaluation_splits(world_dir, smoke_params):
+    e = smoke_params.evaluation
+    cls = world_dir / "eval" / "classification"
+    for split, per in (("train", e.classification_train_per_class), ("test", e.classification_test_per_class)):
+        folders = sorted(p for p in (cls / split).iterdir())
+        assert len(folders) == smoke_params.categories
+        assert all(len(list(f.glob("*.png"))) == per for f in folders)
+    labels = pd.read_csv(world_dir / "eval" / "instance" / "labels.csv")
+    assert labels.groupby(["category", "az_bin", "el_bin"]).instance.nunique().eq(e.instance_per_bin).all()
+    assert ((labels.azimuth % 180) // 30 == labels.az_bin).all()
+    assert ((labels.elevation % 90) // 30 == labels.el_bin).all()
+    seg = world_dir / "eval" / "segmentation"
+    assert len(list((seg / "train" / "masks").glob("*.png"))) == e.segmentation_train
+    assert (seg / "classes.txt").read_text().split()[0] == "background"
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes(tmp_path, smoke_params):
+    world = World(smoke_params)
+    for out in (tmp_path / "a", tmp_path / "b"):
+        write_videos(world, out, progress=False)
+        write_object_centric(world, out, progress=False)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
