@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test lint bench install clean-venv
+.PHONY: run test lint bench params install clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	python bench/bench_render.py
 	python bench/bench_extract.py
+
+params: $(STAMP)
+	python -m demystify.params_file
 
 clean-venv:
 	rm -rf $(VENV)

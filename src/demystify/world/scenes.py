@@ -215,7 +215,6 @@ def passing_occluder(r: np.random.Generator, inst: int, frames: int, aspect: flo
 
 def video_frames(tracks: list[Track], frames: int, r: np.random.Generator, drift: bool = True) -> SceneBatch:
     """All frames of a clip as one SceneBatch; slot order = track order (slot 0: the target)."""
-    k = len(tracks)
     light_az = r.uniform(-1.0, 1.0) + (np.linspace(0, r.uniform(-1.0, 1.0), frames) if drift else 0)
     light_el = r.uniform(0.3, 0.9)
     kelvin = np.linspace(*r.uniform(3500, 8500, 2), frames) if drift else np.full(frames, 6500.0)

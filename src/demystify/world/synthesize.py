@@ -33,7 +33,14 @@ from ..io import atomic_dir
 from . import scenes as sc
 from .render import Rendered, Renderer, SceneBatch, keep_freed_memory, mask_boxes
 from .shapes import CATEGORY_NAMES, TEXTURES, make_catalog
-from .writers import encode_mp4, got_meta, write_got_annotations, write_image, write_list, write_mask
+from .writers import (
+    encode_mp4,
+    got_meta,
+    write_got_annotations,
+    write_image,
+    write_list,
+    write_mask,
+)
 
 OCCLUDERS = 8
 CLASSIFICATION_TEST_SHARE = 0.25  # last quarter of each category's instances is held out for testing

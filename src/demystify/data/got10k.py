@@ -1,0 +1,129 @@
+"""Readers of the GOT-10k layout (and TrackingNet's box files, which share its format).
+
+GOT-10k: `<root>/list.txt` names the sequences; each `<root>/<seq>/` holds `groundtruth.txt`
+("x,y,w,h" per frame, pixels, top-left origin), `meta_info.ini`, and optionally `cover.label`
+(0-8, visible fraction in eighths) and `absence.label` (1 when the object is out of view).
+TrackingNet: `anno/<video>.txt` with the same "x,y,w,h" lines.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class AnnotationError(ValueError):
+    """Malformed annotation content; the message names the file and line."""
+
+
+def read_split(root: str | Path) -> list[str]:
+    """Sequence names of a GOT-10k split, in `list.txt` order."""
+    path = Path(root) / "list.txt"
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: file not found") from None
+
+
+def read_meta(seq_dir: str | Path) -> dict[str, str]:
+    """`meta_info.ini` as a dict of strings (e.g. {'object_class': 'mug', 'anno_fps': '10Hz'})."""
+    path = Path(seq_dir) / "meta_info.ini"
+    lines = _read_lines(path)
+    if not lines or lines[0].strip() != "[METAINFO]":
+        raise AnnotationError(f"{path}:1: expected '[METAINFO]', got {(lines or [''])[0]!r}")
+    meta: dict[str, str] = {}
+    for no, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise AnnotationError(f"{path}:{no}: expected 'key: value', got {line!r}")
+        meta[key.strip()] = value.strip()
+    return meta
+
+
+def anno_fps(meta: dict[str, str], source: str = "meta_info.ini") -> float | None:
+    """The annotation rate of a `read_meta` dict ('10Hz' -> 10.0), None when absent."""
+    text = meta.get("anno_fps")
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*([\d.]+)\s*(?:Hz|hz|fps)?\s*", text)
+    if not m or float(m[1]) <= 0:
+        raise AnnotationError(f"{source}: anno_fps {text!r} is not a rate like '10Hz'")
+    return float(m[1])
+
+
+def resolution(meta: dict[str, str]) -> tuple[int, int] | None:
+    """(width, height) of `resolution: (160, 120)`, None when absent or unreadable."""
+    m = re.fullmatch(r"\s*\(?\s*(\d+)\s*,\s*(\d+)\s*\)?\s*", meta.get("resolution", ""))
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def read_boxes(txt_path: str | Path) -> np.ndarray:
+    """(N, 4) float array of "x,y,w,h" lines (NaN allowed for frames without a box)."""
+    path = Path(txt_path)
+    rows = []
+    for no, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        parts = line.replace("\t", ",").split(",")
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            rows.append([float(p) for p in parts])
+        except ValueError:
+            raise AnnotationError(f"{path}:{no}: expected 'x,y,w,h', got {line!r}") from None
+    return np.asarray(rows, dtype=float).reshape(-1, 4)
+
+
+def read_annotations(seq_dir: str | Path) -> pd.DataFrame:
+    """One row per annotated frame: frame (0-based), x, y, w, h, cover (-1: unknown), absence."""
+    seq_dir = Path(seq_dir)
+    boxes = read_boxes(seq_dir / "groundtruth.txt")
+    n = len(boxes)
+    cover = _read_labels(seq_dir / "cover.label", n, default=-1, valid=range(0, 9))
+    absence = _read_labels(seq_dir / "absence.label", n, default=0, valid=range(0, 2))
+    return pd.DataFrame(
+        {
+            "frame": np.arange(n, dtype=np.int64),
+            "x": boxes[:, 0],
+            "y": boxes[:, 1],
+            "w": boxes[:, 2],
+            "h": boxes[:, 3],
+            "cover": cover,
+            "absence": absence,
+        }
+    )
+
+
+def _read_labels(path: Path, n: int, default: int, valid: range) -> np.ndarray:
+    if not path.exists():
+        return np.full(n, default, dtype=np.int64)
+    values = []
+    for no, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = int(line.strip())
+            if value not in valid:
+                raise ValueError
+        except ValueError:
+            raise AnnotationError(
+                f"{path}:{no}: expected an integer in {valid.start}..{valid.stop - 1}, got {line!r}"
+            ) from None
+        values.append(value)
+    if len(values) != n:
+        raise AnnotationError(f"{path}: {len(values)} labels for {n} boxes in groundtruth.txt")
+    return np.asarray(values, dtype=np.int64)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not a text file ({exc.reason})") from None

@@ -1,0 +1,345 @@
+"""Frame extraction: a folder of videos -> `<out>/<video>/NNNNNN.jpg` + the frames manifest.
+
+ffmpeg does all per-frame work (decode, resample to `fps`, resize, JPEG encode); Python only
+plans, checks and records. Each video is written through `atomic_dir`, so a killed run leaves
+only dot-prefixed temporaries (removed at the next start), never a half-written video folder.
+A bad video is rejected with ffmpeg's reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from demystify.config import FramesParams
+from demystify.data import got10k
+from demystify.io import atomic_dir, remove_stale_temporaries, write_csv, write_json, write_parquet
+from demystify.video.ffmpeg_bin import ffmpeg_exe
+from demystify.video.probe import VideoError, VideoInfo, ffmpeg_reason, probe
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpeg", ".mpg", ".m4v"})
+
+MANIFEST_DTYPES: dict[str, str] = {
+    "video": "object",
+    "frame": "int64",
+    "time_s": "float64",
+    "path": "object",
+    "width": "int64",
+    "height": "int64",
+    "x": "float64",
+    "y": "float64",
+    "w": "float64",
+    "h": "float64",
+    "cover": "Int64",
+    "absence": "Int64",
+    "track": "Int64",
+}
+REJECTED_COLUMNS = ["file", "reason"]
+TRUNCATION_MARGIN = 0.1  # share of the header's duration a video may fall short by
+_GT_FLOAT = ["x", "y", "w", "h"]
+_GT_INT = ["cover", "absence", "track"]
+
+
+class ExtractionError(RuntimeError):
+    """The stage as a whole failed (no video, or too many rejected); outputs are written."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    path: Path
+    file: str  # relative to the videos root, for the rejected table
+    video: str
+    out_dir: Path
+    fps: float
+    size: int
+    quality: int
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def find_videos(root: str | Path) -> list[Path]:
+    """Every file under `root` with a video extension, sorted; broken links and unreadable
+    files included on purpose, so they are rejected by name instead of silently missing."""
+    root = Path(root)
+    found: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        for name in filenames:
+            if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
+                found.append(Path(dirpath) / name)
+        # os.walk lists a broken symlink under dirnames only if it points to a directory;
+        # a broken link is never a directory, so it is already in filenames.
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def video_id(path: str | Path, root: str | Path) -> str:
+    """Posix path of `path` relative to `root`, without the suffix ('sub/clip')."""
+    return Path(path).relative_to(root).with_suffix("").as_posix()
+
+
+# ---------------------------------------------------------------- one video
+
+
+def output_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """Frame size with the short side = `size`, aspect kept (nearest integer, half up)."""
+    scale = size / min(width, height)
+    return max(1, math.floor(width * scale + 0.5)), max(1, math.floor(height * scale + 0.5))
+
+
+def _check_readable(path: Path) -> None:
+    # ffmpeg's message for these is vague; Python's errno names the actual problem.
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise VideoError(f"unreadable: [Errno {exc.errno}] {exc.strerror}") from None
+
+
+def extract_video(
+    path: str | Path,
+    out_dir: str | Path,
+    fps: float,
+    size: int,
+    quality: int,
+    info: VideoInfo | None = None,
+) -> pd.DataFrame:
+    """Decode `path` to `out_dir/%06d.jpg` at `fps`, short side `size`, JPEG `-q:v quality`.
+
+    Returns one row per frame (frame, time_s, width, height). Any decode error, or no frame
+    at all, raises VideoError and leaves no `out_dir` behind.
+    """
+    path = Path(path)
+    info = info or probe(path)
+    width, height = output_size(info.width, info.height, size)
+    with atomic_dir(out_dir) as tmp:
+        _run_ffmpeg(path, tmp, fps, width, height, quality)
+        count = sum(1 for _ in tmp.glob("*.jpg"))
+        if count == 0:
+            raise VideoError("decoded to 0 frames")
+        _check_complete(count, fps, info)
+    frames = np.arange(count, dtype=np.int64)
+    return pd.DataFrame({"frame": frames, "time_s": frames / fps, "width": width, "height": height})
+
+
+def _check_complete(count: int, fps: float, info: VideoInfo) -> None:
+    """A file cut at a packet boundary decodes without any error, just short: compare with
+    the duration its header promises. The margin absorbs container/stream duration gaps
+    (e.g. an audio track a little longer than the video)."""
+    if info.duration_s is None:
+        return
+    expected = info.duration_s * fps
+    if count < math.floor(expected * (1 - TRUNCATION_MARGIN)) - 1:
+        raise VideoError(
+            f"truncated: decoded {count} frames, the header's duration "
+            f"{info.duration_s:.2f} s implies {expected:.0f} at {fps:g} fps"
+        )
+
+
+def _run_ffmpeg(path: Path, out: Path, fps: float, width: int, height: int, quality: int) -> None:
+    import ffmpeg
+
+    stream = (
+        ffmpeg.input(str(path))
+        .filter("fps", fps=fps)
+        .filter("scale", width, height)
+        .output(str(out / "%06d.jpg"), start_number=0, **{"q:v": quality})
+    )
+    args = stream.compile(cmd=ffmpeg_exe())
+    # Global options go before the input: ffmpeg ignores trailing ones. -xerror turns a
+    # decode error (truncated or corrupt data) into a non-zero exit instead of a short video.
+    args[1:1] = ["-hide_banner", "-nostdin", "-v", "error", "-xerror"]
+    proc = subprocess.run(args, capture_output=True, text=True, errors="replace")
+    if proc.returncode != 0:
+        raise VideoError(ffmpeg_reason(proc.stderr, default=f"ffmpeg exit {proc.returncode}"))
+
+
+# ---------------------------------------------------------------- ground truth
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    boxes: pd.DataFrame  # got10k.read_annotations rows
+    rate: float | None  # annotation rows per second; None: one per video frame
+    resolution: tuple[int, int] | None  # the boxes' pixel frame; None: the video's
+
+
+def read_sidecar(path: Path) -> GroundTruth | None:
+    """Ground truth of the GOT-10k sequence folder `X/` beside `X.mp4`, if it has any."""
+    seq = path.with_suffix("")
+    if not (seq / "groundtruth.txt").is_file():
+        return None
+    boxes = got10k.read_annotations(seq)
+    meta_path = seq / "meta_info.ini"
+    meta = got10k.read_meta(seq) if meta_path.is_file() else {}
+    rate = got10k.anno_fps(meta, source=str(meta_path))
+    return GroundTruth(boxes, rate, got10k.resolution(meta)) if len(boxes) else None
+
+
+def attach_ground_truth(
+    frames: pd.DataFrame, gt: GroundTruth | None, info: VideoInfo
+) -> pd.DataFrame:
+    """Add x, y, w, h (scaled to the frame size), cover, absence, track (NA without GT)."""
+    frames = frames.copy()
+    n = len(frames)
+    if gt is None:
+        for col in _GT_FLOAT:
+            frames[col] = np.nan
+        for col in _GT_INT:
+            frames[col] = pd.array([pd.NA] * n, dtype="Int64")
+        return frames
+    rate = gt.rate or info.fps
+    src_w, src_h = gt.resolution or (info.width, info.height)
+    # Annotation row nearest the frame's time; the epsilon keeps k+0.5 from float noise.
+    rows = np.floor(frames["time_s"].to_numpy() * rate + 0.5 + 1e-9).astype(np.int64)
+    picked = gt.boxes.iloc[np.clip(rows, 0, len(gt.boxes) - 1)]
+    sx = frames["width"].to_numpy() / src_w
+    sy = frames["height"].to_numpy() / src_h
+    for col, scale in [("x", sx), ("y", sy), ("w", sx), ("h", sy)]:
+        frames[col] = picked[col].to_numpy() * scale
+    for col in ("cover", "absence"):
+        frames[col] = pd.array(picked[col].to_numpy(), dtype="Int64")
+    frames["track"] = pd.array(np.zeros(n, dtype=np.int64), dtype="Int64")  # GOT: one object
+    return frames
+
+
+# ---------------------------------------------------------------- a folder
+
+
+def _process(job: _Job) -> tuple[str, pd.DataFrame | None, str | None]:
+    """Worker: (file, manifest rows, None) or (file, None, reason). Never raises on bad data."""
+    try:
+        _check_readable(job.path)
+        info = probe(job.path)
+        gt = read_sidecar(job.path)  # a bad sidecar fails before any decoding
+        frames = extract_video(job.path, job.out_dir, job.fps, job.size, job.quality, info)
+        frames = attach_ground_truth(frames, gt, info)
+    except (VideoError, got10k.AnnotationError) as exc:
+        # An older run's frames of this video must not outlive its rejection.
+        shutil.rmtree(job.out_dir, ignore_errors=True)
+        return job.file, None, str(exc)
+    frames.insert(0, "video", job.video)
+    frames.insert(3, "path", [f"{job.video}/{i:06d}.jpg" for i in frames["frame"]])
+    return job.file, frames, None
+
+
+def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesParams):
+    jobs: list[_Job] = []
+    rejected: list[tuple[str, str]] = []
+    owner: dict[str, str] = {}
+    for path in videos:
+        file, vid = path.relative_to(root).as_posix(), video_id(path, root)
+        if vid in owner:  # clip.mp4 + clip.avi would write the same frames folder
+            rejected.append((file, f"duplicate video id {vid!r} (already taken by {owner[vid]})"))
+            continue
+        owner[vid] = file
+        job = _Job(path, file, vid, out_root / vid, params.fps, params.size, params.jpeg_quality)
+        jobs.append(job)
+    return jobs, rejected
+
+
+def empty_manifest() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in MANIFEST_DTYPES.items()})
+
+
+def extract_all(
+    videos_root: str | Path,
+    out_root: str | Path,
+    params: FramesParams,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Extract every video under `videos_root`; returns (manifest, rejected[file, reason])."""
+    root, out_root = Path(videos_root), Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    jobs, rejected = _plan(find_videos(root), root, out_root, params)
+    for parent in {out_root, *(job.out_dir.parent for job in jobs)}:
+        remove_stale_temporaries(parent)  # leftovers of a killed run
+    parts: list[pd.DataFrame] = []
+    bar = tqdm(
+        total=len(jobs), desc="extract_frames", unit="video", file=sys.stderr, disable=not progress
+    )
+    with bar:
+        for file, frames, reason in _map(jobs, params.workers or os.cpu_count() or 1):
+            bar.update()
+            if reason is not None:
+                rejected.append((file, reason))
+            else:
+                parts.append(frames)
+    manifest = pd.concat(parts, ignore_index=True) if parts else empty_manifest()
+    manifest = manifest[list(MANIFEST_DTYPES)].astype(MANIFEST_DTYPES)
+    manifest = manifest.sort_values(["video", "frame"], kind="stable", ignore_index=True)
+    rejected_df = pd.DataFrame(sorted(rejected), columns=REJECTED_COLUMNS)
+    return manifest, rejected_df
+
+
+def _map(jobs: list[_Job], workers: int):
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_process, jobs)
+        return
+    # Each worker spends its time waiting on an ffmpeg child; processes keep pandas and
+    # the GIL out of each other's way and match ffmpeg's own one-process-per-video model.
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        for future in as_completed([pool.submit(_process, job) for job in jobs]):
+            yield future.result()
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run_stage(
+    videos_root: str | Path,
+    out_root: str | Path,
+    metrics_path: str | Path,
+    params: FramesParams,
+) -> dict[str, float | int]:
+    """extract_frames: write manifest.parquet, rejected.csv and metrics, then fail if the
+    batch as a whole is unusable (the good work stays on disk either way)."""
+    root, out_root = Path(videos_root), Path(out_root)
+    manifest, rejected = extract_all(root, out_root, params)
+    write_parquet(out_root / "manifest.parquet", manifest)
+    write_csv(out_root / "rejected.csv", rejected)
+    found = manifest["video"].nunique() + len(rejected)
+    share = len(rejected) / found if found else 0.0
+    metrics = {
+        "videos_found": int(found),
+        "videos_extracted": int(manifest["video"].nunique()),
+        "videos_rejected": len(rejected),
+        "rejected_share": round(share, 6),
+        "frames": len(manifest),
+    }
+    write_json(metrics_path, metrics)
+    if found == 0:
+        if not root.is_dir():
+            raise ExtractionError(f"videos folder not found: {root}")
+        exts = " ".join(sorted(VIDEO_EXTENSIONS))
+        raise ExtractionError(f"no video found under {root} (extensions: {exts})")
+    if share > params.max_rejected:
+        raise ExtractionError(
+            f"{len(rejected)} of {found} videos rejected (share {share:.3f} > "
+            f"frames.max_rejected {params.max_rejected}); see {out_root / 'rejected.csv'}:\n"
+            + _list_rejected(rejected)
+        )
+    return metrics
+
+
+def _list_rejected(rejected: pd.DataFrame, limit: int = 20) -> str:
+    lines = [f"  {r.file}: {r.reason}" for r in rejected.head(limit).itertuples()]
+    if len(rejected) > limit:
+        lines.append(f"  ... and {len(rejected) - limit} more")
+    return "\n".join(lines)

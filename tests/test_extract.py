@@ -1,0 +1,279 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import video_fixtures
+from PIL import Image
+
+from demystify.config import FramesParams
+from demystify.video.extract import (
+    MANIFEST_DTYPES,
+    ExtractionError,
+    extract_all,
+    extract_video,
+    find_videos,
+    output_size,
+    run_stage,
+    video_id,
+)
+from demystify.video.probe import VideoError
+
+clips = video_fixtures.clips  # the session fixture, shared with other modules
+
+
+def params(**kw) -> FramesParams:
+    base = dict(fps=5.0, size=32, jpeg_quality=5, max_rejected=1.0, workers=1)
+    return FramesParams(**{**base, **kw})
+
+
+def put(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("fps, frames", [(5, 10), (2.5, 5), (3, 6), (12.5, 25), (0.5, 1)])
+def test_frame_count_is_duration_times_fps(clips, tmp_path: Path, fps: float, frames: int):
+    rows = extract_video(clips["good"], tmp_path / "v", fps, 32, 5)
+    assert len(rows) == frames
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
+        f"{i:06d}.jpg" for i in range(frames)
+    ]
+    np.testing.assert_allclose(rows["time_s"], np.arange(frames) / fps)
+
+
+@pytest.mark.parametrize(
+    "clip, size, expect",
+    [
+        ("good", 32, (43, 32)),
+        ("portrait", 32, (32, 43)),
+        ("good", 48, (64, 48)),
+        ("rotated", 24, (24, 32)),
+    ],
+)
+def test_short_side_is_size(clips, tmp_path: Path, clip: str, size: int, expect):
+    rows = extract_video(clips[clip], tmp_path / "v", 5, size, 5)
+    assert (rows["width"][0], rows["height"][0]) == expect
+    assert Image.open(tmp_path / "v" / "000000.jpg").size == expect
+
+
+def test_output_size_rounds_to_nearest():
+    assert output_size(1920, 1080, 224) == (398, 224)  # 398.2
+    assert output_size(100, 300, 10) == (10, 30)
+    assert output_size(3, 2, 3) == (5, 3)  # 4.5 rounds half up
+
+
+@pytest.mark.parametrize("clip", ["truncated_data", "truncated_clean"])
+def test_truncated_data_rejected_leaves_no_folder(clips, tmp_path: Path, clip: str):
+    with pytest.raises(VideoError, match="corrupt input packet|partial file|Invalid|truncated"):
+        extract_video(clips[clip], tmp_path / "v", 5, 32, 5)
+    assert os.listdir(tmp_path) == []
+
+
+def test_find_videos_and_ids(tmp_path: Path):
+    for name in ["b.MP4", "a.mkv", "sub/c.webm", "sub/notes.txt", "d.M4V", "e.mpeg"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "dir.mp4").mkdir()  # a folder is not a video
+    (tmp_path / "broken.avi").symlink_to(tmp_path / "gone.avi")
+    found = find_videos(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "a.mkv",
+        "b.MP4",
+        "broken.avi",
+        "d.M4V",
+        "e.mpeg",
+        "sub/c.webm",
+    ]
+    assert video_id(tmp_path / "sub" / "c.webm", tmp_path) == "sub/c"
+    assert video_id(tmp_path / "GOT-10k_Train_000001.mp4", tmp_path) == "GOT-10k_Train_000001"
+
+
+@pytest.fixture
+def mixed(clips, tmp_path: Path) -> Path:
+    """Two good videos and one of every kind of bad one."""
+    root = tmp_path / "videos"
+    put(clips["good"], root / "good.mp4")
+    put(clips["portrait"], root / "sub" / "tall.mkv")
+    (root / "zero.mp4").write_bytes(b"")
+    put(clips["truncated"], root / "truncated.mp4")
+    put(clips["truncated_data"], root / "truncated_data.mp4")
+    put(clips["truncated_clean"], root / "truncated_clean.mp4")
+    (root / "text.mp4").write_text("this is not a video\n")
+    put(clips["audio"], root / "audio.mp4")
+    (root / "broken.mp4").symlink_to(root / "missing.mp4")
+    if os.geteuid() != 0:  # root reads anything: the case cannot be made
+        put(clips["good"], root / "locked.mp4").chmod(0)
+    return root
+
+
+def test_bad_videos_rejected_good_ones_kept(mixed: Path, tmp_path: Path):
+    out = tmp_path / "frames"
+    manifest, rejected = extract_all(mixed, out, params(), progress=False)
+    reasons = dict(zip(rejected["file"], rejected["reason"], strict=True))
+    assert reasons.pop("zero.mp4").startswith("moov atom not found")
+    assert "moov atom not found" in reasons.pop("truncated.mp4")
+    assert "corrupt input packet" in reasons.pop("truncated_data.mp4")
+    assert reasons.pop("truncated_clean.mp4").startswith("truncated: decoded 7 frames")
+    assert "Invalid data found" in reasons.pop("text.mp4")
+    assert reasons.pop("audio.mp4") == "no video stream"
+    assert reasons.pop("broken.mp4") == "unreadable: [Errno 2] No such file or directory"
+    if os.geteuid() != 0:
+        assert reasons.pop("locked.mp4") == "unreadable: [Errno 13] Permission denied"
+    assert reasons == {}
+    assert manifest.groupby("video").size().to_dict() == {"good": 10, "sub/tall": 10}
+    assert sorted(p.name for p in out.iterdir()) == ["good", "sub"]
+    assert dict(manifest.dtypes.astype(str)) == MANIFEST_DTYPES
+    row = manifest.iloc[3]
+    assert (row.video, row.frame, row.path, row.width, row.height) == (
+        "good",
+        3,
+        "good/000003.jpg",
+        43,
+        32,
+    )
+    assert row.time_s == pytest.approx(0.6)
+    assert manifest["x"].isna().all() and manifest["track"].isna().all()
+    assert all((out / p).is_file() for p in manifest["path"])
+
+
+def test_too_many_rejected_fails_after_writing(mixed: Path, tmp_path: Path):
+    out, metrics = tmp_path / "frames", tmp_path / "results" / "metrics.json"
+    with pytest.raises(ExtractionError) as err:
+        run_stage(mixed, out, metrics, params(max_rejected=0.5))
+    assert "frames.max_rejected 0.5" in str(err.value)
+    assert "audio.mp4: no video stream" in str(err.value)
+    written = pd.read_parquet(out / "manifest.parquet")
+    assert written["video"].unique().tolist() == ["good", "sub/tall"]
+    assert (out / "good" / "000009.jpg").is_file()
+    rejected = pd.read_csv(out / "rejected.csv")
+    m = json.loads(metrics.read_text())
+    assert m["videos_extracted"] == 2 and m["videos_rejected"] == len(rejected)
+    assert m["videos_found"] == 2 + len(rejected) and m["frames"] == 20
+    assert m["rejected_share"] == pytest.approx(len(rejected) / m["videos_found"], abs=1e-6)
+
+
+def test_accepted_share_passes(clips, tmp_path: Path):
+    root = tmp_path / "videos"
+    put(clips["good"], root / "a.mp4")
+    (root / "b.mp4").write_bytes(b"")
+    m = run_stage(root, tmp_path / "out", tmp_path / "m.json", params(max_rejected=0.5))
+    assert (m["videos_found"], m["videos_rejected"], m["frames"]) == (2, 1, 10)
+
+
+def test_no_video_fails_with_empty_outputs(tmp_path: Path):
+    (tmp_path / "videos").mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(ExtractionError, match="no video found"):
+        run_stage(tmp_path / "videos", out, tmp_path / "m.json", params())
+    assert (out / "rejected.csv").read_text().strip() == "file,reason"
+    assert pd.read_parquet(out / "manifest.parquet").empty
+    with pytest.raises(ExtractionError, match="videos folder not found"):
+        run_stage(tmp_path / "nowhere", out, tmp_path / "m.json", params())
+
+
+def test_stale_temporaries_removed(clips, tmp_path: Path):
+    root, out = tmp_path / "videos", tmp_path / "out"
+    put(clips["good"], root / "clip.mp4")
+    put(clips["good"], root / "sub" / "deep.mp4")
+    for stale in [out / ".clip.tmp-xyz", out / "sub" / ".deep.tmp-abc"]:
+        stale.mkdir(parents=True)
+        (stale / "000000.jpg").write_bytes(b"partial")
+    manifest, _ = extract_all(root, out, params(), progress=False)
+    assert not (out / ".clip.tmp-xyz").exists() and not (out / "sub" / ".deep.tmp-abc").exists()
+    assert not manifest["path"].str.contains("tmp").any()
+    assert sorted(manifest["video"].unique()) == ["clip", "sub/deep"]
+
+
+def test_duplicate_ids_rejected(clips, tmp_path: Path):
+    put(clips["good"], tmp_path / "v" / "clip.mp4")
+    put(clips["portrait"], tmp_path / "v" / "clip.mkv")
+    manifest, rejected = extract_all(tmp_path / "v", tmp_path / "o", params(), progress=False)
+    assert rejected.to_dict("records") == [
+        {"file": "clip.mp4", "reason": "duplicate video id 'clip' (already taken by clip.mkv)"}
+    ]
+    assert manifest["width"].unique().tolist() == [32]
+
+
+def test_ground_truth_sidecar(clips, tmp_path: Path):
+    root = tmp_path / "videos"
+    put(clips["good"], root / "GOT-10k_Train_000001.mp4")
+    seq = root / "GOT-10k_Train_000001"
+    seq.mkdir()
+    k = np.arange(15)  # 1.5 s at 10 Hz: the last frames clip to the last row
+    (seq / "groundtruth.txt").write_text("".join(f"{i},{2 * i},10,8\n" for i in k))
+    (seq / "cover.label").write_text("".join(f"{i % 9}\n" for i in k))
+    (seq / "absence.label").write_text("".join(f"{i % 2}\n" for i in k))
+    (seq / "meta_info.ini").write_text("[METAINFO]\nanno_fps: 10Hz\nresolution: (64, 48)\n")
+    manifest, rejected = extract_all(root, tmp_path / "out", params(size=24), progress=False)
+    assert rejected.empty
+    assert (manifest["width"].iloc[0], manifest["height"].iloc[0]) == (32, 24)  # scale 0.5
+    row = np.minimum(2 * manifest["frame"].to_numpy(), 14)  # t = i/5 s -> row round(10 t)
+    np.testing.assert_allclose(manifest["x"], row * 0.5)
+    np.testing.assert_allclose(manifest["y"], row * 1.0)
+    np.testing.assert_allclose(manifest[["w", "h"]], np.tile([5.0, 4.0], (10, 1)))
+    assert manifest["cover"].tolist() == (row % 9).tolist()
+    assert manifest["absence"].tolist() == (row % 2).tolist()
+    assert manifest["track"].tolist() == [0] * 10
+
+
+def test_ground_truth_defaults_to_video_rate(clips, tmp_path: Path):
+    root = tmp_path / "videos"
+    put(clips["good"], root / "clip.mp4")
+    (root / "clip").mkdir()
+    (root / "clip" / "groundtruth.txt").write_text("".join(f"{i},0,4,4\n" for i in range(50)))
+    manifest, _ = extract_all(root, tmp_path / "out", params(size=48), progress=False)
+    np.testing.assert_allclose(manifest["x"], 5 * manifest["frame"])  # 25 fps / 5 fps
+    assert manifest["cover"].tolist() == [-1] * 10  # no cover.label
+
+
+def test_bad_sidecar_rejects_its_video(clips, tmp_path: Path):
+    root = tmp_path / "videos"
+    put(clips["good"], root / "clip.mp4")
+    put(clips["good"], root / "other.mp4")
+    (root / "clip").mkdir()
+    (root / "clip" / "groundtruth.txt").write_text("1,2,3,4\nbroken\n")
+    manifest, rejected = extract_all(root, tmp_path / "out", params(), progress=False)
+    assert rejected["file"].tolist() == ["clip.mp4"]
+    assert "groundtruth.txt:2" in rejected["reason"][0]
+    assert manifest["video"].unique().tolist() == ["other"]
+
+
+def test_parallel_equals_serial(mixed: Path, tmp_path: Path):
+    serial = extract_all(mixed, tmp_path / "a", params(workers=1), progress=False)
+    parallel = extract_all(mixed, tmp_path / "b", params(workers=2), progress=False)
+    pd.testing.assert_frame_equal(serial[0], parallel[0])
+    pd.testing.assert_frame_equal(serial[1], parallel[1])
+    for p in serial[0]["path"]:
+        assert (tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes()
+
+
+STAGE = Path(__file__).resolve().parents[1] / "stages" / "extract_frames.py"
+
+
+def run_script(cwd: Path, max_rejected: float) -> subprocess.CompletedProcess:
+    (cwd / "params.yaml").write_text(
+        "data: {source: folder, root: data/world, videos: videos}\n"
+        f"frames: {{fps: 5.0, size: 32, jpeg_quality: 5, max_rejected: {max_rejected},"
+        " workers: 1}\n"
+    )
+    return subprocess.run([sys.executable, str(STAGE)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_stage_script(clips, tmp_path: Path):
+    put(clips["good"], tmp_path / "videos" / "a.mp4")
+    (tmp_path / "videos" / "b.mp4").write_bytes(b"")
+    ok = run_script(tmp_path, 0.5)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "results/frames/metrics.json").read_text())["frames"] == 10
+    assert (tmp_path / "data/frames/a/000009.jpg").is_file()
+    failed = run_script(tmp_path, 0.0)
+    assert failed.returncode == 1
+    assert "b.mp4: moov atom not found" in failed.stderr
+    assert "Traceback" not in failed.stderr

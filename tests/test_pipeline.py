@@ -1,0 +1,84 @@
+"""End to end: real `dvc repro` / `dvc exp run` in a temporary copy of the repository (smoke scale)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from demystify.params_file import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git repo holding the project's files (tracked and new, not ignored), smoke params."""
+    dest = tmp_path_factory.mktemp("repo")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for rel in listed:
+        src = ROOT / rel
+        if src.is_file() and not rel.startswith(("data/", "results/")) and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    compose(dest / "params.yaml", ["scale=smoke"], config_dir=dest / "conf")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(dest / "src"), "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.com"],
+                ["git", "config", "user.name", "test"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        _run(cmd, dest, env)
+    return dest, env
+
+
+def _stages_run(proc: subprocess.CompletedProcess) -> list[str]:
+    text = proc.stdout + proc.stderr
+    return [line.split("'")[1] for line in text.splitlines() if line.startswith("Running stage '")]
+
+
+def test_repro_then_noop_then_only_what_changed(repo):
+    path, env = repo
+    first = _run(["dvc", "repro"], path, env)
+    assert _stages_run(first) == ["synthesize", "extract_frames"]
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    v, f = params["world"]["videos"], params["frames"]
+    manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
+    per_video = round(v["frames"] / v["fps"] * f["fps"])
+    assert manifest.groupby("video").size().to_dict() == {
+        f"GOT-10k_Train_{i + 1:06d}": per_video for i in range(v["count"])}
+    assert manifest[["x", "y", "w", "h", "cover"]].notna().all().all()  # GOT-10k ground truth carried
+    metrics = json.loads((path / "results/frames/metrics.json").read_text())
+    assert metrics["videos_rejected"] == 0 and metrics["frames"] == len(manifest)
+
+    second = _run(["dvc", "repro"], path, env)
+    assert _stages_run(second) == []
+    assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
+
+    params["frames"]["fps"] = 2.0
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = _run(["dvc", "repro"], path, env)
+    assert _stages_run(third) == ["extract_frames"]
+    manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
+    assert manifest.groupby("video").size().eq(round(v["frames"] / v["fps"] * 2)).all()
+
+
+def test_exp_run_composes_conf(repo):
+    """`dvc exp run -S` goes through Hydra: conf/ is composed into params.yaml."""
+    path, env = repo
+    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "frames.fps=1"], path, env)
+    assert _stages_run(proc) == ["extract_frames"]
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    assert params["frames"]["fps"] == 1.0 and params["world"]["image_size"] == 32

@@ -1,0 +1,76 @@
+"""Tiny real videos made with ffmpeg's lavfi sources, shared by the video tests.
+
+Imported by the test modules (not a conftest) so it never collides with other fixtures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from demystify.video.ffmpeg_bin import ffmpeg_exe
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True
+    )
+
+
+def make_clip(
+    path: Path, seconds: float = 2, rate: int = 25, size: str = "64x48", *extra: str
+) -> Path:
+    """An H.264 testsrc2 clip (moov atom at the end, as ffmpeg writes by default)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        *extra,
+        str(path),
+    )
+    return path
+
+
+def make_audio_only(path: Path) -> Path:
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(path))
+    return path
+
+
+def truncate(src: Path, dst: Path, fraction: float = 0.5) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """Good and bad source files, made once; tests copy what they need into their own folder."""
+    d = tmp_path_factory.mktemp("clips")
+    good = make_clip(d / "good.mp4")
+    faststart = make_clip(
+        d / "faststart.mp4", 4, 25, "64x48", "-g", "25", "-movflags", "+faststart"
+    )
+    return {
+        "good": good,
+        "portrait": make_clip(d / "portrait.mkv", 2, 25, "48x64"),
+        "rotated": _rotated(good, d / "rotated.mp4"),
+        "audio": make_audio_only(d / "audio.mp4"),
+        "truncated": truncate(good, d / "truncated.mp4"),
+        # moov first: the header is fine, the data stops part way: a decode error when the
+        # cut splits a packet, a silently short video when it falls between two.
+        "truncated_data": truncate(faststart, d / "truncated_data.mp4", 0.5),
+        "truncated_clean": truncate(faststart, d / "truncated_clean.mp4", 0.6),
+    }
+
+
+def _rotated(src: Path, dst: Path) -> Path:
+    ffmpeg("-display_rotation", "90", "-i", str(src), "-c", "copy", str(dst))
+    return dst
