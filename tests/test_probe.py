@@ -54,3 +54,17 @@ def test_reason_skips_bookkeeping():
     )
     assert ffmpeg_reason(stderr) == "moov atom not found; Invalid data found when processing input"
     assert ffmpeg_reason("", default="nothing") == "nothing"
+
+
+@pytest.mark.parametrize("name", ["good", "rotated"])
+def test_opencv_probe_agrees_with_ffmpeg(clips, name):
+    """The in-process OpenCV probe (used when there is no ffprobe) reads what ffmpeg reads."""
+    from demystify.video.probe import _probe_ffmpeg, _probe_opencv
+
+    assert _probe_opencv(clips[name]) == _probe_ffmpeg(clips[name])
+
+
+def test_opencv_cannot_open_falls_back_to_ffmpegs_reason(clips):
+    from demystify.video.probe import _probe_opencv
+
+    assert _probe_opencv(clips["truncated"]) is None  # then probe() asks ffmpeg why

@@ -64,6 +64,7 @@ class _Job:
     fps: float
     size: int
     quality: int
+    threads: int = 0  # ffmpeg threads per video; 0 = ffmpeg's own choice
 
 
 # ---------------------------------------------------------------- discovery
@@ -119,6 +120,7 @@ def extract_video(
     size: int,
     quality: int,
     info: VideoInfo | None = None,
+    threads: int = 0,
 ) -> pd.DataFrame:
     """Decode `path` to `out_dir/%06d.jpg` at `fps`, short side `size`, JPEG `-q:v quality`.
 
@@ -129,7 +131,7 @@ def extract_video(
     info = info or probe(path)
     width, height = output_size(info.width, info.height, size)
     with atomic_dir(out_dir) as tmp:
-        _run_ffmpeg(path, tmp, fps, width, height, quality)
+        _run_ffmpeg(path, tmp, fps, width, height, quality, threads)
         count = sum(1 for _ in tmp.glob("*.jpg"))
         if count == 0:
             raise VideoError("decoded to 0 frames")
@@ -152,14 +154,20 @@ def _check_complete(count: int, fps: float, info: VideoInfo) -> None:
         )
 
 
-def _run_ffmpeg(path: Path, out: Path, fps: float, width: int, height: int, quality: int) -> None:
+def _run_ffmpeg(
+    path: Path, out: Path, fps: float, width: int, height: int, quality: int, threads: int = 0
+) -> None:
     import ffmpeg
 
+    # With one ffmpeg per core already running, ffmpeg's default of a thread pool per process
+    # oversubscribes the cores (measured: about 10% slower on 2 cores, see BENCHMARKS.md).
     stream = (
-        ffmpeg.input(str(path))
+        ffmpeg.input(str(path), threads=threads)
         .filter("fps", fps=fps)
         .filter("scale", width, height)
-        .output(str(out / "%06d.jpg"), start_number=0, **{"q:v": quality})
+        # Standard Huffman tables: ffmpeg's default computes optimal ones per frame, a second
+        # pass that costs about 5% of the whole extraction for a few % smaller files.
+        .output(str(out / "%06d.jpg"), start_number=0, threads=threads, huffman="default", **{"q:v": quality})
     )
     args = stream.compile(cmd=ffmpeg_exe())
     # Global options go before the input: ffmpeg ignores trailing ones. -xerror turns a
@@ -228,7 +236,9 @@ def _process(job: _Job) -> tuple[str, pd.DataFrame | None, str | None]:
         _check_readable(job.path)
         info = probe(job.path)
         gt = read_sidecar(job.path)  # a bad sidecar fails before any decoding
-        frames = extract_video(job.path, job.out_dir, job.fps, job.size, job.quality, info)
+        frames = extract_video(
+            job.path, job.out_dir, job.fps, job.size, job.quality, info, job.threads
+        )
         frames = attach_ground_truth(frames, gt, info)
     except (VideoError, got10k.AnnotationError) as exc:
         # An older run's frames of this video must not outlive its rejection.
@@ -239,7 +249,7 @@ def _process(job: _Job) -> tuple[str, pd.DataFrame | None, str | None]:
     return job.file, frames, None
 
 
-def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesParams):
+def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesParams, workers: int):
     jobs: list[_Job] = []
     rejected: list[tuple[str, str]] = []
     owner: dict[str, str] = {}
@@ -249,7 +259,8 @@ def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesPara
             rejected.append((file, f"duplicate video id {vid!r} (already taken by {owner[vid]})"))
             continue
         owner[vid] = file
-        job = _Job(path, file, vid, out_root / vid, params.fps, params.size, params.jpeg_quality)
+        threads = 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
+        job = _Job(path, file, vid, out_root / vid, params.fps, params.size, params.jpeg_quality, threads)
         jobs.append(job)
     return jobs, rejected
 
@@ -267,7 +278,8 @@ def extract_all(
     """Extract every video under `videos_root`; returns (manifest, rejected[file, reason])."""
     root, out_root = Path(videos_root), Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    jobs, rejected = _plan(find_videos(root), root, out_root, params)
+    workers = params.workers or os.cpu_count() or 1
+    jobs, rejected = _plan(find_videos(root), root, out_root, params, workers)
     for parent in {out_root, *(job.out_dir.parent for job in jobs)}:
         remove_stale_temporaries(parent)  # leftovers of a killed run
     parts: list[pd.DataFrame] = []
@@ -275,7 +287,7 @@ def extract_all(
         total=len(jobs), desc="extract_frames", unit="video", file=sys.stderr, disable=not progress
     )
     with bar:
-        for file, frames, reason in _map(jobs, params.workers or os.cpu_count() or 1):
+        for file, frames, reason in _map(jobs, workers):
             bar.update()
             if reason is not None:
                 rejected.append((file, reason))
