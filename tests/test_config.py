@@ -107,3 +107,4 @@ def test_stage_stops_before_work(tmp_path, params, stage, key):
     assert proc.returncode == 1
     assert f"{key} = -2.0" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+

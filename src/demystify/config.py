@@ -140,11 +140,41 @@ class FramesParams(Section):
     workers: int = Field(ge=0)  # 0: one per core
 
 
+class PairsParams(Section):
+    source: Literal["frames", "tracker", "annotations"]
+    seed: int = Field(ge=0)
+    min_gap: int = Field(ge=1)  # in frames of the extracted rate
+    max_gap: int = Field(ge=1)
+    pairs_per_video: int = PositiveInt
+    regions_per_frame: int = PositiveInt
+    proposals: Literal["motion", "saliency"]
+    motion_threshold: float = Field(gt=0, le=255)  # grey-level difference from the background
+    min_area: float = Field(gt=0, lt=1)  # share of the frame
+    max_area: float = Field(gt=0, le=1)
+    tracker: Literal["csrt", "kcf", "mil", "medianflow"]
+    min_confidence: float = Field(ge=0, le=1)  # forward-backward IoU
+    snap_iou: float = Field(ge=0, le=1)  # a proposal in frame b must overlap the tracked box this much; 0: off
+    max_scale_change: float = Field(ge=1)
+    max_outside: float = Field(ge=0, le=1)  # share of the tracked box allowed outside the frame
+    match_iou: float = Field(ge=0, le=1)  # proposal-to-ground-truth match for iou_gt
+    grid_pairs: int = Field(ge=0)
+    workers: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> PairsParams:
+        if self.min_gap > self.max_gap:
+            raise ValueError(f"min_gap {self.min_gap} > max_gap {self.max_gap}")
+        if self.min_area >= self.max_area:
+            raise ValueError(f"min_area {self.min_area} >= max_area {self.max_area}")
+        return self
+
+
 SECTIONS: dict[str, type[BaseModel] | type] = {
     "seed": int,
     "world": WorldParams,
     "data": DataParams,
     "frames": FramesParams,
+    "pairs": PairsParams,
 }
 
 

@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; it replaces `path` only if the block succeeds."""
@@ -22,6 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp's 0600 is for the temporary only
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -38,6 +45,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 is for the temporary only
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -77,3 +85,12 @@ def write_parquet(path: str | Path, frame) -> None:
 def write_csv(path: str | Path, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def worker_context():
+    """Multiprocessing context for worker pools: forkserver, never a plain fork. A process that
+    has run torch or OpenCV holds thread pools whose locks a forked child inherits mid-use; a
+    plain fork then deadlocks (seen: mine_pairs workers hung after rendering in the same process)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("forkserver")

@@ -127,3 +127,10 @@ def _read_lines(path: Path) -> list[str]:
         raise AnnotationError(f"{path}: file not found") from None
     except UnicodeDecodeError as exc:
         raise AnnotationError(f"{path}: not a text file ({exc.reason})") from None
+
+
+def nearest_rows(time_s: np.ndarray, rate: float, n_rows: int) -> np.ndarray:
+    """Index of the annotation row nearest each time, for annotations at `rate` rows per second
+    (clipped to the last row). The epsilon keeps k + 0.5 from float noise."""
+    rows = np.floor(np.asarray(time_s, float) * rate + 0.5 + 1e-9).astype(np.int64)
+    return np.clip(rows, 0, max(n_rows - 1, 0))

@@ -23,8 +23,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from demystify.config import FramesParams
-from demystify.data import got10k
-from demystify.io import atomic_dir, remove_stale_temporaries, write_csv, write_json, write_parquet
+from demystify.data import got10k, trackingnet
+from demystify.io import (
+    atomic_dir,
+    remove_stale_temporaries,
+    worker_context,
+    write_csv,
+    write_json,
+    write_parquet,
+)
 from demystify.video.ffmpeg_bin import ffmpeg_exe
 from demystify.video.probe import VideoError, VideoInfo, ffmpeg_reason, probe
 
@@ -189,9 +196,14 @@ class GroundTruth:
 
 
 def read_sidecar(path: Path) -> GroundTruth | None:
-    """Ground truth of the GOT-10k sequence folder `X/` beside `X.mp4`, if it has any."""
+    """Ground truth of `X.mp4`, if it has any: the GOT-10k sequence folder `X/` beside it, or a
+    TrackingNet box file `anno/X.txt` beside it or beside its folder (one row per video frame)."""
     seq = path.with_suffix("")
     if not (seq / "groundtruth.txt").is_file():
+        for anno in (path.parent / "anno", path.parent.parent / "anno"):
+            if (anno / f"{path.stem}.txt").is_file():
+                boxes = trackingnet.read_annotations(anno.parent, path.stem)
+                return GroundTruth(boxes, None, None) if len(boxes) else None
         return None
     boxes = got10k.read_annotations(seq)
     meta_path = seq / "meta_info.ini"
@@ -214,9 +226,7 @@ def attach_ground_truth(
         return frames
     rate = gt.rate or info.fps
     src_w, src_h = gt.resolution or (info.width, info.height)
-    # Annotation row nearest the frame's time; the epsilon keeps k+0.5 from float noise.
-    rows = np.floor(frames["time_s"].to_numpy() * rate + 0.5 + 1e-9).astype(np.int64)
-    picked = gt.boxes.iloc[np.clip(rows, 0, len(gt.boxes) - 1)]
+    picked = gt.boxes.iloc[got10k.nearest_rows(frames["time_s"].to_numpy(), rate, len(gt.boxes))]
     sx = frames["width"].to_numpy() / src_w
     sy = frames["height"].to_numpy() / src_h
     for col, scale in [("x", sx), ("y", sy), ("w", sx), ("h", sy)]:
@@ -306,7 +316,7 @@ def _map(jobs: list[_Job], workers: int):
         return
     # Each worker spends its time waiting on an ffmpeg child; processes keep pandas and
     # the GIL out of each other's way and match ffmpeg's own one-process-per-video model.
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=worker_context()) as pool:
         for future in as_completed([pool.submit(_process, job) for job in jobs]):
             yield future.result()
 

@@ -218,9 +218,9 @@ def video_frames(tracks: list[Track], frames: int, r: np.random.Generator, drift
     light_az = r.uniform(-1.0, 1.0) + (np.linspace(0, r.uniform(-1.0, 1.0), frames) if drift else 0)
     light_el = r.uniform(0.3, 0.9)
     kelvin = np.linspace(*r.uniform(3500, 8500, 2), frames) if drift else np.full(frames, 6500.0)
-    bg = random_background(r)
-    backgrounds = np.repeat(bg[None], frames, 0)
-    backgrounds[:, 3] += np.linspace(0, r.uniform(-1, 1), frames)  # a slow pan of the pattern
+    # The camera is static, so the background is too (a sliding pattern behind still-standing
+    # objects would be neither a static nor a moving camera).
+    backgrounds = np.repeat(random_background(r)[None], frames, 0)
     return SceneBatch(
         inst=np.array([[tr.inst for tr in tracks]] * frames, np.int64),
         pos=np.stack([tr.pos for tr in tracks], 1).astype(np.float32),

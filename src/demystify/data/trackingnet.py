@@ -1,0 +1,32 @@
+"""Reader of the TrackingNet layout: `<chunk>/anno/<video>.txt` ("x,y,w,h" per frame) beside
+`<chunk>/frames/<video>/<n>.jpg` (n from 0). The box format is GOT-10k's, so the parser is shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .got10k import AnnotationError, read_boxes
+
+
+def list_videos(chunk: str | Path) -> list[str]:
+    anno = Path(chunk) / "anno"
+    if not anno.is_dir():
+        raise AnnotationError(f"{anno}: folder not found (expected TrackingNet's anno/)")
+    return sorted(p.stem for p in anno.glob("*.txt"))
+
+
+def read_annotations(chunk: str | Path, video: str) -> pd.DataFrame:
+    """One row per frame: frame (0-based), x, y, w, h; TrackingNet has no cover/absence labels,
+    so absence is 1 exactly where the box is empty."""
+    boxes = read_boxes(Path(chunk) / "anno" / f"{video}.txt")
+    empty = ~(np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0))
+    return pd.DataFrame({"frame": np.arange(len(boxes), dtype=np.int64), "x": boxes[:, 0], "y": boxes[:, 1],
+                         "w": boxes[:, 2], "h": boxes[:, 3], "cover": -1, "absence": empty.astype(np.int64)})
+
+
+def frame_paths(chunk: str | Path, video: str) -> list[Path]:
+    folder = Path(chunk) / "frames" / video
+    return sorted(folder.glob("*.jpg"), key=lambda p: int(p.stem))

@@ -1,0 +1,1 @@
+"""Positive pairs from video: temporal sampling, label-free proposals, tracking, scoring."""

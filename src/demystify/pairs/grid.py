@@ -1,0 +1,53 @@
+"""A PNG grid of sample pairs with their boxes: what the model will be asked to match."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_path
+
+TILE = 128  # height of one frame in the grid
+COLUMNS = 2  # pairs per row
+
+
+def _tile(img: np.ndarray, box: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    scale = TILE / img.shape[0]
+    out = cv2.resize(img, (round(img.shape[1] * scale), TILE), interpolation=cv2.INTER_AREA)
+    x, y, w, h = (np.asarray(box) * scale).round().astype(int)
+    cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), color, 2)
+    return out
+
+
+def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> None:
+    """Up to `count` pairs spread over the table, each as [frame a | frame b] with its boxes and
+    a caption (video, gap, score, iou_gt). An empty table gives a small placeholder image."""
+    picks = pairs.iloc[np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)] if len(pairs) else pairs
+    rows = []
+    for _, r in picks.iterrows():
+        a, b = cv2.imread(str(frames_root / r.path_a)), cv2.imread(str(frames_root / r.path_b))
+        if a is None or b is None:
+            continue
+        pair = np.concatenate([_tile(a, r[["a_x", "a_y", "a_w", "a_h"]].to_numpy(float), (0, 200, 0)),
+                               np.full((TILE, 4, 3), 255, np.uint8),
+                               _tile(b, r[["b_x", "b_y", "b_w", "b_h"]].to_numpy(float), (0, 0, 230))], 1)
+        caption = np.full((18, pair.shape[1], 3), 255, np.uint8)
+        iou_text = "" if np.isnan(r.iou_gt) else f" iou {r.iou_gt:.2f}"
+        cv2.putText(caption, f"{r.video} {r.frame_a}->{r.frame_b} s {r.score:.2f}{iou_text}", (3, 13),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        rows.append(np.concatenate([caption, pair], 0))
+    if not rows:
+        grid = np.full((40, 320, 3), 255, np.uint8)
+        cv2.putText(grid, "no pairs", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    else:
+        width = max(r.shape[1] for r in rows)
+        rows = [np.pad(r, ((0, 6), (0, width - r.shape[1] + 6), (0, 0)), constant_values=255) for r in rows]
+        while len(rows) % COLUMNS:
+            rows.append(np.full_like(rows[0], 255))
+        grid = np.concatenate([np.concatenate(rows[i : i + COLUMNS], 1) for i in range(0, len(rows), COLUMNS)], 0)
+    with atomic_path(out) as tmp:
+        ok, data = cv2.imencode(".png", grid)
+        tmp.write_bytes(data.tobytes())

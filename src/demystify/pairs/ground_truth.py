@@ -1,0 +1,63 @@
+"""Ground-truth object tracks in the coordinates of the extracted frames, to score pairs.
+
+Two sources, per video:
+- `<videos>/<video>/objects.csv` (the synthetic world's extension of GOT-10k: every object's
+  box per source frame, distractors and occluders included), aligned by the GOT-10k
+  `meta_info.ini` annotation rate and resolution;
+- otherwise the target carried in the frames manifest (`x, y, w, h`, `absence`), as track 0.
+Videos with neither have no ground truth; their pairs get `iou_gt` = NaN.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data import got10k
+
+COLUMNS = ["video", "frame", "track", "x", "y", "w", "h"]
+
+
+def _from_objects_csv(path: Path, frames: pd.DataFrame) -> pd.DataFrame:
+    objects = pd.read_csv(path)
+    seq = path.parent
+    meta = got10k.read_meta(seq) if (seq / "meta_info.ini").is_file() else {}
+    n_source = int(objects["frame"].max()) + 1
+    rate = got10k.anno_fps(meta) or n_source / max(float(frames["time_s"].max()), 1e-9)
+    src_w, src_h = got10k.resolution(meta) or (int(frames["width"].iloc[0]), int(frames["height"].iloc[0]))
+    source_frame = got10k.nearest_rows(frames["time_s"].to_numpy(), rate, n_source)
+    lookup = pd.DataFrame({"frame": frames["frame"].to_numpy(), "source": source_frame,
+                           "sx": frames["width"].to_numpy() / src_w, "sy": frames["height"].to_numpy() / src_h})
+    merged = lookup.merge(objects.rename(columns={"frame": "source"}), on="source")
+    out = pd.DataFrame({"frame": merged["frame"], "track": merged["track"],
+                        "x": merged["x"] * merged["sx"], "y": merged["y"] * merged["sy"],
+                        "w": merged["w"] * merged["sx"], "h": merged["h"] * merged["sy"]})
+    return out[(out.w > 0) & (out.h > 0)]
+
+
+def _from_manifest(frames: pd.DataFrame) -> pd.DataFrame:
+    present = frames["w"].notna() & (frames["w"] > 0)
+    if "absence" in frames:
+        present &= frames["absence"].fillna(0).astype(int) == 0
+    rows = frames[present]
+    return pd.DataFrame({"frame": rows["frame"], "track": 0, "x": rows["x"], "y": rows["y"], "w": rows["w"], "h": rows["h"]})
+
+
+def load_tracks(frames: pd.DataFrame, videos_root: str | Path | None) -> pd.DataFrame:
+    """Ground-truth boxes (video, frame, track, x, y, w, h) for the manifest rows of ONE video."""
+    video = str(frames["video"].iloc[0])
+    objects = Path(videos_root) / video / "objects.csv" if videos_root else None
+    if objects is not None and objects.is_file():
+        out = _from_objects_csv(objects, frames)
+    else:
+        out = _from_manifest(frames)
+    out.insert(0, "video", video)
+    return out[COLUMNS].reset_index(drop=True)
+
+
+def boxes_at(tracks: pd.DataFrame, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """(track ids, boxes (n, 4)) present in `frame`."""
+    rows = tracks[tracks["frame"] == frame]
+    return rows["track"].to_numpy(), rows[["x", "y", "w", "h"]].to_numpy(float)
