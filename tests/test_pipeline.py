@@ -52,7 +52,7 @@ def _stages_run(proc: subprocess.CompletedProcess) -> list[str]:
 def test_repro_then_noop_then_only_what_changed(repo):
     path, env = repo
     first = _run(["dvc", "repro"], path, env)
-    assert _stages_run(first) == ["synthesize", "extract_frames", "mine_pairs"]
+    assert _stages_run(first) == ["synthesize", "extract_frames", "mine_pairs", "check_data"]
     params = yaml.safe_load((path / "params.yaml").read_text())
     v, f = params["world"]["videos"], params["frames"]
     manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
@@ -72,18 +72,20 @@ def test_repro_then_noop_then_only_what_changed(repo):
     pairs = pd.read_parquet(path / "data/pairs/pairs.parquet")
     assert len(pairs) == json.loads((path / "results/pairs/metrics.json").read_text())["pairs"] > 0
     assert (path / "results/pairs/pairs.png").stat().st_size > 0
+    checks = json.loads((path / "results/checks/summary.json").read_text())
+    assert checks["corpora"]["object_centric"]["object_centric"] and not checks["corpora"]["scenes"]["object_centric"]
 
     params["frames"]["fps"] = 4.0
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _run(["dvc", "repro"], path, env)
-    assert _stages_run(third) == ["extract_frames", "mine_pairs"]
+    assert _stages_run(third) == ["extract_frames", "mine_pairs", "check_data"]
     manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
     assert manifest.groupby("video").size().eq(round(v["frames"] / v["fps"] * 4)).all()
 
     params["pairs"]["source"] = "frames"
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     fourth = _run(["dvc", "repro"], path, env)
-    assert _stages_run(fourth) == ["mine_pairs"]
+    assert _stages_run(fourth) == ["mine_pairs", "check_data"]
     assert (pd.read_parquet(path / "data/pairs/pairs.parquet")["source"] == "frames").all()
 
 
@@ -91,7 +93,7 @@ def test_exp_run_composes_conf(repo):
     """`dvc exp run -S` goes through Hydra: conf/ is composed into params.yaml."""
     path, env = repo
     proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "frames.fps=2.5"], path, env)
-    assert _stages_run(proc) == ["extract_frames", "mine_pairs"]
+    assert _stages_run(proc) == ["extract_frames", "mine_pairs", "check_data"]
     params = yaml.safe_load((path / "params.yaml").read_text())
     assert params["frames"]["fps"] == 2.5 and params["world"]["image_size"] == 32
     assert params["pairs"]["source"] == "tracker"  # composed from conf/, not the edited file

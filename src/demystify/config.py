@@ -169,12 +169,29 @@ class PairsParams(Section):
         return self
 
 
+
+
+class CentricityRange(Section):
+    """What "object-centric" means: medians over a corpus's images."""
+
+    min_largest_share: float = Field(ge=0, le=1)  # box area of the largest object / image area
+    max_objects: float = Field(ge=1)  # objects per image
+    max_center_offset: float = Field(ge=0, le=1)  # main object's centre from the image centre / half-diagonal
+
+
+class ChecksParams(Section):
+    fail_on: list[Literal["frames_manifest", "pairs_manifest", "centricity"]]
+    object_centric: CentricityRange
+    box_tolerance: float = Field(ge=0)  # pixels a box may exceed the frame by (rounding)
+
+
 SECTIONS: dict[str, type[BaseModel] | type] = {
     "seed": int,
     "world": WorldParams,
     "data": DataParams,
     "frames": FramesParams,
     "pairs": PairsParams,
+    "checks": ChecksParams,
 }
 
 

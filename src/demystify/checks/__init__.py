@@ -1,0 +1,1 @@
+"""Data checks: object-centricity measures and great-expectations suites (imported only here)."""

@@ -1,0 +1,132 @@
+"""How object-centric a corpus is, per image: the largest object's box area share, the number of
+objects, and the distance of that object's centre from the image centre (as a share of the
+half-diagonal, so 0 is centred and 1 is a corner).
+
+Measured from ground-truth boxes wherever the data has them. Where it has none (a real video
+without annotations), the label-free estimate is the tracked region: a pair's box a stands for
+the main object of its frame, and a pair crop is taken to be filled by its object. Each row
+says which was used (`measured_from`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..pairs import ground_truth
+
+COLUMNS = ["corpus", "image", "objects", "largest_share", "center_offset", "measured_from"]
+
+
+def _measure(boxes: np.ndarray, width: float, height: float) -> tuple[int, float, float]:
+    """(objects, largest share, centre offset) of boxes (n, 4) in a width x height image."""
+    if len(boxes) == 0:
+        return 0, 0.0, 1.0
+    x0 = np.clip(boxes[:, 0], 0, width)
+    y0 = np.clip(boxes[:, 1], 0, height)
+    x1 = np.clip(boxes[:, 0] + boxes[:, 2], 0, width)
+    y1 = np.clip(boxes[:, 1] + boxes[:, 3], 0, height)
+    areas = (x1 - x0) * (y1 - y0)
+    keep = areas > 0
+    if not keep.any():
+        return 0, 0.0, 1.0
+    i = int(np.argmax(areas))
+    cx, cy = (x0[i] + x1[i]) / 2, (y0[i] + y1[i]) / 2
+    offset = np.hypot(cx - width / 2, cy - height / 2) / np.hypot(width / 2, height / 2)
+    return int(keep.sum()), float(areas[i] / (width * height)), float(offset)
+
+
+def _rows(corpus: str, groups, size_of, source: str) -> pd.DataFrame:
+    rows = []
+    for image, boxes in groups:
+        w, h = size_of(image)
+        n, share, offset = _measure(boxes, w, h)
+        rows.append((corpus, str(image), n, share, offset, source))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def object_centric(root: Path, size: int) -> pd.DataFrame:
+    """ImageFolder corpus with annotations.csv (one object per image)."""
+    ann = pd.read_csv(root / "annotations.csv")
+    groups = ((r.path, np.array([[r.x, r.y, r.w, r.h]], float)) for r in ann.itertuples())
+    return _rows("object_centric", groups, lambda _: (size, size), "boxes")
+
+
+def scenes(root: Path, size: int) -> pd.DataFrame:
+    """Scenes with annotations.csv (one row per object; objects hidden entirely do not count)."""
+    ann = pd.read_csv(root / "annotations.csv")
+    ann = ann[ann.w > 0]
+    groups = ((img, g[["x", "y", "w", "h"]].to_numpy(float)) for img, g in ann.groupby("image"))
+    return _rows("scenes", groups, lambda _: (size, size), "boxes")
+
+
+def scene_crops(root: Path, scenes_root: Path, margin: float) -> pd.DataFrame:
+    """Objects cut out of scenes: measured in the crop's own frame, other scene objects included."""
+    crops = pd.read_csv(root / "annotations.csv")
+    objects = pd.read_csv(scenes_root / "annotations.csv")
+    objects = objects[objects.w > 0]
+    by_image = {img: g[["x", "y", "w", "h"]].to_numpy(float) for img, g in objects.groupby("image")}
+    rows = []
+    for r in crops.itertuples():
+        side = max(r.w, r.h) * (1 + margin)
+        x0, y0 = r.x + r.w / 2 - side / 2, r.y + r.h / 2 - side / 2
+        boxes = by_image.get(r.source, np.zeros((0, 4))) - np.array([x0, y0, 0, 0])
+        # another object counts when at least half of it is inside the crop
+        inside = _inside_share(boxes, side) >= 0.5
+        n, share, offset = _measure(boxes[inside], side, side)
+        rows.append(("scene_crops", r.path, n, share, offset, "boxes"))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _inside_share(boxes: np.ndarray, side: float) -> np.ndarray:
+    w = np.clip(boxes[:, 0] + boxes[:, 2], 0, side) - np.clip(boxes[:, 0], 0, side)
+    h = np.clip(boxes[:, 1] + boxes[:, 3], 0, side) - np.clip(boxes[:, 1], 0, side)
+    return np.clip(w, 0, None) * np.clip(h, 0, None) / np.maximum(boxes[:, 2] * boxes[:, 3], 1e-9)
+
+
+def video_frames(manifest: pd.DataFrame, videos_root: Path | None, pairs: pd.DataFrame | None) -> pd.DataFrame:
+    """Frames of the frames manifest: ground-truth tracks where a video has them, else the tracked
+    box of its pairs (frames that start a pair only)."""
+    parts = []
+    for video, frames in manifest.groupby("video", sort=True):
+        tracks = ground_truth.load_tracks(frames, videos_root)
+        size = frames.set_index("frame")[["width", "height"]]
+        if len(tracks):
+            groups = ((f, g[["x", "y", "w", "h"]].to_numpy(float)) for f, g in tracks.groupby("frame"))
+            part = _rows("video_frames", groups, lambda f, s=size: tuple(s.loc[f]), "boxes")
+            missing = sorted(set(frames["frame"]) - set(tracks["frame"]))  # no object in view
+            part = pd.concat([part, pd.DataFrame([("video_frames", str(f), 0, 0.0, 1.0, "boxes") for f in missing],
+                                                 columns=COLUMNS)])
+        elif pairs is not None and len(pairs):
+            mine = pairs[pairs.video == video]
+            groups = ((f, g[["a_x", "a_y", "a_w", "a_h"]].to_numpy(float)) for f, g in mine.groupby("frame_a"))
+            part = _rows("video_frames", groups, lambda f, s=size: tuple(s.loc[f]), "tracked box")
+        else:
+            continue
+        part["image"] = video + "/" + part["image"]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+
+
+def pair_crops(pairs: pd.DataFrame, manifest: pd.DataFrame, videos_root: Path | None) -> pd.DataFrame:
+    """Crops at each pair's box a: the ground-truth objects inside it where known, else the
+    label-free estimate that the tracked region is the object (one object filling the crop)."""
+    rows = []
+    for video, mine in pairs.groupby("video", sort=True):
+        tracks = ground_truth.load_tracks(manifest[manifest.video == video], videos_root)
+        for r in mine.itertuples():
+            crop = np.array([r.a_x, r.a_y, r.a_w, r.a_h], float)
+            name = f"{video}/{r.frame_a}:{r.Index}"
+            _, boxes = ground_truth.boxes_at(tracks, r.frame_a)
+            if r.source == "frames" or r.track < 0 or len(boxes) == 0:
+                rows.append(("pair_crops", name, 1, 1.0, 0.0, "tracked box"))
+                continue
+            local = boxes - np.array([crop[0], crop[1], 0, 0])
+            w_in = np.clip(local[:, 0] + local[:, 2], 0, crop[2]) - np.clip(local[:, 0], 0, crop[2])
+            h_in = np.clip(local[:, 1] + local[:, 3], 0, crop[3]) - np.clip(local[:, 1], 0, crop[3])
+            inside = np.clip(w_in, 0, None) * np.clip(h_in, 0, None) / np.maximum(local[:, 2] * local[:, 3], 1e-9)
+            n, share, offset = _measure(local[inside >= 0.5], crop[2], crop[3])
+            rows.append(("pair_crops", name, n, share, offset, "boxes"))
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,86 @@
+"""The `check_data` stage: validate the manifests, measure each corpus's object-centricity,
+write results/checks/{validations.json, report.html, summary.json}, and stop only on the
+suites named in `checks.fail_on`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import ChecksParams, FramesParams, PairsParams, WorldParams
+from ..io import write_json, write_text
+from . import centricity, suites
+from .report import render_html
+
+
+class CheckError(RuntimeError):
+    """A suite named in checks.fail_on failed; the message names every failed expectation."""
+
+
+def measure_corpora(data_root: Path, world: WorldParams | None, manifest: pd.DataFrame | None,
+                    pairs: pd.DataFrame | None, videos_root: Path | None) -> dict[str, pd.DataFrame]:
+    """Per-image measures of every training corpus that exists."""
+    corpora = data_root / "corpora"
+    out: dict[str, pd.DataFrame] = {}
+    if world is not None and (corpora / "object_centric" / "annotations.csv").is_file():
+        out["object_centric"] = centricity.object_centric(corpora / "object_centric", world.image_size)
+    if world is not None and (corpora / "scenes" / "annotations.csv").is_file():
+        out["scenes"] = centricity.scenes(corpora / "scenes", world.scene_size)
+        if (corpora / "scene_crops" / "annotations.csv").is_file():
+            out["scene_crops"] = centricity.scene_crops(corpora / "scene_crops", corpora / "scenes",
+                                                        world.corpora.crop_margin)
+    if manifest is not None and len(manifest):
+        frames = centricity.video_frames(manifest, videos_root, pairs)
+        if len(frames):
+            out["video_frames"] = frames
+    if pairs is not None and len(pairs) and manifest is not None:
+        out["pair_crops"] = centricity.pair_crops(pairs, manifest, videos_root)
+    return out
+
+
+def _corpus_summary(measures: pd.DataFrame, outcome: suites.Outcome) -> dict:
+    return {
+        "images": len(measures),
+        "largest_share_median": round(float(measures["largest_share"].median()), 4),
+        "objects_median": float(measures["objects"].median()),
+        "center_offset_median": round(float(measures["center_offset"].median()), 4),
+        "object_centric": outcome.success,
+        "measured_from": ", ".join(sorted(measures["measured_from"].unique())),
+    }
+
+
+def run_stage(frames_root: str | Path, pairs_path: str | Path, data_root: str | Path, videos_root: str | Path | None,
+              out_dir: str | Path, checks: ChecksParams, frames: FramesParams, pairs_params: PairsParams,
+              world: WorldParams | None) -> dict:
+    frames_root, pairs_path, data_root, out_dir = Path(frames_root), Path(pairs_path), Path(data_root), Path(out_dir)
+    videos_root = Path(videos_root) if videos_root else None
+    manifest_path = frames_root / "manifest.parquet"
+    manifest = pd.read_parquet(manifest_path) if manifest_path.is_file() else None
+    pairs = pd.read_parquet(pairs_path) if pairs_path.is_file() else None
+
+    validator = suites.Validator()
+    outcomes: list[suites.Outcome] = []
+    if manifest is not None:
+        outcomes.append(suites.frames_manifest(validator, manifest, frames_root, frames))
+    if pairs is not None and manifest is not None:
+        outcomes.append(suites.pairs_manifest(validator, pairs, manifest, pairs_params, checks.box_tolerance))
+    measures = measure_corpora(data_root, world, manifest, pairs, videos_root)
+    corpora = {}
+    for name, table in measures.items():
+        outcome = suites.centricity(validator, name, table, checks.object_centric)
+        outcomes.append(outcome)
+        corpora[name] = _corpus_summary(table, outcome)
+
+    summary = {"suites": {o.suite: o.success for o in outcomes}, "corpora": corpora,
+               "missing": sorted(n for n, found in (("frames manifest", manifest is not None),
+                                                    ("pairs manifest", pairs is not None)) if not found)}
+    write_json(out_dir / "summary.json", summary)
+    write_text(out_dir / "validations.json", json.dumps({o.suite: o.raw for o in outcomes}, indent=1, sort_keys=True,
+                                                        default=str) + "\n")
+    write_text(out_dir / "report.html", render_html(outcomes, corpora, checks))
+    stopping = suites.stops(outcomes, checks)
+    if stopping:
+        raise CheckError("data checks failed (checks.fail_on):\n" + "\n".join(f"  {f}" for f in stopping))
+    return summary

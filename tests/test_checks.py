@@ -1,0 +1,144 @@
+"""check_data: real great-expectations validation on a small synthetic world."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from demystify import config
+from demystify.checks import centricity
+from demystify.checks.stage import CheckError, run_stage
+from demystify.pairs.mine import mine_all
+from demystify.params_file import compose
+from demystify.video.extract import extract_all
+from demystify.world.synthesize import synthesize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A smoke-scale world, its frames and pairs: (params, data root, frames root, pairs path)."""
+    root = tmp_path_factory.mktemp("checks")
+    compose(root / "params.yaml", ["scale=smoke", "world.evaluation.aloi_instances_per_category=1",
+                                   "world.corpora.object_centric_per_category=12", "world.corpora.scenes=24"],
+            config_dir=ROOT / "conf")
+    p = config.load("world", "frames", "pairs", "checks", path=root / "params.yaml")
+    synthesize(p["world"], root / "world", progress=False)
+    manifest, _ = extract_all(root / "world" / "videos", root / "frames", p["frames"].model_copy(update={"workers": 1}),
+                              progress=False)
+    manifest.to_parquet(root / "frames" / "manifest.parquet")
+    pairs, _ = mine_all(manifest, root / "frames", root / "world" / "videos",
+                        p["pairs"].model_copy(update={"workers": 1}), progress=False)
+    pairs.to_parquet(root / "pairs.parquet")
+    return p, root
+
+
+def _run(p, root: Path, out: Path, frames_root: Path | None = None, pairs_path: Path | None = None, checks=None):
+    return run_stage(frames_root or root / "frames", pairs_path or root / "pairs.parquet", root / "world",
+                     root / "world" / "videos", out, checks or p["checks"], p["frames"], p["pairs"], p["world"])
+
+
+def test_verdicts_on_the_synthetic_world(world, tmp_path, capfd):
+    p, root = world
+    summary = _run(p, root, tmp_path)
+    corpora = summary["corpora"]
+    assert corpora["object_centric"]["object_centric"] is True
+    assert corpora["scenes"]["object_centric"] is False
+    crops = corpora["scene_crops"]
+    assert crops["object_centric"] or (
+        corpora["scenes"]["largest_share_median"] < crops["largest_share_median"])  # between, or object-centric
+    assert corpora["scenes"]["objects_median"] > corpora["object_centric"]["objects_median"] == 1
+    assert summary["suites"]["frames_manifest"] and summary["suites"]["pairs_manifest"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    validations = json.loads((tmp_path / "validations.json").read_text())
+    assert set(validations) == set(summary["suites"])
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "centricity_scenes" in page and "FAIL" in page
+    printed = capfd.readouterr()
+    assert "Calculating Metrics" not in printed.err + printed.out  # no GX progress bars
+
+
+def _corrupt_and_expect(world, tmp_path, table: str, change, expected: str):
+    p, root = world
+    frames_root, pairs_path = root / "frames", root / "pairs.parquet"
+    if table == "manifest":
+        frames_root = tmp_path / "frames"
+        frames_root.mkdir()
+        for video in (root / "frames").iterdir():
+            if video.is_dir():
+                (frames_root / video.name).symlink_to(video)
+        manifest = pd.read_parquet(root / "frames" / "manifest.parquet")
+        change(manifest)
+        manifest.to_parquet(frames_root / "manifest.parquet")
+    else:
+        pairs = pd.read_parquet(root / "pairs.parquet")
+        change(pairs)
+        pairs_path = tmp_path / "pairs.parquet"
+        pairs.to_parquet(pairs_path)
+    with pytest.raises(CheckError) as err:
+        _run(p, root, tmp_path / "out", frames_root, pairs_path)
+    assert expected in str(err.value)
+    assert (tmp_path / "out" / "summary.json").is_file()  # results are written before stopping
+
+
+def test_null_path_fails_frames_suite(world, tmp_path):
+    def change(m):
+        m.loc[3, "path"] = None
+    _corrupt_and_expect(world, tmp_path, "manifest", change,
+                        "frames_manifest: expect_column_values_to_not_be_null on column 'path' failed (observed: 1 of")
+
+
+def test_missing_file_fails_frames_suite(world, tmp_path):
+    def change(m):
+        m.loc[0, "path"] = "nowhere/000000.jpg"
+    _corrupt_and_expect(world, tmp_path, "manifest", change, "column 'file_exists' failed (observed: 1 of")
+
+
+def test_unordered_frames_fail_frames_suite(world, tmp_path):
+    def change(m):
+        m.loc[[1, 2], "frame"] = m.loc[[2, 1], "frame"].to_numpy()
+    _corrupt_and_expect(world, tmp_path, "manifest", change, "column 'frame_step' failed (observed: 1 of")
+
+
+def test_box_outside_frame_fails_pairs_suite(world, tmp_path):
+    def change(pairs):
+        pairs.loc[0, "b_x"] = 500.0
+    _corrupt_and_expect(world, tmp_path, "pairs", change, "pairs_manifest: expect_column_values_to_be_between on column 'b_overflow'")
+
+
+def test_negative_gap_fails_pairs_suite(world, tmp_path):
+    def change(pairs):
+        pairs.loc[0, "gap"] = -3
+    _corrupt_and_expect(world, tmp_path, "pairs", change, "column 'gap' failed (observed: 1 of")
+
+
+def test_fail_on_decides_what_stops(world, tmp_path):
+    p, root = world
+    strict = p["checks"].model_copy(update={"fail_on": ["frames_manifest", "pairs_manifest", "centricity"]})
+    with pytest.raises(CheckError, match=r"centricity_scenes: expect_column_median_to_be_between on column 'objects'"):
+        _run(p, root, tmp_path, checks=strict)
+    lenient = p["checks"].model_copy(update={"fail_on": []})
+    assert _run(p, root, tmp_path, checks=lenient)["corpora"]["scenes"]["object_centric"] is False
+
+
+def test_unknown_suite_in_fail_on_is_rejected():
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    bad = copy.deepcopy(data)
+    bad["checks"]["fail_on"] = ["frames_manifest", "everything"]
+    with pytest.raises(config.ConfigError, match=r"checks\.fail_on\.1 = 'everything'"):
+        config.validate(bad, "checks")
+
+
+def test_measures():
+    n, share, offset = centricity._measure(np.array([[16, 16, 32, 32], [0, 0, 4, 4]], float), 64, 64)
+    assert (n, share, offset) == (2, 0.25, 0.0)
+    n, share, offset = centricity._measure(np.array([[48, 48, 32, 32]], float), 64, 64)  # clipped to the image
+    assert n == 1 and share == pytest.approx(16 * 16 / 64**2) and offset == pytest.approx(0.75)
+    assert centricity._measure(np.zeros((0, 4)), 64, 64) == (0, 0.0, 1.0)
