@@ -49,11 +49,25 @@ def _stages_run(proc: subprocess.CompletedProcess) -> list[str]:
     return [line.split("'")[1] for line in text.splitlines() if line.startswith("Running stage '")]
 
 
+VARIANTS = ["random", "supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
+            "moco_temporal", "moco_tracker"]
+ALL_PRETRAIN = [f"pretrain@{v}" for v in VARIANTS]
+FROM_FRAMES = ["pretrain@moco_frames", "pretrain@moco_temporal", "pretrain@moco_tracker"]
+
+
 def test_repro_then_noop_then_only_what_changed(repo):
     path, env = repo
     first = _run(["dvc", "repro"], path, env)
-    assert _stages_run(first) == ["synthesize", "extract_frames", "mine_pairs", "check_data"]
+    assert _stages_run(first) == ["synthesize", "extract_frames", "mine_pairs", "check_data", *ALL_PRETRAIN]
     params = yaml.safe_load((path / "params.yaml").read_text())
+    for v in VARIANTS:  # every variant trained and exported a torchvision backbone
+        assert (path / "models" / v / "backbone.pt").stat().st_size > 0
+        summary = json.loads((path / "results" / "pretrain" / v / "summary.json").read_text())
+        if v == "random":
+            assert summary["steps"] == 0
+        else:
+            assert 1 <= summary["steps"] <= params["pretrain"]["max_steps_per_epoch"]
+            assert summary["final_loss"] > 0 and 0 <= summary["knn_top1"] <= 1
     v, f = params["world"]["videos"], params["frames"]
     manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
     per_video = round(v["frames"] / v["fps"] * f["fps"])
@@ -78,22 +92,24 @@ def test_repro_then_noop_then_only_what_changed(repo):
     params["frames"]["fps"] = 4.0
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _run(["dvc", "repro"], path, env)
-    assert _stages_run(third) == ["extract_frames", "mine_pairs", "check_data"]
+    assert _stages_run(third) == ["extract_frames", "mine_pairs", "check_data", *FROM_FRAMES]
     manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
     assert manifest.groupby("video").size().eq(round(v["frames"] / v["fps"] * 4)).all()
 
     params["pairs"]["source"] = "frames"
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     fourth = _run(["dvc", "repro"], path, env)
-    assert _stages_run(fourth) == ["mine_pairs", "check_data"]
+    assert _stages_run(fourth) == ["mine_pairs", "check_data", "pretrain@moco_temporal", "pretrain@moco_tracker"]
     assert (pd.read_parquet(path / "data/pairs/pairs.parquet")["source"] == "frames").all()
 
 
 def test_exp_run_composes_conf(repo):
     """`dvc exp run -S` goes through Hydra: conf/ is composed into params.yaml."""
     path, env = repo
-    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "frames.fps=2.5"], path, env)
-    assert _stages_run(proc) == ["extract_frames", "mine_pairs", "check_data"]
+    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "pairs.seed=1"], path, env)
+    # the workspace had frames.fps=4 and pairs.source=frames (previous test): composing conf/
+    # brings back the smoke defaults, so frames are re-extracted too
+    assert _stages_run(proc) == ["extract_frames", "mine_pairs", "check_data", *FROM_FRAMES]
     params = yaml.safe_load((path / "params.yaml").read_text())
-    assert params["frames"]["fps"] == 2.5 and params["world"]["image_size"] == 32
-    assert params["pairs"]["source"] == "tracker"  # composed from conf/, not the edited file
+    assert params["pairs"]["seed"] == 1 and params["world"]["image_size"] == 32
+    assert params["frames"]["fps"] == 5.0 and params["pairs"]["source"] == "tracker"

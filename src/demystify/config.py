@@ -185,6 +185,52 @@ class ChecksParams(Section):
     box_tolerance: float = Field(ge=0)  # pixels a box may exceed the frame by (rounding)
 
 
+class PretrainParams(Section):
+    arch: Literal["resnet18", "resnet34", "resnet50"]
+    image_size: int = Field(ge=16, le=1024)
+    epochs: int = Field(ge=0)
+    max_steps_per_epoch: int = Field(ge=0)  # 0: whole epochs; >0 caps them (smoke runs)
+    batch_size: int = PositiveInt  # per process
+    lr: float = Field(gt=0)  # per 256 images of the global batch
+    weight_decay: float = Field(ge=0)
+    sgd_momentum: float = Field(ge=0, lt=1)
+    moco_momentum: float = Field(gt=0, lt=1)
+    temperature: float = Field(gt=0)
+    queue_size: int = PositiveInt
+    dim: int = PositiveInt
+    mlp: bool
+    bn_splits: int = PositiveInt
+    min_crop_scale: float = Field(gt=0, le=1)
+    workers: int = Field(ge=0)
+    checkpoint_every: int = PositiveInt  # steps
+    monitor: str = Field(min_length=1)  # labelled split (train/ and test/ ImageFolders) for the kNN monitor
+    monitor_per_class: int = PositiveInt
+    knn_k: int = PositiveInt
+    frames_root: str = Field(min_length=1)
+    compile: bool
+    seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> PretrainParams:
+        if self.batch_size % self.bn_splits:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of bn_splits {self.bn_splits}")
+        return self
+
+
+class VariantParams(Section):
+    method: Literal["moco", "supervised", "random"]
+    positives: Literal["images", "temporal", "tracker", "labels", "none"]
+    data: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> VariantParams:
+        allowed = {"moco": {"images", "temporal", "tracker"}, "supervised": {"labels"}, "random": {"none"}}
+        if self.positives not in allowed[self.method]:
+            raise ValueError(f"positives {self.positives!r} does not go with method {self.method!r} "
+                             f"(allowed: {sorted(allowed[self.method])})")
+        return self
+
+
 SECTIONS: dict[str, type[BaseModel] | type] = {
     "seed": int,
     "world": WorldParams,
@@ -192,6 +238,8 @@ SECTIONS: dict[str, type[BaseModel] | type] = {
     "frames": FramesParams,
     "pairs": PairsParams,
     "checks": ChecksParams,
+    "pretrain": PretrainParams,
+    "variants": dict,
 }
 
 
@@ -239,6 +287,16 @@ def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") 
             raise ConfigError(f"{source}: missing section {name!r}")
         model = SECTIONS[name]
         value = data[name]
+        if model is dict:  # name -> variant
+            if not isinstance(value, dict) or not value:
+                raise ConfigError(f"{source}: {name} must be a non-empty mapping of name -> settings")
+            out[name] = {}
+            for key, entry in value.items():
+                try:
+                    out[name][key] = VariantParams.model_validate(entry)
+                except ValidationError as exc:
+                    raise ConfigError(f"{source}: invalid parameters:\n{_describe(exc.errors(), f'{name}.{key}')}") from None
+            continue
         if model is int:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{source}: {name} = {value!r}: expected a non-negative integer")

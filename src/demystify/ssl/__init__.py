@@ -1,0 +1,1 @@
+"""Contrastive pretraining: MoCo v2, its data, the training loop, checkpoints, distribution."""

@@ -1,0 +1,29 @@
+"""The MoCo v2 augmentations (torchvision.transforms.v2), on by default in every variant."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def mocov2(size: int, min_scale: float = 0.2) -> v2.Compose:
+    """Random resized crop (min_scale-1), colour jitter 0.4/0.4/0.4/0.1 (p 0.8), grayscale (p 0.2),
+    Gaussian blur (p 0.5, kernel ~10 % of the side, sigma 0.1-2), horizontal flip; uint8 CHW in."""
+    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def evaluation(size: int) -> v2.Compose:
+    """Resize (no crop) and normalise, as the paper's invariance evaluation does."""
+    return v2.Compose([v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])

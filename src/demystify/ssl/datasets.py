@@ -1,0 +1,106 @@
+"""What each variant trains on: positive pairs of images (or labelled images for `supervised`).
+
+Every sample's augmentation is seeded by (seed, epoch, index), so a batch is the same whatever
+the number of loader workers or processes, and a run resumed mid-epoch sees exactly the batches
+an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, read_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class DataError(ValueError):
+    """The variant's data is unusable; the message names the file or folder."""
+
+
+@dataclass(frozen=True)
+class Item:
+    path_a: str
+    path_b: str | None = None  # None: the second view comes from the same image
+    box_a: tuple[float, float, float, float] | None = None  # crop (x, y, w, h) before augmenting
+    box_b: tuple[float, float, float, float] | None = None
+    label: int = -1
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: corpus folder not found")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_items(folder: Path, labelled: bool = False) -> tuple[list[Item], list[str]]:
+    """Every image under `folder`; with `labelled`, the ImageFolder class (parent folder name)."""
+    paths = _images(folder)
+    classes = sorted({p.parent.name for p in paths}) if labelled else []
+    index = {c: i for i, c in enumerate(classes)}
+    items = [Item(str(p), label=index[p.parent.name] if labelled else -1) for p in paths]
+    return items, classes
+
+
+def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
+    """Pairs of the pairs manifest: whole frames (frame-temporal) or the tracked boxes (region tracker)."""
+    if not pairs_path.is_file():
+        raise DataError(f"{pairs_path}: pairs manifest not found (run mine_pairs first)")
+    pairs = pd.read_parquet(pairs_path)
+    missing = [p for p in pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel()) if not (frames_root / p).is_file()]
+    if missing:
+        raise DataError(f"{pairs_path}: {len(missing)} frame(s) it points at are missing under {frames_root}, "
+                        f"e.g. {', '.join(missing[:3])}")
+    items = []
+    for r in pairs.itertuples():
+        boxes = ((r.a_x, r.a_y, r.a_w, r.a_h), (r.b_x, r.b_y, r.b_w, r.b_h)) if crops else (None, None)
+        items.append(Item(str(frames_root / r.path_a), str(frames_root / r.path_b), *boxes))
+    return items
+
+
+def _crop(img: torch.Tensor, box) -> torch.Tensor:
+    if box is None:
+        return img
+    h, w = img.shape[-2:]
+    x, y, bw, bh = box
+    x0, y0 = int(max(0, np.floor(x))), int(max(0, np.floor(y)))
+    x1, y1 = int(min(w, np.ceil(x + bw))), int(min(h, np.ceil(y + bh)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return img
+    return img[:, y0:y1, x0:x1]
+
+
+class ViewsDataset(Dataset):
+    """Two augmented views per item (MoCo), or one view and its label (`supervised`)."""
+
+    def __init__(self, items: list[Item], transform, seed: int, labelled: bool = False):
+        self.items, self.transform, self.seed, self.labelled = items, transform, seed, labelled
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load(self, path: str, box) -> torch.Tensor:
+        try:
+            return _crop(read_image(path, ImageReadMode.RGB), box)
+        except (RuntimeError, OSError) as exc:
+            raise DataError(f"{path}: cannot read image ({exc})") from None
+
+    def __getitem__(self, i: int):
+        it = self.items[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(zlib.crc32(f"{self.seed}/{self.epoch}/{i}".encode()))
+            a = self.transform(self._load(it.path_a, it.box_a))
+            if self.labelled:
+                return a, it.label
+            second = self._load(it.path_b, it.box_b) if it.path_b else self._load(it.path_a, it.box_a)
+            return a, self.transform(second)

@@ -1,0 +1,60 @@
+"""The online monitor: kNN top-1 of frozen pooled features on a small labelled split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .augment import evaluation
+from .datasets import ViewsDataset, image_items
+
+
+def _subset(items, per_class: int):
+    seen: dict[int, int] = {}
+    out = []
+    for it in items:
+        if seen.get(it.label, 0) < per_class:
+            out.append(it)
+            seen[it.label] = seen.get(it.label, 0) + 1
+    return out
+
+
+class KnnMonitor:
+    def __init__(self, root: str | Path, size: int, per_class: int, k: int, batch_size: int = 128):
+        root = Path(root)
+        train, classes = image_items(root / "train", labelled=True)
+        test, test_classes = image_items(root / "test", labelled=True)
+        if classes != test_classes:
+            raise ValueError(f"{root}: train and test classes differ")
+        self.chance = 1.0 / max(len(classes), 1)
+        self.k = k
+        transform = evaluation(size)
+        self.train = DataLoader(ViewsDataset(_subset(train, per_class), transform, 0, labelled=True), batch_size)
+        self.test = DataLoader(ViewsDataset(_subset(test, per_class), transform, 0, labelled=True), batch_size)
+
+    @torch.no_grad()
+    def _features(self, model, loader, device):
+        feats, labels = [], []
+        for x, y in loader:
+            feats.append(F.normalize(model(x.to(device)).float(), dim=1).cpu())
+            labels.append(y)
+        return torch.cat(feats), torch.cat(labels)
+
+    @torch.no_grad()
+    def __call__(self, backbone: torch.nn.Module, device) -> float:
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            bank, bank_y = self._features(backbone, self.train, device)
+            query, query_y = self._features(backbone, self.test, device)
+        finally:
+            backbone.train(was_training)
+        sim = query @ bank.T
+        k = min(self.k, bank.shape[0])
+        top, idx = sim.topk(k, dim=1)
+        votes = torch.zeros(query.shape[0], int(bank_y.max()) + 1)
+        votes.scatter_add_(1, bank_y[idx], (top / 0.07).exp())  # similarity-weighted, as in InstDisc
+        return float((votes.argmax(1) == query_y).float().mean())
