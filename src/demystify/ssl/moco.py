@@ -25,7 +25,8 @@ FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are computed per sub-batch (state-dict compatible)."""
+    """BatchNorm2d whose training statistics are computed per sub-batch (state-dict compatible).
+    Sample n of a batch belongs to group n % num_splits."""
 
     def __init__(self, num_features: int, num_splits: int, **kw):
         super().__init__(num_features, **kw)
@@ -89,8 +90,10 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _momentum_update(self) -> None:
-        for q, k in zip(self.encoder_q.parameters(), self.encoder_k.parameters(), strict=True):
-            k.mul_(self.momentum).add_(q.detach(), alpha=1 - self.momentum)
+        # k <- m k + (1 - m) q, fused over all parameters (one kernel per op, not per tensor)
+        keys, queries = list(self.encoder_k.parameters()), list(self.encoder_q.parameters())
+        torch._foreach_mul_(keys, self.momentum)
+        torch._foreach_add_(keys, queries, alpha=1 - self.momentum)
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:

@@ -1,0 +1,128 @@
+"""Pretraining speed: this trainer's MoCo step against a plain fp32 reference, and the loader.
+
+One run, one device, one model and batch: prints images/s of (a) the trainer's step (the
+`MoCo` module with fused momentum update; on CUDA also bf16 autocast, channels_last and, with
+--compile, torch.compile), (b) a plain fp32 reference MoCo v2 step written the straightforward
+way (per-tensor momentum loop, fp32, contiguous, no compile; same split-BN), their ratio, and
+(c) the data loader alone on a real corpus (images/s of view pairs).
+Usage: python bench/pretrain.py [--device cpu|cuda] [--arch resnet18] [--size 64] [--batch 64]
+       [--corpus data/world/corpora/object_centric] [--workers 2] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from demystify.ssl.augment import mocov2
+from demystify.ssl.datasets import ViewsDataset, image_items
+from demystify.ssl.moco import MoCo
+from demystify.ssl.train import Runtime, _moco_step
+
+
+class ReferenceMoCo(MoCo):
+    """The recipe as most people first write it: a Python loop for the momentum update."""
+
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        for q, k in zip(self.encoder_q.parameters(), self.encoder_k.parameters(), strict=True):
+            k.data = k.data * self.momentum + q.data * (1.0 - self.momentum)
+
+
+def _timed_steps(step, steps: int, warmup: int, sync) -> float:
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--arch", default=None)
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--queue", type=int, default=4096)
+    ap.add_argument("--bn-splits", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--corpus", default="data/world/corpora/object_centric")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    arch = args.arch or ("resnet50" if cuda else "resnet18")
+    size = args.size or (224 if cuda else 64)
+    batch = args.batch or (256 if cuda else 64)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    name = torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine())
+    print(f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}; {arch}, {size} px, "
+          f"batch {batch}, queue {args.queue}, bn_splits {args.bn_splits}")
+
+    def make(cls):
+        torch.manual_seed(0)
+        model = cls(arch, 128, args.queue, 0.999, 0.2, args.bn_splits).to(args.device)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9,
+                              weight_decay=1e-4)
+        return model, opt
+
+    x = torch.randn(batch, 3, size, size, device=args.device)
+    y = torch.randn(batch, 3, size, size, device=args.device)
+    rt = Runtime(device=args.device)
+
+    model, opt = make(MoCo)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if (args.compile and cuda) else model
+
+    def ours():
+        loss = _moco_step(forward, (x, y), rt, cuda, None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    ref_model, ref_opt = make(ReferenceMoCo)
+
+    def reference():
+        logits, labels = ref_model(x, y)
+        loss = F.cross_entropy(logits, labels)
+        ref_opt.zero_grad()
+        loss.backward()
+        ref_opt.step()
+
+    # interleave rounds so drift in a shared machine's speed hits both alike
+    t_ours, t_ref = [], []
+    for _ in range(3):
+        t_ours.append(_timed_steps(ours, args.steps, args.warmup, sync))
+        t_ref.append(_timed_steps(reference, args.steps, args.warmup, sync))
+    mine, ref = batch * args.steps / min(t_ours), batch * args.steps / min(t_ref)
+    print(f"  trainer step        {mine:8.1f} images/s (pairs of views)")
+    print(f"  fp32 reference step {ref:8.1f} images/s")
+    print(f"  ratio trainer / reference: {mine / ref:.2f}")
+
+    items, _ = image_items(__import__("pathlib").Path(args.corpus))
+    loader = DataLoader(ViewsDataset(items, mocov2(size), 0), batch_size=batch, shuffle=True,
+                        num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0)
+    n, start = 0, None
+    for epoch in range(3):
+        for i, _ in enumerate(loader):
+            if start is None and epoch == 0 and i == 1:
+                start, n = time.perf_counter(), 0
+            n += batch
+    rate = n / (time.perf_counter() - start)
+    print(f"  loader only         {rate:8.1f} images/s ({args.workers} workers, {len(items)} images of {args.corpus})"
+          f"  = {rate / mine:.1f}x the trainer")
+
+
+if __name__ == "__main__":
+    main()

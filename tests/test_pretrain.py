@@ -1,0 +1,219 @@
+"""Pretraining: MoCo parts, export, resume after a real kill, DDP on CPU (gloo), bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+import yaml
+
+from demystify import config
+from demystify.params_file import compose
+from demystify.ssl import checkpoint as ckpt
+from demystify.ssl.datasets import DataError, pair_items
+from demystify.ssl.moco import MoCo, SplitBatchNorm, backbone, plain_backbone_state
+from demystify.world.synthesize import World, write_classification, write_object_centric
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A folder laid out like the repository: params.yaml (smoke) and the data pretraining reads."""
+    root = tmp_path_factory.mktemp("pretrain")
+    compose(root / "params.yaml", ["scale=smoke", "pretrain.epochs=2", "pretrain.max_steps_per_epoch=4",
+                                   "world.corpora.object_centric_per_category=3"], config_dir=ROOT / "conf")
+    world = World(config.load("world", path=root / "params.yaml")["world"])
+    write_object_centric(world, root / "data" / "world", progress=False)
+    write_classification(world, root / "data" / "world", progress=False)
+    return root
+
+
+def _stage(root: Path, *args: str, torchrun: int = 0, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "stages" / "pretrain.py"), *args]
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
+               str(ROOT / "stages" / "pretrain.py"), *args]
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _run(root: Path, *args: str, torchrun: int = 0) -> subprocess.CompletedProcess:
+    proc = _stage(root, *args, torchrun=torchrun)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _copy_workspace(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    (dst / "params.yaml").write_text((src / "params.yaml").read_text())
+    (dst / "data").symlink_to(src / "data")
+    return dst
+
+
+# --- the parts ---------------------------------------------------------------------------------
+
+def test_split_bn_normalises_each_group_on_its_own():
+    torch.manual_seed(0)
+    x = torch.randn(8, 4, 3, 3) * torch.arange(1, 9).view(8, 1, 1, 1)
+    split, plain = SplitBatchNorm(4, 2), torch.nn.BatchNorm2d(4)
+    out = split(x)
+    for group in range(2):  # sample n belongs to group n % splits
+        torch.testing.assert_close(out[group::2], torch.nn.functional.batch_norm(x[group::2], None, None, training=True))
+    split.eval()
+    plain.load_state_dict(split.state_dict())
+    plain.eval()
+    torch.testing.assert_close(split(x), plain(x))  # eval: an ordinary BatchNorm
+
+
+def test_moco_queue_is_a_buffer_that_advances():
+    torch.manual_seed(0)
+    model = MoCo("resnet18", dim=16, queue_size=12, momentum=0.9, bn_splits=2)
+    assert "queue" in model.state_dict() and "queue_ptr" in model.state_dict()
+    x = torch.randn(4, 3, 32, 32)
+    logits, labels = model(x, x.flip(-1), torch.Generator().manual_seed(0))
+    assert logits.shape == (4, 13) and (labels == 0).all()
+    assert int(model.queue_ptr) == 4
+    for _ in range(2):
+        model(x, x)
+    assert int(model.queue_ptr) == 0  # wrapped around
+    with torch.no_grad():  # as if the query encoder had taken an optimizer step
+        for p in model.encoder_q.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.encoder_k.parameters()]
+    model(x, x)
+    for old, new, q in zip(before, model.encoder_k.parameters(), model.encoder_q.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * q)  # k <- m k + (1 - m) q
+
+
+def test_export_is_a_plain_torchvision_state_dict():
+    moco = MoCo("resnet18", dim=16, queue_size=8, bn_splits=2)
+    state = plain_backbone_state(moco.backbone_q)
+    assert not any(k.startswith(("module.", "encoder_q.", "fc.")) for k in state)
+    net = torchvision.models.resnet18()
+    net.fc = torch.nn.Identity()
+    net.load_state_dict(state, strict=True)
+    supervised = backbone("resnet18", num_classes=5)
+    net.load_state_dict(plain_backbone_state(supervised), strict=True)
+
+
+def test_checkpoint_loading_is_safe_and_strict(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("arbitrary code ran",))
+
+    evil = tmp_path / "checkpoint.pt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"model": Payload()}, fh)
+    with pytest.raises(ckpt.CheckpointError, match="not a loadable checkpoint"):
+        ckpt.load(evil)
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint not found"):
+        ckpt.load(tmp_path / "absent.pt")
+    good = tmp_path / "good.pt"
+    ckpt.save(good, {"step": 3, "fingerprint": "abc"})
+    with pytest.raises(ckpt.CheckpointError, match="written with other settings"):
+        ckpt.load(good, "def")
+    net = torchvision.models.resnet18()
+    net.fc = torch.nn.Identity()
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "backbone.pt")
+    with pytest.raises(ckpt.CheckpointError, match="does not fit the model: missing"):
+        ckpt.load_backbone(tmp_path / "backbone.pt", net)
+    with pytest.raises(ckpt.CheckpointError, match="backbone not found"):
+        ckpt.load_backbone(tmp_path / "none.pt", net)
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+def test_pairs_pointing_at_missing_frames(tmp_path):
+    pd.DataFrame({"path_a": ["v/000000.jpg"], "path_b": ["v/000002.jpg"], "a_x": [0.0], "a_y": [0.0], "a_w": [4.0],
+                  "a_h": [4.0], "b_x": [0.0], "b_y": [0.0], "b_w": [4.0], "b_h": [4.0]}).to_parquet(tmp_path / "p.parquet")
+    with pytest.raises(DataError, match=r"2 frame\(s\) it points at are missing .* v/000000.jpg"):
+        pair_items(tmp_path / "p.parquet", tmp_path, crops=True)
+
+
+@pytest.mark.parametrize(("variant", "change", "expected"), [
+    ("nope", {}, "variant 'nope' is not in params.yaml variants"),
+    ("moco_scenes", {}, "corpus folder not found"),
+    ("moco_object_centric", {"pretrain": {"batch_size": 64, "bn_splits": 2}}, "batch 64 (64 x 1 processes) is larger than"),
+    ("moco_object_centric", {"variants": {"moco_object_centric": {"data": "data/empty"}}}, "no training images"),
+])
+def test_bad_inputs_stop_before_training(workspace, tmp_path, variant, change, expected):
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in change.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                params[section][key].update(value)
+            else:
+                params[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (workspace / "data" / "empty").mkdir(exist_ok=True)
+    proc = _run(root, variant)
+    assert proc.returncode == 1
+    assert expected in proc.stderr
+    assert not (root / "models" / variant / "checkpoint.pt").exists()
+
+
+def test_queue_larger_than_corpus_is_clipped(workspace, tmp_path):
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrain"]["queue_size"] = 4096
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _run(root, "moco_object_centric")
+    assert proc.returncode == 0, proc.stderr
+    assert "queue_size 4096 clipped to 24 (corpus of 24 images, global batch 4)" in proc.stderr
+
+
+# --- resume and distribution --------------------------------------------------------------------
+
+def test_resume_after_kill_matches_uninterrupted_run(workspace, tmp_path):
+    straight = _copy_workspace(workspace, tmp_path / "straight")
+    proc = _run(straight, "moco_object_centric")
+    assert proc.returncode == 0, proc.stderr
+    expected = json.loads((straight / "results/pretrain/moco_object_centric/summary.json").read_text())
+    assert expected["steps"] == 8
+
+    killed = _copy_workspace(workspace, tmp_path / "killed")
+    run = _stage(killed, "moco_object_centric", start_new_session=True)
+    checkpoint = killed / "models/moco_object_centric/checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if checkpoint.is_file() and 2 <= ckpt.load(checkpoint)["step"] < 8:
+            os.killpg(run.pid, signal.SIGKILL)  # a real kill, mid-run
+            break
+        assert run.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.05)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    assert not (killed / "models/moco_object_centric/backbone.pt").exists()
+    resumed = _run(killed, "moco_object_centric")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step" in resumed.stderr
+    got = json.loads((killed / "results/pretrain/moco_object_centric/summary.json").read_text())
+    assert got == expected
+    a = torch.load(straight / "models/moco_object_centric/backbone.pt", weights_only=True)
+    b = torch.load(killed / "models/moco_object_centric/backbone.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_on_cpu_with_gloo(workspace, tmp_path):
+    root = _copy_workspace(workspace, tmp_path / "ddp")
+    proc = _run(root, "moco_object_centric", torchrun=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((root / "results/pretrain/moco_object_centric/summary.json").read_text())
+    # 24 images, 2 processes x batch 4: 3 steps an epoch
+    assert summary["steps"] == 6
+    state = ckpt.load(root / "models/moco_object_centric/checkpoint.pt")
+    queue = state["model"]["queue"].shape[1]
+    assert int(state["model"]["queue_ptr"]) == (6 * 8) % queue  # keys of both processes entered the queue
+    assert proc.stdout.count("pretrain@moco_object_centric:") == 1  # rank 0 reports alone
