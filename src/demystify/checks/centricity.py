@@ -74,15 +74,16 @@ def scene_crops(root: Path, scenes_root: Path, margin: float) -> pd.DataFrame:
         x0, y0 = r.x + r.w / 2 - side / 2, r.y + r.h / 2 - side / 2
         boxes = by_image.get(r.source, np.zeros((0, 4))) - np.array([x0, y0, 0, 0])
         # another object counts when at least half of it is inside the crop
-        inside = _inside_share(boxes, side) >= 0.5
+        inside = _inside_share(boxes, side, side) >= 0.5
         n, share, offset = _measure(boxes[inside], side, side)
         rows.append(("scene_crops", r.path, n, share, offset, "boxes"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _inside_share(boxes: np.ndarray, side: float) -> np.ndarray:
-    w = np.clip(boxes[:, 0] + boxes[:, 2], 0, side) - np.clip(boxes[:, 0], 0, side)
-    h = np.clip(boxes[:, 1] + boxes[:, 3], 0, side) - np.clip(boxes[:, 1], 0, side)
+def _inside_share(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Share of each box's area inside a width x height frame at the origin."""
+    w = np.clip(boxes[:, 0] + boxes[:, 2], 0, width) - np.clip(boxes[:, 0], 0, width)
+    h = np.clip(boxes[:, 1] + boxes[:, 3], 0, height) - np.clip(boxes[:, 1], 0, height)
     return np.clip(w, 0, None) * np.clip(h, 0, None) / np.maximum(boxes[:, 2] * boxes[:, 3], 1e-9)
 
 
@@ -124,9 +125,7 @@ def pair_crops(pairs: pd.DataFrame, manifest: pd.DataFrame, videos_root: Path | 
                 rows.append(("pair_crops", name, 1, 1.0, 0.0, "tracked box"))
                 continue
             local = boxes - np.array([crop[0], crop[1], 0, 0])
-            w_in = np.clip(local[:, 0] + local[:, 2], 0, crop[2]) - np.clip(local[:, 0], 0, crop[2])
-            h_in = np.clip(local[:, 1] + local[:, 3], 0, crop[3]) - np.clip(local[:, 1], 0, crop[3])
-            inside = np.clip(w_in, 0, None) * np.clip(h_in, 0, None) / np.maximum(local[:, 2] * local[:, 3], 1e-9)
-            n, share, offset = _measure(local[inside >= 0.5], crop[2], crop[3])
+            inside = _inside_share(local, crop[2], crop[3]) >= 0.5
+            n, share, offset = _measure(local[inside], crop[2], crop[3])
             rows.append(("pair_crops", name, n, share, offset, "boxes"))
     return pd.DataFrame(rows, columns=COLUMNS)

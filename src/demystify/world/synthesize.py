@@ -70,12 +70,14 @@ class World:
         table = np.array([i.category for i in self.catalog] + [-1])
         return table[np.where(inst < 0, len(self.catalog), inst)]
 
-    def render(self, items: list[sc.Item], size: int | tuple[int, int], slots: int | None = None) -> Iterator[tuple[int, Rendered, SceneBatch]]:
+    def render(self, items: list[sc.Item], size: int | tuple[int, int], desc: str = "",
+               progress: bool = False) -> Iterator[tuple[int, Rendered, SceneBatch]]:
         """Render items in batches; yields (index of the batch's first item, result, batch)."""
         h, w = (size, size) if isinstance(size, int) else size
         renderer = self.renderer(h, w)
-        k = slots or max(len(it.inst) for it in items)
-        for start in range(0, len(items), self.p.render_batch):
+        k = max(len(it.inst) for it in items)
+        starts = range(0, len(items), self.p.render_batch)
+        for start in tqdm(starts, desc=desc, disable=not progress):
             batch = sc.stack(items[start : start + self.p.render_batch], k)
             yield start, renderer(batch), batch
 
@@ -162,8 +164,7 @@ def write_object_centric(world: World, out: Path, progress: bool) -> int:
             labels.append((c, j, inst))
     root = out / "corpora" / "object_centric"
     rows = []
-    for start, rendered, _ in tqdm(world.render(items, p.image_size), desc="object-centric", disable=not progress,
-                                   total=-(-len(items) // p.render_batch)):
+    for start, rendered, _ in world.render(items, p.image_size, "object-centric", progress):
         for i in range(rendered.rgb.shape[0]):
             c, j, inst = labels[start + i]
             rel = f"{CATEGORY_NAMES[c]}/{j:05d}.png"
@@ -194,8 +195,7 @@ def write_scenes_and_crops(world: World, out: Path, progress: bool) -> tuple[int
     root, crops_root = out / "corpora" / "scenes", out / "corpora" / "scene_crops"
     rows, crop_rows = [], []
     size = p.scene_size
-    for start, rendered, batch in tqdm(world.render(items, size), desc="scenes", disable=not progress,
-                                       total=-(-len(items) // p.render_batch)):
+    for start, rendered, batch in world.render(items, size, "scenes", progress):
         for i in range(rendered.rgb.shape[0]):
             n = start + i
             rgb = rendered.rgb[i].numpy()
@@ -249,8 +249,7 @@ def write_aloi(world: World, out: Path, progress: bool) -> int:
     for name, entries in variants.items():
         folder = root / f"aloi_red2_{name}" / "png2"
         items = [e[1] for e in entries]
-        for start, rendered, _ in tqdm(world.render(items, p.image_size), desc=f"aloi {name}", disable=not progress,
-                                       total=-(-len(items) // p.render_batch)):
+        for start, rendered, _ in world.render(items, p.image_size, f"aloi {name}", progress):
             for i in range(rendered.rgb.shape[0]):
                 write_image(folder / entries[start + i][0], rendered.rgb[i].numpy())
                 count += 1
@@ -313,8 +312,7 @@ def write_instance_set(world: World, out: Path, progress: bool) -> int:
                     rows.append({"path": rel, "category": CATEGORY_NAMES[c], "instance": inst,
                                  "azimuth": round(az, 3), "elevation": round(el, 3), "az_bin": az_bin, "el_bin": el_bin})
     root = out / "eval" / "instance"
-    for start, rendered, _ in tqdm(world.render(items, p.image_size), desc="instance", disable=not progress,
-                                   total=-(-len(items) // p.render_batch)):
+    for start, rendered, _ in world.render(items, p.image_size, "instance", progress):
         for i in range(rendered.rgb.shape[0]):
             write_image(root / rows[start + i]["path"], rendered.rgb[i].numpy())
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
@@ -336,8 +334,7 @@ def write_classification(world: World, out: Path, progress: bool) -> int:
                 items.append(sc.object_centric(r, world.instance(c, int(r.choice(pool)))))
                 paths.append(f"{split}/{CATEGORY_NAMES[c]}/{j:05d}.png")
         root = out / "eval" / "classification"
-        for start, rendered, _ in tqdm(world.render(items, p.image_size), desc=f"classification {split}",
-                                       disable=not progress, total=-(-len(items) // p.render_batch)):
+        for start, rendered, _ in world.render(items, p.image_size, f"classification {split}", progress):
             for i in range(rendered.rgb.shape[0]):
                 write_image(root / paths[start + i], rendered.rgb[i].numpy())
                 count += 1
@@ -350,8 +347,7 @@ def write_segmentation(world: World, out: Path, progress: bool) -> int:
     count = 0
     for split, n, offset in (("train", e.segmentation_train, 0), ("test", e.segmentation_test, 10**6)):
         items = _scene_items(world, sc.SEGMENTATION, n, (2, 4), offset)
-        for start, rendered, batch in tqdm(world.render(items, p.scene_size), desc=f"segmentation {split}",
-                                           disable=not progress, total=-(-len(items) // p.render_batch)):
+        for start, rendered, batch in world.render(items, p.scene_size, f"segmentation {split}", progress):
             for i in range(rendered.rgb.shape[0]):
                 write_image(root / split / "images" / f"{start + i:05d}.png", rendered.rgb[i].numpy())
                 write_mask(root / split / "masks" / f"{start + i:05d}.png", world.category_mask(rendered, batch, i))
