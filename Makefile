@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test lint bench params install clean-venv
+.PHONY: run test lint bench params install clean-venv pr-report sweep-table
 
 install: $(STAMP)
 
@@ -30,9 +30,20 @@ lint: $(STAMP)
 bench: $(STAMP)
 	python bench/bench_render.py
 	python bench/bench_extract.py
+	python bench/pretrain.py
+	python bench/features.py
 
 params: $(STAMP)
 	python -m demystify.params_file
+
+# markdown for a pull-request comment: metrics, params and plots against BASE (default main)
+BASE ?= main
+pr-report: $(STAMP)
+	python -m demystify.report.pr_comment --base $(BASE) --out reports/pr.md
+
+# every experiment's results (e.g. a seed sweep) as one table the report stage reads
+sweep-table: $(STAMP)
+	python -m demystify.report.sweep --out results/sweep/runs.csv
 
 clean-venv:
 	rm -rf $(VENV)

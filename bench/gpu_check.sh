@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # One short GPU check (< 5 minutes on one GPU): environment, a correctness check of one trainer
 # step against the fp32 reference, then the speed figures at ResNet-50, 224 px, batch 256.
-# Usage (repository root, .venv built): bash bench/gpu_check.sh
+# Usage (repository root): bash bench/gpu_check.sh
+# Uses .venv when built, else the machine's python3 with PYTHONPATH=src (needs torch, torchvision,
+# pydantic, pandas, opencv, ffmpeg-python; no DVC).
 set -euo pipefail
-export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1
+if [ -x .venv/bin/python ]; then export PATH="$PWD/.venv/bin:$PATH"; else
+  # a wrapper, not a link: a linked venv interpreter loses its site-packages
+  mkdir -p .gpu/bin && printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >.gpu/bin/python
+  chmod +x .gpu/bin/python && export PATH="$PWD/.gpu/bin:$PATH"
+  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
 echo "== environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 python - <<'PY'
@@ -36,11 +44,11 @@ python - "$corpus" <<'PY'
 import sys
 from pathlib import Path
 from demystify import config
-from demystify.params_file import compose
 from demystify.world.synthesize import World, write_object_centric
-out = Path(sys.argv[1])
-compose(out / "params.yaml", ["scale=paper", "world.corpora.object_centric_per_category=60"])
-write_object_centric(World(config.load("world", path=out / "params.yaml")["world"]), out, progress=False)
+w = config.load("world", path="params.yaml")["world"]
+w = w.model_validate({**w.model_dump(), "image_size": 224,
+                      "corpora": {**w.corpora.model_dump(), "object_centric_per_category": 60}})
+write_object_centric(World(w), Path(sys.argv[1]), progress=False)
 PY
 echo "== speed"
 python bench/pretrain.py --device cuda --arch resnet50 --size 224 --batch 256 --queue 65536 \

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from demystify.ssl.augment import mocov2
 from demystify.ssl.datasets import ViewsDataset, image_items
 from demystify.ssl.moco import MoCo
-from demystify.ssl.train import Runtime, _moco_step
+from demystify.ssl.train import Runtime, _moco_step, use_bf16
 
 
 class ReferenceMoCo(MoCo):
@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     ap.add_argument("--corpus", default="data/world/corpora/object_centric")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -79,6 +80,9 @@ def main() -> None:
     x = torch.randn(batch, 3, size, size, device=args.device)
     y = torch.randn(batch, 3, size, size, device=args.device)
     rt = Runtime(device=args.device)
+    bf16 = use_bf16(args.precision, rt)
+    print(f"  trainer: {'bf16 autocast' if bf16 else 'fp32'}{', channels_last' if cuda else ''}"
+          f"{', torch.compile' if args.compile and cuda else ''}")
 
     model, opt = make(MoCo)
     if cuda:
@@ -86,7 +90,7 @@ def main() -> None:
     forward = torch.compile(model) if (args.compile and cuda) else model
 
     def ours():
-        loss = _moco_step(forward, (x, y), rt, cuda, None)
+        loss = _moco_step(forward, (x, y), rt, bf16, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -110,14 +114,18 @@ def main() -> None:
     print(f"  fp32 reference step {ref:8.1f} images/s")
     print(f"  ratio trainer / reference: {mine / ref:.2f}")
 
+    # enough batches that every worker is busy: time from the first batch to the last
     items, _ = image_items(__import__("pathlib").Path(args.corpus))
-    loader = DataLoader(ViewsDataset(items, mocov2(size), 0), batch_size=batch, shuffle=True,
-                        num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0)
+    batches = max(3 * args.workers, 12)
+    sampler = torch.utils.data.RandomSampler(items, replacement=True, num_samples=batches * batch,
+                                             generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(ViewsDataset(items, mocov2(size), 0), batch_size=batch, sampler=sampler,
+                        num_workers=args.workers, drop_last=True)
     n, start = 0, None
-    for epoch in range(3):
-        for i, _ in enumerate(loader):
-            if start is None and epoch == 0 and i == 1:
-                start, n = time.perf_counter(), 0
+    for i, _ in enumerate(loader):
+        if i == 0:
+            start = time.perf_counter()
+        else:
             n += batch
     rate = n / (time.perf_counter() - start)
     print(f"  loader only         {rate:8.1f} images/s ({args.workers} workers, {len(items)} images of {args.corpus})"

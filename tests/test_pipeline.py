@@ -52,13 +52,25 @@ def _stages_run(proc: subprocess.CompletedProcess) -> list[str]:
 VARIANTS = ["random", "supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
             "moco_temporal", "moco_tracker"]
 ALL_PRETRAIN = [f"pretrain@{v}" for v in VARIANTS]
-FROM_FRAMES = ["pretrain@moco_frames", "pretrain@moco_temporal", "pretrain@moco_tracker"]
+EVALS = ("eval_invariance", "eval_classification", "eval_segmentation")
+SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation"]
+
+
+def downstream(models: list[str]) -> list[str]:
+    """The evaluation stages of `models` and the summaries over all models."""
+    return [f"{e}@{m}" for e in EVALS for m in models] + SUMMARIES
+
+
+FROM_FRAMES_MODELS = ["moco_frames", "moco_temporal", "moco_tracker"]
+FROM_FRAMES = [f"pretrain@{m}" for m in FROM_FRAMES_MODELS] + downstream(FROM_FRAMES_MODELS)
 
 
 def test_repro_then_noop_then_only_what_changed(repo):
     path, env = repo
     first = _run(["dvc", "repro"], path, env)
-    assert _stages_run(first) == ["synthesize", "extract_frames", "mine_pairs", "check_data", *ALL_PRETRAIN]
+    ran = _stages_run(first)
+    assert ran[:4] == ["synthesize", "extract_frames", "mine_pairs", "check_data"]
+    assert sorted(ran[4:]) == sorted(ALL_PRETRAIN + downstream(VARIANTS))
     params = yaml.safe_load((path / "params.yaml").read_text())
     for v in VARIANTS:  # every variant trained and exported a torchvision backbone
         assert (path / "models" / v / "backbone.pt").stat().st_size > 0
@@ -92,24 +104,64 @@ def test_repro_then_noop_then_only_what_changed(repo):
     params["frames"]["fps"] = 4.0
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _run(["dvc", "repro"], path, env)
-    assert _stages_run(third) == ["extract_frames", "mine_pairs", "check_data", *FROM_FRAMES]
+    ran = _stages_run(third)
+    assert ran[:3] == ["extract_frames", "mine_pairs", "check_data"] and sorted(ran[3:]) == sorted(FROM_FRAMES)
     manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
     assert manifest.groupby("video").size().eq(round(v["frames"] / v["fps"] * 4)).all()
 
     params["pairs"]["source"] = "frames"
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     fourth = _run(["dvc", "repro"], path, env)
-    assert _stages_run(fourth) == ["mine_pairs", "check_data", "pretrain@moco_temporal", "pretrain@moco_tracker"]
+    ran = _stages_run(fourth)
+    pair_models = ["moco_temporal", "moco_tracker"]
+    assert ran[:2] == ["mine_pairs", "check_data"]
+    assert sorted(ran[2:]) == sorted([f"pretrain@{m}" for m in pair_models] + downstream(pair_models))
     assert (pd.read_parquet(path / "data/pairs/pairs.parquet")["source"] == "frames").all()
+
+    # an evaluation param reruns that evaluation (and its summary) alone
+    params["classification"]["knn"]["k"] = 2
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fifth = _run(["dvc", "repro"], path, env)
+    assert sorted(_stages_run(fifth)) == sorted([f"eval_classification@{m}" for m in VARIANTS]
+                                                + ["summarize_classification"])
+
+
+def test_evaluation_outputs(repo):
+    """Every model's invariance, classification and segmentation results, and a feature file that,
+    scored independently, gives the stage's number."""
+    from demystify.evaluation.invariance import invariance_scores
+
+    path, _ = repo
+    for kind, keys in (("invariance", None), ("classification", ["linear_top1", "knn_top1", "svm_map"]),
+                       ("segmentation", ["miou", "pixel_accuracy"])):
+        summary = json.loads((path / "results" / "summary" / kind / "metrics.json").read_text())
+        assert set(summary) == set(VARIANTS)
+        assert (path / "results" / "summary" / kind / f"{kind}.png").stat().st_size > 1000
+        for model in VARIANTS:
+            if keys:
+                assert all(0 <= summary[model]["all"][k] <= 1 for k in keys), (kind, model)
+    inv = json.loads((path / "results/invariance/moco_object_centric/metrics.json").read_text())
+    assert {"aloi_view", "aloi_ill", "aloi_col", "got10k_occlusion", "pascal3d_instance"} <= set(inv)
+    import numpy as np
+
+    with np.load(path / "results/invariance/moco_object_centric/features/aloi_view.npz") as f:
+        assert f["feat"].shape[1] == 512 and len(f["path"]) == len(f["instance"])
+        recomputed = invariance_scores(f["feat"], f["instance"], f["classes"], (10, 25))
+    assert recomputed[10] == pytest.approx(inv["aloi_view"]["top10"], abs=1e-6)
+    assert (path / "results/segmentation/supervised/examples.png").is_file()
+    assert (path / "results/classification/supervised/confusion.png").is_file()
 
 
 def test_exp_run_composes_conf(repo):
     """`dvc exp run -S` goes through Hydra: conf/ is composed into params.yaml."""
     path, env = repo
     proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "pairs.seed=1"], path, env)
-    # the workspace had frames.fps=4 and pairs.source=frames (previous test): composing conf/
-    # brings back the smoke defaults, so frames are re-extracted too
-    assert _stages_run(proc) == ["extract_frames", "mine_pairs", "check_data", *FROM_FRAMES]
+    # the workspace had frames.fps=4, pairs.source=frames and classification.knn.k=2 (previous
+    # test): composing conf/ brings back the smoke defaults, so frames are re-extracted too, and
+    # every model's classification reruns
+    ran = _stages_run(proc)
+    assert ran[:3] == ["extract_frames", "mine_pairs", "check_data"]
+    assert sorted(ran[3:]) == sorted(set(FROM_FRAMES) | {f"eval_classification@{m}" for m in VARIANTS})
     params = yaml.safe_load((path / "params.yaml").read_text())
     assert params["pairs"]["seed"] == 1 and params["world"]["image_size"] == 32
     assert params["frames"]["fps"] == 5.0 and params["pairs"]["source"] == "tracker"

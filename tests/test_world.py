@@ -117,7 +117,7 @@ def test_evaluation_splits(world_dir, smoke_params):
         folders = sorted(p for p in (cls / split).iterdir())
         assert len(folders) == smoke_params.categories
         assert all(len(list(f.glob("*.png"))) == per for f in folders)
-    labels = pd.read_csv(world_dir / "eval" / "instance" / "labels.csv")
+    labels = pd.read_csv(world_dir / "eval" / "pascal3d" / "labels.csv")
     assert labels.groupby(["category", "az_bin", "el_bin"]).instance.nunique().eq(e.instance_per_bin).all()
     assert ((labels.azimuth % 180) // 30 == labels.az_bin).all()
     assert ((labels.elevation % 90) // 30 == labels.el_bin).all()

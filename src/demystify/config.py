@@ -199,6 +199,7 @@ class PretrainParams(Section):
     queue_size: int = PositiveInt
     dim: int = PositiveInt
     mlp: bool
+    head_bn: bool  # BatchNorm in the projection head's hidden layer (SimCLR / MoCo v3 style)
     bn_splits: int = PositiveInt
     min_crop_scale: float = Field(gt=0, le=1)
     workers: int = Field(ge=0)
@@ -208,6 +209,7 @@ class PretrainParams(Section):
     knn_k: int = PositiveInt
     frames_root: str = Field(min_length=1)
     compile: bool
+    precision: Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on CUDA and on CPUs with native bf16
     seed: int = Field(ge=0)
 
     @model_validator(mode="after")
@@ -218,17 +220,98 @@ class PretrainParams(Section):
 
 
 class VariantParams(Section):
-    method: Literal["moco", "supervised", "random"]
+    method: Literal["moco", "supervised", "random", "external"]
     positives: Literal["images", "temporal", "tracker", "labels", "none"]
-    data: str = Field(min_length=1)
+    data: str = Field(min_length=1)  # corpus, pairs manifest, or (external) the checkpoint file
+    arch: Literal["resnet18", "resnet34", "resnet50"] | None = None  # None: pretrain.arch
 
     @model_validator(mode="after")
     def _check(self) -> VariantParams:
-        allowed = {"moco": {"images", "temporal", "tracker"}, "supervised": {"labels"}, "random": {"none"}}
+        allowed = {"moco": {"images", "temporal", "tracker"}, "supervised": {"labels"}, "random": {"none"},
+                   "external": {"none"}}
         if self.positives not in allowed[self.method]:
             raise ValueError(f"positives {self.positives!r} does not go with method {self.method!r} "
                              f"(allowed: {sorted(allowed[self.method])})")
         return self
+
+
+INVARIANCE_SETS = ("aloi_view", "aloi_ill", "aloi_col", "got10k_occlusion", "pascal3d_instance",
+                   "pascal3d_instance_viewpoint")
+
+
+class InvarianceParams(Section):
+    sets: list[Literal[INVARIANCE_SETS]] = Field(min_length=1)  # which of the paper's sets to score
+    aloi: str = Field(min_length=1)  # folder holding aloi_red2_{view,ill,col}/png2/
+    got10k: str = Field(min_length=1)  # a GOT-10k split folder (list.txt, sequences)
+    pascal3d: str = Field(min_length=1)  # a PASCAL3D+ release folder (Images, Annotations, Image_sets)
+    aloi_size: int = Field(ge=16, le=1024)  # inputs are resized, without crop, to size x size
+    got10k_size: int = Field(ge=16, le=1024)
+    pascal3d_size: int = Field(ge=16, le=1024)
+    got10k_seed: int = Field(ge=0)  # the frame per cover level (1992 in the public code)
+    got10k_min_span: int = Field(ge=0, le=8)
+    ks: list[StrictInt] = Field(min_length=1)  # top-K neurons
+    batch_size: int = PositiveInt
+    workers: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> InvarianceParams:
+        if any(k <= 0 for k in self.ks):
+            raise ValueError(f"ks {self.ks}: every K must be positive")
+        return self
+
+
+class LinearProbeParams(Section):
+    epochs: int = PositiveInt
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: int = PositiveInt
+
+
+class KnnParams(Section):
+    k: int = PositiveInt
+    temperature: float = Field(gt=0)
+
+
+class SvmParams(Section):
+    costs: list[float] = Field(min_length=1)  # the C grid, chosen per class by cross-validation
+    folds: int = Field(ge=2)
+
+
+class ClassificationParams(Section):
+    format: Literal["folder", "voc07"]  # folder: <data>/<split>/<class>/*; voc07: a VOC2007 folder
+    data: str = Field(min_length=1)
+    train_split: str = Field(min_length=1)
+    test_split: str = Field(min_length=1)
+    size: int = Field(ge=16, le=1024)  # resized without crop
+    batch_size: int = PositiveInt
+    workers: int = Field(ge=0)
+    linear: LinearProbeParams
+    knn: KnnParams
+    svm: SvmParams
+    seed: int = Field(ge=0)
+
+
+class SegmentationParams(Section):
+    format: Literal["world", "voc2012", "ade20k"]
+    data: str = Field(min_length=1)
+    train_split: str = Field(min_length=1)
+    test_split: str = Field(min_length=1)
+    size: int = Field(ge=16, le=1024)  # images and masks resized to size x size (masks: nearest)
+    layers: list[Literal["layer1", "layer2", "layer3", "layer4"]] = Field(min_length=1)
+    head: Literal["linear", "fcn"]
+    epochs: int = PositiveInt
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: int = PositiveInt
+    workers: int = Field(ge=0)
+    examples: int = Field(ge=0)  # scenes drawn in the PNG
+    seed: int = Field(ge=0)
+
+
+class ReportParams(Section):
+    invariance_k: int = PositiveInt  # which top-K invariance score the tables and claims use
+    margin: float = Field(ge=0, lt=1)  # relative difference below which a comparison is inconclusive
+    sweep: str  # optional CSV of more runs (run, kind, model, set, metric, value); '' or a missing file: none
 
 
 SECTIONS: dict[str, type[BaseModel] | type] = {
@@ -240,6 +323,10 @@ SECTIONS: dict[str, type[BaseModel] | type] = {
     "checks": ChecksParams,
     "pretrain": PretrainParams,
     "variants": dict,
+    "invariance": InvarianceParams,
+    "classification": ClassificationParams,
+    "segmentation": SegmentationParams,
+    "report": ReportParams,
 }
 
 

@@ -44,16 +44,50 @@ def load(path: Path, expected_fingerprint: str | None = None) -> dict:
     return state
 
 
+# prefixes that DDP, the official MoCo code and this project's MoCo put before torchvision's keys
+_PREFIXES = ("module.", "encoder_q.0.", "encoder_q.", "backbone.", "net.")
+
+
+def plain_resnet_state(state: dict) -> dict:
+    """A torchvision ResNet state dict from a plain export, a DDP/MoCo checkpoint (prefixes
+    stripped, `state_dict`/`model` unwrapped) or a torchvision file; `fc` and heads dropped."""
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    if any(k.startswith("encoder_q.") or k.startswith("module.encoder_q.") for k in state):
+        state = {k: v for k, v in state.items() if "encoder_k." not in k}
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        if key.startswith(("fc.", "1.", "head.")) or not isinstance(value, torch.Tensor):
+            continue
+        out[key] = value
+    return out
+
+
 def load_backbone(path: str | Path, model: torch.nn.Module) -> None:
-    """Load an exported backbone.pt strictly; a mismatch names the offending keys."""
+    """Load a backbone (exported, or a foreign ResNet checkpoint) strictly; a mismatch names the
+    file and the offending keys or shapes, never leaving a silent random init."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: backbone not found (run its pretrain stage)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = [], []
+        raise CheckpointError(f"{path}: backbone not found (run its pretrain stage, or check the path)")
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError:
-        own = set(model.state_dict())
-        missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
-        raise CheckpointError(f"{path}: does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    state = plain_resnet_state(state)
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{path}: does not fit the model (another architecture?): missing {missing[:4]}, "
+                              f"unexpected {unexpected[:4]}, shapes {shapes[:2]}")
+    model.load_state_dict(state, strict=True)

@@ -48,6 +48,29 @@ class SplitBatchNorm(nn.BatchNorm2d):
         return out
 
 
+class SplitBatchNorm1d(nn.Module):
+    """`SplitBatchNorm` for (N, C) features (the projection head's hidden layer)."""
+
+    def __init__(self, num_features: int, num_splits: int):
+        super().__init__()
+        self.bn = SplitBatchNorm(num_features, num_splits) if num_splits > 1 else nn.BatchNorm2d(num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x[:, :, None, None]).flatten(1)
+
+
+def projection_head(feat: int, dim: int, mlp: bool, head_bn: bool, bn_splits: int) -> nn.Module:
+    """MoCo v2's head (Linear-ReLU-Linear), or with `head_bn` a BatchNorm after the hidden layer
+    (as SimCLR and MoCo v3 do): it centres the random-init features, whose shared direction the
+    plain head otherwise spends the first hundreds of steps unlearning (measured; see README)."""
+    if not mlp:
+        return nn.Linear(feat, dim)
+    if head_bn:
+        return nn.Sequential(nn.Linear(feat, feat, bias=False), SplitBatchNorm1d(feat, bn_splits), nn.ReLU(inplace=True),
+                             nn.Linear(feat, dim))
+    return nn.Sequential(nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, dim))
+
+
 def backbone(arch: str, bn_splits: int = 1, num_classes: int | None = None) -> nn.Module:
     """A torchvision ResNet with the standard stem; `fc` is Identity unless `num_classes` is given.
 
@@ -67,15 +90,13 @@ def backbone(arch: str, bn_splits: int = 1, num_classes: int | None = None) -> n
 
 class MoCo(nn.Module):
     def __init__(self, arch: str = "resnet18", dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.2, bn_splits: int = 8, mlp: bool = True):
+                 temperature: float = 0.2, bn_splits: int = 8, mlp: bool = True, head_bn: bool = False):
         super().__init__()
         self.momentum, self.temperature, self.queue_size, self.bn_splits = momentum, temperature, queue_size, bn_splits
         feat = FEATURE_DIMS[arch]
 
         def encoder() -> nn.Module:
-            head = nn.Sequential(nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, dim)) if mlp \
-                else nn.Linear(feat, dim)
-            return nn.Sequential(backbone(arch, bn_splits), head)
+            return nn.Sequential(backbone(arch, bn_splits), projection_head(feat, dim, mlp, head_bn, bn_splits))
 
         self.encoder_q = encoder()
         self.encoder_k = copy.deepcopy(self.encoder_q)

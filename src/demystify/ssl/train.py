@@ -52,6 +52,31 @@ class Runtime:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.cuda else "cpu"
+
+
+def cpu_has_native_bf16() -> bool:
+    """avx512_bf16 or AMX: bf16 matrix products run natively (about 1.8x fp32 here, BENCHMARKS.md);
+    elsewhere oneDNN emulates them, slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def use_bf16(precision: str, rt: Runtime) -> bool:
+    """`auto`: bf16 autocast on CUDA and on CPUs with native bf16, fp32 otherwise."""
+    if precision != "auto":
+        return precision == "bf16"
+    return rt.cuda or cpu_has_native_bf16()
+
 
 def setup_runtime() -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -113,7 +138,7 @@ def _queue_size(p: PretrainParams, n: int, global_batch: int, name: str) -> int:
 
 def _model(variant: VariantParams, p: PretrainParams, queue: int, classes: int) -> nn.Module:
     if variant.method == "moco":
-        return MoCo(p.arch, p.dim, queue, p.moco_momentum, p.temperature, p.bn_splits, p.mlp)
+        return MoCo(p.arch, p.dim, queue, p.moco_momentum, p.temperature, p.bn_splits, p.mlp, p.head_bn)
     return backbone(p.arch, num_classes=classes if variant.method == "supervised" else None)
 
 
@@ -151,8 +176,13 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     torch.manual_seed(p.seed)
     monitor = KnnMonitor(p.monitor, p.image_size, p.monitor_per_class, p.knn_k) if rt.main else None
 
-    if variant.method == "random":
-        model = _model(variant, p, 1, 0)
+    if variant.arch and variant.arch != p.arch:
+        p = p.model_copy(update={"arch": variant.arch})
+    if variant.method in ("random", "external"):  # nothing to train: the init, or a given checkpoint
+        model = backbone(p.arch)
+        if variant.method == "external":
+            ckpt.load_backbone(variant.data, model)
+        model = model.to(rt.device)
         return _finish(name, model, p, rt, models_dir, results_dir, monitor, {"loss": None}, steps=0)
 
     dataset, classes = build_data(variant, p)
@@ -162,7 +192,8 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
                             f"than the corpus {variant.data} ({len(dataset)} items)")
     queue = _queue_size(p, len(dataset), global_batch, name) if variant.method == "moco" else 0
     model = _model(variant, p, queue, len(classes)).to(rt.device)
-    cuda = rt.device.startswith("cuda")
+    cuda = rt.cuda
+    bf16 = use_bf16(p.precision, rt)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     trainable = [q for q in model.parameters() if q.requires_grad]
@@ -213,7 +244,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         for batch in loader:
             if step >= (epoch + 1) * per_epoch:
                 break
-            loss = step_fn(forward, batch, rt, cuda, torch.Generator().manual_seed(p.seed * 7919 + step))
+            loss = step_fn(forward, batch, rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -243,20 +274,20 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     return _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step)
 
 
-def _moco_step(model, batch, rt: Runtime, cuda: bool, generator: torch.Generator):
+def _moco_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Generator):
     im_q, im_k = (b.to(rt.device, non_blocking=True) for b in batch)
-    if cuda:
+    if rt.cuda:
         im_q, im_k = (x.contiguous(memory_format=torch.channels_last) for x in (im_q, im_k))
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+    with torch.autocast(rt.device_type, dtype=torch.bfloat16, enabled=bf16):
         logits, labels = model(im_q, im_k, generator)
         return F.cross_entropy(logits.float(), labels)
 
 
-def _supervised_step(model, batch, rt: Runtime, cuda: bool, generator: torch.Generator):
+def _supervised_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Generator):
     x, y = batch[0].to(rt.device, non_blocking=True), batch[1].to(rt.device)
-    if cuda:
+    if rt.cuda:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+    with torch.autocast(rt.device_type, dtype=torch.bfloat16, enabled=bf16):
         return F.cross_entropy(model(x).float(), y)
 
 

@@ -11,7 +11,7 @@ Layout (each part in the public data set's own layout, so the real readers run o
     corpora/scene_crops/<category>/<n>.png       objects cut from the scenes by their boxes
     eval/aloi/aloi_red2_{view,ill,col}/png2/<obj>/<obj>_{r<deg>,l<l>c<c>,i<code>}.png
     eval/got10k/train/list.txt, eval/got10k/train/<seq>/{00000001.jpg, ...}    occlusion
-    eval/instance/images/*.png + labels.csv      PASCAL3D+-like views with azimuth/elevation bins
+    eval/pascal3d/ (Images, Annotations .mat, Image_sets) + labels.csv   PASCAL3D+ layout, azimuth/elevation bins
     eval/classification/{train,test}/<category>/<n>.png
     eval/segmentation/{train,test}/{images,masks}/<n>.png + classes.txt
     world.json                                   counts and sizes
@@ -40,6 +40,7 @@ from .writers import (
     write_image,
     write_list,
     write_mask,
+    write_pascal3d_annotation,
 )
 
 OCCLUDERS = 8
@@ -294,6 +295,9 @@ def _still_track(r: np.random.Generator, frames: int):
 
 
 def write_instance_set(world: World, out: Path, progress: bool) -> int:
+    """PASCAL3D+ layout (`Images/<cls>_imagenet/*.JPEG`, `Annotations/<cls>_imagenet/*.mat`,
+    `Image_sets/<cls>_imagenet_{train,val}.txt`): `instance_per_bin` instances of a category in
+    each (azimuth, elevation) bin, plus labels.csv with the same facts in one table."""
     p = world.p
     per_bin = p.evaluation.instance_per_bin
     items, rows = [], []
@@ -307,15 +311,27 @@ def write_instance_set(world: World, out: Path, progress: bool) -> int:
                 for j in chosen:
                     inst = world.instance(c, int(j))
                     item, az, el = sc.instance_view(r, inst, az_bin, el_bin)
-                    rel = f"images/{CATEGORY_NAMES[c]}_{int(j):03d}_a{az_bin}_e{el_bin}.png"
-                    items.append(item)
-                    rows.append({"path": rel, "category": CATEGORY_NAMES[c], "instance": inst,
+                    cls = CATEGORY_NAMES[c]
+                    rows.append({"name": f"{cls}_{int(j):03d}_a{az_bin}_e{el_bin}", "category": cls, "instance": inst,
                                  "azimuth": round(az, 3), "elevation": round(el, 3), "az_bin": az_bin, "el_bin": el_bin})
-    root = out / "eval" / "instance"
-    for start, rendered, _ in world.render(items, p.image_size, "instance", progress):
+                    items.append(item)
+    root = out / "eval" / "pascal3d"
+    size = p.image_size
+    for start, rendered, _ in world.render(items, size, "instance", progress):
         for i in range(rendered.rgb.shape[0]):
-            write_image(root / rows[start + i]["path"], rendered.rgb[i].numpy())
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+            row = rows[start + i]
+            folder = f"{row['category']}_imagenet"
+            write_image(root / "Images" / folder / f"{row['name']}.JPEG", rendered.rgb[i].numpy())
+            x, y, w, h = rendered.boxes[i, 0].tolist()
+            write_pascal3d_annotation(root / "Annotations" / folder / f"{row['name']}.mat", f"{row['name']}.JPEG",
+                                      (size, size), row["category"], (x, y, w, h), row["azimuth"], row["elevation"])
+            row.update(path=f"Images/{folder}/{row['name']}.JPEG", x=x, y=y, w=w, h=h)
+    table = pd.DataFrame(rows)
+    for cls, group in table.groupby("category", sort=True):
+        names = group["name"].tolist()
+        write_list(root / "Image_sets" / f"{cls}_imagenet_train.txt", names[0::2])
+        write_list(root / "Image_sets" / f"{cls}_imagenet_val.txt", names[1::2])
+    table.to_csv(root / "labels.csv", index=False)
     return len(rows)
 
 

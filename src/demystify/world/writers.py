@@ -19,6 +19,23 @@ def write_image(path: Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
         raise OSError(f"could not write image {path}")
 
 
+def write_pascal3d_annotation(path: Path, image_name: str, size: tuple[int, int], cls: str,
+                              box_xywh: tuple[float, float, float, float], azimuth: float, elevation: float) -> None:
+    """A PASCAL3D+ `record` (.mat): one object with its 1-based [x1 y1 x2 y2] box and coarse viewpoint."""
+    from scipy.io import savemat
+
+    x, y, w, h = box_xywh
+    viewpoint = {"azimuth_coarse": float(azimuth), "elevation_coarse": float(elevation),
+                 "azimuth": float(azimuth), "elevation": float(elevation), "distance": 0.0}
+    objects = np.zeros((1, 1), dtype=[("class", object), ("bbox", object), ("viewpoint", object),
+                                      ("truncated", object), ("occluded", object), ("difficult", object)])
+    objects[0, 0] = (cls, np.array([[x + 1, y + 1, x + w, y + h]], dtype=float), viewpoint, 0, 0, 0)
+    record = {"filename": image_name, "database": "ImageNet",
+              "imgsize": np.array([[size[1], size[0], 3]], dtype=float), "objects": objects}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {"record": record})
+
+
 def write_mask(path: Path, mask: np.ndarray) -> None:
     """Single-channel uint8 PNG: 0 background, c + 1 for category c (VOC-style indices)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Evaluation of frozen backbones: invariance scores, classification and segmentation probes."""

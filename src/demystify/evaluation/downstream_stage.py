@@ -1,0 +1,145 @@
+"""`eval_classification@MODEL` and `eval_segmentation@MODEL`: frozen features of a model scored
+by the classification protocols and a trained segmentation head; metrics, confusion matrix and
+example PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..config import ClassificationParams, SegmentationParams
+from ..data import labelled
+from ..io import atomic_path, write_json
+from ..ssl.augment import evaluation
+from . import classification as protocols
+from . import segmentation as seg
+from .features import extract, load_model, read_rgb
+
+
+def _read_classification(p: ClassificationParams, split: str, classes=None) -> labelled.LabelledImages:
+    if p.format == "voc07":
+        return labelled.voc07_classification(p.data, split)
+    return labelled.folder_classification(p.data, split, classes)
+
+
+def classify(name: str, arch: str, model_path, p: ClassificationParams, out_dir: str | Path, device: str,
+             progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    train = _read_classification(p, p.train_split)
+    test = _read_classification(p, p.test_split, train.classes)
+    model = load_model(model_path, arch, device)
+    tx = extract(model, train.paths, None, p.size, device, p.batch_size, p.workers, f"classify@{name} train", progress)
+    vx = extract(model, test.paths, None, p.size, device, p.batch_size, p.workers, f"classify@{name} test", progress)
+    mean_ap, per_class_ap = protocols.voc07_svm(tx, train.labels, vx, test.labels, p.svm.costs, p.svm.folds, p.seed)
+    metrics = {"svm_map": round(mean_ap, 6), "images_train": len(train.paths), "images_test": len(test.paths)}
+    if p.format == "folder":  # single-label: top-1 protocols and a confusion matrix
+        ty, vy = train.single_label, test.single_label
+        linear = protocols.linear_probe(tx, ty, vx, p.linear.epochs, p.linear.lr, p.linear.weight_decay,
+                                        p.linear.batch_size, p.seed, device)
+        knn = protocols.knn_predict(tx, ty, vx, p.knn.k, p.knn.temperature)
+        metrics.update(linear_top1=round(float((linear == vy).mean()), 6), knn_top1=round(float((knn == vy).mean()), 6),
+                       chance=round(1 / len(train.classes), 6))
+        confusion_png(vy, linear, train.classes, out_dir / "confusion.png", f"{name}: linear probe")
+    write_json(out_dir / "per_class_ap.json", {train.classes[c]: v for c, v in per_class_ap.items()})
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def confusion_png(truth: np.ndarray, pred: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    conf = confusion_matrix(truth, pred, labels=range(len(classes)), normalize="true")
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)))
+    ax.imshow(conf, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+class _Scenes(Dataset):
+    def __init__(self, data: labelled.MaskedImages, size: int):
+        self.data, self.size, self.transform = data, size, evaluation(size)
+
+    def __len__(self):
+        return len(self.data.images)
+
+    def __getitem__(self, i):
+        img = read_rgb(self.data.images[i])
+        mask = torch.from_numpy(labelled.read_mask(self.data.masks[i], self.data, tuple(img.shape[-2:])))
+        mask = F.interpolate(mask[None, None].float(), size=(self.size, self.size), mode="nearest")[0, 0].long()
+        return self.transform(img), mask
+
+
+def _maps(model, data: labelled.MaskedImages, p: SegmentationParams, device: str, desc: str, progress: bool):
+    loader = DataLoader(_Scenes(data, p.size), batch_size=p.batch_size, num_workers=p.workers)
+    per_layer, masks = [[] for _ in p.layers], []
+    for x, y in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+        for store, m in zip(per_layer, seg.stage_maps(model, x.to(device), list(p.layers)), strict=True):
+            store.append(m.float().cpu())
+        masks.append(y)
+    return [torch.cat(s) for s in per_layer], torch.cat(masks)
+
+
+def segment(name: str, arch: str, model_path, p: SegmentationParams, out_dir: str | Path, device: str,
+            progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    reader = labelled.SEGMENTATION_READERS[p.format]
+    train, test = reader(p.data, p.train_split), reader(p.data, p.test_split)
+    model = load_model(model_path, arch, device)
+    train_maps, train_masks = _maps(model, train, p, device, f"segment@{name} train", progress)
+    test_maps, test_masks = _maps(model, test, p, device, f"segment@{name} test", progress)
+    head = seg.train_head(train_maps, train_masks, len(train.classes), p.head, p.epochs, p.lr, p.weight_decay,
+                          p.batch_size, p.seed, train.ignore_index, device)
+    pred = seg.predict(head, test_maps, (p.size, p.size), p.batch_size, device)
+    result = seg.scores(seg.confusion(pred, test_masks, len(train.classes), train.ignore_index))
+    metrics = {"miou": round(result["miou"], 6), "pixel_accuracy": round(result["pixel_accuracy"], 6),
+               "images_train": len(train.images), "images_test": len(test.images)}
+    write_json(out_dir / "per_class_iou.json", dict(zip(train.classes, result["iou"], strict=True)))
+    write_json(out_dir / "metrics.json", metrics)
+    if p.examples:
+        examples_png(test, pred, test_masks, p, out_dir / "examples.png", f"{name}: mIoU {metrics['miou']:.3f}")
+    return metrics
+
+
+def examples_png(data: labelled.MaskedImages, pred: torch.Tensor, masks: torch.Tensor, p: SegmentationParams,
+                 path: Path, title: str) -> None:
+    """A few test scenes: image | ground truth | prediction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(p.examples, len(data.images))
+    classes = len(data.classes)
+    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+    for i in range(n):
+        img = F.interpolate(read_rgb(data.images[i])[None].float(), size=(p.size, p.size), mode="bilinear")[0]
+        gt = masks[i].numpy().astype(float)
+        gt[gt == data.ignore_index] = np.nan
+        for ax, (picture, label) in zip(axes[i], ((img.permute(1, 2, 0).numpy() / 255, "image"), (gt, "ground truth"),
+                                                 (pred[i].numpy(), "prediction")), strict=True):
+            ax.imshow(picture, **({} if label == "image" else {"cmap": "tab20", "vmin": 0, "vmax": max(classes - 1, 1),
+                                                                "interpolation": "nearest"}))
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(label, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,75 @@
+"""`eval_invariance@MODEL`: features of every configured set, a feature file per set (so anyone
+can recompute the score), and the score at each K in one metrics file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..config import InvarianceParams
+from ..io import atomic_path, write_json
+from . import sets as readers
+from .features import extract, load_model
+from .invariance import InvarianceError, invariance_scores
+
+
+def read_sets(ip: InvarianceParams) -> tuple[dict[str, tuple[readers.EvalSet, int]], dict[str, str]]:
+    """The configured sets with their input size; whole sets the readers could not use go in `skipped`."""
+    wanted = set(ip.sets)
+    out: dict[str, tuple[readers.EvalSet, int]] = {}
+    for kind in ("view", "ill", "col"):
+        if f"aloi_{kind}" in wanted:
+            out[f"aloi_{kind}"] = (readers.aloi(ip.aloi, kind), ip.aloi_size)
+    if "got10k_occlusion" in wanted:
+        out["got10k_occlusion"] = (readers.got10k_occlusion(ip.got10k, ip.got10k_seed, ip.got10k_min_span),
+                                   ip.got10k_size)
+    if wanted & {"pascal3d_instance", "pascal3d_instance_viewpoint"}:
+        for name, s in readers.pascal3d(ip.pascal3d).items():
+            if name in wanted:
+                out[name] = (s, ip.pascal3d_size)
+    skipped = {name: "no images" for name, (s, _) in out.items() if len(s) == 0}
+    return {k: v for k, v in out.items() if k not in skipped}, skipped
+
+
+def write_features(path: Path, feat: np.ndarray, s: readers.EvalSet) -> None:
+    """DESIGN.md's feature file: feat (N, D) float32, instance, classes, path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, feat=feat.astype(np.float32), instance=s.instance, classes=s.classes.astype(str),
+                     path=np.asarray(s.paths, dtype=str))
+
+
+def score_file(path: str | Path, ks=(10, 25)) -> dict[int, float]:
+    """The score from a feature file alone (what a third party would run)."""
+    with np.load(path) as f:
+        return invariance_scores(f["feat"], f["instance"], f["classes"], tuple(ks))
+
+
+def evaluate(name: str, arch: str, model_path: str | Path | None, ip: InvarianceParams, out_dir: str | Path,
+             device: str, progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    sets, skipped = read_sets(ip)
+    model = load_model(model_path, arch, device)
+    metrics: dict[str, dict] = {}
+    cache: dict[tuple, np.ndarray] = {}  # the two PASCAL3D+ sets share their images
+    for set_name, (s, size) in sets.items():
+        key = (tuple(s.paths), tuple(map(str, s.boxes)), size)
+        if key not in cache:
+            cache[key] = extract(model, s.paths, s.boxes, size, device, ip.batch_size, ip.workers,
+                                 desc=f"invariance@{name} {set_name}", progress=progress)
+        feat = cache[key]
+        write_features(out_dir / "features" / f"{set_name}.npz", feat, s)
+        try:
+            scores = invariance_scores(feat, s.instance, s.classes, tuple(ip.ks))
+        except InvarianceError as exc:
+            skipped[set_name] = str(exc)
+            print(f"eval_invariance@{name}: {set_name} skipped: {exc}", file=sys.stderr)
+            continue
+        metrics[set_name] = {f"top{k}": round(v, 6) for k, v in scores.items()}
+        metrics[set_name].update(images=len(s), sets=int(len(np.unique(s.instance))))
+    notes = {n: s.skipped for n, (s, _) in sets.items() if s.skipped}
+    write_json(out_dir / "skipped.json", {"sets": skipped, "dropped_by_readers": notes})
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,169 @@
+"""`report`: reports/report.md with the paper's three tables for this run's data, the claims
+with computed verdicts, the plots it shows (copied beside it), and reports/metrics.json, the
+headline numbers for `dvc metrics show` / `dvc metrics diff`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_path, write_json
+from . import claims as cl
+
+KINDS = ("invariance", "classification", "segmentation")
+DOWNSTREAM = (("classification", "linear_top1", "linear top-1"), ("classification", "knn_top1", "kNN top-1"),
+              ("classification", "svm_map", "SVM mAP"), ("segmentation", "miou", "mIoU"))
+
+
+class ReportError(ValueError):
+    """A results file is missing; the message names it."""
+
+
+def load_run(summary_root: str | Path) -> dict:
+    """{kind: {model: {set: {key: value}}}} from results/summary/<kind>/metrics.json."""
+    run = {}
+    for kind in KINDS:
+        path = Path(summary_root) / kind / "metrics.json"
+        if not path.is_file():
+            raise ReportError(f"{path}: not found (run summarize_{kind})")
+        run[kind] = json.loads(path.read_text())
+    return run
+
+
+def load_sweep(path: str | Path | None) -> list[dict]:
+    """Extra runs (e.g. seeds of a `dvc exp` sweep) from a CSV of run, kind, model, set, metric, value."""
+    if not path or not Path(path).is_file():
+        return []
+    table = pd.read_csv(path)
+    runs = []
+    for _, group in table.groupby("run", sort=True):
+        run: dict = {}
+        for r in group.itertuples():
+            run.setdefault(r.kind, {}).setdefault(r.model, {}).setdefault(r.set, {})[r.metric] = float(r.value)
+        runs.append(run)
+    return runs
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    if not values:
+        return "-"
+    text = f"{np.mean(values):.{digits}f}"
+    return text + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _inv_sets(runs: list[dict]) -> list[str]:
+    sets: dict[str, None] = {}
+    for run in runs:
+        for per_set in run["invariance"].values():
+            sets.update(dict.fromkeys(per_set))
+    return list(sets)
+
+
+def invariance_table(runs: list[dict], models: list[str], key: str) -> str:
+    rows = [[s] + [_fmt(cl.value(runs, "invariance", m, s, key), 1) for m in models] for s in _inv_sets(runs)]
+    return _table(["set \\ model", *models], rows)
+
+
+def comparison_table(runs: list[dict], models: list[str], key: str) -> str:
+    sets = _inv_sets(runs)
+    header = ["model", *[f"{s} inv." for s in sets], *[label for _, _, label in DOWNSTREAM]]
+    rows = []
+    for m in models:
+        row = [m] + [_fmt(cl.value(runs, "invariance", m, s, key), 1) for s in sets]
+        row += [_fmt(cl.value(runs, kind, m, "all", k), 3) for kind, k, _ in DOWNSTREAM]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def claims_section(outcomes: list[cl.Outcome], margin: float, n_runs: int) -> tuple[str, dict]:
+    parts, verdicts = [], {}
+    for claim, text in cl.CLAIMS.items():
+        mine = [o for o in outcomes if o.comparison.claim == claim]
+        verdicts[claim] = cl.claim_verdict(mine)
+        rows = []
+        for o in mine:
+            c = o.comparison
+            diff = o.difference
+            rows.append([c.what, f"{c.better} > {c.worse}", _fmt(o.better, 3), _fmt(o.worse, 3),
+                         "-" if diff is None else f"{diff:+.3f}", "-" if o.spread is None else f"{o.spread:.3f}",
+                         f"**{o.verdict}**"])
+        parts.append(f"### Claim {claim}: {verdicts[claim]}\n\n{text}\n\n"
+                     + _table(["comparison", "expected", "higher side", "lower side", "difference", "spread",
+                               "verdict"], rows))
+    rule = (f"A comparison *holds* when the expected side is higher by more than {margin:.0%} of the lower side"
+            + (f" and by more than twice the standard error of the paired difference over the {n_runs} runs"
+               if n_runs > 1 else " (one run: no spread; run a seed sweep to get one)")
+            + "; *does not hold* when it is lower by as much; *inconclusive* in between; *not measured* when a "
+              "model or set is missing. A claim holds when all its comparisons hold.")
+    return rule + "\n\n" + "\n\n".join(parts), verdicts
+
+
+def headline(outcomes: list[cl.Outcome], verdicts: dict, runs: list[dict]) -> dict:
+    score = {cl.HOLDS: 1.0, cl.FAILS: 0.0, "partly holds": 0.5, cl.INCONCLUSIVE: 0.5}
+    out: dict = {"claims_holding": sum(v == cl.HOLDS for v in verdicts.values()), "runs": len(runs)}
+    for claim, v in verdicts.items():
+        out[f"claim{claim}"] = score.get(v, -1.0)  # -1: not measured
+    for o in outcomes:
+        c = o.comparison
+        name = f"claim{c.claim}.{c.better}_vs_{c.worse}.{c.metric[1]}.{c.metric[2]}"
+        if o.difference is not None:
+            out[name] = round(o.difference, 6)
+    return out
+
+
+def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Path, models: list[str],
+          inv_key: str, margin: float, sweep: str | Path | None = None) -> dict:
+    out_dir = Path(out_dir)
+    runs = [load_run(summary_root), *load_sweep(sweep)]
+    order = [m for m in ("supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
+                         "moco_temporal", "moco_tracker", "random") if m in models] + \
+            [m for m in models if m not in ("supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops",
+                                            "moco_frames", "moco_temporal", "moco_tracker", "random")]
+    outcomes = cl.judge(runs, inv_key, margin)
+    claims_md, verdicts = claims_section(outcomes, margin, len(runs))
+    pictures = []
+    for kind in KINDS:
+        src = Path(summary_root) / kind / f"{kind}.png"
+        if src.is_file():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(out_dir / src.name) as tmp:
+                shutil.copyfile(src, tmp)
+            pictures.append(f"![{kind}]({src.name})")
+    pretrain = []
+    for m in order:
+        path = Path(pretrain_root) / m / "summary.json"
+        if path.is_file():
+            s = json.loads(path.read_text())
+            pretrain.append([m, str(s.get("steps")), "-" if s.get("final_loss") is None else f"{s['final_loss']:.3f}",
+                             f"{s.get('knn_top1', float('nan')):.3f}"])
+    video = [m for m in ("moco_frames", "moco_temporal", "moco_tracker") if m in models]
+    bias = [m for m in ("moco_object_centric", "moco_scenes", "moco_scene_crops") if m in models]
+    text = "\n\n".join([
+        "# Demystifying contrastive SSL: this run's results",
+        f"Computed by `dvc repro` from this run's metrics ({len(runs)} run{'s' if len(runs) > 1 else ''}; "
+        f"values are mean ± standard deviation over runs where there are several). Invariance scores are "
+        f"the paper's measure at {inv_key.replace('top', 'top-')} neurons (PAPER.md); higher is more invariant.",
+        "## Claims\n\n" + claims_md,
+        "## Table 1: invariances (sets x models)\n\n" + invariance_table(runs, order, inv_key),
+        "## Table 2: dataset bias (object-centric vs scenes vs scene crops)\n\n" + comparison_table(runs, bias, inv_key),
+        "## Table 3: the video method (MoCo on frames vs frame-temporal vs region-tracker)\n\n"
+        + comparison_table(runs, video, inv_key),
+        "## Downstream, every model\n\n" + comparison_table(runs, order, inv_key),
+        "## Pretraining\n\n" + _table(["model", "steps", "final loss", "kNN monitor top-1"], pretrain),
+        "## Plots\n\n" + "\n\n".join(pictures),
+    ]) + "\n"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "report.md") as tmp:
+        Path(tmp).write_text(text)
+    metrics = headline(outcomes, verdicts, runs)
+    write_json(out_dir / "metrics.json", metrics)
+    return {"verdicts": verdicts, "metrics": metrics}
