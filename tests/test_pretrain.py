@@ -174,6 +174,28 @@ def test_queue_larger_than_corpus_is_clipped(workspace, tmp_path):
     assert "queue_size 4096 clipped to 24 (corpus of 24 images, global batch 4)" in proc.stderr
 
 
+def test_external_checkpoint_becomes_a_model(workspace, tmp_path):
+    """An official-MoCo-style checkpoint given as an `external` variant is exported as a plain
+    backbone; one of another architecture stops the stage naming the file."""
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    torch.manual_seed(3)
+    net = backbone("resnet18")
+    official = {"state_dict": {f"module.encoder_q.{k}": v for k, v in plain_backbone_state(net).items()},
+                "epoch": 200}
+    torch.save(official, tmp_path / "moco.pth.tar")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["variants"]["theirs"] = {"method": "external", "positives": "none", "data": str(tmp_path / "moco.pth.tar")}
+    params["variants"]["wrong"] = {"method": "external", "positives": "none", "data": str(tmp_path / "moco.pth.tar"),
+                                   "arch": "resnet50"}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _run(root, "theirs")
+    assert proc.returncode == 0, proc.stderr
+    exported = torch.load(root / "models" / "theirs" / "backbone.pt", weights_only=True)
+    assert all(torch.equal(exported[k], v) for k, v in plain_backbone_state(net).items())
+    proc = _run(root, "wrong")
+    assert proc.returncode == 1 and "moco.pth.tar: does not fit the model (another architecture?)" in proc.stderr
+
+
 # --- resume and distribution --------------------------------------------------------------------
 
 def test_resume_after_kill_matches_uninterrupted_run(workspace, tmp_path):
