@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := false
 
 .PHONY: run test lint bench params install clean-venv pr-report sweep-table
 
-install: $(STAMP)
+install: $(STAMP) $(SITE_CACHE)
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+# DVC's site cache inside the project, as an absolute path in the (untracked) local config: a
+# relative one breaks queued experiments, which run in a temporary copy of the repository
+SITE_CACHE := .dvc/config.local
+$(SITE_CACHE): | $(STAMP)
+	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site_cache
+
+run: $(STAMP) $(SITE_CACHE)
 	dvc repro
 
 test: $(STAMP)
@@ -38,11 +44,11 @@ params: $(STAMP)
 
 # markdown for a pull-request comment: metrics, params and plots against BASE (default main)
 BASE ?= main
-pr-report: $(STAMP)
+pr-report: $(STAMP) $(SITE_CACHE)
 	python -m demystify.report.pr_comment --base $(BASE) --out reports/pr.md
 
 # every experiment's results (e.g. a seed sweep) as one table the report stage reads
-sweep-table: $(STAMP)
+sweep-table: $(STAMP) $(SITE_CACHE)
 	python -m demystify.report.sweep --out results/sweep/runs.csv
 
 clean-venv:

@@ -39,8 +39,10 @@ def copy_repo(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
     env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"],
+                ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")]):
+        subprocess.run(cmd, cwd=dest, check=True, env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                                                       f"{os.environ['PATH']}"}, capture_output=True)
 
 
 class Sampler(threading.Thread):

@@ -39,7 +39,8 @@ def repo(tmp_path_factory):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(dest / "src"), "DVC_NO_ANALYTICS": "1"}
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.com"],
-                ["git", "config", "user.name", "test"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+                ["git", "config", "user.name", "test"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
+                ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")]):
         _run(cmd, dest, env)
     return dest, env
 
