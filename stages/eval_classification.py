@@ -2,32 +2,8 @@
 
 import sys
 
-import torch
-
-from demystify import config
-from demystify.data.labelled import LabelError
 from demystify.evaluation.downstream_stage import classify
-from demystify.evaluation.features import FeatureError
-from demystify.ssl.checkpoint import CheckpointError
-
-
-def main(argv: list[str]) -> int:
-    try:
-        if len(argv) != 1:
-            raise LabelError("usage: python stages/eval_classification.py MODEL")
-        p = config.load("classification", "variants", "pretrain")
-        name = argv[0]
-        if name not in p["variants"]:
-            raise LabelError(f"model {name!r} is not in params.yaml variants: {', '.join(p['variants'])}")
-        arch = p["variants"][name].arch or p["pretrain"].arch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        metrics = classify(name, arch, f"models/{name}/backbone.pt", p["classification"], f"results/classification/{name}", device)
-    except (config.ConfigError, LabelError, FeatureError, CheckpointError) as exc:
-        print(f"eval_classification: {exc}", file=sys.stderr)
-        return 1
-    print(f"eval_classification@{name}: {metrics}")
-    return 0
-
+from demystify.evaluation.model_stage import run
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run("classification", classify, sys.argv[1:]))

@@ -14,11 +14,12 @@ from tqdm import tqdm
 
 from ..config import ClassificationParams, SegmentationParams
 from ..data import labelled
-from ..io import atomic_path, write_json
+from ..io import write_json
 from ..ssl.augment import evaluation
 from . import classification as protocols
 from . import segmentation as seg
 from .features import extract, load_model, read_rgb
+from .figures import pyplot, save_png
 
 
 def _read_classification(p: ClassificationParams, split: str, classes=None) -> labelled.LabelledImages:
@@ -51,11 +52,9 @@ def classify(name: str, arch: str, model_path, p: ClassificationParams, out_dir:
 
 
 def confusion_png(truth: np.ndarray, pred: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
+
+    plt = pyplot()
 
     conf = confusion_matrix(truth, pred, labels=range(len(classes)), normalize="true")
     fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)))
@@ -66,9 +65,7 @@ def confusion_png(truth: np.ndarray, pred: np.ndarray, classes: list[str], path:
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 class _Scenes(Dataset):
@@ -119,10 +116,7 @@ def segment(name: str, arch: str, model_path, p: SegmentationParams, out_dir: st
 def examples_png(data: labelled.MaskedImages, pred: torch.Tensor, masks: torch.Tensor, p: SegmentationParams,
                  path: Path, title: str) -> None:
     """A few test scenes: image | ground truth | prediction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = min(p.examples, len(data.images))
     classes = len(data.classes)
@@ -140,6 +134,4 @@ def examples_png(data: labelled.MaskedImages, pred: torch.Tensor, masks: torch.T
                 ax.set_title(label, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_path, write_csv, write_json
+from ..io import write_csv, write_json
+from .figures import pyplot, save_png
 
 
 class SummaryError(ValueError):
@@ -35,11 +36,7 @@ def long_table(metrics: dict[str, dict], keys: list[str]) -> pd.DataFrame:
 
 def bar_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str) -> None:
     """Sets (or set/metric pairs) on the x axis, one bar per model, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     group = table["set"] + " " + table["metric"] if table["metric"].nunique() > 1 else table["set"]
     wide = table.assign(group=group).pivot(index="group", columns="model", values="value")
     wide = wide[list(dict.fromkeys(table["model"]))]  # models in params order
@@ -50,9 +47,7 @@ def bar_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str) ->
     ax.set_xlabel("")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 def summarize(results_root: str | Path, models: list[str], out_dir: str | Path, keys: list[str], title: str,
