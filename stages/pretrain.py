@@ -3,6 +3,7 @@
 import sys
 
 from demystify import config
+from demystify.checks.gate import GateError, require_passed
 from demystify.ssl.checkpoint import CheckpointError
 from demystify.ssl.datasets import DataError
 from demystify.ssl.train import PretrainError, train
@@ -16,8 +17,9 @@ def main(argv: list[str]) -> int:
         name = argv[0]
         if name not in p["variants"]:
             raise PretrainError(f"variant {name!r} is not in params.yaml variants: {', '.join(p['variants'])}")
+        require_passed("results/checks/gate.json")  # no training on data that failed checks.fail_on
         result = train(name, p["variants"][name], p["pretrain"], f"models/{name}", f"results/pretrain/{name}")
-    except (config.ConfigError, PretrainError, DataError, CheckpointError) as exc:
+    except (config.ConfigError, GateError, PretrainError, DataError, CheckpointError) as exc:
         print(f"pretrain: {exc}", file=sys.stderr)
         return 1
     if result:

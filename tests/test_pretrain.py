@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import torchvision
 import yaml
 
 from demystify import config
+from demystify.checks import gate
 from demystify.params_file import compose
 from demystify.ssl import checkpoint as ckpt
 from demystify.ssl.datasets import DataError, pair_items
@@ -36,11 +39,15 @@ def workspace(tmp_path_factory):
     world = World(config.load("world", path=root / "params.yaml")["world"])
     write_object_centric(world, root / "data" / "world", progress=False)
     write_classification(world, root / "data" / "world", progress=False)
+    gate.write(root / GATE, [])  # as check_data writes it when the checks pass
     return root
 
 
-def _stage(root: Path, *args: str, torchrun: int = 0, **popen) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+GATE = Path("results/checks/gate.json")
+
+
+def _stage(root: Path, *args: str, torchrun: int = 0, env: dict | None = None, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
     cmd = [sys.executable, str(ROOT / "stages" / "pretrain.py"), *args]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
@@ -48,17 +55,32 @@ def _stage(root: Path, *args: str, torchrun: int = 0, **popen) -> subprocess.Pop
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def _run(root: Path, *args: str, torchrun: int = 0) -> subprocess.CompletedProcess:
-    proc = _stage(root, *args, torchrun=torchrun)
+def _run(root: Path, *args: str, torchrun: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = _stage(root, *args, torchrun=torchrun, env=env)
     out, err = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _copy_workspace(src: Path, dst: Path) -> Path:
+def _copy_workspace(src: Path, dst: Path, copy_data: bool = False) -> Path:
     dst.mkdir()
     (dst / "params.yaml").write_text((src / "params.yaml").read_text())
-    (dst / "data").symlink_to(src / "data")
+    if copy_data:
+        shutil.copytree(src / "data", dst / "data")
+    else:
+        (dst / "data").symlink_to(src / "data")
+    (dst / GATE).parent.mkdir(parents=True)
+    shutil.copy(src / GATE, dst / GATE)
     return dst
+
+
+def _checkpoints(root: Path, variant: str) -> list[Path]:
+    return sorted((root / ".checkpoints" / "pretrain" / variant).glob("*.pt"))
+
+
+def _outputs(root: Path, variant: str) -> dict[str, bytes]:
+    """Every file of the stage's outputs, by path: what DVC hashes."""
+    files = [*(root / "models" / variant).rglob("*"), *(root / "results" / "pretrain" / variant).rglob("*")]
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(files) if f.is_file()}
 
 
 # --- the parts ---------------------------------------------------------------------------------
@@ -198,19 +220,25 @@ def test_external_checkpoint_becomes_a_model(workspace, tmp_path):
 
 # --- resume and distribution --------------------------------------------------------------------
 
-def test_resume_after_kill_matches_uninterrupted_run(workspace, tmp_path):
-    straight = _copy_workspace(workspace, tmp_path / "straight")
-    proc = _run(straight, "moco_object_centric")
+@pytest.fixture(scope="module")
+def straight(workspace, tmp_path_factory):
+    """An uninterrupted run of moco_object_centric: 2 epochs of 4 steps."""
+    root = _copy_workspace(workspace, tmp_path_factory.mktemp("straight") / "ws")
+    proc = _run(root, "moco_object_centric")
     assert proc.returncode == 0, proc.stderr
-    expected = json.loads((straight / "results/pretrain/moco_object_centric/summary.json").read_text())
-    assert expected["steps"] == 8
+    assert json.loads((root / "results/pretrain/moco_object_centric/summary.json").read_text())["steps"] == 8
+    assert _checkpoints(root, "moco_object_centric") == []  # a finished stage leaves no checkpoint behind
+    return root
 
+
+def test_resume_after_external_kill_matches_uninterrupted_run(workspace, straight, tmp_path):
+    """A real SIGKILL from outside at whatever step the run has reached."""
     killed = _copy_workspace(workspace, tmp_path / "killed")
     run = _stage(killed, "moco_object_centric", start_new_session=True)
-    checkpoint = killed / "models/moco_object_centric/checkpoint.pt"
     deadline = time.time() + 240
     while time.time() < deadline:
-        if checkpoint.is_file() and 2 <= ckpt.load(checkpoint)["step"] < 8:
+        found = _checkpoints(killed, "moco_object_centric")
+        if found and 2 <= ckpt.load(found[0])["step"] < 8:
             os.killpg(run.pid, signal.SIGKILL)  # a real kill, mid-run
             break
         assert run.poll() is None, "the run finished before it could be killed"
@@ -221,21 +249,81 @@ def test_resume_after_kill_matches_uninterrupted_run(workspace, tmp_path):
     resumed = _run(killed, "moco_object_centric")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at step" in resumed.stderr
-    got = json.loads((killed / "results/pretrain/moco_object_centric/summary.json").read_text())
-    assert got == expected
-    a = torch.load(straight / "models/moco_object_centric/backbone.pt", weights_only=True)
-    b = torch.load(killed / "models/moco_object_centric/backbone.pt", weights_only=True)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _outputs(killed, "moco_object_centric") == _outputs(straight, "moco_object_centric")
 
 
-def test_ddp_on_cpu_with_gloo(workspace, tmp_path):
-    root = _copy_workspace(workspace, tmp_path / "ddp")
-    proc = _run(root, "moco_object_centric", torchrun=2)
+# where the process kills itself (DEMYSTIFY_KILL_AT): a random step, inside a step checkpoint's
+# write, inside the end-of-epoch monitor (epoch 1 ends at step 4), inside the epoch-end checkpoint
+KILL_POINTS = [f"step:{random.Random().randint(1, 7)}", "checkpoint:6", "monitor:4", "epoch_checkpoint:4",
+               "monitor:8"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_anywhere_then_resume_gives_the_uninterrupted_outputs(workspace, straight, tmp_path, point):
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrain"]["checkpoint_every"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params))  # checkpoint frequency is not in the key
+    killed = _run(root, "moco_object_centric", env={"DEMYSTIFY_KILL_AT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = _run(root, "moco_object_centric")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _outputs(root, "moco_object_centric") == _outputs(straight, "moco_object_centric"), point
+    assert _checkpoints(root, "moco_object_centric") == []
+
+
+def test_checkpoint_of_other_data_is_never_resumed(workspace, straight, tmp_path):
+    """Killed at step 4, then training images change (not the params): the rerun starts from step 0,
+    its model differs from the one trained on the old data, and the old checkpoint is not touched."""
+    root = _copy_workspace(workspace, tmp_path / "ws", copy_data=True)
+    killed = _run(root, "moco_object_centric", env={"DEMYSTIFY_KILL_AT": "step:4"})
+    assert killed.returncode == -signal.SIGKILL
+    (old,) = _checkpoints(root, "moco_object_centric")
+    images = sorted((root / "data/world/corpora/object_centric").rglob("*.png"))
+    for image in images[:-1:2]:
+        shutil.copy(images[-1], image)
+    rerun = _run(root, "moco_object_centric")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming" not in rerun.stderr
+    assert _checkpoints(root, "moco_object_centric") == [old]
+    backbone = "models/moco_object_centric/backbone.pt"
+    assert (root / backbone).read_bytes() != (straight / backbone).read_bytes()
+
+
+def test_failed_data_checks_stop_training(workspace, tmp_path):
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    failure = "centricity_scenes: expect_column_median_to_be_between on column 'objects' failed (observed: 4.0)"
+    gate.write(root / GATE, [failure])
+    proc = _run(root, "moco_object_centric")
+    assert proc.returncode == 1
+    assert "data checks named in checks.fail_on failed" in proc.stderr and failure in proc.stderr
+    (root / GATE).unlink()
+    proc = _run(root, "random")
+    assert proc.returncode == 1 and "run the data checks first" in proc.stderr
+    assert not (root / "models").exists() and _checkpoints(root, "moco_object_centric") == []
+
+
+def test_ddp_on_cpu_with_gloo_and_its_resume(workspace, tmp_path):
+    """2 processes (gloo): 24 images, batch 4 per process, so 3 steps an epoch. Killed inside a
+    checkpoint, then inside the last monitor, the run resumes from rank 0's checkpoint (read by
+    rank 0, broadcast to the other) and ends with the uninterrupted run's outputs."""
+    straight = _copy_workspace(workspace, tmp_path / "straight")
+    proc = _run(straight, "moco_object_centric", torchrun=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((root / "results/pretrain/moco_object_centric/summary.json").read_text())
-    # 24 images, 2 processes x batch 4: 3 steps an epoch
+    summary = json.loads((straight / "results/pretrain/moco_object_centric/summary.json").read_text())
     assert summary["steps"] == 6
-    state = ckpt.load(root / "models/moco_object_centric/checkpoint.pt")
-    queue = state["model"]["queue"].shape[1]
-    assert int(state["model"]["queue_ptr"]) == (6 * 8) % queue  # keys of both processes entered the queue
     assert proc.stdout.count("pretrain@moco_object_centric:") == 1  # rank 0 reports alone
+
+    root = _copy_workspace(workspace, tmp_path / "killed")
+    killed = _run(root, "moco_object_centric", torchrun=2, env={"DEMYSTIFY_KILL_AT": "checkpoint:2"})
+    assert killed.returncode != 0
+    (checkpoint,) = _checkpoints(root, "moco_object_centric")
+    assert ckpt.load(checkpoint)["step"] == 1
+    killed = _run(root, "moco_object_centric", torchrun=2, env={"DEMYSTIFY_KILL_AT": "monitor:6"})
+    assert killed.returncode != 0 and "resuming at step 1 of 6" in killed.stderr
+    state = ckpt.load(checkpoint)
+    queue = state["model"]["queue"].shape[1]
+    assert state["step"] == 6 and int(state["model"]["queue_ptr"]) == (6 * 8) % queue  # both processes' keys
+    resumed = _run(root, "moco_object_centric", torchrun=2)
+    assert resumed.returncode == 0 and "resuming at step 6 of 6" in resumed.stderr
+    assert _outputs(root, "moco_object_centric") == _outputs(straight, "moco_object_centric")

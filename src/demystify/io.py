@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -75,6 +76,24 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_torch(path: str | Path, obj: Any) -> None:
+    """torch.save through a file object: given a path, torch names the archive's root folder after
+    the file, and the atomic temporary's random name would make equal tensors differ in bytes."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
+    """MD5 of a file's bytes (DVC's hash, so the two can be compared)."""
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_parquet(path: str | Path, frame) -> None:

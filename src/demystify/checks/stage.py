@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..config import ChecksParams, FramesParams, PairsParams, WorldParams
 from ..io import write_json, write_text
-from . import centricity, suites
+from . import centricity, gate, suites
 from .report import render_html
 
 
@@ -54,6 +54,8 @@ def _corpus_summary(measures: pd.DataFrame, outcome: suites.Outcome) -> dict:
 def run_stage(frames_root: str | Path, pairs_path: str | Path, data_root: str | Path, videos_root: str | Path | None,
               out_dir: str | Path, checks: ChecksParams, frames: FramesParams, pairs_params: PairsParams,
               world: WorldParams | None) -> dict:
+    """Write results/checks/{summary.json, validations.json, report.html, gate.json}; raise CheckError
+    when a suite named in checks.fail_on failed (after writing them all, the gate included)."""
     frames_root, pairs_path, data_root, out_dir = Path(frames_root), Path(pairs_path), Path(data_root), Path(out_dir)
     videos_root = Path(videos_root) if videos_root else None
     manifest_path = frames_root / "manifest.parquet"
@@ -81,6 +83,7 @@ def run_stage(frames_root: str | Path, pairs_path: str | Path, data_root: str | 
                                                         default=str) + "\n")
     write_text(out_dir / "report.html", render_html(outcomes, corpora, checks))
     stopping = suites.stops(outcomes, checks)
+    gate.write(out_dir / "gate.json", [str(f) for f in stopping])
     if stopping:
         raise CheckError("data checks failed (checks.fail_on):\n" + "\n".join(f"  {f}" for f in stopping))
     return summary

@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..config import PairsParams
-from ..io import worker_context, write_json, write_parquet
+from ..io import file_md5, worker_context, write_json, write_parquet
 from . import ground_truth
 from .boxes import iou, outside_share
 from .grid import draw_grid
@@ -281,6 +281,14 @@ def _metrics(pairs: pd.DataFrame, results: dict[str, VideoResult], failures: dic
     return metrics
 
 
+def with_frame_hashes(pairs: pd.DataFrame, frames_root: Path) -> pd.DataFrame:
+    """`md5_a`, `md5_b`: the content of both frames. Training on the pairs reads the frames, so the
+    manifest must change when they do (a new JPEG quality can leave every box as it was)."""
+    frames = pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel())
+    md5 = {path: file_md5(frames_root / path) for path in frames}
+    return pairs.assign(md5_a=pairs["path_a"].map(md5).astype(str), md5_b=pairs["path_b"].map(md5).astype(str))
+
+
 def run_stage(manifest_path: str | Path, frames_root: str | Path, videos_root: str | Path | None,
               out_pairs: str | Path, out_dir: str | Path, p: PairsParams) -> dict:
     """Write pairs.parquet, metrics.json and the pairs.png grid; raise PairsError when no pair was mined
@@ -290,6 +298,7 @@ def run_stage(manifest_path: str | Path, frames_root: str | Path, videos_root: s
         raise PairsError(f"{manifest_path}: frames manifest not found (run extract_frames first)")
     manifest = pd.read_parquet(manifest_path)
     pairs, metrics = mine_all(manifest, frames_root, videos_root, p)
+    pairs = with_frame_hashes(pairs, Path(frames_root))
     out_dir = Path(out_dir)
     write_parquet(out_pairs, pairs)
     write_json(out_dir / "metrics.json", metrics)

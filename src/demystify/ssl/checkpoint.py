@@ -26,9 +26,14 @@ def rng_state() -> torch.Tensor:
     return torch.get_rng_state()
 
 
-def save(path: Path, state: dict) -> None:
+def save(path: Path, state: dict, before_commit=None) -> None:
+    """Atomic: a kill leaves the previous checkpoint whole. `before_commit` runs once the new one is
+    written but not yet in place (the kill-and-resume tests kill the process there)."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+        if before_commit is not None:
+            before_commit()
 
 
 def load(path: Path, expected_fingerprint: str | None = None) -> dict:

@@ -17,6 +17,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, read_image
 
+from ..io import file_md5
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -49,7 +51,9 @@ def image_items(folder: Path, labelled: bool = False) -> tuple[list[Item], list[
 
 
 def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
-    """Pairs of the pairs manifest: whole frames (frame-temporal) or the tracked boxes (region tracker)."""
+    """Pairs of the pairs manifest: whole frames (frame-temporal) or the tracked boxes (region tracker).
+    Where the manifest records each frame's MD5 (`md5_a`, `md5_b`, written by mine_pairs), every frame
+    must still have it: frames re-extracted after mining are an error, never silently trained on."""
     if not pairs_path.is_file():
         raise DataError(f"{pairs_path}: pairs manifest not found (run mine_pairs first)")
     pairs = pd.read_parquet(pairs_path)
@@ -57,11 +61,25 @@ def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
     if missing:
         raise DataError(f"{pairs_path}: {len(missing)} frame(s) it points at are missing under {frames_root}, "
                         f"e.g. {', '.join(missing[:3])}")
+    if has_frame_hashes(pairs.columns):
+        _verify_frames(pairs, pairs_path, frames_root)
     items = []
     for r in pairs.itertuples():
         boxes = ((r.a_x, r.a_y, r.a_w, r.a_h), (r.b_x, r.b_y, r.b_w, r.b_h)) if crops else (None, None)
         items.append(Item(str(frames_root / r.path_a), str(frames_root / r.path_b), *boxes))
     return items
+
+
+def has_frame_hashes(columns) -> bool:
+    return {"md5_a", "md5_b"} <= set(columns)
+
+
+def _verify_frames(pairs: pd.DataFrame, pairs_path: Path, frames_root: Path) -> None:
+    recorded = dict(zip(pairs["path_a"], pairs["md5_a"], strict=True)) | dict(zip(pairs["path_b"], pairs["md5_b"], strict=True))
+    changed = [p for p, md5 in sorted(recorded.items()) if file_md5(frames_root / p) != md5]
+    if changed:
+        raise DataError(f"{pairs_path}: {len(changed)} frame(s) changed since the pairs were mined, e.g. "
+                        f"{', '.join(changed[:3])} (rerun mine_pairs: `dvc repro mine_pairs`)")
 
 
 def _crop(img: torch.Tensor, box) -> torch.Tensor:

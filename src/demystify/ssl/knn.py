@@ -32,8 +32,10 @@ class KnnMonitor:
         self.chance = 1.0 / max(len(classes), 1)
         self.k = k
         transform = evaluation(size)
-        self.train = DataLoader(ViewsDataset(_subset(train, per_class), transform, 0, labelled=True), batch_size)
-        self.test = DataLoader(ViewsDataset(_subset(test, per_class), transform, 0, labelled=True), batch_size)
+        train, test = _subset(train, per_class), _subset(test, per_class)
+        self.files = [it.path_a for it in train + test]  # what it reads, for the resume key
+        self.train = DataLoader(ViewsDataset(train, transform, 0, labelled=True), batch_size)
+        self.test = DataLoader(ViewsDataset(test, transform, 0, labelled=True), batch_size)
 
     @torch.no_grad()
     def _features(self, model, loader, device):

@@ -5,22 +5,28 @@
   process takes its shard of one seeded permutation per epoch; keys are gathered before the
   queue; rank 0 alone logs and writes checkpoints.
 - Resumable: the full state (encoders, queue and pointer, optimizer, scheduler, step, running
-  loss, RNG) is written atomically every `checkpoint_every` steps to models/VARIANT/checkpoint.pt;
-  a rerun resumes there and, on CPU, ends with exactly the metrics of an uninterrupted run.
-- Logged with dvclive (results/pretrain/VARIANT, dvcyaml=False): loss, lr, images/s per epoch,
-  and the kNN top-1 monitor.
+  loss, the epochs logged so far, RNG) is written atomically every `checkpoint_every` steps and at
+  every epoch end to `.checkpoints/pretrain/VARIANT/KEY.pt` (resume.py: KEY hashes the settings,
+  the data's bytes and the code); a rerun of the same KEY resumes there and, on CPU, ends with
+  exactly the outputs of an uninterrupted run. Rank 0 reads it and broadcasts it to every process.
+- Outputs: models/VARIANT/backbone.pt and results/pretrain/VARIANT (dvclive, dvcyaml=False: loss,
+  lr and the kNN top-1 monitor per epoch; summary.json), the same bytes for the same inputs, so
+  DVC can cache the stage and restore it from its run-cache.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import signal
 import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -29,10 +35,11 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from ..config import PretrainParams, VariantParams
-from ..io import atomic_path, write_json
+from ..io import write_json, write_torch
 from . import checkpoint as ckpt
+from . import resume
 from .augment import mocov2
-from .datasets import DataError, ViewsDataset, image_items, pair_items
+from .datasets import DataError, ViewsDataset, has_frame_hashes, image_items, pair_items
 from .knn import KnnMonitor
 from .moco import MoCo, backbone, plain_backbone_state
 
@@ -112,16 +119,21 @@ class EpochSampler(Sampler[int]):
         return (self.steps - self.skip) * self.batch
 
 
-def build_data(variant: VariantParams, p: PretrainParams) -> tuple[ViewsDataset, list[str]]:
+def build_data(variant: VariantParams, p: PretrainParams) -> tuple[ViewsDataset, list[str], list[str]]:
+    """The dataset, its classes, and the files whose bytes determine it (for the resume key): the
+    pairs manifest alone when it records its frames' MD5s (verified on reading), else every image."""
     data = Path(variant.data)
     transform = mocov2(p.image_size, p.min_crop_scale)
     if variant.positives in ("images", "labels", "none"):
         items, classes = image_items(data, labelled=variant.positives == "labels")
+        files = [it.path_a for it in items]
     else:
         items, classes = pair_items(data, Path(p.frames_root), crops=variant.positives == "tracker"), []
+        hashed = has_frame_hashes(pq.read_schema(data).names)
+        files = [str(data)] if hashed else [f for it in items for f in (it.path_a, it.path_b)]
     if not items:
         raise DataError(f"{data}: no training images (empty corpus)")
-    return ViewsDataset(items, transform, p.seed, labelled=variant.positives == "labels"), classes
+    return ViewsDataset(items, transform, p.seed, labelled=variant.positives == "labels"), classes, files
 
 
 def _queue_size(p: PretrainParams, n: int, global_batch: int, name: str) -> int:
@@ -170,7 +182,7 @@ class _FeatureView(nn.Module):
 
 def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str | Path, results_dir: str | Path,
           progress: bool = True) -> dict:
-    """Train (or resume) one variant; write models/VARIANT/{checkpoint.pt, backbone.pt} and metrics."""
+    """Train (or resume) one variant; write models/VARIANT/backbone.pt and results/pretrain/VARIANT."""
     rt = setup_runtime()
     models_dir, results_dir = Path(models_dir), Path(results_dir)
     torch.manual_seed(p.seed)
@@ -183,9 +195,9 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         if variant.method == "external":
             ckpt.load_backbone(variant.data, model)
         model = model.to(rt.device)
-        return _finish(name, model, p, rt, models_dir, results_dir, monitor, {"loss": None}, steps=0)
+        return _finish(name, model, p, rt, models_dir, results_dir, monitor, [], steps=0)
 
-    dataset, classes = build_data(variant, p)
+    dataset, classes, files = build_data(variant, p)
     global_batch = p.batch_size * rt.world
     if global_batch > len(dataset):
         raise PretrainError(f"pretrain@{name}: batch {global_batch} ({p.batch_size} x {rt.world} processes) is larger "
@@ -201,49 +213,64 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
                                 weight_decay=p.weight_decay)
     sampler = EpochSampler(len(dataset), p.batch_size, rt, p.seed)
     per_epoch = sampler.steps if not p.max_steps_per_epoch else min(sampler.steps, p.max_steps_per_epoch)
-    total = max(1, per_epoch * p.epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    total = per_epoch * p.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1))))
 
+    # the resume key: settings that shape the result (not workers or checkpoint frequency, which do
+    # not), the bytes of what is read, bf16 or not (a machine without native bf16 trains in fp32)
     settings = {"variant": variant.model_dump(), "pretrain": p.model_dump(exclude={"workers", "checkpoint_every"}),
-                "world": rt.world, "queue": queue}
-    fingerprint = ckpt.fingerprint(settings)
-    path = models_dir / "checkpoint.pt"
-    step, loss_sum, loss_n = 0, 0.0, 0
-    resumed = False
-    if path.is_file():
-        try:
-            state = ckpt.load(path, fingerprint)
-        except ckpt.CheckpointError as exc:
-            if rt.main:
-                print(f"pretrain@{name}: not resuming ({exc}); starting afresh", file=sys.stderr)
-        else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
-            step, loss_sum, loss_n = int(state["step"]), float(state["loss_sum"]), int(state["loss_n"])
-            resumed = True
-            if rt.main:
-                print(f"pretrain@{name}: resuming at step {step} of {total}", file=sys.stderr)
+                "world": rt.world, "queue": queue, "bf16": bf16}
+    key = _agreed_key(resume.resume_key(settings, resume.data_digest(dataset.items, files + monitor_files(p))), rt)
+    path = resume.checkpoint_path(name, key)
+    step, loss_sum, loss_n, history = 0, 0.0, 0, []
+    state = _load_resumable(path, key, rt, name)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step, loss_sum, loss_n = int(state["step"]), float(state["loss_sum"]), int(state["loss_n"])
+        history = json.loads(state["history"])
+        if rt.main:
+            print(f"pretrain@{name}: resuming at step {step} of {total} from {path}", file=sys.stderr)
+    del state
 
     if rt.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if cuda else None)
     step_fn = _moco_step if variant.method == "moco" else _supervised_step
     forward = torch.compile(model) if (p.compile and cuda) else model
-    live = _live(results_dir, resumed) if rt.main else None
+    live = _write_live(results_dir, history) if rt.main else None  # the epochs done so far, replayed
+
+    def save(loss_sum: float, loss_n: int, at: str) -> None:
+        if rt.main:
+            _save(path, model, optimizer, scheduler, step, loss_sum, loss_n, history, key,
+                  crash=lambda: crash_point(at, step))
+
     bar = tqdm(total=total, initial=step, desc=f"pretrain@{name}", unit="step", file=sys.stderr,
                disable=not (progress and rt.main))
-    history = {}
-    while step < total:
+    started, images = time.perf_counter(), 0
+    while step < total or len(history) < step // per_epoch:
+        if len(history) < step // per_epoch:  # an epoch ended and is not recorded yet
+            record = {"loss": loss_sum / max(loss_n, 1), "lr": scheduler.get_last_lr()[0]}
+            if rt.main:
+                record["knn_top1"] = monitor(_backbone_of(model), rt.device)
+                crash_point("monitor", step)
+                history.append(record)
+                save(0.0, 0, "epoch_checkpoint")
+                _log_epoch(live, record)
+                rate = f"{images / (time.perf_counter() - started):.1f} images/s" if images else "resumed here"
+                print(f"pretrain@{name}: epoch {len(history)} of {p.epochs}: loss {record['loss']:.4f}, "
+                      f"kNN top-1 {record['knn_top1']:.4f} ({rate})", file=sys.stderr)
+            else:
+                history.append(record)
+            loss_sum, loss_n, started, images = 0.0, 0, time.perf_counter(), 0
+            continue
         epoch, skip = divmod(step, per_epoch)
         sampler.set_epoch(epoch, skip)
         dataset.set_epoch(epoch)
         loader = DataLoader(dataset, batch_size=p.batch_size, sampler=sampler, num_workers=p.workers, drop_last=True,
                             pin_memory=cuda, persistent_workers=False)
-        started, images = time.perf_counter(), 0
         for batch in loader:
-            if step >= (epoch + 1) * per_epoch:
-                break
             loss = step_fn(forward, batch, rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -255,23 +282,61 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             images += global_batch
             bar.update()
             bar.set_postfix(loss=f"{value:.3f}", img_s=f"{images / (time.perf_counter() - started):.0f}")
-            if rt.main and (step % p.checkpoint_every == 0 or step == total):
-                _save(path, model, optimizer, scheduler, step, loss_sum, loss_n, fingerprint)
-        if step % per_epoch == 0 or step == total:  # an epoch ended
-            history = {"loss": loss_sum / max(loss_n, 1), "lr": scheduler.get_last_lr()[0],
-                       "images_per_s": images / max(time.perf_counter() - started, 1e-9)}
-            if rt.main:
-                history["knn_top1"] = monitor(_backbone_of(model), rt.device)
-                _save(path, model, optimizer, scheduler, step, 0.0, 0, fingerprint)
-                for key, value in history.items():
-                    live.log_metric(f"train/{key}" if key != "knn_top1" else "monitor/knn_top1", value,
-                                    timestamp=False)
-                live.next_step()
-            loss_sum, loss_n = 0.0, 0
+            crash_point("step", step)
+            if step % p.checkpoint_every == 0:
+                save(loss_sum, loss_n, "checkpoint")
+            if step % per_epoch == 0:
+                break
     bar.close()
     if live is not None:
         live.end()
-    return _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step)
+    result = _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step)
+    if rt.main:  # the stage is complete: its outputs hold everything the checkpoint did
+        path.unlink(missing_ok=True)
+    return result
+
+
+def monitor_files(p: PretrainParams) -> list[str]:
+    """Every image the kNN monitor could read (its split under `pretrain.monitor`)."""
+    root = Path(p.monitor)
+    return [it.path_a for split in ("train", "test") if (root / split).is_dir() for it in image_items(root / split)[0]]
+
+
+def crash_point(where: str, step: int) -> None:
+    """Fault injection for the kill-and-resume tests: with DEMYSTIFY_KILL_AT=WHERE:STEP the process
+    sends itself a real SIGKILL there (WHERE: step, checkpoint, monitor, epoch_checkpoint)."""
+    if os.environ.get("DEMYSTIFY_KILL_AT") == f"{where}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _agreed_key(key: str, rt: Runtime) -> str:
+    """Every process must have computed the same key: processes of several nodes read their own
+    copies of the data, and a differing copy would train another model than rank 0 resumes."""
+    if rt.world == 1:
+        return key
+    keys: list = [None] * rt.world
+    dist.all_gather_object(keys, key)
+    differing = [r for r, k in enumerate(keys) if k != keys[0]]
+    if differing:
+        raise PretrainError(f"processes {differing} see other training data or settings than rank 0 "
+                            f"(resume keys {sorted(set(keys))}); give every node the same data")
+    return key
+
+
+def _load_resumable(path: Path, key: str, rt: Runtime, name: str) -> dict | None:
+    """Rank 0 reads the checkpoint of this key (if any) and every process gets it by broadcast, so
+    nodes without a shared file system resume from the same state."""
+    state = None
+    if rt.main and path.is_file():
+        try:
+            state = ckpt.load(path, key)
+        except ckpt.CheckpointError as exc:
+            print(f"pretrain@{name}: not resuming ({exc}); starting afresh", file=sys.stderr)
+    if rt.world > 1:
+        box = [state]
+        dist.broadcast_object_list(box, src=0)
+        state = box[0]
+    return state
 
 
 def _moco_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Generator):
@@ -291,29 +356,42 @@ def _supervised_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Gen
         return F.cross_entropy(model(x).float(), y)
 
 
-def _save(path: Path, model, optimizer, scheduler, step: int, loss_sum: float, loss_n: int, fingerprint: str) -> None:
+def _save(path: Path, model, optimizer, scheduler, step: int, loss_sum: float, loss_n: int, history: list[dict],
+          fingerprint: str, crash=None) -> None:
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     ckpt.save(path, {"model": inner.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "step": step, "loss_sum": loss_sum, "loss_n": loss_n,
-                     "rng": ckpt.rng_state(), "fingerprint": fingerprint})
+                     "history": json.dumps(history), "rng": ckpt.rng_state(), "fingerprint": fingerprint},
+              before_commit=crash)
 
 
-def _live(results_dir: Path, resume: bool):
+def _write_live(results_dir: Path, history: list[dict]):
+    """A fresh dvclive folder holding the epochs of `history`: a resumed run rewrites what the killed
+    one logged, so the folder is the same bytes as an uninterrupted run's. Only values that the seed
+    determines are logged (throughput goes to the log, not to an output)."""
     from dvclive import Live
 
-    return Live(dir=str(results_dir), dvcyaml=False, save_dvc_exp=False, resume=resume, report=None)
+    live = Live(dir=str(results_dir), dvcyaml=False, save_dvc_exp=False, resume=False, report=None)
+    for record in history:
+        _log_epoch(live, record)
+    return live
+
+
+def _log_epoch(live, record: dict) -> None:
+    for key, value in record.items():
+        live.log_metric(f"train/{key}" if key != "knn_top1" else "monitor/knn_top1", value, timestamp=False)
+    live.next_step()
 
 
 def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, results_dir: Path, monitor,
-            history: dict, steps: int) -> dict:
+            history: list[dict], steps: int) -> dict:
     result = {}
     if rt.main:
         bb = _backbone_of(model)
-        knn = monitor(bb, rt.device) if history.get("knn_top1") is None else history["knn_top1"]
-        models_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(models_dir / "backbone.pt") as tmp:
-            torch.save(plain_backbone_state(bb), tmp)
-        result = {"variant": name, "arch": p.arch, "steps": steps, "final_loss": history.get("loss"),
+        knn = history[-1]["knn_top1"] if history else monitor(bb, rt.device)
+        write_torch(models_dir / "backbone.pt", plain_backbone_state(bb))
+        result = {"variant": name, "arch": p.arch, "steps": steps,
+                  "final_loss": history[-1]["loss"] if history else None,
                   "knn_top1": round(knn, 4), "knn_chance": round(monitor.chance, 4)}
         write_json(results_dir / "summary.json", result)
     if rt.world > 1:

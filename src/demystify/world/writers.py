@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -33,7 +34,14 @@ def write_pascal3d_annotation(path: Path, image_name: str, size: tuple[int, int]
     record = {"filename": image_name, "database": "ImageNet",
               "imgsize": np.array([[size[1], size[0], 3]], dtype=float), "objects": objects}
     path.parent.mkdir(parents=True, exist_ok=True)
-    savemat(path, {"record": record})
+    buffer = io.BytesIO()
+    savemat(buffer, {"record": record})
+    path.write_bytes(_MAT_HEADER + buffer.getvalue()[len(_MAT_HEADER):])
+
+
+# A MAT 5 file opens with 116 bytes of free text; scipy writes its creation time there, which would
+# give the same annotation other bytes on every run. This fixed text keeps the files reproducible.
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, written by demystify".ljust(116)
 
 
 def write_mask(path: Path, mask: np.ndarray) -> None:

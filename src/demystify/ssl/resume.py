@@ -1,0 +1,55 @@
+"""Where a killed pretraining run resumes from.
+
+The resumable state lives outside DVC's outputs, in `.checkpoints/pretrain/VARIANT/KEY.pt`
+(`DEMYSTIFY_CHECKPOINTS` moves the folder), so that `models/VARIANT` and the dvclive folder are
+ordinary outputs and DVC can restore the stage from its run-cache. KEY is a hash of everything
+that determines the result: the settings, the bytes of every file the run reads (training items
+and the kNN monitor split) and the training code. A checkpoint of another key is never resumed;
+the stage deletes its own checkpoint once the backbone is exported, and `make clean-checkpoints`
+removes what killed runs of settings never finished left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from ..io import file_md5
+
+ENV = "DEMYSTIFY_CHECKPOINTS"
+DEFAULT_DIR = ".checkpoints"
+
+
+def checkpoints_root() -> Path:
+    return Path(os.environ.get(ENV) or DEFAULT_DIR)
+
+
+def checkpoint_path(variant: str, key: str) -> Path:
+    return checkpoints_root() / "pretrain" / variant / f"{key}.pt"
+
+
+def data_digest(items: Iterable, files: Iterable[str | Path]) -> str:
+    """One hash over what a run reads: the items (paths, boxes, labels, in order) and the
+    content MD5 of every distinct file."""
+    h = hashlib.md5(json.dumps([list(vars(it).values()) for it in items], default=str).encode())
+    for path in sorted({str(p) for p in files}):
+        h.update(f"{path}\0{file_md5(path)}\n".encode())
+    return h.hexdigest()
+
+
+def code_digest() -> str:
+    """The training code (this package's modules) and the torch release that runs it."""
+    h = hashlib.md5(torch.__version__.encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(source.name.encode() + b"\0" + source.read_bytes())
+    return h.hexdigest()
+
+
+def resume_key(settings: dict, data_digest: str) -> str:
+    blob = json.dumps({"settings": settings, "data": data_digest, "code": code_digest()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
