@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test lint bench params install clean-venv pr-report sweep-table
+.PHONY: run test lint bench params install clean-venv clean-checkpoints pr-report sweep-table
 
 install: $(STAMP) $(SITE_CACHE)
 
@@ -53,3 +53,7 @@ sweep-table: $(STAMP) $(SITE_CACHE)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# resumable pretraining checkpoints of killed runs (a finished stage deletes its own; README)
+clean-checkpoints:
+	rm -rf $${DEMYSTIFY_CHECKPOINTS:-.checkpoints}/pretrain

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +49,24 @@ def repo(tmp_path_factory):
 def _stages_run(proc: subprocess.CompletedProcess) -> list[str]:
     text = proc.stdout + proc.stderr
     return [line.split("'")[1] for line in text.splitlines() if line.startswith("Running stage '")]
+
+
+def _stages_cached(proc: subprocess.CompletedProcess) -> list[str]:
+    """Stages DVC restored from its run-cache instead of running them."""
+    text = proc.stdout + proc.stderr
+    return [line.split("'")[1] for line in text.splitlines() if "is cached - skipping run" in line]
+
+
+def _write_params(path: Path, params: dict) -> None:
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _backbones(path: Path) -> dict[str, str]:
+    return {v: hashlib.md5((path / "models" / v / "backbone.pt").read_bytes()).hexdigest() for v in VARIANTS}
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k for k in before if before[k] != after[k]}
 
 
 VARIANTS = ["random", "supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
@@ -99,25 +118,85 @@ def test_repro_then_noop_then_only_what_changed(repo):
     assert checks["corpora"]["object_centric"]["object_centric"] and not checks["corpora"]["scenes"]["object_centric"]
 
     # an upstream change reruns what reads it, down to the evaluations of the retrained models (the
-    # summaries and the report rerun when those results changed)
-    params["pairs"]["source"] = "frames"
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = _stages_run(_run(["dvc", "repro"], path, env))
+    # summaries and the report rerun when those results changed); the video variants retrain from
+    # step 0 on the new pairs, the other variants are untouched
+    before = _backbones(path)
+    params["pairs"]["seed"] = 1
+    _write_params(path, params)
+    proc = _run(["dvc", "repro"], path, env)
+    ran = _stages_run(proc)
     pair_models = ["moco_temporal", "moco_tracker"]
     required = {"mine_pairs", "check_data", *(f"pretrain@{m}" for m in pair_models),
                 *(f"{e}@{m}" for e in EVALS for m in pair_models)}
     assert ran[:2] == ["mine_pairs", "check_data"] and required <= set(ran) <= required | set(SUMMARIES)
-    assert (pd.read_parquet(path / "data/pairs/pairs.parquet")["source"] == "frames").all()
+    assert "resuming" not in proc.stderr
+    assert _changed(before, _backbones(path)) == set(pair_models)
+    for m in pair_models:
+        summary = json.loads((path / "results" / "pretrain" / m / "summary.json").read_text())
+        assert summary["steps"] >= 1 and summary["final_loss"] > 0
+
+    # back to the first setting: every stage comes back from DVC's run-cache, nothing is retrained
+    params["pairs"]["seed"] = 0
+    _write_params(path, params)
+    proc = _run(["dvc", "repro"], path, env)
+    assert _stages_run(proc) == []
+    assert {"mine_pairs", "pretrain@moco_tracker", "eval_invariance@moco_tracker"} <= set(_stages_cached(proc))
+    assert _backbones(path) == before
 
     # an evaluation param makes that evaluation (and, through its results, its summary and the
     # report) out of date, nothing upstream: what `dvc repro` would rerun, asked of `dvc status`
     params["classification"]["knn"]["k"] = 2
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _write_params(path, params)
     stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
     assert stale == {f"eval_classification@{m}" for m in VARIANTS}
     params["classification"]["knn"]["k"] = 3
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _write_params(path, params)
     assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
+
+
+def test_new_frames_retrain_what_reads_them(repo):
+    """A new JPEG quality changes every frame: the variants that train on frames (moco_frames, and
+    through the pairs manifest's frame MD5s the two video variants) retrain from step 0, the others
+    do not; switching back restores the earlier models from the run-cache."""
+    path, env = repo
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    before = _backbones(path)
+    params["frames"]["jpeg_quality"] = 6
+    _write_params(path, params)
+    proc = _run(["dvc", "repro", "pretrain"], path, env)  # the foreach group: every pretrain@ stage
+    frame_models = {"moco_frames", "moco_temporal", "moco_tracker"}
+    assert {s for s in _stages_run(proc) if s.startswith("pretrain@")} == {f"pretrain@{m}" for m in frame_models}
+    assert "resuming" not in proc.stderr
+    assert _changed(before, _backbones(path)) == frame_models
+    params["frames"]["jpeg_quality"] = 3
+    _write_params(path, params)
+    proc = _run(["dvc", "repro", "pretrain"], path, env)
+    assert _stages_run(proc) == [] and _backbones(path) == before
+    assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
+
+
+def test_failed_data_checks_train_nothing(repo):
+    """With centricity required, the scenes corpus fails it: whether the training stage is the
+    target or everything runs with --keep-going, nothing trains and the check's message is shown."""
+    path, env = repo
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["checks"]["fail_on"] = ["frames_manifest", "pairs_manifest", "centricity"]
+    _write_params(path, params)
+    for cmd in (["dvc", "repro", "pretrain@moco_scenes"], ["dvc", "repro", "--keep-going"]):
+        proc = subprocess.run(cmd, cwd=path, env=env, capture_output=True, text=True)
+        assert proc.returncode != 0, cmd
+        assert not [s for s in _stages_run(proc) if s != "check_data"], cmd
+        assert "data checks failed (checks.fail_on)" in proc.stderr and "centricity_scenes" in proc.stderr
+    gate = json.loads((path / "results/checks/gate.json").read_text())
+    assert not gate["passed"] and any("centricity_scenes" in f for f in gate["failures"])
+    # the training stage itself refuses, whoever runs it
+    proc = subprocess.run([sys.executable, "stages/pretrain.py", "moco_scenes"], cwd=path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "nothing is trained" in proc.stderr and "centricity_scenes" in proc.stderr
+    params["checks"]["fail_on"] = ["frames_manifest", "pairs_manifest"]
+    _write_params(path, params)
+    proc = _run(["dvc", "repro"], path, env)
+    assert _stages_run(proc) == [] and "check_data" in _stages_cached(proc)
 
 
 def test_evaluation_outputs(repo):
@@ -166,13 +245,27 @@ def test_report_and_pr_comment(repo):
 
 def test_exp_run_composes_conf(repo):
     """`dvc exp run -S` goes through Hydra: conf/ is composed into params.yaml. The overrides
-    restate what the previous tests changed, so only the report (whose margin changes) reruns."""
+    restate the smoke scale, so only the report (whose margin changes) reruns."""
     path, env = repo
-    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "pairs.source=frames", "-S", "report.margin=0.05"],
-                path, env)
+    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "report.margin=0.05"], path, env)
     assert _stages_run(proc) == ["report"]
     params = yaml.safe_load((path / "params.yaml").read_text())
     assert params["report"]["margin"] == 0.05 and params["world"]["image_size"] == 32
-    assert params["pairs"]["source"] == "frames" and params["classification"]["knn"]["k"] == 3
+    assert params["pairs"]["source"] == "tracker" and params["classification"]["knn"]["k"] == 3
     shown = _run(["dvc", "exp", "show", "--json"], path, env).stdout
     assert "report.margin" in shown or "margin" in shown
+
+
+def test_sweep_value_seen_before_is_restored_not_retrained(repo):
+    """A sweep over pretrain.lr, then the first value again: DVC restores the training stage from
+    its run-cache (the log says so) with the first run's very bytes."""
+    path, env = repo
+    target = "pretrain@moco_object_centric"
+    runs = {}
+    for lr in ("0.03", "0.1", "0.03"):
+        proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", f"pretrain.lr={lr}", target], path, env)
+        runs.setdefault(lr, []).append((proc, _backbones(path)["moco_object_centric"]))
+    (first, first_model), (again, again_model) = runs["0.03"]
+    (_, other_model), = runs["0.1"]
+    assert _stages_run(first) == [target] and first_model != other_model
+    assert _stages_run(again) == [] and target in _stages_cached(again) and again_model == first_model
