@@ -13,6 +13,7 @@ import yaml
 
 from demystify import config
 from demystify.checks import centricity
+from demystify.checks.gate import GateError, require_passed
 from demystify.checks.stage import CheckError, run_stage
 from demystify.pairs.mine import mine_all
 from demystify.params_file import compose
@@ -63,6 +64,10 @@ def test_verdicts_on_the_synthetic_world(world, tmp_path, capfd):
     assert page.startswith("<!doctype html>") and "centricity_scenes" in page and "FAIL" in page
     printed = capfd.readouterr()
     assert "Calculating Metrics" not in printed.err + printed.out  # no GX progress bars
+    assert json.loads((tmp_path / "gate.json").read_text()) == {"passed": True, "failures": []}
+    _run(p, root, tmp_path / "again")  # the same inputs give the same bytes (no run ids, UUIDs, times)
+    for name in ("summary.json", "validations.json", "report.html", "gate.json"):
+        assert (tmp_path / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
 
 
 def _corrupt_and_expect(world, tmp_path, table: str, change, expected: str):
@@ -124,8 +129,11 @@ def test_fail_on_decides_what_stops(world, tmp_path):
     strict = p["checks"].model_copy(update={"fail_on": ["frames_manifest", "pairs_manifest", "centricity"]})
     with pytest.raises(CheckError, match=r"centricity_scenes: expect_column_median_to_be_between on column 'objects'"):
         _run(p, root, tmp_path, checks=strict)
+    with pytest.raises(GateError, match="centricity_scenes"):  # what every training stage reads
+        require_passed(tmp_path / "gate.json")
     lenient = p["checks"].model_copy(update={"fail_on": []})
     assert _run(p, root, tmp_path, checks=lenient)["corpora"]["scenes"]["object_centric"] is False
+    require_passed(tmp_path / "gate.json")
 
 
 def test_unknown_suite_in_fail_on_is_rejected():
