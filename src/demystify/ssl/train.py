@@ -195,7 +195,10 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         if variant.method == "external":
             ckpt.load_backbone(variant.data, model)
         model = model.to(rt.device)
-        return _finish(name, model, p, rt, models_dir, results_dir, monitor, [], steps=0)
+        floor = [{"knn_top1": monitor(_backbone_of(model), rt.device)}] if rt.main else []
+        if rt.main:  # its kNN monitor at step 0, logged like a trained variant's curves
+            _write_live(results_dir, floor).end()
+        return _finish(name, model, p, rt, models_dir, results_dir, monitor, floor, steps=0)
 
     dataset, classes, files = build_data(variant, p)
     global_batch = p.batch_size * rt.world
@@ -290,7 +293,8 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     bar.close()
     if live is not None:
         live.end()
-    result = _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step)
+    result = _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step,
+                     precision="bf16" if bf16 else "fp32")
     if rt.main:  # the stage is complete: its outputs hold everything the checkpoint did
         path.unlink(missing_ok=True)
     return result
@@ -384,15 +388,17 @@ def _log_epoch(live, record: dict) -> None:
 
 
 def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, results_dir: Path, monitor,
-            history: list[dict], steps: int) -> dict:
+            history: list[dict], steps: int, precision: str | None = None) -> dict:
     result = {}
     if rt.main:
         bb = _backbone_of(model)
         knn = history[-1]["knn_top1"] if history else monitor(bb, rt.device)
         write_torch(models_dir / "backbone.pt", plain_backbone_state(bb))
         result = {"variant": name, "arch": p.arch, "steps": steps,
-                  "final_loss": history[-1]["loss"] if history else None,
+                  "final_loss": history[-1].get("loss") if history else None,
                   "knn_top1": round(knn, 4), "knn_chance": round(monitor.chance, 4)}
+        if precision:  # bf16 where the processor has it natively (`auto`): say which the numbers came from
+            result["precision"] = precision
         write_json(results_dir / "summary.json", result)
     if rt.world > 1:
         dist.barrier()
