@@ -12,8 +12,9 @@ def main() -> int:
         r = p["report"]
         if r.invariance_k not in p["invariance"].ks:
             raise ReportError(f"report.invariance_k = {r.invariance_k} is not one of invariance.ks {p['invariance'].ks}")
+        trained = [m for m, v in p["variants"].items() if v.method in ("moco", "supervised")]
         result = build("results/summary", "results/pretrain", "reports", list(p["variants"]), f"top{r.invariance_k}",
-                       r.margin, r.sweep or None)
+                       "results", trained, r.resamples, r.level, r.sweep or None)
     except (config.ConfigError, ReportError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1

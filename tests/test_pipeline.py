@@ -234,6 +234,9 @@ def test_report_and_pr_comment(repo):
         assert heading in text
     headline = json.loads((path / "reports/metrics.json").read_text())
     assert {"claim1", "claim2", "claim3", "claims_holding"} <= set(headline)
+    assert "## Learning gate" in text and "% CI]" in text  # intervals and the gate from the real stages
+    assert {f"gate.{m}.learned" for m in VARIANTS if m != "random"} <= set(headline)
+    assert any(k.endswith(".low") for k in headline)
     shown = _run(["dvc", "metrics", "show", "--json"], path, env).stdout
     assert "claims_holding" in shown
     proc = _run([sys.executable, "-m", "demystify.report.pr_comment", "--base", "HEAD", "--out", "reports/pr.md"],
@@ -245,15 +248,15 @@ def test_report_and_pr_comment(repo):
 
 def test_exp_run_composes_conf(repo):
     """`dvc exp run -S` goes through Hydra: conf/ is composed into params.yaml. The overrides
-    restate the smoke scale, so only the report (whose margin changes) reruns."""
+    restate the smoke scale, so only the report (whose bootstrap changes) reruns."""
     path, env = repo
-    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "report.margin=0.05"], path, env)
+    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "report.resamples=1000"], path, env)
     assert _stages_run(proc) == ["report"]
     params = yaml.safe_load((path / "params.yaml").read_text())
-    assert params["report"]["margin"] == 0.05 and params["world"]["image_size"] == 32
+    assert params["report"]["resamples"] == 1000 and params["world"]["image_size"] == 32
     assert params["pairs"]["source"] == "tracker" and params["classification"]["knn"]["k"] == 3
     shown = _run(["dvc", "exp", "show", "--json"], path, env).stdout
-    assert "report.margin" in shown or "margin" in shown
+    assert "report.resamples" in shown or "resamples" in shown
 
 
 def test_sweep_value_seen_before_is_restored_not_retrained(repo):

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from demystify.evaluation.invariance import SetContributions
 from demystify.io import write_json
 from demystify.report import claims as cl
+from demystify.report import intervals
 from demystify.report.build import ReportError, build
+from demystify.report.evidence import Evidence
 from demystify.report.sweep import rows_of
 
 MODELS = ["random", "supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
@@ -28,37 +32,119 @@ def _run(inv=None, linear=None, miou=None):
     }
 
 
+RNG = np.random.default_rng(0)
+TEST_IMAGES = 300
+TRUTH = RNG.integers(0, 10, TEST_IMAGES)
+LUCK = RNG.random(TEST_IMAGES)  # shared by every model: paired, like one test set scored twice
+SET_CLASS = np.repeat(np.arange(10), 5)  # 50 transformation sets of 10 classes
+BASE_RATE = RNG.uniform(0.05, 0.6, (50, 64))
+CONFUSION = RNG.integers(50, 100, (40, 3, 3))
+
+
+def _write_results(root, model: str, accuracy: float = 0.5, invariance: float = 1.0, segmentation: float = 1.0):
+    """Real per-item files for one model, as the evaluation stages write them: predictions that are
+    right on the test images whose shared `LUCK` is below `accuracy`, transformation sets whose
+    firing rates scale with `invariance`, confusions whose diagonal scales with `segmentation`."""
+    paths = np.array([f"img{i}.png" for i in range(TEST_IMAGES)])
+    wrong = (TRUTH + 1) % 10
+    pred = np.where(LUCK < accuracy, TRUTH, wrong)
+    (root / "classification" / model).mkdir(parents=True, exist_ok=True)
+    np.savez(root / "classification" / model / "per_image.npz", path=paths, truth=TRUTH, linear=pred, knn=pred)
+    confusion = CONFUSION.copy()
+    confusion[:, np.arange(3), np.arange(3)] = (confusion[:, np.arange(3), np.arange(3)] * segmentation).astype(int)
+    (root / "segmentation" / model).mkdir(parents=True, exist_ok=True)
+    np.savez(root / "segmentation" / model / "per_image.npz", path=paths[:40], confusion=confusion)
+    for s in SETS:
+        c = SetContributions(SET_CLASS, np.clip(BASE_RATE * invariance, 0, 1), np.full(64, 0.05), 10, 90.0)
+        (root / "invariance" / model / "contributions").mkdir(parents=True, exist_ok=True)
+        c.save(root / "invariance" / model / "contributions" / f"{s}.npz")
+
+
+def test_bootstrap_interval_covers_the_true_difference_at_about_the_nominal_rate():
+    """Two classifiers with true accuracies 0.70 and 0.62 on fresh test sets of 300 images: the 95 %
+    interval of the paired difference covers the true 0.08 in about 95 % of the data sets."""
+    rng = np.random.default_rng(1)
+    covered = 0
+    trials = 200
+    for t in range(trials):
+        u = rng.random(300)  # correlated like two real models: both right on the easy images
+        a, b = u < 0.70, u < 0.62
+        noise = rng.random(300) < 0.2  # and some images where they disagree at random
+        a = np.where(noise, rng.random(300) < 0.70, a)
+        b = np.where(noise, rng.random(300) < 0.62, b)
+        i = intervals.paired(intervals.accuracy(a), intervals.accuracy(b), 300, resamples=500, seed=t)
+        covered += i.low <= 0.08 <= i.high
+    assert 0.88 <= covered / trials <= 0.99
+    big = intervals.paired(intervals.accuracy(LUCK < 0.8), intervals.accuracy(LUCK < 0.4), TEST_IMAGES)
+    assert big.excludes_zero and big.low > 0.3
+    same = intervals.paired(intervals.accuracy(LUCK < 0.5), intervals.accuracy(LUCK < 0.5), TEST_IMAGES)
+    assert not same.excludes_zero
+
+
+def test_resampled_metrics_agree_with_the_reported_ones():
+    """With every item drawn once, the bootstrap's metric functions give the stages' numbers."""
+    from demystify.evaluation import segmentation as seg
+    from demystify.evaluation.invariance import invariance_scores, set_contributions
+
+    rng = np.random.default_rng(2)
+    feat, instance = rng.normal(size=(120, 32)), np.repeat(np.arange(30), 4)
+    classes = instance % 6
+    c = set_contributions(feat, instance, classes, 25)
+    full = c.scores(np.ones((1, 30)), (10, 25))
+    expected = invariance_scores(feat, instance, classes, (10, 25))
+    assert full[10][0] == pytest.approx(expected[10], rel=1e-12) and full[25][0] == pytest.approx(expected[25], rel=1e-12)
+    miou = intervals.mean_iou(CONFUSION)(np.ones((1, 40)))[0]
+    assert miou == pytest.approx(seg.scores(CONFUSION.sum(0))["miou"], rel=1e-12)
+
+
 def test_verdict_rules():
-    assert cl.verdict([1.1], [1.0], margin=0.02) == cl.HOLDS
-    assert cl.verdict([1.01], [1.0], margin=0.02) == cl.INCONCLUSIVE
-    assert cl.verdict([0.9], [1.0], margin=0.02) == cl.FAILS
-    assert cl.verdict([], [1.0], margin=0.02) == cl.NOT_MEASURED
+    ci = lambda d, lo, hi: intervals.Interval(d, lo, hi)  # noqa: E731
+    assert cl.verdict(ci(0.1, 0.05, 0.15), [1.1], [1.0], []) == (cl.HOLDS, "")
+    assert cl.verdict(ci(0.01, -0.02, 0.04), [1.01], [1.0], [])[0] == cl.INCONCLUSIVE
+    assert cl.verdict(ci(-0.1, -0.15, -0.05), [0.9], [1.0], []) == (cl.FAILS, "")
+    assert cl.verdict(None, [], [1.0], [])[0] == cl.NOT_MEASURED
+    assert cl.verdict(ci(-0.1, -0.15, -0.05), [0.9], [1.0], ["moco_frames"]) == (cl.INCONCLUSIVE,
+                                                                                 "moco_frames did not learn")
     # several runs: a mean difference inside twice the standard error of the paired difference is noise
-    assert cl.verdict([1.2, 0.9, 1.3], [1.0, 1.0, 1.0], margin=0.0) == cl.INCONCLUSIVE
-    assert cl.verdict([1.2, 1.21, 1.19], [1.0, 1.01, 0.99], margin=0.0) == cl.HOLDS
+    assert cl.verdict(ci(0.2, 0.1, 0.3), [1.2, 0.9, 1.3], [1.0, 1.0, 1.0], [])[0] == cl.INCONCLUSIVE
+    assert cl.verdict(ci(0.2, 0.1, 0.3), [1.2, 1.21, 1.19], [1.0, 1.01, 0.99], [])[0] == cl.HOLDS
     assert cl.claim_verdict([cl.Outcome(None, [], [], cl.HOLDS)] * 2) == cl.HOLDS
     assert cl.claim_verdict([cl.Outcome(None, [], [], v) for v in (cl.HOLDS, cl.FAILS)]) == "partly holds"
     assert cl.claim_verdict([cl.Outcome(None, [], [], v) for v in (cl.INCONCLUSIVE, cl.FAILS)]) == cl.FAILS
 
 
-def test_claims_follow_the_metrics():
-    # claim 1 as the paper says: MoCo more occlusion-invariant, supervised more viewpoint/instance-invariant
-    run = _run(inv={("moco_object_centric", "got10k_occlusion"): 20.0, ("supervised", "aloi_view"): 20.0,
-                    ("supervised", "pascal3d_instance"): 20.0})
-    outcomes = cl.judge([run], "top10", 0.02)
-    assert cl.claim_verdict([o for o in outcomes if o.comparison.claim == 1]) == cl.HOLDS
-    # claim 2: object-centric's mean invariance is higher (its occlusion score), all else equal
-    claim2 = [o for o in outcomes if o.comparison.claim == 2]
-    assert [o.verdict for o in claim2].count(cl.HOLDS) == 1 and cl.claim_verdict(claim2) == "partly holds"
-    # the opposite data: the verdict flips, nothing is hard-coded
-    flipped = _run(inv={("supervised", "got10k_occlusion"): 20.0})
-    outcomes = cl.judge([flipped], "top10", 0.02)
-    assert cl.claim_verdict([o for o in outcomes if o.comparison.claim == 1]) == cl.FAILS
-    # claim 3 with the video variants better on everything
-    better = {m: 15.0 for m in ("moco_temporal", "moco_tracker")}
-    outcomes = cl.judge([_run(inv=better, linear={m: 0.7 for m in better}, miou={m: 0.5 for m in better})],
-                        "top10", 0.02)
-    assert cl.claim_verdict([o for o in outcomes if o.comparison.claim == 3]) == cl.HOLDS
+def test_learning_gate_flips_with_the_data(tmp_path):
+    _write_results(tmp_path, "random", accuracy=0.30)
+    _write_results(tmp_path, "supervised", accuracy=0.70)
+    _write_results(tmp_path, "moco_scenes", accuracy=0.31)  # no better than untrained
+    gates = cl.learning_gate(Evidence(tmp_path), ["supervised", "moco_scenes", "moco_frames"])
+    assert gates["supervised"].learned is True and gates["moco_scenes"].learned is False
+    assert gates["moco_frames"].learned is None  # no results: not checked
+    _write_results(tmp_path, "moco_scenes", accuracy=0.60)  # the same variant, now learned
+    assert cl.learning_gate(Evidence(tmp_path), ["moco_scenes"])["moco_scenes"].learned is True
+
+
+def test_claims_follow_the_metrics(tmp_path):
+    for m in MODELS:
+        _write_results(tmp_path, m, accuracy=0.3 if m == "random" else 0.6)
+    for s in ("aloi_view", "pascal3d_instance"):  # supervised more viewpoint / instance invariant
+        SetContributions(SET_CLASS, np.clip(BASE_RATE * 1.5, 0, 1), np.full(64, 0.05), 10, 90.0).save(
+            tmp_path / "invariance" / "supervised" / "contributions" / f"{s}.npz")
+    SetContributions(SET_CLASS, np.clip(BASE_RATE * 1.5, 0, 1), np.full(64, 0.05), 10, 90.0).save(
+        tmp_path / "invariance" / "moco_object_centric" / "contributions" / "got10k_occlusion.npz")
+    evidence = Evidence(tmp_path, resamples=500)
+    gates = cl.learning_gate(evidence, [m for m in MODELS if m != "random"])
+    outcomes = cl.judge([_run()], "top10", evidence, gates)
+    claim1 = [o for o in outcomes if o.comparison.claim == 1]
+    assert [o.verdict for o in claim1] == [cl.HOLDS] * 3 and all(o.interval.low > 0 for o in claim1)
+    # equal models: every other comparison contains 0
+    assert {o.verdict for o in outcomes if o.comparison.claim == 3} == {cl.INCONCLUSIVE}
+    # a variant that did not learn makes its comparisons inconclusive, whatever the numbers
+    _write_results(tmp_path, "moco_frames", accuracy=0.3, invariance=0.5)
+    evidence = Evidence(tmp_path, resamples=500)
+    gates = cl.learning_gate(evidence, [m for m in MODELS if m != "random"])
+    claim3 = [o for o in cl.judge([_run()], "top10", evidence, gates) if o.comparison.claim == 3]
+    assert {(o.verdict, o.reason) for o in claim3} == {(cl.INCONCLUSIVE, "moco_frames did not learn")}
 
 
 def _write_summary(root, run):
@@ -66,18 +152,27 @@ def _write_summary(root, run):
         write_json(root / kind / "metrics.json", data)
 
 
-def test_build_writes_tables_claims_and_headline(tmp_path):
+def test_build_writes_tables_claims_gate_and_headline(tmp_path):
     run = _run(inv={("moco_object_centric", "got10k_occlusion"): 20.0})
     _write_summary(tmp_path / "summary", run)
+    for m in MODELS:
+        _write_results(tmp_path / "results", m, accuracy=0.3 if m == "random" else 0.6,
+                       invariance=2.0 if m == "moco_object_centric" else 1.0)
     write_json(tmp_path / "pretrain" / "supervised" / "summary.json", {"steps": 5, "final_loss": 1.5, "knn_top1": 0.6})
-    result = build(tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10", 0.02)
+    trained = [m for m in MODELS if m != "random"]
+    args = (tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10", tmp_path / "results",
+            trained, 500)
+    build(*args)
     text = (tmp_path / "reports" / "report.md").read_text()
-    for heading in ("## Claims", "### Claim 1", "### Claim 2", "### Claim 3", "## Table 1", "## Table 2", "## Table 3"):
+    for heading in ("## Claims", "### Claim 1", "### Claim 2", "### Claim 3", "## Learning gate", "## Table 1",
+                    "## Table 2", "## Table 3"):
         assert heading in text
     assert "| got10k_occlusion | 10.0 | 20.0 |" in text  # supervised, then moco_object_centric
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
-    assert metrics["claim1.moco_object_centric_vs_supervised.got10k_occlusion.top10"] == 10.0
-    assert metrics["claim1"] == 0.5 and result["verdicts"][1] == "partly holds"  # occlusion holds, the rest equal
+    name = "claim1.moco_object_centric_vs_supervised.got10k_occlusion.top10"
+    assert metrics[f"{name}.low"] > 0 and metrics[f"{name}.high"] > metrics[f"{name}.low"]
+    assert metrics["gate.moco_scenes.learned"] == 1.0
+    assert metrics["gate.moco_scenes.linear_top1_minus_untrained"] == pytest.approx(0.3, abs=0.02)
     # a sweep of two more runs: spreads appear, and the verdicts use them
     sweep = tmp_path / "runs.csv"
     lines = ["run,kind,model,set,metric,value"]
@@ -85,12 +180,12 @@ def test_build_writes_tables_claims_and_headline(tmp_path):
         lines += [f"exp{r},invariance,moco_object_centric,got10k_occlusion,top10,{moco}",
                   f"exp{r},invariance,supervised,got10k_occlusion,top10,{sup}"]
     sweep.write_text("\n".join(lines) + "\n")
-    build(tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10", 0.02, sweep)
+    build(*args, sweep=sweep)
     text = (tmp_path / "reports" / "report.md").read_text()
     assert "13.333 ± 6.110" in text and "3 runs" in text
     (tmp_path / "summary" / "segmentation" / "metrics.json").unlink()
     with pytest.raises(ReportError, match="segmentation/metrics.json: not found"):
-        build(tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10", 0.02)
+        build(*args)
 
 
 def test_sweep_rows_from_exp_show():

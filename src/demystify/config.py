@@ -310,7 +310,8 @@ class SegmentationParams(Section):
 
 class ReportParams(Section):
     invariance_k: int = PositiveInt  # which top-K invariance score the tables and claims use
-    margin: float = Field(ge=0, lt=1)  # relative difference below which a comparison is inconclusive
+    resamples: int = Field(ge=100)  # paired-bootstrap draws per interval
+    level: float = Field(gt=0.5, lt=1)  # confidence level of the intervals
     sweep: str  # optional CSV of more runs (run, kind, model, set, metric, value); '' or a missing file: none
 
 

@@ -12,6 +12,8 @@ the public measurement code does, quirks included:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 MIN_SET_SIZE = 3
@@ -25,18 +27,64 @@ def percentile(num_classes: int) -> float:
     return min((1.0 - 1.0 / num_classes) * 100, 95)
 
 
-def invariance_scores(feat: np.ndarray, instance: np.ndarray, classes: np.ndarray | None = None,
-                      ks: tuple[int, ...] = (10, 25)) -> dict[int, float]:
-    """Score(K) for each K. `feat` (N, D), `instance` (N,) set ids, `classes` (N,) targets
-    (the set ids when None)."""
+@dataclass(frozen=True)
+class SetContributions:
+    """What each transformation set adds to the score, under the global thresholds of all images:
+    its class and, per neuron, the share of its images the neuron fires on (0: never). Weighting
+    the sets (a bootstrap draw) recomputes the score without touching the features again."""
+
+    set_class: np.ndarray  # (S,) index of the set's target class
+    rate: np.ndarray  # (S, D) local firing rate of each neuron in each set
+    global_rate: np.ndarray  # (D,)
+    num_classes: int
+    percentile: float
+
+    def scores(self, weights: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
+        """Score(K) for each row of `weights` (B, S), how often each set counts: (B,) per K."""
+        weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+        d, top = self.rate.shape[1], max(ks)
+        chunk = max(1, 20_000_000 // (self.num_classes * d))  # bounded memory for many classes or draws
+        out = {k: np.empty(len(weights)) for k in ks}
+        for start in range(0, len(weights), chunk):
+            ratios = self._ratios(weights[start : start + chunk])
+            best = -np.sort(-np.partition(ratios, d - top, axis=2)[:, :, d - top :], axis=2)  # the top-K, descending
+            for k in ks:
+                out[k][start : start + chunk] = best[:, :, :k].mean(axis=2).mean(axis=1) * (100 - self.percentile)
+        return out
+
+    def _ratios(self, weights: np.ndarray) -> np.ndarray:
+        """(B, classes, D): local over global firing rate, per class and neuron."""
+        hit = (self.rate > 0).astype(np.float64)
+        local_rate = np.zeros((len(weights), self.num_classes, self.rate.shape[1]))
+        for y in range(self.num_classes):
+            mine = self.set_class == y
+            if mine.any():
+                total, count = weights[:, mine] @ self.rate[mine], weights[:, mine] @ hit[mine]
+                np.divide(total, count, out=local_rate[:, y], where=count > 0)
+        return local_rate / self.global_rate
+
+    def save(self, path) -> None:
+        np.savez(path, set_class=self.set_class, rate=self.rate, global_rate=self.global_rate,
+                 num_classes=self.num_classes, percentile=self.percentile)
+
+    @classmethod
+    def load(cls, path) -> SetContributions:
+        with np.load(path) as f:
+            return cls(f["set_class"], f["rate"], f["global_rate"], int(f["num_classes"]), float(f["percentile"]))
+
+
+def set_contributions(feat: np.ndarray, instance: np.ndarray, classes: np.ndarray | None = None,
+                      max_k: int = 1) -> SetContributions:
+    """The per-set terms of the score. `feat` (N, D), `instance` (N,) set ids, `classes` (N,)
+    targets (the set ids when None)."""
     feat = np.asarray(feat, dtype=np.float64)
     instance = np.asarray(instance)
     classes = instance if classes is None else np.asarray(classes)
     n, d = feat.shape
     if not (len(instance) == len(classes) == n):
         raise InvarianceError(f"{n} feature rows but {len(instance)} set ids and {len(classes)} classes")
-    if max(ks) > d:
-        raise InvarianceError(f"top-K of {max(ks)} neurons asked for, the features have only {d}")
+    if max_k > d:
+        raise InvarianceError(f"top-K of {max_k} neurons asked for, the features have only {d}")
     unique_classes = np.unique(classes)
     if len(unique_classes) < 2:
         raise InvarianceError(f"one target class ({unique_classes.tolist()}): the percentile would be 0")
@@ -45,22 +93,22 @@ def invariance_scores(feat: np.ndarray, instance: np.ndarray, classes: np.ndarra
     upper = np.sort(feat, axis=0)[index]
     lower = -np.sort(-feat, axis=0)[index]
     global_rate = np.mean(feat >= upper, axis=0)
-
-    local_sum = np.zeros((len(unique_classes), d))
-    local_count = np.zeros((len(unique_classes), d))
-    sets = 0
+    set_class, rate = [], []
     for set_id in np.unique(instance):
         rows = np.flatnonzero(instance == set_id)
         if len(rows) < MIN_SET_SIZE:
             continue
-        sets += 1
-        y = np.searchsorted(unique_classes, classes[rows[0]])
+        set_class.append(np.searchsorted(unique_classes, classes[rows[0]]))
         fired = np.maximum((feat[rows] > upper).sum(0), (feat[rows] < lower).sum(0))
-        hit = fired > 0
-        local_sum[y, hit] += fired[hit] / len(rows)
-        local_count[y, hit] += 1
-    if sets == 0:
+        rate.append(fired / len(rows))
+    if not set_class:
         raise InvarianceError(f"no transformation set has {MIN_SET_SIZE} or more images")
-    local_rate = np.divide(local_sum, local_count, out=np.zeros_like(local_sum), where=local_count > 0)
-    ratios = -np.sort(-(local_rate / global_rate), axis=1)
-    return {k: float(ratios[:, :k].mean(axis=1).mean() * (100 - p)) for k in ks}
+    return SetContributions(np.asarray(set_class), np.stack(rate), global_rate, len(unique_classes), p)
+
+
+def invariance_scores(feat: np.ndarray, instance: np.ndarray, classes: np.ndarray | None = None,
+                      ks: tuple[int, ...] = (10, 25)) -> dict[int, float]:
+    """Score(K) for each K. `feat` (N, D), `instance` (N,) set ids, `classes` (N,) targets
+    (the set ids when None)."""
+    contributions = set_contributions(feat, instance, classes, max(ks))
+    return {k: float(v[0]) for k, v in contributions.scores(np.ones(len(contributions.set_class)), ks).items()}

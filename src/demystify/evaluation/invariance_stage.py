@@ -1,5 +1,6 @@
 """`eval_invariance@MODEL`: features of every configured set, a feature file per set (so anyone
-can recompute the score), and the score at each K in one metrics file."""
+can recompute the score), each transformation set's contribution to it (for the report's
+intervals), and the score at each K in one metrics file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..config import InvarianceParams
 from ..io import atomic_path, write_json
 from . import sets as readers
 from .features import extract, load_model
-from .invariance import InvarianceError, invariance_scores
+from .invariance import InvarianceError, invariance_scores, set_contributions
 
 
 def read_sets(ip: InvarianceParams) -> tuple[dict[str, tuple[readers.EvalSet, int]], dict[str, str]]:
@@ -62,12 +63,16 @@ def evaluate(name: str, arch: str, model_path: str | Path | None, ip: Invariance
         feat = cache[key]
         write_features(out_dir / "features" / f"{set_name}.npz", feat, s)
         try:
-            scores = invariance_scores(feat, s.instance, s.classes, tuple(ip.ks))
+            contributions = set_contributions(feat, s.instance, s.classes, max(ip.ks))
         except InvarianceError as exc:
             skipped[set_name] = str(exc)
             print(f"eval_invariance@{name}: {set_name} skipped: {exc}", file=sys.stderr)
             continue
-        metrics[set_name] = {f"top{k}": round(v, 6) for k, v in scores.items()}
+        # each transformation set's terms, which the report resamples for confidence intervals
+        with atomic_path(out_dir / "contributions" / f"{set_name}.npz") as tmp, open(tmp, "wb") as fh:
+            contributions.save(fh)
+        scores = contributions.scores(np.ones(len(contributions.set_class)), tuple(ip.ks))
+        metrics[set_name] = {f"top{k}": round(float(v[0]), 6) for k, v in scores.items()}
         metrics[set_name].update(images=len(s), sets=int(len(np.unique(s.instance))))
     notes = {n: s.skipped for n, (s, _) in sets.items() if s.skipped}
     write_json(out_dir / "skipped.json", {"sets": skipped, "dropped_by_readers": notes})

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..io import atomic_path, write_json
 from . import claims as cl
+from .evidence import Evidence
 
 KINDS = ("invariance", "classification", "segmentation")
 DOWNSTREAM = (("classification", "linear_top1", "linear top-1"), ("classification", "knn_top1", "kNN top-1"),
@@ -84,7 +85,11 @@ def comparison_table(runs: list[dict], models: list[str], key: str) -> str:
     return _table(header, rows)
 
 
-def claims_section(outcomes: list[cl.Outcome], margin: float, n_runs: int) -> tuple[str, dict]:
+def _ci(i) -> str:
+    return "-" if i is None else f"{i.difference:+.3f} [{i.low:+.3f}, {i.high:+.3f}]"
+
+
+def claims_section(outcomes: list[cl.Outcome], n_runs: int, level: float) -> tuple[str, dict]:
     parts, verdicts = [], {}
     for claim, text in cl.CLAIMS.items():
         mine = [o for o in outcomes if o.comparison.claim == claim]
@@ -92,22 +97,45 @@ def claims_section(outcomes: list[cl.Outcome], margin: float, n_runs: int) -> tu
         rows = []
         for o in mine:
             c = o.comparison
-            diff = o.difference
-            rows.append([c.what, f"{c.better} > {c.worse}", _fmt(o.better, 3), _fmt(o.worse, 3),
-                         "-" if diff is None else f"{diff:+.3f}", "-" if o.spread is None else f"{o.spread:.3f}",
-                         f"**{o.verdict}**"])
+            rows.append([c.what, f"{c.better} > {c.worse}", _fmt(o.better, 3), _fmt(o.worse, 3), _ci(o.interval),
+                         "-" if o.spread is None else f"{o.spread:.3f}",
+                         f"**{o.verdict}**" + (f": {o.reason}" if o.reason else "")])
         parts.append(f"### Claim {claim}: {verdicts[claim]}\n\n{text}\n\n"
-                     + _table(["comparison", "expected", "higher side", "lower side", "difference", "spread",
-                               "verdict"], rows))
-    rule = (f"A comparison *holds* when the expected side is higher by more than {margin:.0%} of the lower side"
-            + (f" and by more than twice the standard error of the paired difference over the {n_runs} runs"
-               if n_runs > 1 else " (one run: no spread; run a seed sweep to get one)")
-            + "; *does not hold* when it is lower by as much; *inconclusive* in between; *not measured* when a "
-              "model or set is missing. A claim holds when all its comparisons hold.")
+                     + _table(["comparison", "expected", "higher side", "lower side",
+                               f"difference [{level:.0%} CI]", "spread over runs", "verdict"], rows))
+    rule = (f"Each comparison's difference comes with a {level:.0%} confidence interval from a paired bootstrap over "
+            "this run's test items (classification and segmentation: test images; invariance: transformation sets). "
+            "A comparison *holds* when the interval lies above 0, *does not hold* when it lies below, and is "
+            "*inconclusive* when it contains 0, or when a model it compares did not learn (the learning gate "
+            "below)" + (f", or when the mean difference over the {n_runs} runs is within twice its standard error"
+                        if n_runs > 1 else "") + "; *not measured* when a model or set is missing. A claim holds "
+            "when all its comparisons hold.")
     return rule + "\n\n" + "\n\n".join(parts), verdicts
 
 
-def headline(outcomes: list[cl.Outcome], verdicts: dict, runs: list[dict]) -> dict:
+def gate_section(gates: dict[str, cl.Gate], runs: list[dict], level: float) -> str:
+    if not gates:
+        return "No trained variant to check."
+    rows = []
+    for m, g in gates.items():
+        learned = {True: "yes", False: "**no**", None: "not checked"}[g.learned]
+        rows.append([m, _fmt(cl.value(runs[:1], "classification", m, "all", "linear_top1"), 3),
+                     _ci(g.probes.get("linear_top1")), _fmt(cl.value(runs[:1], "classification", m, "all", "knn_top1"), 3),
+                     _ci(g.probes.get("knn_top1")), learned])
+    return ("A trained variant *learned* when its linear or kNN top-1 on the held-out classification split is above "
+            f"the untrained network's (`random`) with the {level:.0%} interval of the paired difference above 0. "
+            "Claims that rest on a variant that did not learn are inconclusive.\n\n"
+            + _table(["model", "linear top-1", f"minus untrained [{level:.0%} CI]", "kNN top-1",
+                      f"minus untrained [{level:.0%} CI]", "learned"], rows))
+
+
+def invariance_gain_table(evidence, runs: list[dict], models: list[str], key: str, reference: str = "random") -> str:
+    rows = [[s] + [_ci(evidence.difference(("invariance", s, key), m, reference)) for m in models]
+            for s in _inv_sets(runs)]
+    return _table(["set \\ model", *models], rows)
+
+
+def headline(outcomes: list[cl.Outcome], verdicts: dict, runs: list[dict], gates: dict[str, cl.Gate]) -> dict:
     score = {cl.HOLDS: 1.0, cl.FAILS: 0.0, "partly holds": 0.5, cl.INCONCLUSIVE: 0.5}
     out: dict = {"claims_holding": sum(v == cl.HOLDS for v in verdicts.values()), "runs": len(runs)}
     for claim, v in verdicts.items():
@@ -117,19 +145,32 @@ def headline(outcomes: list[cl.Outcome], verdicts: dict, runs: list[dict]) -> di
         name = f"claim{c.claim}.{c.better}_vs_{c.worse}.{c.metric[1]}.{c.metric[2]}"
         if o.difference is not None:
             out[name] = round(o.difference, 6)
+        if o.interval is not None:
+            out[f"{name}.low"], out[f"{name}.high"] = round(o.interval.low, 6), round(o.interval.high, 6)
+    for m, g in gates.items():
+        out[f"gate.{m}.learned"] = {True: 1.0, False: 0.0, None: -1.0}[g.learned]  # -1: not checked
+        for probe, i in g.probes.items():
+            if i is not None:
+                out[f"gate.{m}.{probe}_minus_untrained"] = round(i.difference, 6)
+                out[f"gate.{m}.{probe}_minus_untrained.low"] = round(i.low, 6)
+                out[f"gate.{m}.{probe}_minus_untrained.high"] = round(i.high, 6)
     return out
 
 
 def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Path, models: list[str],
-          inv_key: str, margin: float, sweep: str | Path | None = None) -> dict:
+          inv_key: str, results_root: str | Path, trained: list[str], resamples: int = 2000, level: float = 0.95,
+          sweep: str | Path | None = None) -> dict:
+    """`trained`: the variants the learning gate checks against the untrained `random`."""
     out_dir = Path(out_dir)
     runs = [load_run(summary_root), *load_sweep(sweep)]
+    evidence = Evidence(results_root, resamples, level)
+    gates = cl.learning_gate(evidence, [m for m in trained if m in models]) if "random" in models else {}
     order = [m for m in ("supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
                          "moco_temporal", "moco_tracker", "random") if m in models] + \
             [m for m in models if m not in ("supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops",
                                             "moco_frames", "moco_temporal", "moco_tracker", "random")]
-    outcomes = cl.judge(runs, inv_key, margin)
-    claims_md, verdicts = claims_section(outcomes, margin, len(runs))
+    outcomes = cl.judge(runs, inv_key, evidence, gates)
+    claims_md, verdicts = claims_section(outcomes, len(runs), level)
     pictures = []
     for kind in KINDS:
         src = Path(summary_root) / kind / f"{kind}.png"
@@ -153,7 +194,10 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
         f"values are mean ± standard deviation over runs where there are several). Invariance scores are "
         f"the paper's measure at {inv_key.replace('top', 'top-')} neurons (PAPER.md); higher is more invariant.",
         "## Claims\n\n" + claims_md,
+        "## Learning gate\n\n" + gate_section(gates, runs, level),
         "## Table 1: invariances (sets x models)\n\n" + invariance_table(runs, order, inv_key),
+        f"Each score minus the untrained network's, with its {level:.0%} interval (bootstrap over transformation "
+        "sets):\n\n" + invariance_gain_table(evidence, runs, [m for m in order if m != "random"], inv_key),
         "## Table 2: dataset bias (object-centric vs scenes vs scene crops)\n\n" + comparison_table(runs, bias, inv_key),
         "## Table 3: the video method (MoCo on frames vs frame-temporal vs region-tracker)\n\n"
         + comparison_table(runs, video, inv_key),
@@ -164,6 +208,6 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "report.md") as tmp:
         Path(tmp).write_text(text)
-    metrics = headline(outcomes, verdicts, runs)
+    metrics = headline(outcomes, verdicts, runs, gates)
     write_json(out_dir / "metrics.json", metrics)
     return {"verdicts": verdicts, "metrics": metrics}

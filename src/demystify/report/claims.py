@@ -3,16 +3,24 @@ computed from the metrics, never written by hand.
 
 A metric is addressed as (kind, set, key): ("invariance", "aloi_view", "top10"),
 ("classification", "all", "linear_top1"), ("segmentation", "all", "miou"); ("invariance", "mean",
-key) is the mean over the invariance sets. Values are lists, one per run (seed); with one run the
-verdict compares the difference with a relative margin, with several it also needs the mean
-paired difference to exceed twice its standard error.
+key) is the mean over the invariance sets. Values are lists, one per run (seed), for the tables.
+
+The verdict rests on the 95 % interval of the paired difference (evidence.py: a paired bootstrap
+over this run's test images or transformation sets): *holds* when it lies above zero, *does not
+hold* when below, *inconclusive* when it contains zero. Before that, the learning gate: a
+comparison involving a variant that did not demonstrably learn (its linear or kNN accuracy above
+the untrained network's, interval above zero) is *inconclusive*, whatever the numbers. With
+several runs (a seed sweep) the mean paired difference over runs must also exceed twice its
+standard error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .intervals import Interval
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured"
 
@@ -32,9 +40,13 @@ class Outcome:
     better: list[float]
     worse: list[float]
     verdict: str
+    reason: str = ""
+    interval: Interval | None = None  # this run's paired difference, better - worse
 
     @property
     def difference(self) -> float | None:
+        if self.interval is not None and len(self.better) <= 1:
+            return self.interval.difference
         if not self.better or not self.worse:
             return None
         return float(np.mean(self.better) - np.mean(self.worse))
@@ -46,6 +58,28 @@ class Outcome:
         if n < 2:
             return None
         return float(np.std(np.subtract(self.better[:n], self.worse[:n]), ddof=1))
+
+
+@dataclass
+class Gate:
+    """Did a trained variant learn? Its accuracy minus the untrained network's, per probe."""
+    model: str
+    probes: dict[str, Interval | None] = field(default_factory=dict)  # linear_top1, knn_top1
+
+    @property
+    def learned(self) -> bool | None:
+        measured = [i for i in self.probes.values() if i is not None]
+        if not measured:
+            return None  # not checked: no untrained reference or no per-image results
+        return any(i.low > 0 for i in measured)
+
+
+GATE_PROBES = ("linear_top1", "knn_top1")
+
+
+def learning_gate(evidence, trained: list[str], reference: str = "random") -> dict[str, Gate]:
+    return {m: Gate(m, {k: evidence.difference(("classification", "all", k), m, reference) for k in GATE_PROBES})
+            for m in trained}
 
 
 def comparisons(inv_key: str) -> list[Comparison]:
@@ -93,26 +127,35 @@ def value(runs: list[dict], kind: str, model: str, set_name: str, key: str) -> l
     return out
 
 
-def verdict(better: list[float], worse: list[float], margin: float) -> str:
-    if not better or not worse:
-        return NOT_MEASURED
-    diff = float(np.mean(better) - np.mean(worse))
-    scale = max(abs(float(np.mean(worse))), 1e-12)
-    noise = 0.0
+def verdict(interval: Interval | None, better: list[float], worse: list[float],
+            not_learned: list[str]) -> tuple[str, str]:
+    """(verdict, reason)."""
+    if interval is None and (not better or not worse):
+        return NOT_MEASURED, "a model or set is missing"
+    if not_learned:
+        return INCONCLUSIVE, f"{', '.join(not_learned)} did not learn"
+    if interval is None:
+        return INCONCLUSIVE, "no per-item results for an interval"
     n = min(len(better), len(worse))
     if n >= 2:
-        noise = 2 * float(np.std(np.subtract(better[:n], worse[:n]), ddof=1)) / np.sqrt(n)
-    if abs(diff) <= max(margin * scale, noise):
-        return INCONCLUSIVE
-    return HOLDS if diff > 0 else FAILS
+        diffs = np.subtract(better[:n], worse[:n])
+        if abs(diffs.mean()) <= 2 * diffs.std(ddof=1) / np.sqrt(n):
+            return INCONCLUSIVE, f"within twice the standard error over {n} runs"
+    if interval.low > 0:
+        return HOLDS, ""
+    if interval.high < 0:
+        return FAILS, ""
+    return INCONCLUSIVE, "the interval contains 0"
 
 
-def judge(runs: list[dict], inv_key: str, margin: float) -> list[Outcome]:
+def judge(runs: list[dict], inv_key: str, evidence, gates: dict[str, Gate]) -> list[Outcome]:
     outcomes = []
     for c in comparisons(inv_key):
         kind, set_name, key = c.metric
         b, w = value(runs, kind, c.better, set_name, key), value(runs, kind, c.worse, set_name, key)
-        outcomes.append(Outcome(c, b, w, verdict(b, w, margin)))
+        interval = evidence.difference(c.metric, c.better, c.worse) if evidence is not None else None
+        not_learned = [m for m in (c.better, c.worse) if m in gates and gates[m].learned is False]
+        outcomes.append(Outcome(c, b, w, *verdict(interval, b, w, not_learned), interval))
     return outcomes
 
 
