@@ -34,7 +34,8 @@ def copy_repo(dest: Path) -> None:
                             capture_output=True, text=True, check=True).stdout.split()
     for rel in listed:
         src = ROOT / rel
-        if src.is_file() and not rel.startswith(("data/", "results/", "reports/", "models/")) and rel != "dvc.lock":
+        outputs = rel.startswith(("data/", "results/", "reports/", "models/")) and not rel.startswith("results/sweep/")
+        if src.is_file() and not outputs and rel != "dvc.lock":  # results/sweep: the report's input
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",

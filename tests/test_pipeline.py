@@ -25,6 +25,12 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+def _output(rel: str) -> bool:
+    """A pipeline output (left behind), not an input: the sweep table is the report's input."""
+    return (rel.startswith(("data/", "results/", "reports/", "models/")) and not rel.startswith("results/sweep/")) \
+        or rel == "dvc.lock"
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A git repo holding the project's files (tracked and new, not ignored), smoke params."""
@@ -33,7 +39,7 @@ def repo(tmp_path_factory):
                             capture_output=True, text=True, check=True).stdout.split()
     for rel in listed:
         src = ROOT / rel
-        if src.is_file() and not rel.startswith(("data/", "results/", "reports/")) and rel != "dvc.lock":
+        if src.is_file() and not _output(rel):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     compose(dest / "params.yaml", ["scale=smoke"], config_dir=dest / "conf")

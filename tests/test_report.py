@@ -188,12 +188,40 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
         build(*args)
 
 
+PARAMS = {"seed": 0, "pretrain.seed": 0, "pretrain.lr": 0.06}
+
+
+def _exp(name: str, linear: float, **params) -> dict:
+    return {"Experiment": name, "rev": name[:7], **PARAMS, **params,
+            "results/summary/classification/metrics.json:supervised.all.linear_top1": linear,
+            "supervised.aloi_view.top10": 11.5, "supervised.all.miou": 0.2, "claims_holding": 2}
+
+
 def test_sweep_rows_from_exp_show():
-    rows = rows_of([
-        {"Experiment": "workspace", "rev": "workspace", "supervised.aloi_view.top10": 1.0},
-        {"Experiment": "tidy-fern", "rev": "abc1234", "supervised.aloi_view.top10": 11.5,
-         "results/summary/classification/metrics.json:supervised.all.linear_top1": 0.61,
-         "supervised.all.miou": 0.2, "pretrain.lr": 0.06, "claims_holding": 2},
-    ])
-    assert sorted(rows.kind) == ["classification", "invariance", "segmentation"]
+    rows, left_out = rows_of([{"Experiment": "workspace", "rev": "workspace", "supervised.aloi_view.top10": 1.0},
+                              _exp("tidy-fern", 0.61)], PARAMS)
+    assert sorted(rows.kind) == ["classification", "invariance", "segmentation"] and left_out == {}
     assert set(rows.run) == {"tidy-fern"} and rows.value.sum() == pytest.approx(11.5 + 0.61 + 0.2)
+
+
+def test_a_sweep_of_two_seeds_counts_two_runs(tmp_path):
+    """`dvc exp run --queue -S pretrain.seed=0,1`: the seed-0 experiment is the current run (the
+    workspace, the baseline) and counts once; an experiment with another lr is not pooled."""
+    experiments = [
+        {"Experiment": "workspace", "rev": "workspace", **PARAMS},
+        _exp("main", 0.5),  # the baseline commit: the current run
+        _exp("exp-seed0", 0.5),
+        _exp("exp-seed1", 0.7, **{"pretrain.seed": 1}),
+        _exp("exp-lr", 0.9, **{"pretrain.lr": 0.03}),
+    ]
+    rows, left_out = rows_of(experiments, PARAMS)
+    assert set(rows.run) == {"main", "exp-seed0", "exp-seed1"} and left_out == {"exp-lr": ["pretrain.lr"]}
+    rows.to_csv(tmp_path / "runs.csv", index=False)
+    run = _run(linear={"supervised": 0.5})
+    run["invariance"]["supervised"]["aloi_view"]["top10"] = 11.5
+    run["segmentation"]["supervised"]["all"]["miou"] = 0.2
+    _write_summary(tmp_path / "summary", run)
+    result = build(tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10",
+                   tmp_path / "results", [], 200, sweep=tmp_path / "runs.csv")
+    assert result["metrics"]["runs"] == 2
+    assert "0.600 ± 0.141" in (tmp_path / "reports" / "report.md").read_text()  # supervised linear: 0.5, 0.7

@@ -312,7 +312,7 @@ class ReportParams(Section):
     invariance_k: int = PositiveInt  # which top-K invariance score the tables and claims use
     resamples: int = Field(ge=100)  # paired-bootstrap draws per interval
     level: float = Field(gt=0.5, lt=1)  # confidence level of the intervals
-    sweep: str  # optional CSV of more runs (run, kind, model, set, metric, value); '' or a missing file: none
+    sweep: str = Field(min_length=1)  # CSV of more runs (run, kind, model, set, metric, value); header only: none
 
 
 SECTIONS: dict[str, type[BaseModel] | type] = {

@@ -49,6 +49,15 @@ def load_sweep(path: str | Path | None) -> list[dict]:
     return runs
 
 
+def same_run(run: dict, current: dict) -> bool:
+    """A sweep run whose every metric equals the current run's is the current run (its experiment,
+    or the baseline it was applied from): outputs are deterministic, so equal means the same."""
+    values = [(k, m, s, key, v) for k, per_model in run.items() for m, per_set in per_model.items()
+              for s, per_key in per_set.items() for key, v in per_key.items()]
+    return bool(values) and all(
+        abs(current.get(k, {}).get(m, {}).get(s, {}).get(key, float("nan")) - v) <= 1e-9 for k, m, s, key, v in values)
+
+
 def _fmt(values: list[float], digits: int) -> str:
     if not values:
         return "-"
@@ -162,7 +171,8 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
           sweep: str | Path | None = None) -> dict:
     """`trained`: the variants the learning gate checks against the untrained `random`."""
     out_dir = Path(out_dir)
-    runs = [load_run(summary_root), *load_sweep(sweep)]
+    current = load_run(summary_root)
+    runs = [current, *(r for r in load_sweep(sweep) if not same_run(r, current))]
     evidence = Evidence(results_root, resamples, level)
     gates = cl.learning_gate(evidence, [m for m in trained if m in models]) if "random" in models else {}
     order = [m for m in ("supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",

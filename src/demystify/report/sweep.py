@@ -1,8 +1,13 @@
-"""Every experiment's evaluation metrics (e.g. a seed sweep run with `dvc exp run --queue`) as one
-long table, which the report stage reads to show spreads and base its verdicts on them.
+"""The evaluation metrics of every experiment that differs from the workspace in seeds alone (a
+seed sweep run with `dvc exp run --queue`) as one long table, which the report stage depends on
+to show spreads and base its verdicts on them.
 
-    dvc exp run --queue -S 'seed=0,1,2' -S 'pretrain.seed=0,1,2' && dvc queue start && dvc queue wait
-    python -m demystify.report.sweep --out results/sweep/runs.csv && dvc repro -f report
+    dvc exp run --queue -S 'pretrain.seed=0,1,2' && dvc queue start && dvc queue wait
+    make sweep-table && dvc repro          # the report depends on results/sweep/runs.csv
+
+Pooling runs that differ in anything but a seed would mix settings, so such experiments are left
+out (and listed on stderr). The workspace row is left out too: the report adds the current run
+itself and drops any sweep run with exactly its metrics, so no run is counted twice.
 """
 
 from __future__ import annotations
@@ -21,13 +26,38 @@ KEY_KIND = {"linear_top1": "classification", "knn_top1": "classification", "svm_
 METRIC = re.compile(r"^(?:.*:)?(?P<model>[^.:]+)\.(?P<set>[^.]+)\.(?P<key>[^.]+)$")
 
 
-def rows_of(experiments: list[dict]) -> pd.DataFrame:
-    """dvc.api.exp_show() rows -> run, kind, model, set, metric, value (evaluation metrics only)."""
-    rows = []
+def flatten(params: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def is_seed(param: str) -> bool:
+    return param.rsplit(".", 1)[-1].endswith("seed")
+
+
+def differences(exp: dict, params: dict) -> list[str]:
+    """The params (other than seeds) in which an experiment row differs from `params` (flattened)."""
+    return sorted(k for k, v in params.items()
+                  if not is_seed(k) and exp.get(k) is not None and exp.get(k) != v)
+
+
+def rows_of(experiments: list[dict], params: dict | None = None) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """dvc.api.exp_show() rows -> (run, kind, model, set, metric, value) of the evaluation metrics,
+    and the experiments left out because they differ from `params` (flattened) in more than seeds."""
+    rows, left_out = [], {}
     for exp in experiments:
         run = exp.get("Experiment") or exp.get("rev")
-        if not run or run == "workspace" and len(experiments) > 1:
-            continue  # the workspace duplicates the experiment it was last set to
+        if not run or exp.get("rev") == "workspace" or run == "workspace":
+            continue  # the current run: the report adds it itself
+        differ = differences(exp, params or {})
+        if differ:
+            left_out[str(run)] = differ
+            continue
         for column, value in exp.items():
             m = METRIC.match(str(column))
             if not m or not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -37,7 +67,7 @@ def rows_of(experiments: list[dict]) -> pd.DataFrame:
             if kind:
                 rows.append({"run": run, "kind": kind, "model": m["model"], "set": m["set"], "metric": key,
                              "value": float(value)})
-    return pd.DataFrame(rows, columns=["run", "kind", "model", "set", "metric", "value"])
+    return pd.DataFrame(rows, columns=["run", "kind", "model", "set", "metric", "value"]), left_out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import dvc.api
 
-    table = rows_of(dvc.api.exp_show())
+    from ..config import read_yaml
+
+    table, left_out = rows_of(dvc.api.exp_show(), flatten(read_yaml("params.yaml")))
+    for run, differ in left_out.items():
+        print(f"left out {run}: differs in {', '.join(differ[:5])}", file=sys.stderr)
     write_csv(Path(args.out), table)
     print(f"{table['run'].nunique() if len(table) else 0} runs, {len(table)} values -> {args.out}", file=sys.stderr)
     return 0
