@@ -35,6 +35,22 @@ def test_linear_probe_and_knn_reach_100_on_separable_features():
     assert np.array_equal(pred, again)
 
 
+def test_knn_centres_features_with_the_training_mean():
+    """A large direction shared by every feature (as in untrained networks) makes uncentred cosines
+    all near 1; centred on the training mean, the class structure decides again."""
+    x, y = _separable()
+    tx, ty = _separable(seed=1)
+    shift = np.full(x.shape[1], 1e5)  # uncentred, float32 cosines cannot tell the classes apart (0.39 here)
+    assert (protocols.knn_predict(x + shift, y, tx + shift, k=5, temperature=0.07) == ty).mean() == 1.0
+
+
+def test_weight_decay_is_chosen_on_the_training_split():
+    x, y = _separable()
+    decay, scores = protocols.choose_weight_decay(x, y, [50.0, 0.0], folds=2, epochs=30, lr=0.05, batch_size=16, seed=0)
+    assert decay == 0.0 and scores[0.0] > scores[50.0]  # a huge decay underfits; cross-validation sees it
+    assert protocols.choose_weight_decay(x, y, [0.1], 2, 30, 0.05, 16, 0) == (0.1, {})
+
+
 def test_linear_probe_is_at_chance_on_noise():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(200, 8)), rng.integers(0, 4, 200)
@@ -159,7 +175,7 @@ def test_iou_by_hand_and_a_head_that_fits():
 def _params(kind, data, **kw):
     if kind == "classification":
         base = dict(format="folder", data=str(data), train_split="train", test_split="test", size=32, batch_size=8,
-                    workers=0, linear={"epochs": 5, "lr": 0.01, "weight_decay": 0.0, "batch_size": 8},
+                    workers=0, linear={"epochs": 5, "lr": 0.01, "weight_decays": [0.0, 0.01], "folds": 2, "batch_size": 8},
                     knn={"k": 3, "temperature": 0.07}, svm={"costs": [0.1, 1.0], "folds": 2}, seed=0)
         return ClassificationParams.model_validate({**base, **kw})
     base = dict(format="world", data=str(data), train_split="train", test_split="test", size=32,

@@ -263,8 +263,15 @@ class InvarianceParams(Section):
 class LinearProbeParams(Section):
     epochs: int = PositiveInt
     lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
+    weight_decays: list[float] = Field(min_length=1)  # the grid; chosen by cross-validation on the training split
+    folds: int = Field(ge=2)
     batch_size: int = PositiveInt
+
+    @model_validator(mode="after")
+    def _check(self) -> LinearProbeParams:
+        if any(w < 0 for w in self.weight_decays):
+            raise ValueError(f"weight_decays {self.weight_decays}: every value must be >= 0")
+        return self
 
 
 class KnnParams(Section):

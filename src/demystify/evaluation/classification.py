@@ -1,8 +1,10 @@
 """Classification protocols on frozen features:
 
 - linear probe: one linear layer, cross-entropy, trained in torch (GPU when present), on
-  standardised features (train mean / std);
-- weighted kNN: cosine similarity, votes exp(sim / T) of the k nearest training images;
+  standardised features (train mean / std); its weight decay chosen from a grid by stratified
+  k-fold cross-validation on the training split, for every model alike;
+- weighted kNN: cosine similarity of features centred with the training mean, votes
+  exp(sim / T) of the k nearest training images;
 - VOC07 linear SVM: per class a one-vs-rest `LinearSVC` for each C of a grid, C chosen by
   k-fold cross-validated AP on the training set (positives weighted 2:1, as the FAIR
   self-supervision benchmark does), then test AP (VOC07 11-point); difficult
@@ -47,9 +49,27 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, e
         return layer(t).argmax(1).cpu().numpy()
 
 
+def choose_weight_decay(train_x: np.ndarray, train_y: np.ndarray, decays: list[float], folds: int, epochs: int,
+                        lr: float, batch_size: int, seed: int, device: str = "cpu") -> tuple[float, dict[float, float]]:
+    """The weight decay with the best mean held-out accuracy over stratified folds of the training
+    split (ties: the first listed), and every decay's accuracy; the test split is never looked at."""
+    if len(decays) == 1:
+        return decays[0], {}
+    from sklearn.model_selection import StratifiedKFold
+
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(train_x, train_y))
+    scores = {wd: float(np.mean([(linear_probe(train_x[tr], train_y[tr], train_x[va], epochs, lr, wd, batch_size, seed,
+                                               device) == train_y[va]).mean() for tr, va in splits]))
+              for wd in decays}
+    return max(decays, key=lambda wd: (scores[wd], -decays.index(wd))), scores
+
+
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, temperature: float) -> np.ndarray:
-    bank = F.normalize(torch.as_tensor(train_x, dtype=torch.float32), dim=1)
-    query = F.normalize(torch.as_tensor(test_x, dtype=torch.float32), dim=1)
+    """Weighted kNN on cosine similarity of features centred with the training mean (every model
+    alike: uncentred, features that share one large direction, as untrained ones do, look alike)."""
+    mean = torch.as_tensor(train_x, dtype=torch.float32).mean(0)
+    bank = F.normalize(torch.as_tensor(train_x, dtype=torch.float32) - mean, dim=1)
+    query = F.normalize(torch.as_tensor(test_x, dtype=torch.float32) - mean, dim=1)
     labels = torch.as_tensor(train_y, dtype=torch.long)
     sim, idx = (query @ bank.T).topk(min(k, len(bank)), dim=1)
     votes = torch.zeros(len(query), int(labels.max()) + 1, dtype=torch.float64)

@@ -40,8 +40,11 @@ def classify(name: str, arch: str, model_path, p: ClassificationParams, out_dir:
     metrics = {"svm_map": round(mean_ap, 6), "images_train": len(train.paths), "images_test": len(test.paths)}
     if p.format == "folder":  # single-label: top-1 protocols and a confusion matrix
         ty, vy = train.single_label, test.single_label
-        linear = protocols.linear_probe(tx, ty, vx, p.linear.epochs, p.linear.lr, p.linear.weight_decay,
-                                        p.linear.batch_size, p.seed, device)
+        decay, _ = protocols.choose_weight_decay(tx, ty, p.linear.weight_decays, p.linear.folds, p.linear.epochs,
+                                                 p.linear.lr, p.linear.batch_size, p.seed, device)
+        linear = protocols.linear_probe(tx, ty, vx, p.linear.epochs, p.linear.lr, decay, p.linear.batch_size, p.seed,
+                                        device)
+        metrics["linear_weight_decay"] = decay
         knn = protocols.knn_predict(tx, ty, vx, p.knn.k, p.knn.temperature)
         metrics.update(linear_top1=round(float((linear == vy).mean()), 6), knn_top1=round(float((knn == vy).mean()), 6),
                        chance=round(1 / len(train.classes), 6))
