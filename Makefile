@@ -27,8 +27,9 @@ $(SITE_CACHE): | $(STAMP)
 run: $(STAMP) $(SITE_CACHE)
 	dvc repro
 
+# two workers, one test module each (a module's tests share its fixtures, e.g. one DVC repository)
 test: $(STAMP)
-	python -m pytest -q
+	python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	ruff check src stages tests bench
