@@ -255,7 +255,9 @@ def test_resume_after_external_kill_matches_uninterrupted_run(workspace, straigh
 # where the process kills itself (DEMYSTIFY_KILL_AT): a random step, inside a step checkpoint's
 # write, inside the end-of-epoch monitor (epoch 1 ends at step 4; the DDP test kills inside the
 # last epoch's monitor)
-KILL_POINTS = [f"step:{random.Random().randint(1, 7)}", "checkpoint:6", "monitor:4"]
+# (the same draw in every xdist worker of one run: they must collect the same test ids)
+KILL_POINTS = [f"step:{random.Random(os.environ.get('PYTEST_XDIST_TESTRUNUID')).randint(1, 7)}", "checkpoint:6",
+               "monitor:4"]
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
