@@ -130,7 +130,8 @@ def test_repro_then_noop_then_only_what_changed(repo):
     _write_params(path, params)
     proc = _run(["dvc", "repro", "pretrain"], path, env)  # the foreach group: every pretrain@ stage
     pair_models = ["moco_temporal", "moco_tracker"]
-    assert _stages_run(proc) == ["mine_pairs", "check_data", *(f"pretrain@{m}" for m in pair_models)]
+    ran = _stages_run(proc)  # DVC orders independent stages of a group as it likes
+    assert ran[:2] == ["mine_pairs", "check_data"] and sorted(ran[2:]) == [f"pretrain@{m}" for m in pair_models]
     assert "resuming" not in proc.stderr
     assert _changed(before, _backbones(path)) == set(pair_models)
     for m in pair_models:
