@@ -81,6 +81,17 @@ def test_bootstrap_interval_covers_the_true_difference_at_about_the_nominal_rate
     assert not same.excludes_zero
 
 
+def test_interval_over_seeds_covers_the_true_mean_at_about_the_nominal_rate():
+    """Three seeds whose paired differences scatter around a true 0.05: the t interval covers it in
+    about 95 % of sweeps; one run gives no interval; a large steady difference excludes 0."""
+    rng = np.random.default_rng(4)
+    found = [intervals.across_runs(rng.normal(0.05, 0.03, size=3)) for _ in range(2000)]
+    coverage = np.mean([i.low <= 0.05 <= i.high for i in found])
+    assert 0.93 <= coverage <= 0.97
+    assert intervals.across_runs([0.1]) is None
+    assert intervals.across_runs([0.30, 0.32, 0.29]).low > 0.2
+
+
 def test_interval_is_centred_on_the_full_sample_difference():
     """A resampled statistic biased away from the full-sample value (as the invariance score's
     top-K selection is) still gives an interval around the data's own difference."""
@@ -113,9 +124,13 @@ def test_verdict_rules():
     assert cl.verdict(None, [], [1.0], [])[0] == cl.NOT_MEASURED
     assert cl.verdict(ci(-0.1, -0.15, -0.05), [0.9], [1.0], ["moco_frames"]) == (cl.INCONCLUSIVE,
                                                                                  "moco_frames did not learn")
-    # several runs: a mean difference inside twice the standard error of the paired difference is noise
-    assert cl.verdict(ci(0.2, 0.1, 0.3), [1.2, 0.9, 1.3], [1.0, 1.0, 1.0], [])[0] == cl.INCONCLUSIVE
-    assert cl.verdict(ci(0.2, 0.1, 0.3), [1.2, 1.21, 1.19], [1.0, 1.01, 0.99], [])[0] == cl.HOLDS
+    # several runs: the t interval over seeds must exclude 0 on the same side as this run's
+    noisy = intervals.across_runs([0.2, -0.1, 0.3])
+    assert cl.verdict(ci(0.2, 0.1, 0.3), [1.2, 0.9, 1.3], [1.0, 1.0, 1.0], [], noisy) == (
+        cl.INCONCLUSIVE, "the interval over seeds contains 0")
+    steady = intervals.across_runs([0.2, 0.21, 0.19])
+    assert cl.verdict(ci(0.2, 0.1, 0.3), [1.2, 1.21, 1.19], [1.0, 1.0, 1.0], [], steady) == (cl.HOLDS, "")
+    assert cl.verdict(ci(-0.2, -0.3, -0.1), [0.8] * 3, [1.0] * 3, [], steady)[0] == cl.INCONCLUSIVE
     assert cl.claim_verdict([cl.Outcome(None, [], [], cl.HOLDS)] * 2) == cl.HOLDS
     assert cl.claim_verdict([cl.Outcome(None, [], [], v) for v in (cl.HOLDS, cl.FAILS)]) == "partly holds"
     assert cl.claim_verdict([cl.Outcome(None, [], [], v) for v in (cl.INCONCLUSIVE, cl.FAILS)]) == cl.FAILS
@@ -191,6 +206,9 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
     build(*args, sweep=sweep)
     text = (tmp_path / "reports" / "report.md").read_text()
     assert "13.333 ± 6.110" in text and "3 runs" in text
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())  # 20 - 10, 12 - 10, 8 - 10: wide
+    assert metrics[name] == pytest.approx(10 / 3) and metrics[f"{name}.seeds_low"] < 0 < metrics[f"{name}.seeds_high"]
+    assert "the interval over seeds contains 0" in text
     (tmp_path / "summary" / "segmentation" / "metrics.json").unlink()
     with pytest.raises(ReportError, match="segmentation/metrics.json: not found"):
         build(*args)

@@ -107,17 +107,17 @@ def claims_section(outcomes: list[cl.Outcome], n_runs: int, level: float) -> tup
         for o in mine:
             c = o.comparison
             rows.append([c.what, f"{c.better} > {c.worse}", _fmt(o.better, 3), _fmt(o.worse, 3), _ci(o.interval),
-                         "-" if o.spread is None else f"{o.spread:.3f}",
+                         _ci(o.runs),
                          f"**{o.verdict}**" + (f": {o.reason}" if o.reason else "")])
         parts.append(f"### Claim {claim}: {verdicts[claim]}\n\n{text}\n\n"
                      + _table(["comparison", "expected", "higher side", "lower side",
-                               f"difference [{level:.0%} CI]", "spread over runs", "verdict"], rows))
+                               f"difference [{level:.0%} CI]", f"over seeds [{level:.0%} CI]", "verdict"], rows))
     rule = (f"Each comparison's difference comes with a {level:.0%} confidence interval from a paired bootstrap over "
             "this run's test items (classification and segmentation: test images; invariance: transformation sets). "
             "A comparison *holds* when the interval lies above 0, *does not hold* when it lies below, and is "
             "*inconclusive* when it contains 0, or when a model it compares did not learn (the learning gate "
-            "below)" + (f", or when the mean difference over the {n_runs} runs is within twice its standard error"
-                        if n_runs > 1 else "") + "; *not measured* when a model or set is missing. A claim holds "
+            "below)" + (f", or when the {level:.0%} t interval of the mean difference over the {n_runs} runs (a seed "
+                        "sweep, each run counted once) does not exclude 0 on the same side" if n_runs > 1 else "") + "; *not measured* when a model or set is missing. A claim holds "
             "when all its comparisons hold.")
     return rule + "\n\n" + "\n\n".join(parts), verdicts
 
@@ -156,6 +156,8 @@ def headline(outcomes: list[cl.Outcome], verdicts: dict, runs: list[dict], gates
             out[name] = round(o.difference, 6)
         if o.interval is not None:
             out[f"{name}.low"], out[f"{name}.high"] = round(o.interval.low, 6), round(o.interval.high, 6)
+        if o.runs is not None:
+            out[f"{name}.seeds_low"], out[f"{name}.seeds_high"] = round(o.runs.low, 6), round(o.runs.high, 6)
     for m, g in gates.items():
         out[f"gate.{m}.learned"] = {True: 1.0, False: 0.0, None: -1.0}[g.learned]  # -1: not checked
         for probe, i in g.probes.items():
@@ -179,7 +181,7 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
                          "moco_temporal", "moco_tracker", "random") if m in models] + \
             [m for m in models if m not in ("supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops",
                                             "moco_frames", "moco_temporal", "moco_tracker", "random")]
-    outcomes = cl.judge(runs, inv_key, evidence, gates)
+    outcomes = cl.judge(runs, inv_key, evidence, gates, level)
     claims_md, verdicts = claims_section(outcomes, len(runs), level)
     pictures = []
     for kind in KINDS:

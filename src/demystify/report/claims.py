@@ -10,8 +10,9 @@ over this run's test images or transformation sets): *holds* when it lies above 
 hold* when below, *inconclusive* when it contains zero. Before that, the learning gate: a
 comparison involving a variant that did not demonstrably learn (its linear or kNN accuracy above
 the untrained network's, interval above zero) is *inconclusive*, whatever the numbers. With
-several runs (a seed sweep) the mean paired difference over runs must also exceed twice its
-standard error.
+several runs (a seed sweep, runs that differ in seeds alone, each counted once) the t interval of
+the runs' mean paired difference must also exclude zero on the same side: the bootstrap measures
+the test items' sampling, the runs measure training randomness.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .intervals import Interval
+from .intervals import Interval, across_runs
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED = "holds", "does not hold", "inconclusive", "not measured"
 
@@ -42,22 +43,17 @@ class Outcome:
     verdict: str
     reason: str = ""
     interval: Interval | None = None  # this run's paired difference, better - worse
+    runs: Interval | None = None  # over the runs of a seed sweep (None with one run)
 
     @property
     def difference(self) -> float | None:
-        if self.interval is not None and len(self.better) <= 1:
+        if self.runs is not None:
+            return self.runs.difference
+        if self.interval is not None:
             return self.interval.difference
         if not self.better or not self.worse:
             return None
         return float(np.mean(self.better) - np.mean(self.worse))
-
-    @property
-    def spread(self) -> float | None:
-        """Standard deviation of the paired difference across runs (None with one run)."""
-        n = min(len(self.better), len(self.worse))
-        if n < 2:
-            return None
-        return float(np.std(np.subtract(self.better[:n], self.worse[:n]), ddof=1))
 
 
 @dataclass
@@ -111,51 +107,53 @@ CLAIMS = {
 }
 
 
+def _one(run: dict, kind: str, model: str, set_name: str, key: str) -> float | None:
+    per_set = run.get(kind, {}).get(model)
+    if not per_set:
+        return None
+    if set_name == "mean":
+        values = [v[key] for v in per_set.values() if isinstance(v, dict) and key in v]
+        return float(np.mean(values)) if values else None
+    return float(per_set[set_name][key]) if key in per_set.get(set_name, {}) else None
+
+
 def value(runs: list[dict], kind: str, model: str, set_name: str, key: str) -> list[float]:
     """The metric in every run where it exists. runs: [{kind: {model: {set: {key: value}}}}]."""
-    out = []
-    for run in runs:
-        per_set = run.get(kind, {}).get(model)
-        if not per_set:
-            continue
-        if set_name == "mean":
-            values = [v[key] for v in per_set.values() if isinstance(v, dict) and key in v]
-            if values:
-                out.append(float(np.mean(values)))
-        elif key in per_set.get(set_name, {}):
-            out.append(float(per_set[set_name][key]))
-    return out
+    return [v for v in (_one(r, kind, model, set_name, key) for r in runs) if v is not None]
+
+
+def run_differences(runs: list[dict], c: Comparison) -> list[float]:
+    """better - worse in every run that has both (paired within each run)."""
+    kind, set_name, key = c.metric
+    pairs = [(_one(r, kind, c.better, set_name, key), _one(r, kind, c.worse, set_name, key)) for r in runs]
+    return [b - w for b, w in pairs if b is not None and w is not None]
 
 
 def verdict(interval: Interval | None, better: list[float], worse: list[float],
-            not_learned: list[str]) -> tuple[str, str]:
-    """(verdict, reason)."""
+            not_learned: list[str], runs: Interval | None = None) -> tuple[str, str]:
+    """(verdict, reason). `runs`: the across-seed interval, when a sweep gives several runs."""
     if interval is None and (not better or not worse):
         return NOT_MEASURED, "a model or set is missing"
     if not_learned:
         return INCONCLUSIVE, f"{', '.join(not_learned)} did not learn"
     if interval is None:
         return INCONCLUSIVE, "no per-item results for an interval"
-    n = min(len(better), len(worse))
-    if n >= 2:
-        diffs = np.subtract(better[:n], worse[:n])
-        if abs(diffs.mean()) <= 2 * diffs.std(ddof=1) / np.sqrt(n):
-            return INCONCLUSIVE, f"within twice the standard error over {n} runs"
-    if interval.low > 0:
-        return HOLDS, ""
-    if interval.high < 0:
-        return FAILS, ""
-    return INCONCLUSIVE, "the interval contains 0"
+    if not interval.excludes_zero:
+        return INCONCLUSIVE, "the interval contains 0"
+    if runs is not None and not (runs.low > 0 if interval.low > 0 else runs.high < 0):
+        return INCONCLUSIVE, "the interval over seeds " + ("contains 0" if not runs.excludes_zero else "disagrees")
+    return (HOLDS, "") if interval.low > 0 else (FAILS, "")
 
 
-def judge(runs: list[dict], inv_key: str, evidence, gates: dict[str, Gate]) -> list[Outcome]:
+def judge(runs: list[dict], inv_key: str, evidence, gates: dict[str, Gate], level: float = 0.95) -> list[Outcome]:
     outcomes = []
     for c in comparisons(inv_key):
         kind, set_name, key = c.metric
         b, w = value(runs, kind, c.better, set_name, key), value(runs, kind, c.worse, set_name, key)
         interval = evidence.difference(c.metric, c.better, c.worse) if evidence is not None else None
         not_learned = [m for m in (c.better, c.worse) if m in gates and gates[m].learned is False]
-        outcomes.append(Outcome(c, b, w, *verdict(interval, b, w, not_learned), interval))
+        across = across_runs(run_differences(runs, c), level)
+        outcomes.append(Outcome(c, b, w, *verdict(interval, b, w, not_learned, across), interval, across))
     return outcomes
 
 

@@ -12,6 +12,10 @@ draws at once with matrix products:
   resampled (evaluation/invariance.py, `SetContributions`).
 
 The interval is the bootstrap's central 95 % re-centred on the full-sample difference (`interval`).
+
+With several runs of one setting (a seed sweep), the runs' paired differences give a second
+interval, over training randomness rather than test items: Student's t interval of their mean,
+each run counted once (`across_runs`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,18 @@ def interval(full: float, spread: np.ndarray, level: float = LEVEL) -> Interval:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(spread - spread.mean(), [tail, 100 - tail]) + full
     return Interval(float(full), float(low), float(high))
+
+
+def across_runs(differences, level: float = LEVEL) -> Interval | None:
+    """t interval of the mean of per-run paired differences (one per run); None under two runs."""
+    d = np.asarray(differences, dtype=np.float64)
+    if len(d) < 2:
+        return None
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    mean = float(d.mean())
+    return Interval(mean, mean - half, mean + half)
 
 
 def paired(metric_a, metric_b, n: int, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> Interval:
