@@ -78,7 +78,7 @@ def _changed(before: dict, after: dict) -> set[str]:
 VARIANTS = ["random", "supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
             "moco_temporal", "moco_tracker"]
 ALL_PRETRAIN = [f"pretrain@{v}" for v in VARIANTS]
-EVALS = ("eval_invariance", "eval_classification", "eval_segmentation")
+EVALS = ("evaluate",)
 SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation", "report"]
 
 
@@ -155,7 +155,7 @@ def test_repro_then_noop_then_only_what_changed(repo):
     params["classification"]["knn"]["k"] = 2
     _write_params(path, params)
     stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
-    assert stale == {f"eval_classification@{m}" for m in VARIANTS}
+    assert stale == {f"evaluate@{m}" for m in VARIANTS}
     params["classification"]["knn"]["k"] = 3
     _write_params(path, params)
     assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}

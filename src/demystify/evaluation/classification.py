@@ -114,12 +114,12 @@ def voc07_svm(train_x: np.ndarray, train_labels: np.ndarray, test_x: np.ndarray,
             for cost in costs:
                 fold_aps = []
                 for a, b in cv.split(x, y):
-                    svm = LinearSVC(C=cost, class_weight={0: 1.0, 1: 2.0}, dual="auto", max_iter=5000,
+                    svm = LinearSVC(C=cost, class_weight={0: 1.0, 1: 2.0}, dual=True, max_iter=5000,
                                     random_state=seed).fit(x[a], y[a])
                     fold_aps.append(voc07_ap(svm.decision_function(x[b]), y[b]))
                 if np.nanmean(fold_aps) > best:
                     best, best_cost = float(np.nanmean(fold_aps)), cost
-        svm = LinearSVC(C=best_cost, class_weight={0: 1.0, 1: 2.0}, dual="auto", max_iter=5000,
+        svm = LinearSVC(C=best_cost, class_weight={0: 1.0, 1: 2.0}, dual=True, max_iter=5000,
                         random_state=seed).fit(x, y)
         aps[c] = voc07_ap(svm.decision_function(vx), test_labels[:, c].astype(int))
     values = [v for v in aps.values() if not np.isnan(v)]
