@@ -12,6 +12,7 @@ from demystify.evaluation.invariance import SetContributions
 from demystify.io import write_json
 from demystify.report import claims as cl
 from demystify.report import intervals
+from demystify.report import build as build_module
 from demystify.report.build import ReportError, build
 from demystify.report.evidence import Evidence
 from demystify.report.sweep import rows_of
@@ -168,6 +169,9 @@ def test_claims_follow_the_metrics(tmp_path):
     gates = cl.learning_gate(evidence, [m for m in MODELS if m != "random"])
     claim3 = [o for o in cl.judge([_run()], "top10", evidence, gates) if o.comparison.claim == 3]
     assert {(o.verdict, o.reason) for o in claim3} == {(cl.INCONCLUSIVE, "moco_frames did not learn")}
+    scope = build_module.scope_section(claim3, gates, 0.95)  # and the report says so up front
+    assert "6 of 7 trained variants learned" in scope and "moco_frames did not" in scope
+    assert "segmentation mIoU smaller than about" in scope
 
 
 def _write_summary(root, run):
@@ -187,7 +191,7 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
             trained, 500)
     build(*args)
     text = (tmp_path / "reports" / "report.md").read_text()
-    for heading in ("## Claims", "### Claim 1", "### Claim 2", "### Claim 3", "## Learning gate", "## Table 1",
+    for heading in ("## What this run can and cannot show", "## Claims", "### Claim 1", "### Claim 2", "### Claim 3", "## Learning gate", "## Table 1",
                     "## Table 2", "## Table 3"):
         assert heading in text
     assert "| got10k_occlusion | 10.0 | 20.0 |" in text  # supervised, then moco_object_centric

@@ -40,28 +40,30 @@ class SetContributions:
     percentile: float
 
     def scores(self, weights: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
-        """Score(K) for each row of `weights` (B, S), how often each set counts: (B,) per K."""
-        weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-        d, top = self.rate.shape[1], max(ks)
+        """Score(K) for each row of `weights` (B, S), how often each set counts: (B,) per K.
+        In torch, float64: its multi-threaded top-K is what makes thousands of bootstrap draws cheap."""
+        import torch
+
+        weights = torch.as_tensor(np.atleast_2d(np.asarray(weights, dtype=np.float64)))
+        rate = torch.as_tensor(self.rate, dtype=torch.float64)
+        hit, global_rate = (rate > 0).double(), torch.as_tensor(self.global_rate, dtype=torch.float64)
+        set_class = torch.as_tensor(self.set_class)
+        d, top = rate.shape[1], max(ks)
         chunk = max(1, 20_000_000 // (self.num_classes * d))  # bounded memory for many classes or draws
         out = {k: np.empty(len(weights)) for k in ks}
         for start in range(0, len(weights), chunk):
-            ratios = self._ratios(weights[start : start + chunk])
-            best = -np.sort(-np.partition(ratios, d - top, axis=2)[:, :, d - top :], axis=2)  # the top-K, descending
+            w = weights[start : start + chunk]
+            # (B, classes, D): local over global firing rate, per class and neuron
+            local = torch.zeros(len(w), self.num_classes, d, dtype=torch.float64)
+            for y in range(self.num_classes):
+                mine = set_class == y
+                if mine.any():
+                    total, count = w[:, mine] @ rate[mine], w[:, mine] @ hit[mine]
+                    local[:, y] = torch.where(count > 0, total / count.clamp_min(1e-300), 0.0)
+            best = (local / global_rate).topk(top, dim=2).values  # the top-K, descending
             for k in ks:
-                out[k][start : start + chunk] = best[:, :, :k].mean(axis=2).mean(axis=1) * (100 - self.percentile)
+                out[k][start : start + chunk] = (best[:, :, :k].mean(2).mean(1) * (100 - self.percentile)).numpy()
         return out
-
-    def _ratios(self, weights: np.ndarray) -> np.ndarray:
-        """(B, classes, D): local over global firing rate, per class and neuron."""
-        hit = (self.rate > 0).astype(np.float64)
-        local_rate = np.zeros((len(weights), self.num_classes, self.rate.shape[1]))
-        for y in range(self.num_classes):
-            mine = self.set_class == y
-            if mine.any():
-                total, count = weights[:, mine] @ self.rate[mine], weights[:, mine] @ hit[mine]
-                np.divide(total, count, out=local_rate[:, y], where=count > 0)
-        return local_rate / self.global_rate
 
     def save(self, path) -> None:
         np.savez(path, set_class=self.set_class, rate=self.rate, global_rate=self.global_rate,

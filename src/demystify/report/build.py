@@ -122,6 +122,28 @@ def claims_section(outcomes: list[cl.Outcome], n_runs: int, level: float) -> tup
     return rule + "\n\n" + "\n\n".join(parts), verdicts
 
 
+def scope_section(outcomes: list[cl.Outcome], gates: dict[str, cl.Gate], level: float) -> str:
+    """What this run can and cannot show, from its own gate and intervals."""
+    lines = []
+    learned = [m for m, g in gates.items() if g.learned]
+    failed = [m for m, g in gates.items() if g.learned is False]
+    if gates:
+        lines.append(f"- {len(learned)} of {len(gates)} trained variants learned (the gate below)"
+                     + (f"; {', '.join(failed)} did not, so every comparison that rests on them is inconclusive "
+                        "whatever its numbers: this run cannot judge those claims." if failed else "."))
+    for label, kind in (("classification accuracy", "classification"), ("segmentation mIoU", "segmentation"),
+                        ("invariance score", "invariance")):
+        widths = [(o.interval.high - o.interval.low) / 2 for o in outcomes
+                  if o.interval is not None and o.comparison.metric[0] == kind]
+        if widths:
+            lines.append(f"- Differences in {label} smaller than about ±{np.median(widths):.3g} (the median half-width "
+                         f"of its {level:.0%} intervals here) are below what this run's test items resolve.")
+    lines.append("- The data are a synthetic world standing in for ImageNet, COCO and the paper's video sets: a verdict "
+                 "says what the methods do on this world at this budget, not on the real data sets "
+                 "(configure those paths and a larger scale to test that).")
+    return "\n".join(lines)
+
+
 def gate_section(gates: dict[str, cl.Gate], runs: list[dict], level: float) -> str:
     if not gates:
         return "No trained variant to check."
@@ -205,6 +227,7 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
         f"Computed by `dvc repro` from this run's metrics ({len(runs)} run{'s' if len(runs) > 1 else ''}; "
         f"values are mean ± standard deviation over runs where there are several). Invariance scores are "
         f"the paper's measure at {inv_key.replace('top', 'top-')} neurons (PAPER.md); higher is more invariant.",
+        "## What this run can and cannot show\n\n" + scope_section(outcomes, gates, level),
         "## Claims\n\n" + claims_md,
         "## Learning gate\n\n" + gate_section(gates, runs, level),
         "## Table 1: invariances (sets x models)\n\n" + invariance_table(runs, order, inv_key),
