@@ -6,6 +6,7 @@ loader workers included) sampled from /proc every 0.2 s.
     python bench/pipeline.py                                   # the default (cpu) scale, ~20 min
     python bench/pipeline.py --override world.videos.count=80 --targets check_data
     python bench/pipeline.py --override scale=smoke
+    python bench/pipeline.py --in-place     # `dvc repro` of this repository itself (what `make run` does)
 """
 
 from __future__ import annotations
@@ -74,10 +75,14 @@ def main() -> int:
     ap.add_argument("--override", action="append", default=[], help="a Hydra override, e.g. scale=smoke")
     ap.add_argument("--targets", nargs="*", default=[])
     ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
+    ap.add_argument("--in-place", action="store_true", help="run in this repository, with its params.yaml")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="demystify-bench-"))
-    copy_repo(work)
-    compose(work / "params.yaml", args.override, config_dir=work / "conf")
+    if args.in_place:
+        work = ROOT
+    else:
+        work = Path(tempfile.mkdtemp(prefix="demystify-bench-"))
+        copy_repo(work)
+        compose(work / "params.yaml", args.override, config_dir=work / "conf")
     env = {**os.environ, "PYTHONPATH": str(work / "src"), "DVC_NO_ANALYTICS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
@@ -98,13 +103,18 @@ def main() -> int:
     print(f"dvc repro {' '.join(args.targets)} ({' '.join(args.override) or 'default scale'}): "
           f"{total / 60:.1f} min wall, exit {proc.returncode}, {os.cpu_count()} cores")
     print(f"{'stage':40s} {'seconds':>8s} {'share':>6s} {'peak MiB':>9s} {'tree MiB':>9s}")
+    groups: dict[str, float] = {}
     for i, (stage, t0) in enumerate(starts):
         t1 = starts[i + 1][1] if i + 1 < len(starts) else end
         single, tree = sampler.peaks.get(stage, (0, 0))
         print(f"{stage:40s} {t1 - t0:8.1f} {(t1 - t0) / total:6.1%} {single / 2**20:9.0f} {tree / 2**20:9.0f}")
-    if args.keep:
+        group = stage.split("@")[0] if stage.startswith(("pretrain@", "evaluate@", "summarize_", "report")) else "data"
+        group = "summarize" if group.startswith("summarize_") else group
+        groups[group] = groups.get(group, 0.0) + t1 - t0
+    print("shares: " + ", ".join(f"{g} {t:.0f} s ({t / total:.1%})" for g, t in groups.items()))
+    if args.keep and not args.in_place:
         print(f"repository kept at {work}")
-    else:
+    elif not args.in_place:
         shutil.rmtree(work, ignore_errors=True)
     return proc.returncode
 

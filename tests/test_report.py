@@ -10,9 +10,9 @@ import pytest
 
 from demystify.evaluation.invariance import SetContributions
 from demystify.io import write_json
+from demystify.report import build as build_module
 from demystify.report import claims as cl
 from demystify.report import intervals
-from demystify.report import build as build_module
 from demystify.report.build import ReportError, build
 from demystify.report.evidence import Evidence
 from demystify.report.sweep import rows_of
