@@ -87,6 +87,14 @@ def write_torch(path: str | Path, obj: Any) -> None:
         torch.save(obj, fh)
 
 
+def write_npz(destination: str | Path, /, **arrays) -> None:
+    """np.savez, atomically (through a file object, so the name keeps no added suffix)."""
+    import numpy as np
+
+    with atomic_path(destination) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
 def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
     """MD5 of a file's bytes (DVC's hash, so the two can be compared)."""
     h = hashlib.md5()

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..config import ClassificationParams, SegmentationParams
 from ..data import labelled
-from ..io import atomic_path, write_json
+from ..io import write_json, write_npz
 from ..ssl.augment import evaluation
 from . import classification as protocols
 from . import segmentation as seg
@@ -49,16 +49,11 @@ def classify(name: str, arch: str, model_path, p: ClassificationParams, out_dir:
         metrics.update(linear_top1=round(float((linear == vy).mean()), 6), knn_top1=round(float((knn == vy).mean()), 6),
                        chance=round(1 / len(train.classes), 6))
         # every test image's prediction, which the report resamples for confidence intervals
-        _save_npz(out_dir / "per_image.npz", path=np.asarray(test.paths, dtype=str), truth=vy, linear=linear, knn=knn)
+        write_npz(out_dir / "per_image.npz", path=np.asarray(test.paths, dtype=str), truth=vy, linear=linear, knn=knn)
         confusion_png(vy, linear, train.classes, out_dir / "confusion.png", f"{name}: linear probe")
     write_json(out_dir / "per_class_ap.json", {train.classes[c]: v for c, v in per_class_ap.items()})
     write_json(out_dir / "metrics.json", metrics)
     return metrics
-
-
-def _save_npz(destination: Path, **arrays) -> None:
-    with atomic_path(destination) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
 
 
 def confusion_png(truth: np.ndarray, pred: np.ndarray, classes: list[str], path: Path, title: str) -> None:
@@ -116,7 +111,7 @@ def segment(name: str, arch: str, model_path, p: SegmentationParams, out_dir: st
     result = seg.scores(seg.confusion(pred, test_masks, len(train.classes), train.ignore_index))
     per_image = np.stack([seg.confusion(pred[i], test_masks[i], len(train.classes), train.ignore_index)
                           for i in range(len(pred))])
-    _save_npz(out_dir / "per_image.npz", path=np.asarray(test.images, dtype=str), confusion=per_image)
+    write_npz(out_dir / "per_image.npz", path=np.asarray(test.images, dtype=str), confusion=per_image)
     metrics = {"miou": round(result["miou"], 6), "pixel_accuracy": round(result["pixel_accuracy"], 6),
                "images_train": len(train.images), "images_test": len(test.images)}
     write_json(out_dir / "per_class_iou.json", dict(zip(train.classes, result["iou"], strict=True)))

@@ -66,8 +66,10 @@ class SetContributions:
         return out
 
     def save(self, path) -> None:
-        np.savez(path, set_class=self.set_class, rate=self.rate, global_rate=self.global_rate,
-                 num_classes=self.num_classes, percentile=self.percentile)
+        from ..io import write_npz
+
+        write_npz(path, set_class=self.set_class, rate=self.rate, global_rate=self.global_rate,
+                  num_classes=self.num_classes, percentile=self.percentile)
 
     @classmethod
     def load(cls, path) -> SetContributions:

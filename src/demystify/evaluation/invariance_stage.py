@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import InvarianceParams
-from ..io import atomic_path, write_json
+from ..io import write_json, write_npz
 from . import sets as readers
 from .features import extract, load_model
 from .invariance import InvarianceError, invariance_scores, set_contributions
@@ -36,10 +36,8 @@ def read_sets(ip: InvarianceParams) -> tuple[dict[str, tuple[readers.EvalSet, in
 
 def write_features(path: Path, feat: np.ndarray, s: readers.EvalSet) -> None:
     """DESIGN.md's feature file: feat (N, D) float32, instance, classes, path."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, feat=feat.astype(np.float32), instance=s.instance, classes=s.classes.astype(str),
-                     path=np.asarray(s.paths, dtype=str))
+    write_npz(path, feat=feat.astype(np.float32), instance=s.instance, classes=s.classes.astype(str),
+              path=np.asarray(s.paths, dtype=str))
 
 
 def score_file(path: str | Path, ks=(10, 25)) -> dict[int, float]:
@@ -69,8 +67,7 @@ def evaluate(name: str, arch: str, model_path: str | Path | None, ip: Invariance
             print(f"eval_invariance@{name}: {set_name} skipped: {exc}", file=sys.stderr)
             continue
         # each transformation set's terms, which the report resamples for confidence intervals
-        with atomic_path(out_dir / "contributions" / f"{set_name}.npz") as tmp, open(tmp, "wb") as fh:
-            contributions.save(fh)
+        contributions.save(out_dir / "contributions" / f"{set_name}.npz")
         scores = contributions.scores(np.ones(len(contributions.set_class)), tuple(ip.ks))
         metrics[set_name] = {f"top{k}": round(float(v[0]), 6) for k, v in scores.items()}
         metrics[set_name].update(images=len(s), sets=int(len(np.unique(s.instance))))

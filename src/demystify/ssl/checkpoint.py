@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -13,11 +11,6 @@ from ..io import atomic_path
 
 class CheckpointError(RuntimeError):
     """A checkpoint or exported backbone that cannot be used; never a silent random init."""
-
-
-def fingerprint(settings: dict) -> str:
-    """Hash of everything that shapes a run: a checkpoint of other settings is not resumed."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def rng_state() -> torch.Tensor:

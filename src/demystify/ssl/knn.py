@@ -33,7 +33,6 @@ class KnnMonitor:
         self.k = k
         transform = evaluation(size)
         train, test = _subset(train, per_class), _subset(test, per_class)
-        self.files = [it.path_a for it in train + test]  # what it reads, for the resume key
         self.train = DataLoader(ViewsDataset(train, transform, 0, labelled=True), batch_size)
         self.test = DataLoader(ViewsDataset(test, transform, 0, labelled=True), batch_size)
 
