@@ -1,8 +1,8 @@
 """Which pretraining settings learn at the default scale: train one variant under several
-settings and print, per epoch, the mean loss and the kNN top-1 monitor.
+settings and print, every `log_every` steps, the mean loss and the kNN top-1 monitor.
 
     python bench/moco_probe.py --variant moco_object_centric \
-        --config base: --config crop05:min_crop_scale=0.5 --config long:epochs=20
+        --config base: --config crop05:min_crop_scale=0.5 --config long:steps=900
 
 Each `--config NAME:KEY=VALUE,...` overrides the `pretrain` params of params.yaml. dvclive is
 not needed (its logger is replaced by one that records in memory), so this runs wherever torch
@@ -24,7 +24,7 @@ from demystify.ssl import train as trainer
 
 
 class _MemoryLive:
-    """Stands in for dvclive.Live: keeps the logged metrics, one dict per epoch."""
+    """Stands in for dvclive.Live: keeps the logged metrics, one dict per logging period."""
 
     def __init__(self):
         self.rows, self.row = [], {}
@@ -64,9 +64,9 @@ def main() -> None:
             result = trainer.train(args.variant, variant, p, Path(tmp) / "m", Path(tmp) / "r", progress=False)
         seconds = time.perf_counter() - started
         curve = " ".join(f"{r.get('train/loss', float('nan')):.2f}/{r.get('monitor/knn_top1', 0):.2f}" for r in live.rows)
-        print(f"{name:>14} {update} {seconds:.0f}s  loss/knn per epoch: {curve}", flush=True)
+        print(f"{name:>14} {update} {seconds:.0f}s  loss/knn per period: {curve}", flush=True)
         summary.append((name, live.rows[0].get("train/loss"), result.get("final_loss"), result.get("knn_top1")))
-    print("\nconfig          first-epoch loss  last-epoch loss  final kNN", file=sys.stderr)
+    print("\nconfig          first-period loss  last-period loss  final kNN", file=sys.stderr)
     for name, first, last, knn in summary:
         print(f"{name:>14}  {first:16.3f}  {last:15.3f}  {knn:9.3f}", file=sys.stderr)
 

@@ -87,6 +87,12 @@ def test_each_source(clips, params, source):
     assert pairs["score"].between(0, 1).all()
     assert all((frames_root / path).is_file() for path in pairs["path_a"])
     assert metrics["pairs"] == len(pairs) and metrics["source"] == source
+    # the world records every object's pose: each pair says how far the object turned between its
+    # frames, and the default dynamics turn it by tens of degrees (what video positives add)
+    view = pairs["view_change_deg"]
+    if source in ("frames", "annotations"):  # the target's
+        assert view.notna().all() and view.between(0, 180).all()
+        assert metrics["view_change_deg_median"] >= 15 and metrics["view_change_deg_p10"] <= metrics["view_change_deg_p90"]
     if source == "frames":
         assert pairs["iou_gt"].isna().all()
         assert (pairs[["a_x", "a_y"]] == 0).all().all() and (pairs["a_w"] == w).all()
@@ -268,6 +274,16 @@ def test_trackingnet_boxes_carried_by_extraction(tmp_path, clips):
         fps=5.0, size=120, jpeg_quality=3, max_rejected=0.0, workers=1), progress=False)
     assert rejected.empty and manifest["x"].notna().all()
     assert manifest["x"].iloc[1] == pytest.approx(2.0)  # frame 1 at 0.2 s = source row 2 (10 fps), same size
+
+
+def test_view_change_is_the_angle_between_viewing_directions():
+    tracks = pd.DataFrame({"video": "v", "frame": [0, 1, 0, 1], "track": [0, 0, 1, 1], "x": 0.0, "y": 0.0, "w": 1.0,
+                           "h": 1.0, "azimuth_deg": [10.0, 100.0, 0.0, 0.0], "elevation_deg": [0.0, 0.0, 0.0, 90.0]})
+    assert ground_truth.view_change_deg(tracks, 0, 0, 1) == pytest.approx(90.0)
+    assert ground_truth.view_change_deg(tracks, 1, 0, 1) == pytest.approx(90.0)  # straight from above
+    assert ground_truth.view_change_deg(tracks, 0, 0, 0) == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(ground_truth.view_change_deg(tracks, -1, 0, 1))  # no matched object
+    assert np.isnan(ground_truth.view_change_deg(tracks.drop(columns=["azimuth_deg"]), 0, 0, 1))  # real data: no poses
 
 
 def test_iou_basics():

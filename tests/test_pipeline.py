@@ -102,8 +102,13 @@ def test_repro_then_noop_then_only_what_changed(repo):
         if v == "random":
             assert summary["steps"] == 0
         else:
-            assert 1 <= summary["steps"] <= params["pretrain"]["max_steps_per_epoch"]
+            # equal budgets: every trained variant the same steps and samples, whatever its corpus size
+            assert summary["steps"] == params["pretrain"]["steps"]
+            assert summary["samples_seen"] == params["pretrain"]["steps"] * params["pretrain"]["batch_size"]
             assert summary["final_loss"] > 0 and 0 <= summary["knn_top1"] <= 1
+    sizes = {v: json.loads((path / "results/pretrain" / v / "summary.json").read_text())["corpus_items"]
+             for v in ("moco_object_centric", "moco_scenes")}
+    assert sizes["moco_object_centric"] > sizes["moco_scenes"], sizes  # two corpus sizes, one budget
     v, f = params["world"]["videos"], params["frames"]
     manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
     per_video = round(v["frames"] / v["fps"] * f["fps"])

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def workspace(tmp_path_factory):
     """A folder laid out like the repository: params.yaml (smoke) and the data pretraining reads."""
     root = tmp_path_factory.mktemp("pretrain")
-    compose(root / "params.yaml", ["scale=smoke", "pretrain.epochs=2", "pretrain.max_steps_per_epoch=4",
+    compose(root / "params.yaml", ["scale=smoke", "pretrain.steps=8", "pretrain.log_every=4", "pretrain.warmup_steps=2",
                                    "world.corpora.object_centric_per_category=3"], config_dir=ROOT / "conf")
     world = World(config.load("world", path=root / "params.yaml")["world"])
     write_object_centric(world, root / "data" / "world", progress=False)
@@ -218,11 +218,34 @@ def test_external_checkpoint_becomes_a_model(workspace, tmp_path):
     assert proc.returncode == 1 and "moco.pth.tar: does not fit the model (another architecture?)" in proc.stderr
 
 
+def test_stream_sampler_gives_every_variant_the_same_steps_whatever_its_corpus():
+    """Steps, not passes: corpora of 10 and 37 items give the same number of batches; the stream is
+    one seeded permutation per pass, read in whatever pieces (a resumed run's range), and the
+    processes of a DDP run split each global batch between them."""
+    from demystify.ssl.train import Runtime, StreamSampler, warmup_cosine
+
+    def drawn(n, start, stop, rank=0, world=1):
+        s = StreamSampler(n, 4, Runtime(rank=rank, world=world), seed=3)
+        s.set_range(start, stop)
+        return list(s)
+
+    small, large = drawn(10, 0, 9), drawn(37, 0, 9)
+    assert len(small) == len(large) == 9 * 4
+    assert sorted(i for i, p in small if p == 0) == list(range(10))  # a pass draws each item once
+    assert max(p for _, p in small) == 3 and max(p for _, p in large) == 0
+    assert drawn(10, 0, 4) + drawn(10, 4, 9) == small  # resumed at step 4: the same stream
+    two = [drawn(10, 0, 9, rank=r, world=2) for r in (0, 1)]
+    assert [x[:4] for x in two] == [drawn(10, 0, 2)[:4], drawn(10, 0, 2)[4:]]  # step 0 split by rank
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1) and warmup_cosine(9, 10, 100) == 1.0
+    assert warmup_cosine(55, 10, 100) == pytest.approx(0.5) and warmup_cosine(100, 10, 100) == pytest.approx(0.0)
+
+
 # --- resume and distribution --------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def straight(workspace, tmp_path_factory):
-    """An uninterrupted run of moco_object_centric: 2 epochs of 4 steps."""
+    """An uninterrupted run of moco_object_centric: 8 steps, logged every 4 (the corpus of 24 images
+    is passed 1.3 times by 8 batches of 4: a budget in steps, not passes)."""
     root = _copy_workspace(workspace, tmp_path_factory.mktemp("straight") / "ws")
     proc = _run(root, "moco_object_centric")
     assert proc.returncode == 0, proc.stderr
@@ -253,8 +276,8 @@ def test_resume_after_external_kill_matches_uninterrupted_run(workspace, straigh
 
 
 # where the process kills itself (DEMYSTIFY_KILL_AT): a random step, inside a step checkpoint's
-# write, inside the end-of-epoch monitor (epoch 1 ends at step 4; the DDP test kills inside the
-# last epoch's monitor)
+# write, inside the monitor at the end of a logging period (the first ends at step 4; the DDP test
+# kills inside the last period's monitor)
 # (the same draw in every xdist worker of one run: they must collect the same test ids)
 KILL_POINTS = [f"step:{random.Random(os.environ.get('PYTEST_XDIST_TESTRUNUID')).randint(1, 7)}", "checkpoint:6",
                "monitor:4"]
@@ -306,23 +329,23 @@ def test_failed_data_checks_stop_training(workspace, tmp_path):
 
 
 def test_ddp_on_cpu_with_gloo_and_its_resume(workspace, tmp_path):
-    """2 processes (gloo): 24 images, batch 4 per process, so 3 steps an epoch. Killed inside the
-    last epoch's monitor, the run resumes from rank 0's checkpoint (read by rank 0, broadcast to
+    """2 processes (gloo): 24 images, batch 4 per process, 8 steps (the same budget as one process,
+    twice the images). Killed inside the last period's monitor, the run resumes from rank 0's checkpoint (read by rank 0, broadcast to
     the other) and ends with the uninterrupted run's outputs."""
     straight = _copy_workspace(workspace, tmp_path / "straight")
     proc = _run(straight, "moco_object_centric", torchrun=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((straight / "results/pretrain/moco_object_centric/summary.json").read_text())
-    assert summary["steps"] == 6
+    assert summary["steps"] == 8 and summary["samples_seen"] == 64 and summary["batch"] == 8
     assert proc.stdout.count("pretrain@moco_object_centric:") == 1  # rank 0 reports alone
 
     root = _copy_workspace(workspace, tmp_path / "killed")
-    killed = _run(root, "moco_object_centric", torchrun=2, env={"DEMYSTIFY_KILL_AT": "monitor:6"})
+    killed = _run(root, "moco_object_centric", torchrun=2, env={"DEMYSTIFY_KILL_AT": "monitor:8"})
     assert killed.returncode != 0
     (checkpoint,) = _checkpoints(root, "moco_object_centric")
     state = ckpt.load(checkpoint)
     queue = state["model"]["queue"].shape[1]
-    assert state["step"] == 6 and int(state["model"]["queue_ptr"]) == (6 * 8) % queue  # both processes' keys
+    assert state["step"] == 8 and int(state["model"]["queue_ptr"]) == (8 * 8) % queue  # both processes' keys
     resumed = _run(root, "moco_object_centric", torchrun=2)
-    assert resumed.returncode == 0 and "resuming at step 6 of 6" in resumed.stderr
+    assert resumed.returncode == 0 and "resuming at step 8 of 8" in resumed.stderr
     assert _outputs(root, "moco_object_centric") == _outputs(straight, "moco_object_centric")

@@ -185,7 +185,8 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
     for m in MODELS:
         _write_results(tmp_path / "results", m, accuracy=0.3 if m == "random" else 0.6,
                        invariance=2.0 if m == "moco_object_centric" else 1.0)
-    write_json(tmp_path / "pretrain" / "supervised" / "summary.json", {"steps": 5, "final_loss": 1.5, "knn_top1": 0.6})
+    write_json(tmp_path / "pretrain" / "supervised" / "summary.json",
+               {"steps": 5, "final_loss": 1.5, "knn_top1": 0.6, "samples_seen": 320, "corpus_items": 80, "passes": 4.0})
     trained = [m for m in MODELS if m != "random"]
     args = (tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10", tmp_path / "results",
             trained, 500)
@@ -195,6 +196,7 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
                     "## Table 2", "## Table 3"):
         assert heading in text
     assert "| got10k_occlusion | 10.0 | 20.0 |" in text  # supervised, then moco_object_centric
+    assert "| supervised | 5 | 320 | 80 | 4.0 | 1.500 | 0.600 |" in text  # its budget, in steps and samples
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     name = "claim1.moco_object_centric_vs_supervised.got10k_occlusion.top10"
     assert metrics[f"{name}.low"] > 0 and metrics[f"{name}.high"] > metrics[f"{name}.low"]

@@ -53,6 +53,7 @@ class VideoWorld(Section):
     height: int = Field(ge=16, le=4096)
     distractors: Range
     occluders: Range
+    spin_deg: Range  # how far the target object turns (azimuth, degrees) over the whole clip
 
     @model_validator(mode="after")
     def _check(self) -> VideoWorld:
@@ -188,8 +189,9 @@ class ChecksParams(Section):
 class PretrainParams(Section):
     arch: Literal["resnet18", "resnet34", "resnet50"]
     image_size: int = Field(ge=16, le=1024)
-    epochs: int = Field(ge=0)
-    max_steps_per_epoch: int = Field(ge=0)  # 0: whole epochs; >0 caps them (smoke runs)
+    steps: int = PositiveInt  # optimizer steps, the same for every trained variant (equal budgets)
+    warmup_steps: int = Field(ge=0)  # linear warm-up of the learning rate, then cosine to 0
+    log_every: int = PositiveInt  # loss, lr and the kNN monitor every this many steps (and at the last)
     batch_size: int = PositiveInt  # per process
     lr: float = Field(gt=0)  # per 256 images of the global batch
     weight_decay: float = Field(ge=0)
@@ -216,6 +218,8 @@ class PretrainParams(Section):
     def _check(self) -> PretrainParams:
         if self.batch_size % self.bn_splits:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of bn_splits {self.bn_splits}")
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} must be fewer than steps {self.steps}")
         return self
 
 

@@ -130,6 +130,8 @@ def pairs_manifest(v: Validator, pairs: pd.DataFrame, manifest: pd.DataFrame, p:
         e.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1),
         e.ExpectColumnValuesToBeBetween(column="iou_gt", min_value=0, max_value=1),  # nulls: no ground truth
     ]
+    if "view_change_deg" in df:  # nulls: no recorded poses (real data sets)
+        expectations.append(e.ExpectColumnValuesToBeBetween(column="view_change_deg", min_value=0, max_value=180))
     for s in "ab":
         expectations += [e.ExpectColumnValuesToBeBetween(column=f"{s}_{d}", min_value=0, strict_min=True) for d in "wh"]
         expectations.append(e.ExpectColumnValuesToBeBetween(column=f"{s}_overflow", max_value=tolerance))

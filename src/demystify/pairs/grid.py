@@ -24,7 +24,7 @@ def _tile(img: np.ndarray, box: np.ndarray, color: tuple[int, int, int]) -> np.n
 
 def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> None:
     """Up to `count` pairs spread over the table, each as [frame a | frame b] with its boxes and
-    a caption (video, gap, score, iou_gt). An empty table gives a small placeholder image."""
+    a caption (video, frames, score, iou_gt, the object's viewpoint change). An empty table gives a small placeholder image."""
     picks = pairs.iloc[np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)] if len(pairs) else pairs
     rows = []
     for _, r in picks.iterrows():
@@ -36,6 +36,8 @@ def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> 
                                _tile(b, r[["b_x", "b_y", "b_w", "b_h"]].to_numpy(float), (0, 0, 230))], 1)
         caption = np.full((18, pair.shape[1], 3), 255, np.uint8)
         iou_text = "" if np.isnan(r.iou_gt) else f" iou {r.iou_gt:.2f}"
+        view = getattr(r, "view_change_deg", float("nan"))
+        iou_text += "" if np.isnan(view) else f" view {view:.0f}deg"  # how far the object turned
         cv2.putText(caption, f"{r.video} {r.frame_a}->{r.frame_b} s {r.score:.2f}{iou_text}", (3, 13),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
         rows.append(np.concatenate([caption, pair], 0))

@@ -18,6 +18,7 @@ import pandas as pd
 from ..data import got10k
 
 COLUMNS = ["video", "frame", "track", "x", "y", "w", "h"]
+POSE = ["azimuth_deg", "elevation_deg"]  # the world's objects.csv records each object's pose; real data sets do not
 
 
 def _from_objects_csv(path: Path, frames: pd.DataFrame) -> pd.DataFrame:
@@ -33,7 +34,8 @@ def _from_objects_csv(path: Path, frames: pd.DataFrame) -> pd.DataFrame:
     merged = lookup.merge(objects.rename(columns={"frame": "source"}), on="source")
     out = pd.DataFrame({"frame": merged["frame"], "track": merged["track"],
                         "x": merged["x"] * merged["sx"], "y": merged["y"] * merged["sy"],
-                        "w": merged["w"] * merged["sx"], "h": merged["h"] * merged["sy"]})
+                        "w": merged["w"] * merged["sx"], "h": merged["h"] * merged["sy"],
+                        **{c: merged[c] for c in POSE if c in merged}})
     return out[(out.w > 0) & (out.h > 0)]
 
 
@@ -54,7 +56,20 @@ def load_tracks(frames: pd.DataFrame, videos_root: str | Path | None) -> pd.Data
     else:
         out = _from_manifest(frames)
     out.insert(0, "video", video)
-    return out[COLUMNS].reset_index(drop=True)
+    return out[COLUMNS + [c for c in POSE if c in out]].reset_index(drop=True)
+
+
+def view_change_deg(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> float:
+    """The angle (degrees) between the directions the camera sees object `track` from in frames a
+    and b: how much of a new view of the object the pair shows. NaN without recorded poses."""
+    if tracks is None or track < 0 or not set(POSE) <= set(tracks.columns):
+        return float("nan")
+    rows = tracks[(tracks["track"] == track) & tracks["frame"].isin([a, b])].drop_duplicates("frame").set_index("frame")
+    if a not in rows.index or b not in rows.index:
+        return float("nan")
+    az, el = np.deg2rad(rows.loc[[a, b], "azimuth_deg"].to_numpy()), np.deg2rad(rows.loc[[a, b], "elevation_deg"].to_numpy())
+    d = np.stack([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)], 1)
+    return float(np.degrees(np.arccos(np.clip(d[0] @ d[1], -1.0, 1.0))))
 
 
 def boxes_at(tracks: pd.DataFrame, frame: int) -> tuple[np.ndarray, np.ndarray]:

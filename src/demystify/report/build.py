@@ -218,7 +218,9 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
         path = Path(pretrain_root) / m / "summary.json"
         if path.is_file():
             s = json.loads(path.read_text())
-            pretrain.append([m, str(s.get("steps")), "-" if s.get("final_loss") is None else f"{s['final_loss']:.3f}",
+            pretrain.append([m, str(s.get("steps")), str(s.get("samples_seen", "-")), str(s.get("corpus_items", "-")),
+                             str(s.get("passes", "-")),
+                             "-" if s.get("final_loss") is None else f"{s['final_loss']:.3f}",
                              f"{s.get('knn_top1', float('nan')):.3f}"])
     video = [m for m in ("moco_frames", "moco_temporal", "moco_tracker") if m in models]
     bias = [m for m in ("moco_object_centric", "moco_scenes", "moco_scene_crops") if m in models]
@@ -237,7 +239,11 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
         "## Table 3: the video method (MoCo on frames vs frame-temporal vs region-tracker)\n\n"
         + comparison_table(runs, video, inv_key),
         "## Downstream, every model\n\n" + comparison_table(runs, order, inv_key),
-        "## Pretraining\n\n" + _table(["model", "steps", "final loss", "kNN monitor top-1"], pretrain),
+        "## Pretraining\n\nEvery trained variant gets the same budget in optimizer steps (`pretrain.steps`), whatever the "
+        "size of its corpus; samples seen = steps x global batch (pairs of views for MoCo), unique items = the corpus "
+        "(images, or pairs for the video variants), passes = their ratio.\n\n"
+        + _table(["model", "steps", "samples seen", "unique items", "passes", "final loss", "kNN monitor top-1"],
+                 pretrain),
         "## Plots\n\n" + "\n\n".join(pictures),
     ]) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """What each variant trains on: positive pairs of images (or labelled images for `supervised`).
 
-Every sample's augmentation is seeded by (seed, epoch, index), so a batch is the same whatever
-the number of loader workers or processes, and a run resumed mid-epoch sees exactly the batches
-an uninterrupted run would have seen.
+Every sample's augmentation is seeded by (seed, pass, index), so a batch is the same whatever
+the number of loader workers or processes, and a resumed run sees exactly the batches an
+uninterrupted run would have seen. The sampler (train.StreamSampler) hands out (index, pass):
+which pass over the corpus the draw belongs to.
 """
 
 from __future__ import annotations
@@ -99,10 +100,6 @@ class ViewsDataset(Dataset):
 
     def __init__(self, items: list[Item], transform, seed: int, labelled: bool = False):
         self.items, self.transform, self.seed, self.labelled = items, transform, seed, labelled
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.items)
@@ -113,10 +110,11 @@ class ViewsDataset(Dataset):
         except (RuntimeError, OSError) as exc:
             raise DataError(f"{path}: cannot read image ({exc})") from None
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        i, pass_ = key if isinstance(key, tuple) else (key, 0)
         it = self.items[i]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(zlib.crc32(f"{self.seed}/{self.epoch}/{i}".encode()))
+            torch.manual_seed(zlib.crc32(f"{self.seed}/{pass_}/{i}".encode()))
             a = self.transform(self._load(it.path_a, it.box_a))
             if self.labelled:
                 return a, it.label

@@ -2,15 +2,15 @@
 
 - Device: CUDA when present (bf16 autocast, channels_last, optional torch.compile), else CPU.
 - Distributed: under `torchrun` (WORLD_SIZE > 1) DDP with NCCL on GPUs, gloo on CPUs; every
-  process takes its shard of one seeded permutation per epoch; keys are gathered before the
-  queue; rank 0 alone logs and writes checkpoints.
+  process takes its slice of each global batch of one seeded stream (StreamSampler); keys are
+  gathered before the queue; rank 0 alone logs and writes checkpoints.
 - Resumable: the full state (encoders, queue and pointer, optimizer, scheduler, step, running
-  loss, the epochs logged so far, RNG) is written atomically every `checkpoint_every` steps and at
-  every epoch end to `.checkpoints/pretrain/VARIANT/KEY.pt` (resume.py: KEY hashes the settings,
+  loss, the periods logged so far, RNG) is written atomically every `checkpoint_every` steps and at
+  every logging period's end to `.checkpoints/pretrain/VARIANT/KEY.pt` (resume.py: KEY hashes the settings,
   the data's bytes and the code); a rerun of the same KEY resumes there and, on CPU, ends with
   exactly the outputs of an uninterrupted run. Rank 0 reads it and broadcasts it to every process.
 - Outputs: models/VARIANT/backbone.pt and results/pretrain/VARIANT (dvclive, dvcyaml=False: loss,
-  lr and the kNN top-1 monitor per epoch; summary.json), the same bytes for the same inputs, so
+  lr and the kNN top-1 monitor every `log_every` steps; summary.json), the same bytes for the same inputs, so
   DVC can cache the stage and restore it from its run-cache.
 """
 
@@ -96,27 +96,43 @@ def setup_runtime() -> Runtime:
     return Runtime(rank, world, local, device)
 
 
-class EpochSampler(Sampler[int]):
-    """One seeded permutation per epoch, sharded by rank, whole batches only, from `skip` batches on."""
+class StreamSampler(Sampler[tuple[int, int]]):
+    """Global steps [start, stop) of an endless stream of seeded permutations of the corpus: step s
+    takes stream positions [s * B, (s + 1) * B) for the global batch B = batch x processes, and
+    each process its slice. A variant trains a number of steps, not of passes, so variants of
+    different corpus sizes get the same budget; position q is item perm_{q // n}[q % n]. Yields
+    (index, pass), which seeds the sample's augmentation."""
 
     def __init__(self, n: int, batch: int, rt: Runtime, seed: int):
         self.n, self.batch, self.rt, self.seed = n, batch, rt, seed
-        self.epoch, self.skip = 0, 0
-        self.steps = n // (batch * rt.world)
+        self.start, self.stop = 0, 0
+        self._perms: dict[int, list[int]] = {}
 
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
+    def set_range(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
 
-    def _indices(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.n, generator=g)[: self.steps * self.batch * self.rt.world]
-        return order.view(self.steps, self.rt.world, self.batch)[self.skip :, self.rt.rank].reshape(-1).tolist()
+    def _perm(self, pass_: int) -> list[int]:
+        if pass_ not in self._perms:
+            self._perms = {pass_: torch.randperm(self.n, generator=torch.Generator().manual_seed(
+                self.seed * 100003 + pass_)).tolist()}  # one pass held at a time
+        return self._perms[pass_]
 
     def __iter__(self):
-        return iter(self._indices())
+        for step in range(self.start, self.stop):
+            first = (step * self.rt.world + self.rt.rank) * self.batch
+            for q in range(first, first + self.batch):
+                pass_, j = divmod(q, self.n)
+                yield self._perm(pass_)[j], pass_
 
     def __len__(self) -> int:
-        return (self.steps - self.skip) * self.batch
+        return (self.stop - self.start) * self.batch
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor: linear warm-up over `warmup` steps, then cosine to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
 
 
 def build_data(variant: VariantParams, p: PretrainParams) -> tuple[ViewsDataset, list[str], list[str]]:
@@ -214,10 +230,10 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     trainable = [q for q in model.parameters() if q.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=p.lr * global_batch / 256, momentum=p.sgd_momentum,
                                 weight_decay=p.weight_decay)
-    sampler = EpochSampler(len(dataset), p.batch_size, rt, p.seed)
-    per_epoch = sampler.steps if not p.max_steps_per_epoch else min(sampler.steps, p.max_steps_per_epoch)
-    total = per_epoch * p.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1))))
+    sampler = StreamSampler(len(dataset), p.batch_size, rt, p.seed)
+    total = p.steps
+    ends = [min(e, total) for e in range(p.log_every, total + p.log_every, p.log_every)]  # steps that log
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, p.warmup_steps, total))
 
     # the resume key: settings that shape the result (not workers or checkpoint frequency, which do
     # not), the bytes of what is read, bf16 or not (a machine without native bf16 trains in fp32)
@@ -242,7 +258,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if cuda else None)
     step_fn = _moco_step if variant.method == "moco" else _supervised_step
     forward = torch.compile(model) if (p.compile and cuda) else model
-    live = _write_live(results_dir, history) if rt.main else None  # the epochs done so far, replayed
+    live = _write_live(results_dir, history) if rt.main else None  # the periods done so far, replayed
 
     def save(loss_sum: float, loss_n: int, at: str) -> None:
         if rt.main:
@@ -252,25 +268,23 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     bar = tqdm(total=total, initial=step, desc=f"pretrain@{name}", unit="step", file=sys.stderr,
                disable=not (progress and rt.main))
     started, images = time.perf_counter(), 0
-    while step < total or len(history) < step // per_epoch:
-        if len(history) < step // per_epoch:  # an epoch ended and is not recorded yet
+    while len(history) < len(ends):
+        if step >= ends[len(history)]:  # a logging period ended and is not recorded yet
             record = {"loss": loss_sum / max(loss_n, 1), "lr": scheduler.get_last_lr()[0]}
             if rt.main:
                 record["knn_top1"] = monitor(_backbone_of(model), rt.device)
                 crash_point("monitor", step)
                 history.append(record)
-                save(0.0, 0, "epoch_checkpoint")
-                _log_epoch(live, record)
+                save(0.0, 0, "period_checkpoint")
+                _log_period(live, record)
                 rate = f"{images / (time.perf_counter() - started):.1f} images/s" if images else "resumed here"
-                print(f"pretrain@{name}: epoch {len(history)} of {p.epochs}: loss {record['loss']:.4f}, "
+                print(f"pretrain@{name}: step {step} of {total}: loss {record['loss']:.4f}, "
                       f"kNN top-1 {record['knn_top1']:.4f} ({rate})", file=sys.stderr)
             else:
                 history.append(record)
             loss_sum, loss_n, started, images = 0.0, 0, time.perf_counter(), 0
             continue
-        epoch, skip = divmod(step, per_epoch)
-        sampler.set_epoch(epoch, skip)
-        dataset.set_epoch(epoch)
+        sampler.set_range(step, ends[len(history)])
         loader = DataLoader(dataset, batch_size=p.batch_size, sampler=sampler, num_workers=p.workers, drop_last=True,
                             pin_memory=cuda, persistent_workers=False)
         for batch in loader:
@@ -288,13 +302,13 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             crash_point("step", step)
             if step % p.checkpoint_every == 0:
                 save(loss_sum, loss_n, "checkpoint")
-            if step % per_epoch == 0:
-                break
     bar.close()
     if live is not None:
         live.end()
     result = _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step,
-                     precision="bf16" if bf16 else "fp32")
+                     precision="bf16" if bf16 else "fp32",
+                     budget={"batch": global_batch, "samples_seen": step * global_batch, "corpus_items": len(dataset),
+                             "passes": round(step * global_batch / len(dataset), 2)})
     if rt.main:  # the stage is complete: its outputs hold everything the checkpoint did
         path.unlink(missing_ok=True)
     return result
@@ -308,7 +322,7 @@ def monitor_files(p: PretrainParams) -> list[str]:
 
 def crash_point(where: str, step: int) -> None:
     """Fault injection for the kill-and-resume tests: with DEMYSTIFY_KILL_AT=WHERE:STEP the process
-    sends itself a real SIGKILL there (WHERE: step, checkpoint, monitor, epoch_checkpoint)."""
+    sends itself a real SIGKILL there (WHERE: step, checkpoint, monitor, period_checkpoint)."""
     if os.environ.get("DEMYSTIFY_KILL_AT") == f"{where}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -370,25 +384,25 @@ def _save(path: Path, model, optimizer, scheduler, step: int, loss_sum: float, l
 
 
 def _write_live(results_dir: Path, history: list[dict]):
-    """A fresh dvclive folder holding the epochs of `history`: a resumed run rewrites what the killed
+    """A fresh dvclive folder holding the periods of `history`: a resumed run rewrites what the killed
     one logged, so the folder is the same bytes as an uninterrupted run's. Only values that the seed
     determines are logged (throughput goes to the log, not to an output)."""
     from dvclive import Live
 
     live = Live(dir=str(results_dir), dvcyaml=False, save_dvc_exp=False, resume=False, report=None)
     for record in history:
-        _log_epoch(live, record)
+        _log_period(live, record)
     return live
 
 
-def _log_epoch(live, record: dict) -> None:
+def _log_period(live, record: dict) -> None:
     for key, value in record.items():
         live.log_metric(f"train/{key}" if key != "knn_top1" else "monitor/knn_top1", value, timestamp=False)
     live.next_step()
 
 
 def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, results_dir: Path, monitor,
-            history: list[dict], steps: int, precision: str | None = None) -> dict:
+            history: list[dict], steps: int, precision: str | None = None, budget: dict | None = None) -> dict:
     result = {}
     if rt.main:
         bb = _backbone_of(model)
@@ -397,6 +411,7 @@ def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, 
         result = {"variant": name, "arch": p.arch, "steps": steps,
                   "final_loss": history[-1].get("loss") if history else None,
                   "knn_top1": round(knn, 4), "knn_chance": round(monitor.chance, 4)}
+        result.update(budget or {})  # what the equal step budget meant for this corpus
         if precision:  # bf16 where the processor has it natively (`auto`): say which the numbers came from
             result["precision"] = precision
         write_json(results_dir / "summary.json", result)

@@ -176,6 +176,8 @@ class Track:
     pos: np.ndarray  # (T, 3)
     rot: np.ndarray  # (T, 3, 3)
     scale: np.ndarray  # (T,)
+    azimuth: np.ndarray  # (T,) radians: the pose of `rot`, recorded for the pairs' viewpoint change
+    elevation: np.ndarray  # (T,)
 
 
 def _smooth_path(r: np.random.Generator, frames: int, start: np.ndarray, end: np.ndarray, wobble: float) -> np.ndarray:
@@ -196,7 +198,7 @@ def moving_object(r: np.random.Generator, inst: int, frames: int, aspect: float,
     pos = np.stack([place(u, v, rr, depth)[0] for (u, v), rr in zip(uv, rad, strict=True)])
     scale = np.array([place(0, 0, rr, depth)[1] for rr in rad], np.float32)
     rot = np.stack([pose(a, e) for a, e in zip(az, el, strict=True)])
-    return Track(inst, pos, rot, scale)
+    return Track(inst, pos, rot, scale, az, el)
 
 
 def passing_occluder(r: np.random.Generator, inst: int, frames: int, aspect: float, depth: float,
@@ -209,8 +211,9 @@ def passing_occluder(r: np.random.Generator, inst: int, frames: int, aspect: flo
     u = direction * (-reach + 2 * reach * t)
     pos = np.stack([place(uu, v, rad, depth)[0] for uu in u])
     scale = np.full(frames, place(0, 0, rad, depth)[1], np.float32)
-    rot = np.repeat(pose(r.uniform(-0.3, 0.3), 0.0, r.uniform(-0.3, 0.3))[None], frames, 0)
-    return Track(inst, pos, rot, scale)
+    az = r.uniform(-0.3, 0.3)
+    rot = np.repeat(pose(az, 0.0, r.uniform(-0.3, 0.3))[None], frames, 0)
+    return Track(inst, pos, rot, scale, np.full(frames, az), np.zeros(frames))
 
 
 def video_frames(tracks: list[Track], frames: int, r: np.random.Generator, drift: bool = True) -> SceneBatch:

@@ -104,7 +104,7 @@ def _video_tracks(world: World, r: np.random.Generator, frames: int, aspect: flo
     v = world.p.videos
     n_inst = world.p.categories * world.p.instances_per_category
     target = int(r.integers(n_inst))
-    tracks = [sc.moving_object(r, target, frames, aspect, (0.3, 0.5), sc.BASE_DEPTH, r.uniform(60, 200))]
+    tracks = [sc.moving_object(r, target, frames, aspect, (0.3, 0.5), sc.BASE_DEPTH, r.uniform(*v.spin_deg))]
     for _ in range(int(r.integers(v.distractors[0], v.distractors[1] + 1))):
         other = int(r.integers(n_inst - 1))
         other += other >= target
@@ -144,7 +144,9 @@ def write_videos(world: World, out: Path, progress: bool) -> int:
         rows = [
             {"frame": t, "track": k, "category": int(cats[k]), "instance": int(batch.inst[0, k]),
              "x": boxes[t, k, 0], "y": boxes[t, k, 1], "w": boxes[t, k, 2], "h": boxes[t, k, 3],
-             "visible_fraction": round(float(visible[t, k]), 4)}
+             "visible_fraction": round(float(visible[t, k]), 4),
+             "azimuth_deg": round(float(np.rad2deg(tracks[k].azimuth[t])), 3),
+             "elevation_deg": round(float(np.rad2deg(tracks[k].elevation[t])), 3)}
             for t in range(v.frames) for k in range(len(tracks))
         ]
         pd.DataFrame(rows).to_csv(root / name / "objects.csv", index=False)
@@ -291,7 +293,7 @@ def _still_track(r: np.random.Generator, frames: int):
     pos, scale = sc.place(r.uniform(-0.1, 0.1), r.uniform(-0.1, 0.1), 0.45)
     az = r.uniform(0, 2 * np.pi) + np.deg2rad(np.linspace(0, r.uniform(-20, 20), frames))
     rot = np.stack([sc.pose(a, np.deg2rad(20)) for a in az])
-    return np.repeat(pos[None], frames, 0), rot, np.full(frames, scale, np.float32)
+    return np.repeat(pos[None], frames, 0), rot, np.full(frames, scale, np.float32), az, np.full(frames, np.deg2rad(20))
 
 
 def write_instance_set(world: World, out: Path, progress: bool) -> int:
