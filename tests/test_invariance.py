@@ -1,6 +1,6 @@
 """The invariance score (hand-computed cases for each quirk, and an independent loop version of
 PAPER.md's definition), the set readers on tiny fixtures in the public layouts, feature files
-and the bad inputs of eval_invariance."""
+and the bad inputs of the invariance evaluation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`eval_classification@MODEL` and `eval_segmentation@MODEL`: frozen features of a model scored
+"""The classification and segmentation parts of `evaluate@MODEL`: frozen features of a model scored
 by the classification protocols and a trained segmentation head; metrics, confusion matrix and
 example PNGs."""
 

@@ -1,6 +1,6 @@
-"""`eval_invariance@MODEL`: features of every configured set, a feature file per set (so anyone
-can recompute the score), each transformation set's contribution to it (for the report's
-intervals), and the score at each K in one metrics file."""
+"""The invariance part of `evaluate@MODEL`: features of every configured set, a feature file per
+set (so anyone can recompute the score), each transformation set's contribution to it (for the
+report's intervals), and the score at each K in one metrics file."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def evaluate(name: str, arch: str, model_path: str | Path | None, ip: Invariance
             contributions = set_contributions(feat, s.instance, s.classes, max(ip.ks))
         except InvarianceError as exc:
             skipped[set_name] = str(exc)
-            print(f"eval_invariance@{name}: {set_name} skipped: {exc}", file=sys.stderr)
+            print(f"evaluate@{name}: invariance set {set_name} skipped: {exc}", file=sys.stderr)
             continue
         # each transformation set's terms, which the report resamples for confidence intervals
         contributions.save(out_dir / "contributions" / f"{set_name}.npz")
