@@ -17,19 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from demystify import config
 from demystify.evaluation.downstream_stage import classify
-from demystify.report import intervals
+from demystify.report.evidence import Evidence
 from demystify.ssl import train as trainer
-
-
-def _correct(out_dir: Path, probe: str) -> np.ndarray:
-    with np.load(out_dir / "per_image.npz") as f:
-        return f[probe] == f["truth"]
 
 
 def main() -> None:
@@ -45,8 +39,9 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        results = tmp / "results"  # laid out as results/classification/MODEL, as the report reads it
         torch.manual_seed(base.seed)  # the untrained network of pretrain@random: the seeded init
-        classify("random", base.arch, None, cp, tmp / "random", device, progress=False)
+        classify("random", base.arch, None, cp, results / "classification" / "random", device, progress=False)
         print(f"{args.variant} on {device}, {fixed or 'params.yaml settings'}; margin = top-1 minus the untrained "
               "network's [95 % paired bootstrap]", flush=True)
         for steps in args.steps:
@@ -55,13 +50,13 @@ def main() -> None:
             started = time.perf_counter()
             trainer.train(args.variant, variant, p, tmp / str(steps) / "m", tmp / str(steps) / "r", progress=False)
             minutes = (time.perf_counter() - started) / 60
-            m = classify(args.variant, p.arch, tmp / str(steps) / "m" / "backbone.pt", cp, tmp / str(steps) / "eval",
-                         device, progress=False)
+            m = classify(args.variant, p.arch, tmp / str(steps) / "m" / "backbone.pt", cp,
+                         results / "classification" / args.variant, device, progress=False)
+            evidence = Evidence(results)  # the learning gate's own paired bootstrap
             row = [f"{steps:6d} steps  {minutes:5.1f} min"]
-            for probe in ("linear", "knn"):
-                a, b = _correct(tmp / str(steps) / "eval", probe), _correct(tmp / "random", probe)
-                i = intervals.paired(intervals.accuracy(a), intervals.accuracy(b), len(a))
-                row.append(f"{probe} {m[f'{probe}_top1']:.3f} ({i.difference:+.3f} [{i.low:+.3f}, {i.high:+.3f}])")
+            for probe in ("linear_top1", "knn_top1"):
+                i = evidence.difference(("classification", "all", probe), args.variant, "random")
+                row.append(f"{probe} {m[probe]:.3f} ({i.difference:+.3f} [{i.low:+.3f}, {i.high:+.3f}])")
             print("  ".join(row), flush=True)
 
 
