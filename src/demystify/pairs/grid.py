@@ -36,8 +36,7 @@ def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> 
                                _tile(b, r[["b_x", "b_y", "b_w", "b_h"]].to_numpy(float), (0, 0, 230))], 1)
         caption = np.full((18, pair.shape[1], 3), 255, np.uint8)
         iou_text = "" if np.isnan(r.iou_gt) else f" iou {r.iou_gt:.2f}"
-        view = getattr(r, "view_change_deg", float("nan"))
-        iou_text += "" if np.isnan(view) else f" view {view:.0f}deg"  # how far the object turned
+        iou_text += "" if np.isnan(r.view_change_deg) else f" view {r.view_change_deg:.0f}deg"  # how far it turned
         cv2.putText(caption, f"{r.video} {r.frame_a}->{r.frame_b} s {r.score:.2f}{iou_text}", (3, 13),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
         rows.append(np.concatenate([caption, pair], 0))

@@ -275,7 +275,7 @@ def _metrics(pairs: pd.DataFrame, results: dict[str, VideoResult], failures: dic
         "share_iou_050": round(float((scored >= 0.5).mean()), 4) if len(scored) else None,
         "unmatched_pairs": int((pairs["track"] < 0).sum()) if p.source == "tracker" else 0,
     }
-    view = pairs["view_change_deg"].dropna() if "view_change_deg" in pairs else pd.Series(dtype=float)
+    view = pairs["view_change_deg"].dropna()
     for name, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):  # how new a view of the object each pair shows
         metrics[f"view_change_deg_{name}"] = round(float(view.quantile(q)), 2) if len(view) else None
     metrics["share_view_change_ge_20deg"] = round(float((view >= 20).mean()), 4) if len(view) else None
