@@ -1,12 +1,14 @@
-"""Pretraining speed: this trainer's MoCo step against a plain fp32 reference, and the loader.
+"""Pretraining speed: this trainer's MoCo step against a plain fp32 reference, and the whole loop.
 
 One run, one device, one model and batch: prints images/s of (a) the trainer's step (the
 `MoCo` module with fused momentum update; on CUDA also bf16 autocast, channels_last and, with
 --compile, torch.compile), (b) a plain fp32 reference MoCo v2 step written the straightforward
-way (per-tensor momentum loop, fp32, contiguous, no compile; same split-BN), their ratio, and
-(c) the data loader alone on a real corpus (images/s of view pairs).
+way (per-tensor momentum loop, fp32, contiguous, no compile; same split-BN), their ratio,
+(c) the data path alone on a real corpus (decoded once, batched augmentation in this process;
+images/s of view pairs) and (d) the training loop as pretrain@ runs it: data path + step, and
+its ratio to (a). Needs a corpus: run `make run` (or `dvc repro synthesize`) first.
 Usage: python bench/pretrain.py [--device cpu|cuda] [--arch resnet18] [--size 64] [--batch 64]
-       [--corpus data/world/corpora/object_centric] [--workers 2] [--compile]
+       [--corpus data/world/corpora/object_centric] [--compile]
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import argparse
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from demystify.ssl.augment import mocov2
-from demystify.ssl.datasets import ViewsDataset, image_items
+from demystify.ssl.batch_augment import BatchMoCoV2
+from demystify.ssl.datasets import DecodedViews, collate_views, image_items
 from demystify.ssl.moco import MoCo
-from demystify.ssl.train import Runtime, _moco_step, use_bf16
+from demystify.ssl.train import Runtime, StreamSampler, _moco_step, use_bf16
 
 
 class ReferenceMoCo(MoCo):
@@ -59,7 +62,6 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     ap.add_argument("--corpus", default="data/world/corpora/object_centric")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     arch = args.arch or ("resnet50" if cuda else "resnet18")
@@ -89,8 +91,8 @@ def main() -> None:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if (args.compile and cuda) else model
 
-    def ours():
-        loss = _moco_step(forward, (x, y), rt, bf16, None)
+    def ours(views=(x, y)):
+        loss = _moco_step(forward, views, rt, bf16, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -114,22 +116,36 @@ def main() -> None:
     print(f"  fp32 reference step {ref:8.1f} images/s")
     print(f"  ratio trainer / reference: {mine / ref:.2f}")
 
-    # enough batches that every worker is busy: time from the first batch to the last
-    items, _ = image_items(__import__("pathlib").Path(args.corpus))
-    batches = max(3 * args.workers, 12)
-    sampler = torch.utils.data.RandomSampler(items, replacement=True, num_samples=batches * batch,
-                                             generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(ViewsDataset(items, mocov2(size), 0), batch_size=batch, sampler=sampler,
-                        num_workers=args.workers, drop_last=True)
-    n, start = 0, None
-    for i, _ in enumerate(loader):
-        if i == 0:
-            start = time.perf_counter()
-        else:
-            n += batch
-    rate = n / (time.perf_counter() - start)
-    print(f"  loader only         {rate:8.1f} images/s ({args.workers} workers, {len(items)} images of {args.corpus})"
-          f"  = {rate / mine:.1f}x the trainer")
+    # the data path as pretrain@ runs it: the corpus decoded once, each batch augmented here
+    items, _ = image_items(Path(args.corpus))
+    augment = BatchMoCoV2(size, 0.5)
+    sampler = StreamSampler(len(items), batch, rt, 0)
+    dataset = DecodedViews(items, 0)
+
+    def batches(count: int):
+        sampler.set_range(0, count)
+        for b in DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate_views, drop_last=True):
+            images = b["images"].to(args.device)
+            yield tuple(augment(images, b["sources"][v], b["regions"][v], b["uniforms"][v]) for v in range(2))
+
+    t_data, t_loop, t_step = [], [], []
+    for _ in range(3):  # interleaved again: loop and step timed on the same warm machine
+        t_data.append(_timed(lambda: sum(1 for _ in batches(args.steps)), sync))
+        t_loop.append(_timed(lambda: [ours(v) for v in batches(args.steps)], sync))
+        t_step.append(_timed(lambda: [ours() for _ in range(args.steps)], sync))
+    data, loop, step = (batch * args.steps / min(t) for t in (t_data, t_loop, t_step))
+    print(f"  data path only      {data:8.1f} images/s (decoded once, batched augmentation; {len(items)} images of "
+          f"{args.corpus}) = {data / step:.1f}x the trainer step")
+    print(f"  training loop       {loop:8.1f} images/s (data path + step) = {loop / step:.2f}x the trainer step "
+          f"({step:.1f} images/s in this round)")
+
+
+def _timed(fn, sync) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -204,7 +204,8 @@ class PretrainParams(Section):
     head_bn: bool  # BatchNorm in the projection head's hidden layer (SimCLR / MoCo v3 style)
     bn_splits: int = PositiveInt
     min_crop_scale: float = Field(gt=0, le=1)
-    workers: int = Field(ge=0)
+    workers: int = Field(ge=0)  # loader processes decoding a corpus too big to hold (see resident_mb)
+    resident_mb: int = Field(ge=0)  # decode the corpus once and hold it when it fits (0: always stream)
     checkpoint_every: int = PositiveInt  # steps
     monitor: str = Field(min_length=1)  # labelled split (train/ and test/ ImageFolders) for the kNN monitor
     monitor_per_class: int = PositiveInt

@@ -120,3 +120,85 @@ class ViewsDataset(Dataset):
                 return a, it.label
             second = self._load(it.path_b, it.box_b) if it.path_b else self._load(it.path_a, it.box_a)
             return a, self.transform(second)
+
+
+def _region(img: torch.Tensor, box) -> tuple[int, int, int, int]:
+    """The (x0, y0, x1, y1) part of `img` a view is cut from: the item's box rounded outwards as
+    _crop does (the whole image without a box, or when the box is under 2 pixels)."""
+    h, w = img.shape[-2:]
+    if box is None:
+        return 0, 0, w, h
+    x, y, bw, bh = box
+    x0, y0 = int(max(0, np.floor(x))), int(max(0, np.floor(y)))
+    x1, y1 = int(min(w, np.ceil(x + bw))), int(min(h, np.ceil(y + bh)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return 0, 0, w, h
+    return x0, y0, x1, y1
+
+
+class DecodedViews(Dataset):
+    """What the batched augmentation (batch_augment.BatchMoCoV2) needs of each sample: the decoded
+    uint8 image(s), the region of each view, and the sample's uniforms, seeded by (seed, pass,
+    index). `resident`: every image is decoded once, at the start, and held (the default corpora
+    are small); otherwise each read decodes from disk (loader workers can stream a big corpus).
+    Collate with `collate_views`."""
+
+    def __init__(self, items: list[Item], seed: int, labelled: bool = False, resident: bool = True):
+        self.items, self.seed, self.labelled = items, seed, labelled
+        self.views = 1 if labelled else 2
+        self._decoded: dict[str, torch.Tensor] | None = None
+        self.resident = resident
+        if resident:
+            paths = dict.fromkeys(p for it in items for p in (it.path_a, it.path_b) if p)
+            self._decoded = {p: self._read(p) for p in paths}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @staticmethod
+    def _read(path: str) -> torch.Tensor:
+        try:
+            return read_image(path, ImageReadMode.RGB)
+        except (RuntimeError, OSError) as exc:
+            raise DataError(f"{path}: cannot read image ({exc})") from None
+
+    def _image(self, path: str) -> torch.Tensor:
+        return self._decoded[path] if self._decoded is not None else self._read(path)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        from .batch_augment import sample_uniforms
+
+        i, pass_ = key if isinstance(key, tuple) else (key, 0)
+        it = self.items[i]
+        first = self._image(it.path_a)
+        views = [(it.path_a, first, it.box_a)]
+        if not self.labelled:  # the second view: the pair's other frame, or the same image again
+            views.append((it.path_b, self._image(it.path_b), it.box_b) if it.path_b else views[0])
+        return {"paths": [v[0] for v in views], "images": [v[1] for v in views],
+                "regions": [_region(v[1], v[2]) for v in views],
+                "uniforms": sample_uniforms(self.seed, pass_, i, self.views), "label": it.label}
+
+
+def collate_views(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """One batch: `images` uint8 [M, 3, H, W] (each distinct image once, zero-padded to the largest),
+    `sources` [V, B] and `regions` [V, B, 4] per view and sample, `uniforms` [V, B, U], `labels` [B]."""
+    slots: dict[str, int] = {}
+    images: list[torch.Tensor] = []
+    for s in samples:
+        for path, img in zip(s["paths"], s["images"], strict=True):
+            if path not in slots:
+                slots[path] = len(images)
+                images.append(img)
+    h, w = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
+    stack = torch.empty(len(images), 3, h, w, dtype=torch.uint8)
+    for k, im in enumerate(images):  # padded by repeating the last row and column: a crop that ends at
+        ih, iw = im.shape[1:]        # the image's edge resamples like torchvision's clamped resize
+        stack[k, :, :ih, :iw] = im
+        stack[k, :, ih:, :iw] = im[:, -1:, :]
+        stack[k, :, :, iw:] = stack[k, :, :, iw - 1 : iw]
+    return {"images": stack,
+            "sources": torch.tensor([[slots[s["paths"][v]] for s in samples] for v in range(len(samples[0]["paths"]))]),
+            "regions": torch.tensor([[s["regions"][v] for s in samples] for v in range(len(samples[0]["paths"]))],
+                                    dtype=torch.float64),
+            "uniforms": torch.from_numpy(np.stack([s["uniforms"] for s in samples], axis=1)),
+            "labels": torch.tensor([s["label"] for s in samples])}

@@ -1,6 +1,9 @@
 """The `pretrain@VARIANT` training loop: one command on CPU, one GPU, or many through torchrun.
 
 - Device: CUDA when present (bf16 autocast, channels_last, optional torch.compile), else CPU.
+- Data: the corpus decoded once and held as uint8 (streamed by loader workers when it exceeds
+  `resident_mb`); each batch is augmented whole, in this process and on its device
+  (batch_augment.BatchMoCoV2: MoCo v2's augmentations, per-sample randomness).
 - Distributed: under `torchrun` (WORLD_SIZE > 1) DDP with NCCL on GPUs, gloo on CPUs; every
   process takes its slice of each global batch of one seeded stream (StreamSampler); keys are
   gathered before the queue; rank 0 alone logs and writes checkpoints.
@@ -38,8 +41,15 @@ from ..config import PretrainParams, VariantParams
 from ..io import write_json, write_torch
 from . import checkpoint as ckpt
 from . import resume
-from .augment import mocov2
-from .datasets import DataError, ViewsDataset, has_frame_hashes, image_items, pair_items
+from .batch_augment import BatchMoCoV2
+from .datasets import (
+    DataError,
+    DecodedViews,
+    collate_views,
+    has_frame_hashes,
+    image_items,
+    pair_items,
+)
 from .knn import KnnMonitor
 from .moco import MoCo, backbone, plain_backbone_state
 
@@ -135,11 +145,11 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
 
 
-def build_data(variant: VariantParams, p: PretrainParams) -> tuple[ViewsDataset, list[str], list[str]]:
+def build_data(variant: VariantParams, p: PretrainParams) -> tuple[DecodedViews, list[str], list[str]]:
     """The dataset, its classes, and the files whose bytes determine it (for the resume key): the
-    pairs manifest alone when it records its frames' MD5s (verified on reading), else every image."""
+    pairs manifest alone when it records its frames' MD5s (verified on reading), else every image.
+    The images are decoded once and held when they fit in `resident_mb`, else streamed."""
     data = Path(variant.data)
-    transform = mocov2(p.image_size, p.min_crop_scale)
     if variant.positives in ("images", "labels", "none"):
         items, classes = image_items(data, labelled=variant.positives == "labels")
         files = [it.path_a for it in items]
@@ -149,7 +159,16 @@ def build_data(variant: VariantParams, p: PretrainParams) -> tuple[ViewsDataset,
         files = [str(data)] if hashed else [f for it in items for f in (it.path_a, it.path_b)]
     if not items:
         raise DataError(f"{data}: no training images (empty corpus)")
-    return ViewsDataset(items, transform, p.seed, labelled=variant.positives == "labels"), classes, files
+    labelled = variant.positives == "labels"
+    return DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(items, p.resident_mb)), classes, files
+
+
+def _fits_in_memory(items: list, resident_mb: int) -> bool:
+    """Whether the decoded corpus (estimated from its first image's size) fits in `resident_mb`."""
+    paths = {q for it in items for q in (it.path_a, it.path_b) if q}
+    if not paths or resident_mb <= 0:
+        return False
+    return len(paths) * DecodedViews._read(items[0].path_a).numel() <= resident_mb * 2**20
 
 
 def _queue_size(p: PretrainParams, n: int, global_batch: int, name: str) -> int:
@@ -237,7 +256,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
 
     # the resume key: settings that shape the result (not workers or checkpoint frequency, which do
     # not), the bytes of what is read, bf16 or not (a machine without native bf16 trains in fp32)
-    settings = {"variant": variant.model_dump(), "pretrain": p.model_dump(exclude={"workers", "checkpoint_every"}),
+    settings = {"variant": variant.model_dump(), "pretrain": p.model_dump(exclude={"workers", "checkpoint_every", "resident_mb"}),
                 "world": rt.world, "queue": queue, "bf16": bf16}
     key = _agreed_key(resume.resume_key(settings, resume.data_digest(dataset.items, files + monitor_files(p))), rt)
     path = resume.checkpoint_path(name, key)
@@ -257,6 +276,14 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     if rt.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if cuda else None)
     step_fn = _moco_step if variant.method == "moco" else _supervised_step
+    augment = BatchMoCoV2(p.image_size, p.min_crop_scale)
+
+    def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query, key) views for MoCo, (view, label) for supervised: augmented in this process, on its device."""
+        images = batch["images"].to(rt.device, non_blocking=True)
+        out = [augment(images, batch["sources"][v], batch["regions"][v], batch["uniforms"][v])
+               for v in range(len(batch["sources"]))]
+        return (out[0], out[1]) if variant.method == "moco" else (out[0], batch["labels"])
     forward = torch.compile(model) if (p.compile and cuda) else model
     live = _write_live(results_dir, history) if rt.main else None  # the periods done so far, replayed
 
@@ -285,10 +312,10 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             loss_sum, loss_n, started, images = 0.0, 0, time.perf_counter(), 0
             continue
         sampler.set_range(step, ends[len(history)])
-        loader = DataLoader(dataset, batch_size=p.batch_size, sampler=sampler, num_workers=p.workers, drop_last=True,
-                            pin_memory=cuda, persistent_workers=False)
+        loader = DataLoader(dataset, batch_size=p.batch_size, sampler=sampler, collate_fn=collate_views, drop_last=True,
+                            num_workers=0 if dataset.resident else p.workers, pin_memory=cuda)
         for batch in loader:
-            loss = step_fn(forward, batch, rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
+            loss = step_fn(forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
