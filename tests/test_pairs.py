@@ -93,6 +93,7 @@ def test_each_source(clips, params, source):
     if source in ("frames", "annotations"):  # the target's
         assert view.notna().all() and view.between(0, 180).all()
         assert metrics["view_change_deg_median"] >= 15 and metrics["view_change_deg_p10"] <= metrics["view_change_deg_p90"]
+        assert (pairs["scale_change"] >= 1).all() and 1 <= metrics["scale_change_median"] <= metrics["scale_change_p90"]
     if source == "frames":
         assert pairs["iou_gt"].isna().all()
         assert (pairs[["a_x", "a_y"]] == 0).all().all() and (pairs["a_w"] == w).all()
@@ -284,6 +285,14 @@ def test_view_change_is_the_angle_between_viewing_directions():
     assert ground_truth.view_change_deg(tracks, 0, 0, 0) == pytest.approx(0.0, abs=1e-6)
     assert np.isnan(ground_truth.view_change_deg(tracks, -1, 0, 1))  # no matched object
     assert np.isnan(ground_truth.view_change_deg(tracks.drop(columns=["azimuth_deg"]), 0, 0, 1))  # real data: no poses
+
+
+def test_scale_change_is_a_factor_of_at_least_one_either_way():
+    tracks = pd.DataFrame({"video": "v", "frame": [0, 1], "track": 0, "x": 0.0, "y": 0.0, "w": [10.0, 20.0],
+                           "h": [10.0, 5.0 * 4]})
+    assert ground_truth.scale_change(tracks, 0, 0, 1) == pytest.approx(2.0)  # sides doubled: area x4
+    assert ground_truth.scale_change(tracks, 0, 1, 0) == pytest.approx(2.0)  # shrinking reads the same
+    assert np.isnan(ground_truth.scale_change(tracks, 0, 0, 5)) and np.isnan(ground_truth.scale_change(tracks, -1, 0, 1))
 
 
 def test_iou_basics():

@@ -132,6 +132,8 @@ def pairs_manifest(v: Validator, pairs: pd.DataFrame, manifest: pd.DataFrame, p:
     ]
     if "view_change_deg" in df:  # nulls: no recorded poses (real data sets)
         expectations.append(e.ExpectColumnValuesToBeBetween(column="view_change_deg", min_value=0, max_value=180))
+    if "scale_change" in df:  # a factor >= 1; nulls: no ground-truth box
+        expectations.append(e.ExpectColumnValuesToBeBetween(column="scale_change", min_value=1))
     for s in "ab":
         expectations += [e.ExpectColumnValuesToBeBetween(column=f"{s}_{d}", min_value=0, strict_min=True) for d in "wh"]
         expectations.append(e.ExpectColumnValuesToBeBetween(column=f"{s}_overflow", max_value=tolerance))

@@ -72,6 +72,19 @@ def view_change_deg(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> 
     return float(np.degrees(np.arccos(np.clip(d[0] @ d[1], -1.0, 1.0))))
 
 
+def scale_change(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> float:
+    """How much bigger or smaller object `track` appears in frame b than in a: sqrt of the ratio of
+    its ground-truth box areas, as a factor >= 1 (1.25: a quarter larger or smaller). NaN if unknown."""
+    if tracks is None or track < 0:
+        return float("nan")
+    rows = tracks[(tracks["track"] == track) & tracks["frame"].isin([a, b])].drop_duplicates("frame").set_index("frame")
+    if a not in rows.index or b not in rows.index:
+        return float("nan")
+    area = (rows["w"] * rows["h"]).to_numpy(float)[[list(rows.index).index(a), list(rows.index).index(b)]]
+    ratio = float(np.sqrt(area[1] / area[0]))
+    return max(ratio, 1 / ratio)
+
+
 def boxes_at(tracks: pd.DataFrame, frame: int) -> tuple[np.ndarray, np.ndarray]:
     """(track ids, boxes (n, 4)) present in `frame`."""
     rows = tracks[tracks["frame"] == frame]

@@ -33,7 +33,7 @@ from .tracking import track_checked
 
 BOX_COLUMNS = ["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]
 COLUMNS = ["video", "frame_a", "frame_b", "gap", *BOX_COLUMNS, "source", "score", "iou_gt", "track",
-           "view_change_deg", "path_a", "path_b"]
+           "view_change_deg", "scale_change", "path_a", "path_b"]
 MAX_CANDIDATES = 5  # proposals tracked per anchor frame, strongest first
 REASONS = ("too_short", "no_proposals", "lost", "low_confidence", "left_frame", "scale_change",
            "inconsistent", "absent")
@@ -122,12 +122,16 @@ def _iou_gt(tracks: pd.DataFrame | None, a: int, b: int, box_a: np.ndarray, box_
 
 
 def _row(video: str, frames_df: pd.DataFrame, a: int, b: int, box_a, box_b, source: str, score: float,
-         iou_gt: float, track: int, view_change: float) -> dict:
+         iou_gt: float, track: int, tracks: pd.DataFrame, subject: int | None = None) -> dict:
+    """One pair; with the ground truth's view and scale change of the object it shows (`subject`,
+    by default its matched `track`)."""
     paths = frames_df["path"].to_numpy()
+    subject = track if subject is None else subject
     return {"video": video, "frame_a": a, "frame_b": b, "gap": b - a,
             **dict(zip(BOX_COLUMNS, [*map(float, box_a), *map(float, box_b)], strict=True)),
             "source": source, "score": float(score), "iou_gt": iou_gt, "track": track,
-            "view_change_deg": view_change, "path_a": paths[a], "path_b": paths[b]}
+            "view_change_deg": ground_truth.view_change_deg(tracks, subject, a, b),
+            "scale_change": ground_truth.scale_change(tracks, subject, a, b), "path_a": paths[a], "path_b": paths[b]}
 
 
 def _track_proposal(frames: Frames, a: int, b: int, prop: Proposal, detections: list[Proposal], width: int,
@@ -168,8 +172,8 @@ def mine_video(frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | N
 
     if p.source == "frames":
         for a, b in pairs:
-            result.rows.append(_row(video, frames_df, a, b, full, full, "frames", 1.0, float("nan"), -1,
-                                    ground_truth.view_change_deg(tracks, 0, a, b)))  # the target's
+            result.rows.append(_row(video, frames_df, a, b, full, full, "frames", 1.0, float("nan"), -1, tracks,
+                                    subject=0))  # whole frames: the change of the video's target
         return result
 
     if p.source == "annotations":
@@ -180,8 +184,7 @@ def mine_video(frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | N
             if len(box_a) == 0 or len(box_b) == 0:
                 rejected["absent"] += 1
                 continue
-            result.rows.append(_row(video, frames_df, a, b, box_a[0], box_b[0], "annotations", 1.0, 1.0, 0,
-                                    ground_truth.view_change_deg(tracks, 0, a, b)))
+            result.rows.append(_row(video, frames_df, a, b, box_a[0], box_b[0], "annotations", 1.0, 1.0, 0, tracks))
         return result
 
     frames = Frames(frames_root, list(frames_df["path"]))
@@ -204,8 +207,7 @@ def mine_video(frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | N
         candidates.sort(key=lambda c: -c[2])
         for prop, box_b, _quality, confidence in candidates[: p.regions_per_frame]:
             gt, track, tracking = _iou_gt(tracks, a, b, prop.box, box_b, p.match_iou)
-            result.rows.append(_row(video, frames_df, a, b, prop.box, box_b, "tracker", confidence, gt, track,
-                                    ground_truth.view_change_deg(tracks, track, a, b)))
+            result.rows.append(_row(video, frames_df, a, b, prop.box, box_b, "tracker", confidence, gt, track, tracks))
             result.tracking_iou.append(tracking)
     return result
 
@@ -250,7 +252,7 @@ def mine_all(manifest: pd.DataFrame, frames_root: str | Path, videos_root: str |
     rows = [r for v in sorted(results) for r in results[v].rows]
     pairs = pd.DataFrame(rows, columns=COLUMNS)
     pairs = pairs.astype({"frame_a": "int64", "frame_b": "int64", "gap": "int64", "track": "int64", "score": "float64",
-                          "iou_gt": "float64", "view_change_deg": "float64", **dict.fromkeys(BOX_COLUMNS, "float64")})
+                          "iou_gt": "float64", "view_change_deg": "float64", "scale_change": "float64", **dict.fromkeys(BOX_COLUMNS, "float64")})
     return pairs, _metrics(pairs, results, failures, p, len(jobs))
 
 
@@ -279,6 +281,9 @@ def _metrics(pairs: pd.DataFrame, results: dict[str, VideoResult], failures: dic
     for name, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):  # how new a view of the object each pair shows
         metrics[f"view_change_deg_{name}"] = round(float(view.quantile(q)), 2) if len(view) else None
     metrics["share_view_change_ge_20deg"] = round(float((view >= 20).mean()), 4) if len(view) else None
+    scale = pairs["scale_change"].dropna()  # how much bigger or smaller the object got (factor >= 1)
+    for name, q in (("median", 0.5), ("p90", 0.9)):
+        metrics[f"scale_change_{name}"] = round(float(scale.quantile(q)), 3) if len(scale) else None
     tracking = np.array([t for r in results.values() for t in r.tracking_iou], float)
     tracking = tracking[np.isfinite(tracking)]
     metrics["mean_tracking_iou"] = round(float(tracking.mean()), 4) if len(tracking) else None
