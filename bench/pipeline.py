@@ -3,7 +3,7 @@
 resident memory (the largest single process of the stage, and the sum over its process tree,
 loader workers included) sampled from /proc every 0.2 s.
 
-    python bench/pipeline.py                                   # the default (cpu) scale, ~20 min
+    python bench/pipeline.py                                   # the default (cpu) scale, ~32 min
     python bench/pipeline.py --override world.videos.count=80 --targets check_data
     python bench/pipeline.py --override scale=smoke
     python bench/pipeline.py --in-place     # `dvc repro` of this repository itself (what `make run` does)
