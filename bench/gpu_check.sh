@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One short GPU check (< 5 minutes on one GPU): environment, a correctness check of one trainer
-# step against the fp32 reference, then the speed figures at ResNet-50, 224 px, batch 256.
+# One short GPU check (at most 8 minutes on one GPU): environment, a correctness check of one
+# trainer step against the fp32 reference, then the speed figures at ResNet-50, 224 px, batch 256:
+# the trainer step against the fp32 reference (ratio), the data path (decoded once, batched
+# augmentation on the GPU), the whole loop, peak GPU memory; then the same with torch.compile.
 # Usage (repository root): bash bench/gpu_check.sh
 # Uses .venv when built, else the machine's python3 with PYTHONPATH=src (needs torch, torchvision,
 # pydantic, pandas, opencv, ffmpeg-python; no DVC).
@@ -52,6 +54,6 @@ write_object_centric(World(w), Path(sys.argv[1]), progress=False)
 PY
 echo "== speed"
 python bench/pretrain.py --device cuda --arch resnet50 --size 224 --batch 256 --queue 65536 \
-  --corpus "$corpus/corpora/object_centric" --workers "$(nproc)" --steps 20
+  --corpus "$corpus/corpora/object_centric" --steps 20
 python bench/pretrain.py --device cuda --arch resnet50 --size 224 --batch 256 --queue 65536 \
-  --corpus "$corpus/corpora/object_centric" --workers "$(nproc)" --steps 20 --compile
+  --corpus "$corpus/corpora/object_centric" --steps 20 --compile

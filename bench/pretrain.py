@@ -138,6 +138,8 @@ def main() -> None:
           f"{args.corpus}) = {data / step:.1f}x the trainer step")
     print(f"  training loop       {loop:8.1f} images/s (data path + step) = {loop / step:.2f}x the trainer step "
           f"({step:.1f} images/s in this round)")
+    if cuda:
+        print(f"  peak GPU memory     {torch.cuda.max_memory_allocated() / 2**30:8.2f} GiB")
 
 
 def _timed(fn, sync) -> float:

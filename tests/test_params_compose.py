@@ -21,7 +21,7 @@ def test_conf_composes_to_committed_params(tmp_path):
     assert composed == committed, "conf/ changed: regenerate params.yaml with `make params`"
 
 
-@pytest.mark.parametrize("scale", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("scale", ["smoke", "cpu", "gpu", "paper"])
 def test_every_scale_is_valid(tmp_path, scale):
     out = tmp_path / "params.yaml"
     compose(out, [f"scale={scale}"], config_dir=ROOT / "conf")

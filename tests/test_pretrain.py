@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -24,7 +25,7 @@ from demystify.checks import gate
 from demystify.params_file import compose
 from demystify.ssl import checkpoint as ckpt
 from demystify.ssl.datasets import DataError, pair_items
-from demystify.ssl.moco import MoCo, SplitBatchNorm, backbone, plain_backbone_state
+from demystify.ssl.moco import MoCo, SplitBatchNorm, backbone, plain_backbone_state, shuffle_for
 from demystify.world.synthesize import World, write_classification, write_object_centric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,43 @@ def test_split_bn_normalises_each_group_on_its_own():
     plain.load_state_dict(split.state_dict())
     plain.eval()
     torch.testing.assert_close(split(x), plain(x))  # eval: an ordinary BatchNorm
+
+
+def test_split_bn_keeps_channels_last_and_equals_the_fused_path():
+    """The channels_last path (per-group statistics on a 5-D view, the GPU's layout) gives the NCHW
+    fused path's outputs, running statistics and gradients, and never makes an NCHW copy."""
+    torch.manual_seed(0)
+    x = (torch.randn(8, 4, 5, 6) * torch.arange(1, 9).view(8, 1, 1, 1) + 3).contiguous(memory_format=torch.channels_last)
+    fused = SplitBatchNorm(4, 2)
+    with torch.no_grad():
+        fused.weight.uniform_(0.5, 1.5)
+        fused.bias.uniform_(-1, 1)
+    grouped = copy.deepcopy(fused)
+    xa, xb = x.contiguous().requires_grad_(), x.clone().requires_grad_()
+    out_a, out_b = fused(xa), grouped(xb)
+    assert out_b.is_contiguous(memory_format=torch.channels_last) and not out_b.is_contiguous()
+    torch.testing.assert_close(out_b, out_a, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped.running_mean, fused.running_mean)
+    torch.testing.assert_close(grouped.running_var, fused.running_var)
+    weights = torch.randn_like(out_a)
+    (out_a * weights).sum().backward()
+    (out_b * weights).sum().backward()
+    for a, b in ((xa.grad, xb.grad), (fused.weight.grad, grouped.weight.grad), (fused.bias.grad, grouped.bias.grad)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    low = copy.deepcopy(fused)(x.to(torch.bfloat16))  # bf16 activations: equal within bf16's precision
+    assert low.dtype == torch.bfloat16 and low.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(low.float(), out_a.detach(), atol=0.05, rtol=0.02)
+
+
+def test_the_moco_step_traces_without_graph_breaks():
+    """torch.compile sees the whole forward (queue pointer as tensor arithmetic, the shuffle drawn
+    outside): one graph, in the GPU's channels_last layout, checked here on the CPU."""
+    torch.manual_seed(0)
+    model = MoCo("resnet18", dim=16, queue_size=16, momentum=0.9, bn_splits=2).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    explanation = torch._dynamo.explain(model)(x, x.flip(-1), shuffle_for(8, torch.Generator().manual_seed(0), "cpu"))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
 
 
 def test_moco_queue_is_a_buffer_that_advances():

@@ -33,11 +33,17 @@ class SplitBatchNorm(nn.BatchNorm2d):
         self.num_splits = num_splits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
+        n = x.shape[0]
         if not self.training or self.num_splits <= 1:
             return super().forward(x)
         if n % self.num_splits:
             raise ValueError(f"batch of {n} does not split into {self.num_splits} BN groups")
+        if x.is_contiguous():  # NCHW: the fused kernel on a free reshape, groups as channels
+            return self._fused(x)
+        return self._grouped(x)
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
         mean_split = self.running_mean.repeat(self.num_splits)
         var_split = self.running_var.repeat(self.num_splits)
         out = F.batch_norm(x.reshape(-1, c * self.num_splits, h, w), mean_split, var_split,
@@ -46,6 +52,23 @@ class SplitBatchNorm(nn.BatchNorm2d):
         self.running_mean.copy_(mean_split.view(self.num_splits, c).mean(0))
         self.running_var.copy_(var_split.view(self.num_splits, c).mean(0))
         return out
+
+    def _grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """Any other layout (channels_last on the GPU): the same groups as a view [N/s, s, C, H, W]
+        and statistics in fp32, so the activations are never copied into NCHW (the fused path's
+        reshape of a channels_last tensor is a full copy, at every BN layer)."""
+        n, c, h, w = x.shape
+        s = self.num_splits
+        groups = x.view(n // s, s, c, h, w).float()
+        var, mean = torch.var_mean(groups, dim=(0, 3, 4), unbiased=False, keepdim=True)  # [1, s, C, 1, 1]
+        scale = self.weight.float().view(1, 1, c, 1, 1) * torch.rsqrt(var + self.eps)
+        out = (groups - mean) * scale + self.bias.float().view(1, 1, c, 1, 1)
+        with torch.no_grad():  # as F.batch_norm per group, then the groups' average (as _fused)
+            count = (n // s) * h * w
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(mean.view(s, c).mean(0), alpha=m)
+            self.running_var.mul_(1 - m).add_((var.view(s, c) * (count / max(count - 1, 1))).mean(0), alpha=m)
+        return out.to(x.dtype).view(n, c, h, w)
 
 
 class SplitBatchNorm1d(nn.Module):
@@ -120,27 +143,34 @@ class MoCo(nn.Module):
     def _enqueue(self, keys: torch.Tensor) -> None:
         keys = gather(keys)
         n = keys.shape[0]
-        ptr = int(self.queue_ptr)
         if self.queue_size % n:
             raise ValueError(f"queue_size {self.queue_size} is not a multiple of the global batch {n}")
-        self.queue[:, ptr : ptr + n] = keys.T
-        self.queue_ptr[0] = (ptr + n) % self.queue_size
+        # the pointer stays a tensor (no int(): torch.compile traces the step without a graph break)
+        slots = (self.queue_ptr + torch.arange(n, device=keys.device)) % self.queue_size
+        self.queue.index_copy_(1, slots, keys.T.to(self.queue.dtype))
+        self.queue_ptr.add_(n).remainder_(self.queue_size)
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, generator: torch.Generator | None = None):
-        """InfoNCE logits (N, 1 + K) and their targets (zeros: the positive is column 0)."""
-        q = F.normalize(self.encoder_q(im_q), dim=1)
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, shuffle: torch.Tensor | torch.Generator | None = None):
+        """InfoNCE logits (N, 1 + K) and their targets (zeros: the positive is column 0). `shuffle`:
+        the keys' permutation across BN groups (N,), or a generator to draw it from (shuffle_for)."""
+        perm = shuffle if isinstance(shuffle, torch.Tensor) else shuffle_for(im_k.shape[0], shuffle, im_k.device)
+        q = F.normalize(self.encoder_q(im_q), dim=1)  # N x dim
         with torch.no_grad():
             self._momentum_update()
             # shuffle-BN: keys go to other BN sub-batches than their queries
-            perm = torch.randperm(im_k.shape[0], generator=generator, device="cpu").to(im_k.device)
-            k = F.normalize(self.encoder_k(im_k[perm]), dim=1)
+            k = F.normalize(self.encoder_k(im_k[perm]), dim=1)  # N x dim
             k = k[torch.argsort(perm)]
-        pos = (q * k).sum(1, keepdim=True)
-        neg = q @ self.queue.clone().detach()
+        pos = (q * k).sum(1, keepdim=True)  # N x 1
+        neg = q @ self.queue.clone().detach()  # N x K
         logits = torch.cat([pos, neg], 1) / self.temperature
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
         self._enqueue(k)
         return logits, labels
+
+
+def shuffle_for(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """The shuffle-BN permutation of a batch of n keys, drawn on the CPU (the same on every device)."""
+    return torch.randperm(n, generator=generator, device="cpu").to(device)
 
 
 @torch.no_grad()

@@ -51,7 +51,7 @@ from .datasets import (
     pair_items,
 )
 from .knn import KnnMonitor
-from .moco import MoCo, backbone, plain_backbone_state
+from .moco import MoCo, backbone, plain_backbone_state, shuffle_for
 
 
 class PretrainError(ValueError):
@@ -284,7 +284,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         out = [augment(images, batch["sources"][v], batch["regions"][v], batch["uniforms"][v])
                for v in range(len(batch["sources"]))]
         return (out[0], out[1]) if variant.method == "moco" else (out[0], batch["labels"])
-    forward = torch.compile(model) if (p.compile and cuda) else model
+    forward = compiled_or_eager(model, name) if (p.compile and cuda) else model
     live = _write_live(results_dir, history) if rt.main else None  # the periods done so far, replayed
 
     def save(loss_sum: float, loss_n: int, at: str) -> None:
@@ -341,6 +341,33 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     return result
 
 
+def compiled_or_eager(model: nn.Module, name: str):
+    """torch.compile of the model, timed at its first call; if compiling fails (no compiler, a
+    backend error), the run goes on eagerly with a warning instead of stopping. Compiling happens
+    before the first step executes, so nothing was updated by the failed attempt."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import InductorError
+
+    compiled, state = torch.compile(model), {"first": True}
+
+    def forward(*args):
+        if not state["first"]:
+            return compiled(*args) if state.get("ok", True) else model(*args)
+        state["first"] = False
+        started = time.perf_counter()
+        try:
+            out = compiled(*args)
+        except (TorchDynamoException, InductorError, RuntimeError) as exc:
+            state["ok"] = False
+            print(f"pretrain@{name}: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                  "continuing without it", file=sys.stderr)
+            return model(*args)
+        print(f"pretrain@{name}: compiled the step in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        return out
+
+    return forward
+
+
 def monitor_files(p: PretrainParams) -> list[str]:
     """Every image the kNN monitor could read (its split under `pretrain.monitor`)."""
     root = Path(p.monitor)
@@ -388,8 +415,9 @@ def _moco_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Generator
     im_q, im_k = (b.to(rt.device, non_blocking=True) for b in batch)
     if rt.cuda:
         im_q, im_k = (x.contiguous(memory_format=torch.channels_last) for x in (im_q, im_k))
+    perm = shuffle_for(im_k.shape[0], generator, im_k.device)  # drawn here: the compiled step takes a tensor
     with torch.autocast(rt.device_type, dtype=torch.bfloat16, enabled=bf16):
-        logits, labels = model(im_q, im_k, generator)
+        logits, labels = model(im_q, im_k, perm)
         return F.cross_entropy(logits.float(), labels)
 
 
