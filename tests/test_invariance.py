@@ -1,5 +1,5 @@
 """The invariance score (hand-computed cases for each quirk, and an independent loop version of
-PAPER.md's definition), the set readers on tiny fixtures in the public layouts, feature files
+docs/science.md's definition), the set readers on tiny fixtures in the public layouts, feature files
 and the bad inputs of the invariance evaluation."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from demystify.ssl.moco import backbone, plain_backbone_state
 
 
 def reference_score(feat, instance, classes, k):
-    """PAPER.md's steps 1-6, one neuron and one set at a time (no vectorisation shared with the code)."""
+    """docs/science.md's steps 1-6, one neuron and one set at a time (no vectorisation shared with the code)."""
     feat = np.asarray(feat, dtype=float)
     n, d = feat.shape
     class_list = sorted(set(classes.tolist()))

@@ -1,4 +1,4 @@
-"""The paper's invariance score (../shared/PAPER.md, "The invariance score"), computed exactly as
+"""The paper's invariance score (docs/science.md, "The invariance score"), computed exactly as
 the public measurement code does, quirks included:
 
 - percentile P = min((1 - 1/C) * 100, 95) over the C distinct target classes;

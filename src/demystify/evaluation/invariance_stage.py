@@ -35,7 +35,7 @@ def read_sets(ip: InvarianceParams) -> tuple[dict[str, tuple[readers.EvalSet, in
 
 
 def write_features(path: Path, feat: np.ndarray, s: readers.EvalSet) -> None:
-    """DESIGN.md's feature file: feat (N, D) float32, instance, classes, path."""
+    """The feature file of docs/data.md: feat (N, D) float32, instance, classes, path."""
     write_npz(path, feat=feat.astype(np.float32), instance=s.instance, classes=s.classes.astype(str),
               path=np.asarray(s.paths, dtype=str))
 

@@ -228,7 +228,7 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
         "# Demystifying contrastive SSL: this run's results",
         f"Computed by `dvc repro` from this run's metrics ({len(runs)} run{'s' if len(runs) > 1 else ''}; "
         f"values are mean ± standard deviation over runs where there are several). Invariance scores are "
-        f"the paper's measure at {inv_key.replace('top', 'top-')} neurons (PAPER.md); higher is more invariant.",
+        f"the paper's measure at {inv_key.replace('top', 'top-')} neurons (docs/science.md); higher is more invariant.",
         "## What this run can and cannot show\n\n" + scope_section(outcomes, gates, level),
         "## Claims\n\n" + claims_md,
         "## Learning gate\n\n" + gate_section(gates, runs, level),

@@ -1,4 +1,4 @@
-"""The claims of PAPER.md as explicit comparisons "A beats B on metric M", each with a verdict
+"""The claims of docs/science.md as explicit comparisons "A beats B on metric M", each with a verdict
 computed from the metrics, never written by hand.
 
 A metric is addressed as (kind, set, key): ("invariance", "aloi_view", "top10"),
