@@ -1,0 +1,80 @@
+"""dvc.yaml is the one place the pipeline is wired: every project module a stage's script
+imports (transitively, including imports inside functions) is among that stage's declared deps,
+so a change to any of them reruns the stage instead of leaving a stale output."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+
+
+def _module_file(name: str) -> Path | None:
+    path = SRC.joinpath(*name.split("."))
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def _imported_modules(path: Path, package: str) -> set[str]:
+    """demystify modules named by any import statement of the file, at any depth of its code."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "demystify"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module.split(".")[0] == "demystify":
+                found.add(module)
+                found |= {f"{module}.{a.name}" for a in node.names if _module_file(f"{module}.{a.name}")}
+    return found
+
+
+def project_files_of(script: Path) -> set[Path]:
+    """Every file under src/ that running `script` can import (parent packages included)."""
+    seen: set[Path] = set()
+    todo = [(script, "stages")]
+    while todo:
+        path, package = todo.pop()
+        for module in _imported_modules(path, package):
+            parts = module.split(".")
+            for i in range(1, len(parts) + 1):
+                found = _module_file(".".join(parts[:i]))
+                if found and found not in seen:
+                    seen.add(found)
+                    todo.append((found, ".".join(parts[:i] if found.name == "__init__.py" else parts[: i - 1])))
+    return seen
+
+
+def _stages() -> list[tuple[str, str, list[str]]]:
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])]
+        out.append((name, body["cmd"].split()[1], deps))
+    return out
+
+
+@pytest.mark.parametrize("name, script, deps", _stages(), ids=[s[0] for s in _stages()])
+def test_every_module_a_stage_imports_is_a_declared_dep(name, script, deps):
+    assert script in deps, f"{name}: its own script {script} is not a dep"
+    declared = [ROOT / d for d in deps if "${" not in d]
+    missing = sorted(str(f.relative_to(ROOT)) for f in project_files_of(ROOT / script)
+                     if not any(f == d or d in f.parents for d in declared))
+    assert not missing, f"dvc.yaml stage {name} imports modules it does not declare as deps: {missing}"
+
+
+def test_the_import_scan_sees_imports_inside_functions():
+    files = project_files_of(ROOT / "stages" / "pretrain.py")
+    assert SRC / "demystify" / "ssl" / "batch_augment.py" in files  # imported inside a method
+    assert SRC / "demystify" / "config.py" in files
