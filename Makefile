@@ -34,7 +34,9 @@ test: $(STAMP)
 lint: $(STAMP)
 	ruff check src stages tests bench
 
-bench: $(STAMP)
+# the benchmarks read the synthetic world's videos and corpora: synthesized first (or restored)
+bench: $(STAMP) $(SITE_CACHE)
+	dvc repro synthesize
 	python bench/bench_render.py
 	python bench/bench_extract.py
 	python bench/pretrain.py

@@ -90,7 +90,7 @@ class _Scenes(Dataset):
 def _maps(model, data: labelled.MaskedImages, p: SegmentationParams, device: str, desc: str, progress: bool):
     loader = DataLoader(_Scenes(data, p.size), batch_size=p.batch_size, num_workers=p.workers)
     per_layer, masks = [[] for _ in p.layers], []
-    for x, y in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+    for x, y in tqdm(loader, desc=desc, disable=None if progress else True, unit="batch"):
         for store, m in zip(per_layer, seg.stage_maps(model, x.to(device), list(p.layers)), strict=True):
             store.append(m.float().cpu())
         masks.append(y)

@@ -64,7 +64,7 @@ def extract(model: torch.nn.Module, paths: list[str], boxes: list | None, size: 
                         pin_memory=device.startswith("cuda"))
     cuda = device.startswith("cuda")
     out = []
-    for x in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+    for x in tqdm(loader, desc=desc, disable=None if progress else True, unit="batch"):
         x = x.to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             out.append(model(x).float().cpu())

@@ -234,7 +234,7 @@ def mine_all(manifest: pd.DataFrame, frames_root: str | Path, videos_root: str |
     workers = min(p.workers or os.cpu_count() or 1, max(len(jobs), 1))
     results: dict[str, VideoResult] = {}
     failures: dict[str, str] = {}
-    bar = tqdm(total=len(jobs), desc="mine_pairs", unit="video", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=len(jobs), desc="mine_pairs", unit="video", file=sys.stderr, disable=None if progress else True)
     with bar:
         if workers <= 1:
             outcomes = map(_mine_one, jobs)

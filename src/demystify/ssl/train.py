@@ -293,7 +293,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
                   crash=lambda: crash_point(at, step))
 
     bar = tqdm(total=total, initial=step, desc=f"pretrain@{name}", unit="step", file=sys.stderr,
-               disable=not (progress and rt.main))
+               disable=None if (progress and rt.main) else True)
     started, images = time.perf_counter(), 0
     while len(history) < len(ends):
         if step >= ends[len(history)]:  # a logging period ended and is not recorded yet

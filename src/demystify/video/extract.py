@@ -294,7 +294,7 @@ def extract_all(
         remove_stale_temporaries(parent)  # leftovers of a killed run
     parts: list[pd.DataFrame] = []
     bar = tqdm(
-        total=len(jobs), desc="extract_frames", unit="video", file=sys.stderr, disable=not progress
+        total=len(jobs), desc="extract_frames", unit="video", file=sys.stderr, disable=None if progress else True
     )
     with bar:
         for file, frames, reason in _map(jobs, workers):

@@ -78,7 +78,7 @@ class World:
         renderer = self.renderer(h, w)
         k = max(len(it.inst) for it in items)
         starts = range(0, len(items), self.p.render_batch)
-        for start in tqdm(starts, desc=desc, disable=not progress):
+        for start in tqdm(starts, desc=desc, disable=None if progress else True):
             batch = sc.stack(items[start : start + self.p.render_batch], k)
             yield start, renderer(batch), batch
 
@@ -129,7 +129,7 @@ def write_videos(world: World, out: Path, progress: bool) -> int:
     v = world.p.videos
     root = out / "videos"
     names = []
-    for i in tqdm(range(v.count), desc="videos", disable=not progress):
+    for i in tqdm(range(v.count), desc="videos", disable=None if progress else True):
         r = sc.rng_for(world.p.seed, sc.VIDEO, i)
         tracks = _video_tracks(world, r, v.frames, v.width / v.height)
         batch = sc.video_frames(tracks, v.frames, r)
@@ -269,7 +269,7 @@ def write_occlusion(world: World, out: Path, progress: bool) -> int:
     n_inst = p.categories * p.instances_per_category
     names = []
     size = p.image_size * 2
-    for i in tqdm(range(e.occlusion_videos), desc="occlusion", disable=not progress):
+    for i in tqdm(range(e.occlusion_videos), desc="occlusion", disable=None if progress else True):
         r = sc.rng_for(p.seed, sc.OCCLUSION, i)
         frames = e.occlusion_frames
         target = sc.Track(int(r.integers(n_inst)), *_still_track(r, frames))
