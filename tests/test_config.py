@@ -76,6 +76,8 @@ def test_unknown_top_level_and_missing_sections(params):
     bad["frame"] = {}
     with pytest.raises(config.ConfigError, match="unknown top-level key.*frame"):
         config.validate(bad, "frames")
+    with pytest.raises(config.ConfigError, match="unknown top-level key.*seed"):  # no stage reads one
+        config.validate({**params, "seed": 1}, "frames")
     del bad["frame"], bad["frames"]
     with pytest.raises(config.ConfigError, match="missing section 'frames'"):
         config.validate(bad, "frames")

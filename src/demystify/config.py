@@ -328,7 +328,6 @@ class ReportParams(Section):
 
 
 SECTIONS: dict[str, type[BaseModel] | type] = {
-    "seed": int,
     "world": WorldParams,
     "data": DataParams,
     "frames": FramesParams,
