@@ -59,15 +59,21 @@ def load_tracks(frames: pd.DataFrame, videos_root: str | Path | None) -> pd.Data
     return out[COLUMNS + [c for c in POSE if c in out]].reset_index(drop=True)
 
 
+def _pair_rows(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> pd.DataFrame | None:
+    """Object `track`'s ground-truth rows in frames a and b, in that order; None if either is missing."""
+    if tracks is None or track < 0:
+        return None
+    rows = tracks[(tracks["track"] == track) & tracks["frame"].isin([a, b])].drop_duplicates("frame").set_index("frame")
+    return rows.loc[[a, b]] if a in rows.index and b in rows.index else None
+
+
 def view_change_deg(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> float:
     """The angle (degrees) between the directions the camera sees object `track` from in frames a
     and b: how much of a new view of the object the pair shows. NaN without recorded poses."""
-    if tracks is None or track < 0 or not set(POSE) <= set(tracks.columns):
+    rows = _pair_rows(tracks, track, a, b)
+    if rows is None or not set(POSE) <= set(rows.columns):
         return float("nan")
-    rows = tracks[(tracks["track"] == track) & tracks["frame"].isin([a, b])].drop_duplicates("frame").set_index("frame")
-    if a not in rows.index or b not in rows.index:
-        return float("nan")
-    az, el = np.deg2rad(rows.loc[[a, b], "azimuth_deg"].to_numpy()), np.deg2rad(rows.loc[[a, b], "elevation_deg"].to_numpy())
+    az, el = np.deg2rad(rows["azimuth_deg"].to_numpy()), np.deg2rad(rows["elevation_deg"].to_numpy())
     d = np.stack([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)], 1)
     return float(np.degrees(np.arccos(np.clip(d[0] @ d[1], -1.0, 1.0))))
 
@@ -75,12 +81,10 @@ def view_change_deg(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> 
 def scale_change(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> float:
     """How much bigger or smaller object `track` appears in frame b than in a: sqrt of the ratio of
     its ground-truth box areas, as a factor >= 1 (1.25: a quarter larger or smaller). NaN if unknown."""
-    if tracks is None or track < 0:
+    rows = _pair_rows(tracks, track, a, b)
+    if rows is None:
         return float("nan")
-    rows = tracks[(tracks["track"] == track) & tracks["frame"].isin([a, b])].drop_duplicates("frame").set_index("frame")
-    if a not in rows.index or b not in rows.index:
-        return float("nan")
-    area = (rows["w"] * rows["h"]).to_numpy(float)[[list(rows.index).index(a), list(rows.index).index(b)]]
+    area = (rows["w"] * rows["h"]).to_numpy(float)
     ratio = float(np.sqrt(area[1] / area[0]))
     return max(ratio, 1 / ratio)
 

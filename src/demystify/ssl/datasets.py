@@ -83,15 +83,22 @@ def _verify_frames(pairs: pd.DataFrame, pairs_path: Path, frames_root: Path) -> 
                         f"{', '.join(changed[:3])} (rerun mine_pairs: `dvc repro mine_pairs`)")
 
 
-def _crop(img: torch.Tensor, box) -> torch.Tensor:
-    if box is None:
-        return img
+def _region(img: torch.Tensor, box) -> tuple[int, int, int, int]:
+    """The (x0, y0, x1, y1) part of `img` a view is cut from: the item's box rounded outwards (the
+    whole image without a box, or when the box is under 2 pixels)."""
     h, w = img.shape[-2:]
+    if box is None:
+        return 0, 0, w, h
     x, y, bw, bh = box
     x0, y0 = int(max(0, np.floor(x))), int(max(0, np.floor(y)))
     x1, y1 = int(min(w, np.ceil(x + bw))), int(min(h, np.ceil(y + bh)))
     if x1 - x0 < 2 or y1 - y0 < 2:
-        return img
+        return 0, 0, w, h
+    return x0, y0, x1, y1
+
+
+def _crop(img: torch.Tensor, box) -> torch.Tensor:
+    x0, y0, x1, y1 = _region(img, box)
     return img[:, y0:y1, x0:x1]
 
 
@@ -120,20 +127,6 @@ class ViewsDataset(Dataset):
                 return a, it.label
             second = self._load(it.path_b, it.box_b) if it.path_b else self._load(it.path_a, it.box_a)
             return a, self.transform(second)
-
-
-def _region(img: torch.Tensor, box) -> tuple[int, int, int, int]:
-    """The (x0, y0, x1, y1) part of `img` a view is cut from: the item's box rounded outwards as
-    _crop does (the whole image without a box, or when the box is under 2 pixels)."""
-    h, w = img.shape[-2:]
-    if box is None:
-        return 0, 0, w, h
-    x, y, bw, bh = box
-    x0, y0 = int(max(0, np.floor(x))), int(max(0, np.floor(y)))
-    x1, y1 = int(min(w, np.ceil(x + bw))), int(min(h, np.ceil(y + bh)))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return 0, 0, w, h
-    return x0, y0, x1, y1
 
 
 class DecodedViews(Dataset):

@@ -284,6 +284,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         out = [augment(images, batch["sources"][v], batch["regions"][v], batch["uniforms"][v])
                for v in range(len(batch["sources"]))]
         return (out[0], out[1]) if variant.method == "moco" else (out[0], batch["labels"])
+
     forward = compiled_or_eager(model, name) if (p.compile and cuda) else model
     live = _write_live(results_dir, history) if rt.main else None  # the periods done so far, replayed
 
@@ -348,20 +349,22 @@ def compiled_or_eager(model: nn.Module, name: str):
     from torch._dynamo.exc import TorchDynamoException
     from torch._inductor.exc import InductorError
 
-    compiled, state = torch.compile(model), {"first": True}
+    compiled = torch.compile(model)
+    chosen = None  # compiled, or the eager model once compiling failed
 
     def forward(*args):
-        if not state["first"]:
-            return compiled(*args) if state.get("ok", True) else model(*args)
-        state["first"] = False
+        nonlocal chosen
+        if chosen is not None:
+            return chosen(*args)
         started = time.perf_counter()
         try:
             out = compiled(*args)
         except (TorchDynamoException, InductorError, RuntimeError) as exc:
-            state["ok"] = False
+            chosen = model
             print(f"pretrain@{name}: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                   "continuing without it", file=sys.stderr)
             return model(*args)
+        chosen = compiled
         print(f"pretrain@{name}: compiled the step in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         return out
 
