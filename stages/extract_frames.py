@@ -1,19 +1,26 @@
-"""DVC stage extract_frames: the videos folder -> data/frames (JPEGs, manifest, rejected.csv)."""
+"""DVC stage extract_frames: every video under --videos -> JPEG frames, manifest and rejected.csv in --out."""
 
+import argparse
 import sys
 
 from demystify import config
 from demystify.video.extract import ExtractionError, run_stage
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--videos", required=True, help="folder searched recursively for videos")
+    ap.add_argument("--out", required=True, help="frames folder: <video>/NNNNNN.jpg, manifest.parquet, rejected.csv")
+    ap.add_argument("--metrics", required=True, help="the stage's metrics JSON")
+    args = ap.parse_args(argv)
     try:
         p = config.load("frames", "data")
-        run_stage(p["data"].videos, "data/frames", "results/frames/metrics.json", p["frames"])
+        run_stage(videos_root=args.videos, out_root=args.out, metrics_path=args.metrics, params=p["frames"])
     except (config.ConfigError, ExtractionError) as exc:
         print(f"extract_frames: {exc}", file=sys.stderr)
-        sys.exit(1)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

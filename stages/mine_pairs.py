@@ -1,21 +1,29 @@
-"""DVC stage mine_pairs: frames manifest -> data/pairs/pairs.parquet, results/pairs/ (metrics, grid)."""
+"""DVC stage mine_pairs: the frames (--frames, with its manifest) -> positive pairs (--out) and
+their metrics and grid (--results); ground truth read beside the videos (--videos)."""
 
+import argparse
 import sys
+from pathlib import Path
 
 from demystify import config
 from demystify.pairs.mine import PairsError, run_stage
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--frames", required=True, help="extract_frames' output folder")
+    ap.add_argument("--videos", required=True, help="the videos folder (GOT-10k / TrackingNet ground truth beside them)")
+    ap.add_argument("--out", required=True, help="pairs manifest (parquet)")
+    ap.add_argument("--results", required=True, help="folder for metrics.json and pairs.png")
+    args = ap.parse_args(argv)
     try:
         p = config.load("pairs", "data")
-        metrics = run_stage("data/frames/manifest.parquet", "data/frames", p["data"].videos,
-                            "data/pairs/pairs.parquet", "results/pairs", p["pairs"])
+        metrics = run_stage(manifest_path=Path(args.frames) / "manifest.parquet", frames_root=args.frames,
+                            videos_root=args.videos, out_pairs=args.out, out_dir=args.results, p=p["pairs"])
     except (config.ConfigError, PairsError) as exc:
         print(f"mine_pairs: {exc}", file=sys.stderr)
         return 1
-    print(f"mine_pairs: {metrics['pairs']} pairs from {metrics['videos']} videos, "
-          f"mean iou_gt {metrics['mean_iou']}")
+    print(f"mine_pairs: {metrics['pairs']} pairs from {metrics['videos']} videos, mean iou_gt {metrics['mean_iou']}")
     return 0
 
 

@@ -1,31 +1,41 @@
-"""DVC stage pretrain@VARIANT: python stages/pretrain.py VARIANT (also under torchrun)."""
+"""DVC stage pretrain@VARIANT: train (or load) one variant of params.yaml on --data and export its
+backbone into --model, its curves and summary into --results. Also runs under torchrun (DDP)."""
 
+import argparse
 import sys
 
 from demystify import config
-from demystify.checks.gate import GateError, require_passed
+from demystify.checks.gate import GateError
 from demystify.ssl.checkpoint import CheckpointError
 from demystify.ssl.datasets import DataError
-from demystify.ssl.train import PretrainError, train
+from demystify.ssl.train import PretrainError, run_stage
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("variant", help="an entry of params.yaml variants")
+    ap.add_argument("--data", required=True, help="the variant's corpus: image folder, frames folder or pairs manifest")
+    # not "--monitor": torchrun reads an abbreviation of its own --monitor-interval anywhere in argv
+    ap.add_argument("--knn-monitor", required=True, help="labelled split for the kNN monitor")
+    ap.add_argument("--gate", required=True, help="check_data's gate.json: no training on data that failed a check")
+    ap.add_argument("--model", required=True, help="folder for backbone.pt")
+    ap.add_argument("--results", required=True, help="folder for dvclive's metrics and plots and summary.json")
+    args = ap.parse_args(argv)
     try:
-        if len(argv) != 1:
-            raise PretrainError("usage: python stages/pretrain.py VARIANT")
         p = config.load("pretrain", "variants")
-        name = argv[0]
-        if name not in p["variants"]:
-            raise PretrainError(f"variant {name!r} is not in params.yaml variants: {', '.join(p['variants'])}")
-        require_passed("results/checks/gate.json")  # no training on data that failed checks.fail_on
-        result = train(name, p["variants"][name], p["pretrain"], f"models/{name}", f"results/pretrain/{name}")
+        if args.variant not in p["variants"]:
+            raise PretrainError(f"variant {args.variant!r} is not in params.yaml variants: {', '.join(p['variants'])}")
+        variant = p["variants"][args.variant].model_copy(update={"data": args.data})
+        result = run_stage(name=args.variant, variant=variant,
+                           params=p["pretrain"].model_copy(update={"monitor": args.knn_monitor}),
+                           gate=args.gate, models_dir=args.model, results_dir=args.results)
     except (config.ConfigError, GateError, PretrainError, DataError, CheckpointError) as exc:
         print(f"pretrain: {exc}", file=sys.stderr)
         return 1
     if result:
-        print(f"pretrain@{argv[0]}: {result}")
+        print(f"pretrain@{args.variant}: {result}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -1,20 +1,25 @@
-"""DVC stage report: reports/report.md (tables, claims, plots) and reports/metrics.json."""
+"""DVC stage report: the paper's tables for this run and a verdict per claim -> --out (report.md,
+its figures, metrics.json), from the summaries, the pretraining results and the per-item results."""
 
+import argparse
 import sys
 
 from demystify import config
-from demystify.report.build import ReportError, build
+from demystify.report.build import ReportError, run_stage
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--summary", required=True, help="results/summary: the summarize stages' folders")
+    ap.add_argument("--pretrain", required=True, help="results/pretrain: one folder per variant")
+    ap.add_argument("--results", required=True, help="the per-item results' root (invariance/, classification/, ...)")
+    ap.add_argument("--sweep", required=True, help="the runs of a seed sweep (CSV; header only: this run alone)")
+    ap.add_argument("--out", required=True, help="the report's folder")
+    args = ap.parse_args(argv)
     try:
         p = config.load("report", "invariance", "variants")
-        r = p["report"]
-        if r.invariance_k not in p["invariance"].ks:
-            raise ReportError(f"report.invariance_k = {r.invariance_k} is not one of invariance.ks {p['invariance'].ks}")
-        trained = [m for m, v in p["variants"].items() if v.method in ("moco", "supervised")]
-        result = build("results/summary", "results/pretrain", "reports", list(p["variants"]), f"top{r.invariance_k}",
-                       "results", trained, r.resamples, r.level, r.sweep or None)
+        result = run_stage(summary=args.summary, pretrain=args.pretrain, results=args.results, sweep=args.sweep,
+                           out_dir=args.out, params=p["report"], ks=p["invariance"].ks, variants=p["variants"])
     except (config.ConfigError, ReportError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1

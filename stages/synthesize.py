@@ -1,18 +1,22 @@
-"""DVC stage `synthesize`: render the synthetic world into data/world/ (params: world)."""
+"""DVC stage synthesize: render the synthetic world (params: world) into --out."""
 
+import argparse
 import sys
 
 from demystify import config
-from demystify.world.synthesize import synthesize
+from demystify.world.synthesize import run_stage
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", required=True, help="the world's folder (videos, corpora, evaluation sets)")
+    args = ap.parse_args(argv)
     try:
-        params = config.load("world")
+        p = config.load("world")
     except config.ConfigError as exc:
         print(f"synthesize: {exc}", file=sys.stderr)
         return 1
-    summary = synthesize(params["world"], "data/world")
+    summary = run_stage(params=p["world"], out=args.out)
     print(f"synthesize: {summary['counts']} in {summary['seconds']} s")
     return 0
 

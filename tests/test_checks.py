@@ -42,8 +42,9 @@ def world(tmp_path_factory):
 
 
 def _run(p, root: Path, out: Path, frames_root: Path | None = None, pairs_path: Path | None = None, checks=None):
-    return run_stage(frames_root or root / "frames", pairs_path or root / "pairs.parquet", root / "world",
-                     root / "world" / "videos", out, checks or p["checks"], p["frames"], p["pairs"], p["world"])
+    return run_stage(frames_root=frames_root or root / "frames", pairs_path=pairs_path or root / "pairs.parquet",
+                     corpora_root=root / "world" / "corpora", videos_root=root / "world" / "videos", out_dir=out,
+                     checks=checks or p["checks"], frames=p["frames"], pairs_params=p["pairs"], world=p["world"])
 
 
 def test_verdicts_on_the_synthetic_world(world, tmp_path, capfd):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc_cmd import stage_argv
 
 from demystify import config
 
@@ -104,7 +104,7 @@ def test_stage_stops_before_work(tmp_path, params, stage, key):
     _set(bad, key, -2.0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py")], cwd=tmp_path,
+    proc = subprocess.run(stage_argv(stage, tmp_path / "params.yaml"), cwd=tmp_path,  # as dvc.yaml runs it
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert f"{key} = -2.0" in proc.stderr

@@ -2,13 +2,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import video_fixtures
+from dvc_cmd import stage_argv
 from PIL import Image
 
 from demystify.config import FramesParams
@@ -146,7 +146,7 @@ def test_bad_videos_rejected_good_ones_kept(mixed: Path, tmp_path: Path):
 def test_too_many_rejected_fails_after_writing(mixed: Path, tmp_path: Path):
     out, metrics = tmp_path / "frames", tmp_path / "results" / "metrics.json"
     with pytest.raises(ExtractionError) as err:
-        run_stage(mixed, out, metrics, params(max_rejected=0.5))
+        run_stage(videos_root=mixed, out_root=out, metrics_path=metrics, params=params(max_rejected=0.5))
     assert "frames.max_rejected 0.5" in str(err.value)
     assert "audio.mp4: no video stream" in str(err.value)
     written = pd.read_parquet(out / "manifest.parquet")
@@ -163,7 +163,8 @@ def test_accepted_share_passes(clips, tmp_path: Path):
     root = tmp_path / "videos"
     put(clips["good"], root / "a.mp4")
     (root / "b.mp4").write_bytes(b"")
-    m = run_stage(root, tmp_path / "out", tmp_path / "m.json", params(max_rejected=0.5))
+    m = run_stage(videos_root=root, out_root=tmp_path / "out", metrics_path=tmp_path / "m.json",
+                  params=params(max_rejected=0.5))
     assert (m["videos_found"], m["videos_rejected"], m["frames"]) == (2, 1, 10)
 
 
@@ -171,11 +172,11 @@ def test_no_video_fails_with_empty_outputs(tmp_path: Path):
     (tmp_path / "videos").mkdir()
     out = tmp_path / "out"
     with pytest.raises(ExtractionError, match="no video found"):
-        run_stage(tmp_path / "videos", out, tmp_path / "m.json", params())
+        run_stage(videos_root=tmp_path / "videos", out_root=out, metrics_path=tmp_path / "m.json", params=params())
     assert (out / "rejected.csv").read_text().strip() == "file,reason"
     assert pd.read_parquet(out / "manifest.parquet").empty
     with pytest.raises(ExtractionError, match="videos folder not found"):
-        run_stage(tmp_path / "nowhere", out, tmp_path / "m.json", params())
+        run_stage(videos_root=tmp_path / "nowhere", out_root=out, metrics_path=tmp_path / "m.json", params=params())
 
 
 def test_stale_temporaries_removed(clips, tmp_path: Path):
@@ -254,16 +255,13 @@ def test_parallel_equals_serial(mixed: Path, tmp_path: Path):
         assert (tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes()
 
 
-STAGE = Path(__file__).resolve().parents[1] / "stages" / "extract_frames.py"
-
-
 def run_script(cwd: Path, max_rejected: float) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(
         "data: {source: folder, root: data/world, videos: videos}\n"
         f"frames: {{fps: 5.0, size: 32, jpeg_quality: 5, max_rejected: {max_rejected},"
         " workers: 1}\n"
     )
-    return subprocess.run([sys.executable, str(STAGE)], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(stage_argv("extract_frames", cwd / "params.yaml"), cwd=cwd, capture_output=True, text=True)
 
 
 def test_stage_script(clips, tmp_path: Path):

@@ -115,8 +115,9 @@ def test_parallel_and_serial_identical(clips, params):
 def test_run_stage_writes_outputs(clips, params, tmp_path):
     manifest, frames_root, videos_root = clips
     manifest.to_parquet(tmp_path / "manifest.parquet")
-    metrics = run_stage(tmp_path / "manifest.parquet", frames_root, videos_root, tmp_path / "pairs.parquet",
-                        tmp_path / "results", _with(params["pairs"], workers=1))
+    metrics = run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=frames_root, videos_root=videos_root,
+                        out_pairs=tmp_path / "pairs.parquet", out_dir=tmp_path / "results",
+                        p=_with(params["pairs"], workers=1))
     assert len(pd.read_parquet(tmp_path / "pairs.parquet")) == metrics["pairs"]
     grid = cv2.imread(str(tmp_path / "results" / "pairs.png"))
     assert grid is not None and grid.shape[0] > 100
@@ -217,15 +218,16 @@ def test_stage_fails_clearly_only_without_any_pair(tmp_path, params):
                           _write_clip(tmp_path, "short", _square_clip([(5, 5), (8, 5)]))])
     manifest.to_parquet(tmp_path / "manifest.parquet")
     with pytest.raises(PairsError, match="no pair could be mined.*rejected_no_proposals"):
-        run_stage(tmp_path / "manifest.parquet", tmp_path, None, tmp_path / "pairs.parquet", tmp_path / "out",
-                  _with(params["pairs"], workers=1))
+        run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=tmp_path, videos_root=None,
+                  out_pairs=tmp_path / "pairs.parquet", out_dir=tmp_path / "out", p=_with(params["pairs"], workers=1))
     metrics = yaml.safe_load((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["rejected_too_short"] == 1 and metrics["rejected_no_proposals"] > 0
 
 
 def test_missing_manifest(tmp_path, params):
     with pytest.raises(PairsError, match="frames manifest not found"):
-        run_stage(tmp_path / "nope.parquet", tmp_path, None, tmp_path / "p.parquet", tmp_path, params["pairs"])
+        run_stage(manifest_path=tmp_path / "nope.parquet", frames_root=tmp_path, videos_root=None,
+                  out_pairs=tmp_path / "p.parquet", out_dir=tmp_path, p=params["pairs"])
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [

@@ -29,10 +29,12 @@ def test_every_scale_is_valid(tmp_path, scale):
     assert sections["world"].categories >= 8
 
 
-def test_folder_data_needs_paths(tmp_path):
+def test_folder_data_needs_its_videos_only(tmp_path):
+    """`-S data=folder -S data.videos=...` as the README writes it: no separate data.root needed."""
     out = tmp_path / "params.yaml"
     compose(out, ["data=folder"], config_dir=ROOT / "conf")
-    with pytest.raises(config.ConfigError, match=r"data: root: not set"):
+    with pytest.raises(config.ConfigError, match=r"data: videos: not set"):
         config.load("data", path=out)
-    compose(out, ["data=folder", "data.root=/d", "data.videos=/d/videos"], config_dir=ROOT / "conf")
-    assert config.load("data", path=out)["data"].videos == "/d/videos"
+    compose(out, ["data=folder", "data.videos=/d/videos"], config_dir=ROOT / "conf")
+    data = config.load("data", path=out)["data"]
+    assert (data.videos, data.root) == ("/d/videos", "data/world")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from dvc_cmd import stage_argv
 
 from demystify.params_file import compose
 
@@ -75,11 +76,11 @@ def _changed(before: dict, after: dict) -> set[str]:
     return {k for k in before if before[k] != after[k]}
 
 
-VARIANTS = ["random", "supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
-            "moco_temporal", "moco_tracker"]
+VARIANTS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["variants"])  # whatever params declares
 ALL_PRETRAIN = [f"pretrain@{v}" for v in VARIANTS]
 EVALS = ("evaluate",)
 SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation", "report"]
+TRAINING_SUMMARY = "summarize_training"  # reads every variant's curves
 
 
 def downstream(models: list[str]) -> list[str]:
@@ -94,7 +95,7 @@ def test_repro_then_noop_then_only_what_changed(repo):
     first = _run(["dvc", "repro"], path, env)
     ran = _stages_run(first)
     assert ran[:4] == ["synthesize", "extract_frames", "mine_pairs", "check_data"]
-    assert sorted(ran[4:]) == sorted(ALL_PRETRAIN + downstream(VARIANTS))
+    assert sorted(ran[4:]) == sorted(ALL_PRETRAIN + downstream(VARIANTS) + [TRAINING_SUMMARY])
     params = yaml.safe_load((path / "params.yaml").read_text())
     for v in VARIANTS:  # every variant trained and exported a torchvision backbone
         assert (path / "models" / v / "backbone.pt").stat().st_size > 0
@@ -202,7 +203,7 @@ def test_failed_data_checks_train_nothing(repo):
     gate = json.loads((path / "results/checks/gate.json").read_text())
     assert not gate["passed"] and any("centricity_scenes" in f for f in gate["failures"])
     # the training stage itself refuses, whoever runs it
-    proc = subprocess.run([sys.executable, "stages/pretrain.py", "moco_scenes"], cwd=path, env=env,
+    proc = subprocess.run(stage_argv("pretrain", path / "params.yaml", "moco_scenes", root=path), cwd=path, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "nothing is trained" in proc.stderr and "centricity_scenes" in proc.stderr
     params["checks"]["fail_on"] = ["frames_manifest", "pairs_manifest"]
@@ -276,3 +277,50 @@ def test_sweep_value_seen_before_is_restored_not_retrained(repo):
     assert _stages_run(first) == [target] and first_model != other_model
     assert _stages_run(again) == [] and target in _stages_cached(again) and again_model == first_model
     assert '"lr":0.1' in _run(["dvc", "exp", "show", "--json"], path, env).stdout.replace(" ", "")  # the sweep listed
+
+
+def test_readme_recipe_own_videos_with_data_folder(repo, tmp_path):
+    """`dvc exp run -S data=folder -S data.videos=...` as the README writes it (no data.root): a
+    folder of videos outside the repository is extracted and mined."""
+    path, env = repo
+    videos = tmp_path / "my videos"
+    shutil.copytree(path / "data/world/videos", videos)
+    _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "data=folder", "-S", f"data.videos={videos}", "mine_pairs"],
+         path, env)
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    assert params["data"] == {"source": "folder", "root": "data/world", "videos": str(videos)}
+    manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
+    assert manifest["video"].nunique() == params["world"]["videos"]["count"]
+    assert len(pd.read_parquet(path / "data/pairs/pairs.parquet")) > 0
+    _run(["dvc", "exp", "run", "-S", "scale=smoke", "mine_pairs"], path, env)  # back to the world's videos
+
+
+def test_a_variant_added_by_one_line_gets_stages_curves_and_metrics(repo):
+    """One -S line adds a variant: it trains and is evaluated, its curve joins the overlaid training
+    curves in `dvc plots show`, its metrics are in `dvc metrics show`, and the report gates it."""
+    path, env = repo
+    line = "+variants.moco_extra={method:moco,positives:images,data:data/world/corpora/scene_crops}"
+    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", line], path, env)
+    assert {"pretrain@moco_extra", "evaluate@moco_extra", TRAINING_SUMMARY, "report"} <= set(_stages_run(proc))
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], path, env).stdout)
+    loss = plots["data"]["results/summary/training/loss.csv"][0]["content"]["data"]["values"]
+    assert {"moco_extra", "moco_tracker", "supervised"} <= {row["variant"] for row in loss}
+    metrics = _run(["dvc", "metrics", "show", "--json"], path, env).stdout
+    assert "results/pretrain/moco_extra/metrics.json" in metrics
+    assert "gate.moco_extra.learned" in json.loads((path / "reports/metrics.json").read_text())
+    _run(["dvc", "exp", "run", "-S", "scale=smoke"], path, env)  # back: the variant's stages are gone
+
+
+def test_a_backbone_is_fetched_from_another_repository_through_a_remote(repo, tmp_path):
+    """The remote recipe: `dvc push` to a remote, commit; then `dvc get REPO models/V/backbone.pt`
+    from anywhere fetches the very bytes."""
+    path, env = repo
+    remote = tmp_path / "remote"
+    _run(["dvc", "remote", "add", "-d", "storage", str(remote)], path, env)
+    _run(["dvc", "push"], path, env)
+    _run(["git", "add", "-A"], path, env)
+    _run(["git", "commit", "-qm", "results and a remote"], path, env)
+    got = tmp_path / "elsewhere"
+    got.mkdir()
+    _run(["dvc", "get", str(path), "models/moco_tracker/backbone.pt", "-o", "backbone.pt"], got, env)
+    assert (got / "backbone.pt").read_bytes() == (path / "models/moco_tracker/backbone.pt").read_bytes()

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torchvision
 import yaml
+from dvc_cmd import stage_argv
 
 from demystify import config
 from demystify.checks import gate
@@ -49,10 +50,10 @@ GATE = Path("results/checks/gate.json")
 
 def _stage(root: Path, *args: str, torchrun: int = 0, env: dict | None = None, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
-    cmd = [sys.executable, str(ROOT / "stages" / "pretrain.py"), *args]
+    variant, = args
+    cmd = stage_argv("pretrain", root / "params.yaml", variant)  # as dvc.yaml runs it
     if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
-               str(ROOT / "stages" / "pretrain.py"), *args]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", *cmd[1:]]
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 

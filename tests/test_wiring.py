@@ -1,10 +1,12 @@
 """dvc.yaml is the one place the pipeline is wired: every project module a stage's script
 imports (transitively, including imports inside functions) is among that stage's declared deps,
-so a change to any of them reruns the stage instead of leaving a stale output."""
+so a change to any of them reruns the stage instead of leaving a stale output; and every path a
+stage reads or writes is named on its `cmd` line and declared, nothing else."""
 
 from __future__ import annotations
 
 import ast
+import shlex
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,34 @@ def test_the_import_scan_sees_imports_inside_functions():
     files = project_files_of(ROOT / "stages" / "pretrain.py")
     assert SRC / "demystify" / "ssl" / "batch_augment.py" in files  # imported inside a method
     assert SRC / "demystify" / "config.py" in files
+
+
+def _declared(body: dict) -> list[str]:
+    """Every path a stage declares: deps, outs, metrics and plots."""
+    paths = []
+    for key in ("deps", "outs", "metrics", "plots"):
+        paths += [d if isinstance(d, str) else next(iter(d)) for d in body.get(key, [])]
+    return paths
+
+
+def _related(a: str, b: str) -> bool:
+    """The same path, or one inside the other (a folder output and the file in it a stage names)."""
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _cmd_paths(cmd: str) -> list[str]:
+    words = shlex.split(cmd)
+    return [words[i + 1] for i, w in enumerate(words) if w.startswith("--") and i + 1 < len(words)]
+
+
+@pytest.mark.parametrize("name", list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]))
+def test_every_path_a_stage_reads_or_writes_is_on_its_cmd_line_and_declared(name):
+    body = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]
+    body = body.get("do", body)
+    on_cmd, declared = _cmd_paths(body["cmd"]), _declared(body)
+    assert on_cmd, f"{name}: its cmd names no path"
+    undeclared = [c for c in on_cmd if not any(_related(c, d) for d in declared)]
+    assert not undeclared, f"{name}: cmd paths not declared as deps or outputs: {undeclared}"
+    data = [d for d in declared if not d.startswith(("src/", "stages/"))]
+    unnamed = [d for d in data if not any(_related(d, c) for c in on_cmd)]
+    assert not unnamed, f"{name}: declared paths the cmd does not hand to the script: {unnamed}"

@@ -122,8 +122,8 @@ class WorldParams(Section):
 
 class DataParams(Section):
     source: Literal["synthetic", "folder"]
-    root: str = Field(min_length=1)
-    videos: str = Field(min_length=1)
+    root: str = Field(min_length=1)  # annotated image corpora under <root>/corpora (check_data); the world's by default
+    videos: str = Field(min_length=1)  # the training videos (extract_frames, mine_pairs, check_data)
 
     @model_validator(mode="after")
     def _check(self) -> DataParams:

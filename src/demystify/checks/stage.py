@@ -19,10 +19,10 @@ class CheckError(RuntimeError):
     """A suite named in checks.fail_on failed; the message names every failed expectation."""
 
 
-def measure_corpora(data_root: Path, world: WorldParams | None, manifest: pd.DataFrame | None,
+def measure_corpora(corpora: Path, world: WorldParams | None, manifest: pd.DataFrame | None,
                     pairs: pd.DataFrame | None, videos_root: Path | None) -> dict[str, pd.DataFrame]:
-    """Per-image measures of every training corpus that exists."""
-    corpora = data_root / "corpora"
+    """Per-image measures of every training corpus that exists (annotated image corpora under `corpora`,
+    the world's layout: <name>/annotations.csv)."""
     out: dict[str, pd.DataFrame] = {}
     if world is not None and (corpora / "object_centric" / "annotations.csv").is_file():
         out["object_centric"] = centricity.object_centric(corpora / "object_centric", world.image_size)
@@ -51,12 +51,12 @@ def _corpus_summary(measures: pd.DataFrame, outcome: suites.Outcome) -> dict:
     }
 
 
-def run_stage(frames_root: str | Path, pairs_path: str | Path, data_root: str | Path, videos_root: str | Path | None,
+def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: str | Path, videos_root: str | Path | None,
               out_dir: str | Path, checks: ChecksParams, frames: FramesParams, pairs_params: PairsParams,
               world: WorldParams | None) -> dict:
     """Write results/checks/{summary.json, validations.json, report.html, gate.json}; raise CheckError
     when a suite named in checks.fail_on failed (after writing them all, the gate included)."""
-    frames_root, pairs_path, data_root, out_dir = Path(frames_root), Path(pairs_path), Path(data_root), Path(out_dir)
+    frames_root, pairs_path, corpora_root, out_dir = Path(frames_root), Path(pairs_path), Path(corpora_root), Path(out_dir)
     videos_root = Path(videos_root) if videos_root else None
     manifest_path = frames_root / "manifest.parquet"
     manifest = pd.read_parquet(manifest_path) if manifest_path.is_file() else None
@@ -68,7 +68,7 @@ def run_stage(frames_root: str | Path, pairs_path: str | Path, data_root: str | 
         outcomes.append(suites.frames_manifest(validator, manifest, frames_root, frames))
     if pairs is not None and manifest is not None:
         outcomes.append(suites.pairs_manifest(validator, pairs, manifest, pairs_params, checks.box_tolerance))
-    measures = measure_corpora(data_root, world, manifest, pairs, videos_root)
+    measures = measure_corpora(corpora_root, world, manifest, pairs, videos_root)
     corpora = {}
     for name, table in measures.items():
         outcome = suites.centricity(validator, name, table, checks.object_centric)

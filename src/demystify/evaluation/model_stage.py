@@ -5,7 +5,7 @@ evaluation only) without paying process start and imports three times."""
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 import torch
 
@@ -21,10 +21,6 @@ ERRORS = (config.ConfigError, SetError, LabelError, FeatureError, CheckpointErro
 EVALUATIONS = {"invariance": invariance, "classification": classify, "segmentation": segment}
 
 
-class UsageError(ValueError):
-    pass
-
-
 def describe(kind: str, metrics: dict) -> str:
     if kind == "invariance":
         return ", ".join(f"{k} {v.get('top10')}" for k, v in metrics.items())
@@ -32,23 +28,16 @@ def describe(kind: str, metrics: dict) -> str:
     return ", ".join(f"{k} {metrics[k]}" for k in keys if k in metrics)
 
 
-def run(argv: list[str]) -> int:
-    """Evaluate MODEL = argv[0]: results/<kind>/MODEL for every kind; a known failure is one line
-    on stderr (naming the evaluation) and exit status 1."""
-    kind = "evaluate"
-    try:
-        if len(argv) != 1:
-            raise UsageError("usage: python stages/evaluate.py MODEL")
-        p = config.load(*EVALUATIONS, "variants", "pretrain")
-        name = argv[0]
-        if name not in p["variants"]:
-            raise UsageError(f"model {name!r} is not in params.yaml variants: {', '.join(p['variants'])}")
-        arch = p["variants"][name].arch or p["pretrain"].arch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        for kind, evaluate in EVALUATIONS.items():
-            metrics = evaluate(name, arch, f"models/{name}/backbone.pt", p[kind], f"results/{kind}/{name}", device)
-            print(f"evaluate@{name} {kind}: {describe(kind, metrics)}")
-    except (*ERRORS, UsageError) as exc:
-        print(f"evaluate ({kind}): {exc}", file=sys.stderr)
-        return 1
-    return 0
+def run_stage(*, name: str, arch: str, backbone: str | Path, params: dict, out_dirs: dict[str, str | Path]) -> dict:
+    """The `evaluate@MODEL` stage: each evaluation of EVALUATIONS on `backbone` into out_dirs[kind];
+    params[kind] holds its section (data paths included). A known failure raises one of ERRORS,
+    its message prefixed with the evaluation that failed."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = {}
+    for kind, evaluate in EVALUATIONS.items():
+        try:
+            results[kind] = evaluate(name, arch, backbone, params[kind], out_dirs[kind], device)
+        except ERRORS as exc:
+            raise type(exc)(f"{kind}: {exc}") from exc
+        print(f"evaluate@{name} {kind}: {describe(kind, results[kind])}")
+    return results

@@ -64,3 +64,23 @@ def summarize(results_root: str | Path, models: list[str], out_dir: str | Path, 
     shown = table[table.metric.isin(plot_keys or keys)]
     bar_chart(shown, out_dir / f"{Path(results_root).name}.png", title, ylabel)
     return table
+
+
+KINDS = {  # kind -> (title, y label)
+    "invariance": ("Invariance per evaluation set (top-{k} neurons)", "invariance score"),
+    "classification": ("Classification on frozen features", "top-1 / mAP"),
+    "segmentation": ("Segmentation with a frozen backbone", "mIoU / pixel accuracy"),
+}
+# metric keys per kind (invariance: one per K of params)
+KEYS = {"classification": ["linear_top1", "knn_top1", "svm_map"], "segmentation": ["miou", "pixel_accuracy"]}
+
+
+def run_stage(*, kind: str, results_dir: str | Path, models: list[str], out_dir: str | Path,
+              ks: list[int]) -> pd.DataFrame:
+    """The `summarize_<kind>` stage: every model's results_dir/MODEL/metrics.json into out_dir."""
+    if kind not in KINDS:
+        raise SummaryError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    title, ylabel = KINDS[kind]
+    keys = [f"top{k}" for k in ks] if kind == "invariance" else KEYS[kind]
+    return summarize(results_dir, models, out_dir, keys, title.format(k=keys[0][3:]), ylabel,
+                     plot_keys=keys[:1] if kind == "invariance" else None)

@@ -301,7 +301,7 @@ def with_frame_hashes(pairs: pd.DataFrame, frames_root: Path) -> pd.DataFrame:
     return pairs.assign(md5_a=pairs["path_a"].map(md5).astype(str), md5_b=pairs["path_b"].map(md5).astype(str))
 
 
-def run_stage(manifest_path: str | Path, frames_root: str | Path, videos_root: str | Path | None,
+def run_stage(*, manifest_path: str | Path, frames_root: str | Path, videos_root: str | Path | None,
               out_pairs: str | Path, out_dir: str | Path, p: PairsParams) -> dict:
     """Write pairs.parquet, metrics.json and the pairs.png grid; raise PairsError when no pair was mined
     (after writing the metrics, which say why)."""

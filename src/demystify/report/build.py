@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config import ReportParams, VariantParams
 from ..io import atomic_path, write_json
 from . import claims as cl
 from .evidence import Evidence
@@ -252,3 +253,13 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
     metrics = headline(outcomes, verdicts, runs, gates)
     write_json(out_dir / "metrics.json", metrics)
     return {"verdicts": verdicts, "metrics": metrics}
+
+
+def run_stage(*, summary: str | Path, pretrain: str | Path, results: str | Path, sweep: str | Path, out_dir: str | Path,
+              params: ReportParams, ks: list[int], variants: dict[str, VariantParams]) -> dict:
+    """The `report` stage: the learning gate checks every trained variant against `random`."""
+    if params.invariance_k not in ks:
+        raise ReportError(f"report.invariance_k = {params.invariance_k} is not one of invariance.ks {ks}")
+    trained = [m for m, v in variants.items() if v.method in ("moco", "supervised")]
+    return build(summary, pretrain, out_dir, list(variants), f"top{params.invariance_k}", results, trained,
+                 params.resamples, params.level, sweep or None)

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from ..checks.gate import require_passed
 from ..config import PretrainParams, VariantParams
 from ..io import write_json, write_torch
 from . import checkpoint as ckpt
@@ -477,3 +478,10 @@ def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, 
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def run_stage(*, name: str, variant: VariantParams, params: PretrainParams, gate: str | Path, models_dir: str | Path,
+              results_dir: str | Path) -> dict:
+    """The `pretrain@VARIANT` stage: refuse data that failed a required check, then train (or resume)."""
+    require_passed(gate)
+    return train(name, variant, params, models_dir, results_dir)

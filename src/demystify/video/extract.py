@@ -325,6 +325,7 @@ def _map(jobs: list[_Job], workers: int):
 
 
 def run_stage(
+    *,
     videos_root: str | Path,
     out_root: str | Path,
     metrics_path: str | Path,

@@ -394,3 +394,8 @@ def synthesize(params: WorldParams, out: str | Path, progress: bool = True) -> d
         (tmp / "world.json").write_text(json.dumps({"counts": counts, "categories": summary["categories"]},
                                                    indent=2) + "\n")
     return summary
+
+
+def run_stage(*, params: WorldParams, out: str | Path) -> dict:
+    """The `synthesize` stage: the whole world into `out`."""
+    return synthesize(params, out)
