@@ -10,6 +10,10 @@ export GX_ANALYTICS_ENABLED := false
 
 .PHONY: run test lint bench params install clean-venv clean-checkpoints pr-report sweep-table
 
+# DVC's site cache inside the project, as an absolute path in the (untracked) local config: a
+# relative one breaks queued experiments, which run in a temporary copy of the repository
+SITE_CACHE := .dvc/config.local
+
 install: $(STAMP) $(SITE_CACHE)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -18,9 +22,6 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-# DVC's site cache inside the project, as an absolute path in the (untracked) local config: a
-# relative one breaks queued experiments, which run in a temporary copy of the repository
-SITE_CACHE := .dvc/config.local
 $(SITE_CACHE): | $(STAMP)
 	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site_cache
 
@@ -57,6 +58,6 @@ sweep-table: $(STAMP) $(SITE_CACHE)
 clean-venv:
 	rm -rf $(VENV)
 
-# resumable pretraining checkpoints of killed runs (a finished stage deletes its own; README)
+# resumable pretraining checkpoints of killed runs (a finished stage deletes its own; docs/pipeline.md)
 clean-checkpoints:
 	rm -rf $${DEMYSTIFY_CHECKPOINTS:-.checkpoints}/pretrain

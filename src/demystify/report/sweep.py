@@ -2,7 +2,7 @@
 seed sweep run with `dvc exp run --queue`) as one long table, which the report stage depends on
 to show spreads and base its verdicts on them.
 
-    dvc exp run --queue -S 'pretrain.seed=0,1,2' && dvc queue start && dvc queue wait
+    dvc exp run --queue -S 'pretrain.seed=0,1,2' && dvc queue start   # then `dvc queue status` until done
     make sweep-table && dvc repro          # the report depends on results/sweep/runs.csv
 
 Pooling runs that differ in anything but a seed would mix settings, so such experiments are left

@@ -85,7 +85,7 @@ class SplitBatchNorm1d(nn.Module):
 def projection_head(feat: int, dim: int, mlp: bool, head_bn: bool, bn_splits: int) -> nn.Module:
     """MoCo v2's head (Linear-ReLU-Linear), or with `head_bn` a BatchNorm after the hidden layer
     (as SimCLR and MoCo v3 do): it centres the random-init features, whose shared direction the
-    plain head otherwise spends the first hundreds of steps unlearning (measured; see README)."""
+    plain head otherwise spends the first hundreds of steps unlearning (measured; BENCHMARKS.md)."""
     if not mlp:
         return nn.Linear(feat, dim)
     if head_bn:
