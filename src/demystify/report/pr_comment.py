@@ -51,6 +51,7 @@ class Tree:
     """One reproduced revision."""
     name: str
     rev: str
+    sha: str
     path: Path
     seconds: float = 0.0
     ran: list[str] = field(default_factory=list)
@@ -83,7 +84,7 @@ def worktrees(root: Path, revs: dict[str, str]) -> Iterator[dict[str, Tree]]:
             path = root / TREES / name
             _remove_tree(root, path)  # left over by a killed run
             _run(["git", "worktree", "add", "--detach", "--force", str(path), sha], root)
-            trees[name] = Tree(name, rev, path)
+            trees[name] = Tree(name, rev, sha, path)
         yield trees
     finally:
         for name in revs:
@@ -222,7 +223,7 @@ def claims(head: Path) -> str:
 
 
 def reproduction(trees: dict[str, Tree]) -> str:
-    lines = [f"- {t.name} `{t.rev}`: `dvc repro` {t.seconds:.0f} s, {len(t.ran)} stages run"
+    lines = [f"- {t.name} `{t.rev}` ({t.sha[:8]}): `dvc repro` {t.seconds:.0f} s, {len(t.ran)} stages run"
              + (f" ({', '.join(t.ran)})" if t.ran else "") + f", {len(t.cached)} restored from the run-cache"
              for t in trees.values()]
     return "### Reproduction (smoke scale, fp32, one shared DVC cache)\n\n" + "\n".join(lines)
@@ -237,7 +238,7 @@ def _write(out: Path, text: str) -> None:
 def comment(base: str, out: Path, root: Path = Path(".")) -> str:
     root = root.resolve()
     out = out if out.is_absolute() else root / out
-    cache = Path(_run(["dvc", "cache", "dir"], root).strip()).resolve()
+    cache = (root / _run(["dvc", "cache", "dir"], root).strip()).resolve()  # this repository's, wherever configured
     with worktrees(root, {"base": base, "head": "HEAD"}) as trees:
         for tree in trees.values():
             reproduce(tree, cache, root / ".dvc" / "site_cache")
