@@ -46,7 +46,8 @@ bench: $(STAMP) $(SITE_CACHE)
 params: $(STAMP)
 	python -m demystify.params_file
 
-# markdown for a pull-request comment: metrics, params and plots against BASE (default main)
+# markdown for a pull-request comment: BASE (default main) and the committed HEAD reproduced the same
+# way (smoke scale, fp32) in worktrees under .pr/ sharing this DVC cache; only what differs is listed
 BASE ?= main
 pr-report: $(STAMP) $(SITE_CACHE)
 	python -m demystify.report.pr_comment --base $(BASE) --out reports/pr.md

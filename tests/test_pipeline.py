@@ -239,8 +239,8 @@ def test_evaluation_outputs(repo):
 
 
 def test_report_and_pr_comment(repo):
-    """The report holds the three tables and computed claims; `make pr-report`'s module writes the
-    metrics / params / plots diff against a base revision."""
+    """The report holds the three tables and computed claims, and its headline is a DVC metric
+    (`make pr-report`'s comparison of two revisions is the last test of this module)."""
     path, env = repo
     text = (path / "reports/report.md").read_text()
     for heading in ("### Claim 1", "### Claim 2", "### Claim 3", "## Table 1", "## Table 2", "## Table 3"):
@@ -252,11 +252,6 @@ def test_report_and_pr_comment(repo):
     assert any(k.endswith(".low") for k in headline)
     shown = _run(["dvc", "metrics", "show", "--json"], path, env).stdout
     assert "claims_holding" in shown
-    proc = _run([sys.executable, "-m", "demystify.report.pr_comment", "--base", "HEAD", "--out", "reports/pr.md"],
-                path, env)
-    comment = (path / "reports/pr.md").read_text()
-    assert proc.stdout == comment
-    assert "### Metrics" in comment and "reports/metrics.json" in comment and "### Params" in comment
 
 
 def test_sweep_value_seen_before_is_restored_not_retrained(repo):
@@ -324,3 +319,38 @@ def test_a_backbone_is_fetched_from_another_repository_through_a_remote(repo, tm
     got.mkdir()
     _run(["dvc", "get", str(path), "models/moco_tracker/backbone.pt", "-o", "backbone.pt"], got, env)
     assert (got / "backbone.pt").read_bytes() == (path / "models/moco_tracker/backbone.pt").read_bytes()
+
+def test_pr_report_shows_only_what_the_change_caused(repo):
+    """`make pr-report`'s module: base and head reproduced in worktrees on the shared cache. A
+    change of a report param reruns only the report; pretraining and evaluation come back from the
+    run-cache with the base's bytes, so the comment lists no change there, and the param itself."""
+    path, env = repo
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    _run(["git", "add", "-A"], path, env)  # earlier tests left results and params: the base
+    _run([*git, "commit", "-qm", "base", "--allow-empty"], path, env)
+    base = _run(["git", "rev-parse", "HEAD"], path, env).stdout.strip()
+    conf = path / "conf/config.yaml"
+    text = conf.read_text()
+    assert "  resamples: 2000 " in text
+    conf.write_text(text.replace("  resamples: 2000 ", "  resamples: 1000 "))
+    _run([*git, "commit", "-qam", "head: fewer bootstrap draws"], path, env)
+    status = _run(["git", "status", "--porcelain"], path, env).stdout
+
+    proc = _run([sys.executable, "-m", "demystify.report.pr_comment", "--base", base, "--out", "reports/pr.md"],
+                path, env)
+    comment = (path / "reports/pr.md").read_text()
+    assert proc.stdout == comment
+    sections = dict(part.split("\n", 1) for part in comment.split("\n#### ")[1:])
+    assert sections["Pretraining"].strip() == "no change" and sections["Evaluation"].strip() == "no change"
+    assert sections["Data"].strip() == "no change"
+    assert "| report.resamples | 2000 | 1000 |" in comment
+    params = comment.split("### Params that changed")[1].split("###")[0]
+    assert params.count("\n| ") == 2, params  # the header row and report.resamples, nothing else
+    assert "- Claim 1" in comment  # the head's verdicts
+    # the head reran only the report; everything else came back from the run-cache
+    head = next(line for line in comment.splitlines() if line.startswith("- head"))
+    assert "1 stages run (report)" in head, head
+    # the worktrees are gone and the workspace untouched
+    worktrees = _run(["git", "worktree", "list", "--porcelain"], path, env).stdout
+    assert worktrees.count("worktree ") == 1 and not (path / ".pr").exists()
+    assert _run(["git", "status", "--porcelain"], path, env).stdout == status

@@ -257,3 +257,42 @@ def test_a_sweep_of_two_seeds_counts_two_runs(tmp_path):
                    tmp_path / "results", [], 200, sweep=tmp_path / "runs.csv")
     assert result["metrics"]["runs"] == 2
     assert "0.600 ± 0.141" in (tmp_path / "reports" / "report.md").read_text()  # supervised linear: 0.5, 0.7
+
+
+def test_pr_comment_lists_only_what_differs(tmp_path):
+    """The pull-request comment's diff: metrics by stage area ("no change" where nothing differs),
+    params, and the head's changed PNG plots copied beside the comment as base/head pairs."""
+    from demystify.report import pr_comment as pr
+
+    base = {("results/pretrain/moco_frames/summary.json", "final_loss"): 1.5,
+            ("reports/metrics.json", "claims_holding"): 1, ("reports/metrics.json", "claim1.low"): 0.25}
+    head = {**base, ("reports/metrics.json", "claim1.low"): 0.5, ("reports/metrics.json", "new"): True}
+    section = pr.metrics_section(pr.differences(base, head))
+    areas = dict(part.split("\n", 1) for part in section.split("\n#### ")[1:])
+    assert areas["Pretraining"].strip() == areas["Evaluation"].strip() == areas["Data"].strip() == "no change"
+    assert "| reports/metrics.json | claim1.low | 0.25 | 0.5 | +0.25 |" in areas["Report"]
+    assert "| reports/metrics.json | new | — | True |  |" in areas["Report"]
+    assert "claims_holding" not in section
+    params = pr.params_section(pr.differences({"report.resamples": 2000, "pairs.seed": 0},
+                                              {"report.resamples": 1000, "pairs.seed": 0}))
+    assert "| report.resamples | 2000 | 1000 |" in params and "pairs.seed" not in params
+    assert pr.params_section({}).endswith("no change")
+
+    trees = {}
+    for name, pixels in (("base", b"same"), ("head", b"other")):
+        tree = trees[name] = tmp_path / name
+        (tree / "reports").mkdir(parents=True)
+        (tree / "dvc.yaml").write_text("stages:\n  report:\n    plots:\n      - reports/a.png:\n          cache: false\n"
+                                       "plots:\n  - results/summary/s.png\n")
+        (tree / "reports/a.png").write_bytes(pixels)
+        (tree / "reports/same.png").write_bytes(b"x")
+        (tree / "results/summary").mkdir(parents=True)
+    (trees["head"] / "results/summary/s.png").write_bytes(b"new")  # only in head
+    images = tmp_path / "out" / "pr"
+    plots = pr.changed_plots(trees["base"], trees["head"], images)
+    assert plots == [("reports/a.png", "reports_a.base.png", "reports_a.head.png"),
+                     ("results/summary/s.png", None, "results_summary_s.head.png")]
+    assert (images / "reports_a.base.png").read_bytes() == b"same"
+    assert sorted(p.name for p in images.iterdir()) == ["reports_a.base.png", "reports_a.head.png",
+                                                        "results_summary_s.head.png"]
+    assert "![reports/a.png (head)](pr/reports_a.head.png)" in pr.plots_section(plots, "pr")
