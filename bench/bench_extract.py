@@ -88,7 +88,8 @@ def main() -> None:
     args = ap.parse_args()
     workers = args.workers or os.cpu_count() or 1
     params = FramesParams(
-        fps=args.fps, size=args.size, jpeg_quality=args.quality, max_rejected=0.0, workers=workers
+        fps=args.fps, size=args.size, jpeg_quality=args.quality, max_rejected=0.0, workers=workers,
+        decode_timeout_s=600.0,
     )
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
         root = Path(tmp) / "videos"

@@ -28,7 +28,7 @@ clips = video_fixtures.clips  # the session fixture, shared with other modules
 
 
 def params(**kw) -> FramesParams:
-    base = dict(fps=5.0, size=32, jpeg_quality=5, max_rejected=1.0, workers=1)
+    base = dict(fps=5.0, size=32, jpeg_quality=5, max_rejected=1.0, workers=1, decode_timeout_s=60.0)
     return FramesParams(**{**base, **kw})
 
 
@@ -197,7 +197,7 @@ def test_duplicate_ids_rejected(clips, tmp_path: Path):
     put(clips["portrait"], tmp_path / "v" / "clip.mkv")
     manifest, rejected = extract_all(tmp_path / "v", tmp_path / "o", params(), progress=False)
     assert rejected.to_dict("records") == [
-        {"file": "clip.mp4", "reason": "duplicate video id 'clip' (already taken by clip.mkv)"}
+        {"file": "clip.mp4", "reason": "frames folder of clip.mp4 ('clip/') would collide with clip.mkv's; rename one"}
     ]
     assert manifest["width"].unique().tolist() == [32]
 
@@ -207,7 +207,7 @@ def test_ground_truth_sidecar(clips, tmp_path: Path):
     put(clips["good"], root / "GOT-10k_Train_000001.mp4")
     seq = root / "GOT-10k_Train_000001"
     seq.mkdir()
-    k = np.arange(15)  # 1.5 s at 10 Hz: the last frames clip to the last row
+    k = np.arange(15)  # 1.5 s at 10 Hz: the frames at 1.6 and 1.8 s are past its end
     (seq / "groundtruth.txt").write_text("".join(f"{i},{2 * i},10,8\n" for i in k))
     (seq / "cover.label").write_text("".join(f"{i % 9}\n" for i in k))
     (seq / "absence.label").write_text("".join(f"{i % 2}\n" for i in k))
@@ -215,13 +215,15 @@ def test_ground_truth_sidecar(clips, tmp_path: Path):
     manifest, rejected = extract_all(root, tmp_path / "out", params(size=24), progress=False)
     assert rejected.empty
     assert (manifest["width"].iloc[0], manifest["height"].iloc[0]) == (32, 24)  # scale 0.5
-    row = np.minimum(2 * manifest["frame"].to_numpy(), 14)  # t = i/5 s -> row round(10 t)
-    np.testing.assert_allclose(manifest["x"], row * 0.5)
-    np.testing.assert_allclose(manifest["y"], row * 1.0)
-    np.testing.assert_allclose(manifest[["w", "h"]], np.tile([5.0, 4.0], (10, 1)))
-    assert manifest["cover"].tolist() == (row % 9).tolist()
-    assert manifest["absence"].tolist() == (row % 2).tolist()
-    assert manifest["track"].tolist() == [0] * 10
+    row = 2 * manifest["frame"].to_numpy()[:8]  # t = i/5 s -> row round(10 t)
+    np.testing.assert_allclose(manifest["x"][:8], row * 0.5)
+    np.testing.assert_allclose(manifest["y"][:8], row * 1.0)
+    np.testing.assert_allclose(manifest[["w", "h"]][:8], np.tile([5.0, 4.0], (8, 1)))
+    assert manifest["cover"][:8].tolist() == (row % 9).tolist()
+    assert manifest["absence"][:8].tolist() == (row % 2).tolist()
+    assert manifest["track"][:8].tolist() == [0] * 8
+    past = manifest.iloc[8:]  # no annotation at all: no box, no labels
+    assert past[["x", "y", "w", "h"]].isna().all().all() and past[["cover", "absence", "track"]].isna().all().all()
 
 
 def test_ground_truth_defaults_to_video_rate(clips, tmp_path: Path):
@@ -259,7 +261,7 @@ def run_script(cwd: Path, max_rejected: float) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(
         "data: {source: folder, root: data/world, videos: videos}\n"
         f"frames: {{fps: 5.0, size: 32, jpeg_quality: 5, max_rejected: {max_rejected},"
-        " workers: 1}\n"
+        " workers: 1, decode_timeout_s: 60.0}\n"
     )
     return subprocess.run(stage_argv("extract_frames", cwd / "params.yaml"), cwd=cwd, capture_output=True, text=True)
 

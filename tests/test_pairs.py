@@ -274,7 +274,7 @@ def test_trackingnet_boxes_carried_by_extraction(tmp_path, clips):
     (chunk / "videos" / "clip.mp4").write_bytes(src.read_bytes())
     (chunk / "anno" / "clip.txt").write_text("".join(f"{i},{i},10,12\n" for i in range(80)))
     manifest, rejected = extract_all(chunk / "videos", tmp_path / "frames", FramesParams(
-        fps=5.0, size=120, jpeg_quality=3, max_rejected=0.0, workers=1), progress=False)
+        fps=5.0, size=120, jpeg_quality=3, max_rejected=0.0, workers=1, decode_timeout_s=60.0), progress=False)
     assert rejected.empty and manifest["x"].notna().all()
     assert manifest["x"].iloc[1] == pytest.approx(2.0)  # frame 1 at 0.2 s = source row 2 (10 fps), same size
 

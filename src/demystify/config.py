@@ -139,6 +139,7 @@ class FramesParams(Section):
     jpeg_quality: int = Field(ge=2, le=31)
     max_rejected: float = Field(ge=0, le=1)
     workers: int = Field(ge=0)  # 0: one per core
+    decode_timeout_s: float = Field(gt=0)  # one video's ffmpeg decode; longer: rejected as timed out
 
 
 class PairsParams(Section):

@@ -104,6 +104,13 @@ def frames_manifest(v: Validator, manifest: pd.DataFrame, frames_root: Path, p: 
     df["file_exists"] = [(frames_root / str(path)).is_file() if isinstance(path, str) else False for path in df["path"]]
     df["short_side"] = df[["width", "height"]].min(axis=1)
     df["frame_step"] = df.groupby("video")["frame"].diff().fillna(1)
+    # Range checks skip nulls, and inf is in range: the box rules are on derived columns. A row has
+    # all four box values or none; where it has them they are finite (null where it has none).
+    box = df[["x", "y", "w", "h"]].to_numpy(float)
+    values = np.count_nonzero(~np.isnan(box), axis=1)
+    df["box_values"] = values
+    finite = (np.isfinite(box) | np.isnan(box)).all(1)  # every present value (inf is not NaN)
+    df["box_finite"] = pd.Series(finite, index=df.index, dtype=object).where(values > 0, None)
     e = v.gx.expectations
     expectations = [e.ExpectColumnValuesToNotBeNull(column=c) for c in ("video", "frame", "time_s", "path", "width", "height")]
     expectations += [
@@ -111,6 +118,9 @@ def frames_manifest(v: Validator, manifest: pd.DataFrame, frames_root: Path, p: 
         e.ExpectColumnValuesToBeBetween(column="frame_step", min_value=1),  # indices increase within a video
         e.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
         e.ExpectColumnValuesToBeBetween(column="time_s", min_value=0),
+        e.ExpectColumnValuesToBeInSet(column="box_values", value_set=[0, 4]),
+        e.ExpectColumnValuesToBeInSet(column="box_finite", value_set=[True]),
+        *(e.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True) for c in "wh"),
     ]
     return v.validate("frames_manifest", df, expectations)
 

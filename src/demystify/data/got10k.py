@@ -8,6 +8,7 @@ TrackingNet: `anno/<video>.txt` with the same "x,y,w,h" lines.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -51,19 +52,25 @@ def anno_fps(meta: dict[str, str], source: str = "meta_info.ini") -> float | Non
     if not text:
         return None
     m = re.fullmatch(r"\s*([\d.]+)\s*(?:Hz|hz|fps)?\s*", text)
-    if not m or float(m[1]) <= 0:
+    try:
+        rate = float(m[1]) if m else math.nan  # '1.2.3' matches the pattern but is no number
+    except ValueError:
+        rate = math.nan
+    if not (math.isfinite(rate) and rate > 0):
         raise AnnotationError(f"{source}: anno_fps {text!r} is not a rate like '10Hz'")
-    return float(m[1])
+    return rate
 
 
 def resolution(meta: dict[str, str]) -> tuple[int, int] | None:
-    """(width, height) of `resolution: (160, 120)`, None when absent or unreadable."""
+    """(width, height) of `resolution: (160, 120)`, None when absent or unreadable (or zero)."""
     m = re.fullmatch(r"\s*\(?\s*(\d+)\s*,\s*(\d+)\s*\)?\s*", meta.get("resolution", ""))
-    return (int(m[1]), int(m[2])) if m else None
+    return (int(m[1]), int(m[2])) if m and int(m[1]) > 0 and int(m[2]) > 0 else None
 
 
 def read_boxes(txt_path: str | Path) -> np.ndarray:
-    """(N, 4) float array of "x,y,w,h" lines (NaN allowed for frames without a box)."""
+    """(N, 4) float array of "x,y,w,h" lines, as written: 'nan' or 'inf' parse as numbers (see
+    `has_box` for which rows hold a box). A line that is not four numbers, or a file that is not
+    UTF-8 text, raises AnnotationError naming the file (and line)."""
     path = Path(txt_path)
     rows = []
     for no, line in enumerate(_read_lines(path), start=1):
@@ -79,10 +86,26 @@ def read_boxes(txt_path: str | Path) -> np.ndarray:
     return np.asarray(rows, dtype=float).reshape(-1, 4)
 
 
+def has_box(boxes: np.ndarray) -> np.ndarray:
+    """Which rows of an (N, 4) x,y,w,h array hold a box: four finite numbers, w > 0 and h > 0.
+    Any other row (NaN, inf, an empty 0,0,0,0 box) means "no box for that frame"."""
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+
+
+def without_invalid(boxes: np.ndarray) -> np.ndarray:
+    """`boxes` with every row that holds no box (`has_box`) set to NaN."""
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4).copy()
+    boxes[~has_box(boxes)] = np.nan
+    return boxes
+
+
 def read_annotations(seq_dir: str | Path) -> pd.DataFrame:
-    """One row per annotated frame: frame (0-based), x, y, w, h, cover (-1: unknown), absence."""
+    """One row per annotated frame: frame (0-based), x, y, w, h, cover (-1: unknown), absence.
+    A frame whose row holds no box (`has_box`) has NaN x, y, w, h; its labels are kept."""
     seq_dir = Path(seq_dir)
-    boxes = read_boxes(seq_dir / "groundtruth.txt")
+    boxes = without_invalid(read_boxes(seq_dir / "groundtruth.txt"))
     n = len(boxes)
     cover = _read_labels(seq_dir / "cover.label", n, default=-1, valid=range(0, 9))
     absence = _read_labels(seq_dir / "absence.label", n, default=0, valid=range(0, 2))
@@ -134,3 +157,10 @@ def nearest_rows(time_s: np.ndarray, rate: float, n_rows: int) -> np.ndarray:
     (clipped to the last row). The epsilon keeps k + 0.5 from float noise."""
     rows = np.floor(np.asarray(time_s, float) * rate + 0.5 + 1e-9).astype(np.int64)
     return np.clip(rows, 0, max(n_rows - 1, 0))
+
+
+def annotated(time_s: np.ndarray, rate: float, n_rows: int) -> np.ndarray:
+    """Which times fall within the annotated span [0, n_rows / rate): the source frame shown at
+    that time has an annotation row. Ground truth shorter than the video (e.g. a test split's
+    single first-frame box) annotates only its own frames; `nearest_rows` clips the rest."""
+    return np.floor(np.asarray(time_s, float) * rate + 1e-9) < n_rows

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .got10k import AnnotationError, read_boxes
+from .got10k import AnnotationError, has_box, read_boxes
 
 
 def list_videos(chunk: str | Path) -> list[str]:
@@ -20,9 +20,10 @@ def list_videos(chunk: str | Path) -> list[str]:
 
 def read_annotations(chunk: str | Path, video: str) -> pd.DataFrame:
     """One row per frame: frame (0-based), x, y, w, h; TrackingNet has no cover/absence labels,
-    so absence is 1 exactly where the box is empty."""
+    so absence is 1 exactly where the row holds no box (`got10k.has_box`; its x, y, w, h are NaN)."""
     boxes = read_boxes(Path(chunk) / "anno" / f"{video}.txt")
-    empty = ~(np.isfinite(boxes).all(1) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0))
+    empty = ~has_box(boxes)
+    boxes[empty] = np.nan
     return pd.DataFrame({"frame": np.arange(len(boxes), dtype=np.int64), "x": boxes[:, 0], "y": boxes[:, 1],
                          "w": boxes[:, 2], "h": boxes[:, 3], "cover": -1, "absence": empty.astype(np.int64)})
 

@@ -17,8 +17,10 @@ COLUMNS = 2  # pairs per row
 def _tile(img: np.ndarray, box: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
     scale = TILE / img.shape[0]
     out = cv2.resize(img, (round(img.shape[1] * scale), TILE), interpolation=cv2.INTER_AREA)
-    x, y, w, h = (np.asarray(box) * scale).round().astype(int)
-    cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), color, 2)
+    x, y, w, h = (np.asarray(box, float) * scale).round()
+    # Corners clipped far outside the tile: a huge box draws as its visible edges, never overflows.
+    x0, y0, x1, y1 = np.clip([x, y, x + w - 1, y + h - 1], -(1 << 16), 1 << 16).astype(int)
+    cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
     return out
 
 
@@ -28,6 +30,9 @@ def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> 
     picks = pairs.iloc[np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)] if len(pairs) else pairs
     rows = []
     for _, r in picks.iterrows():
+        boxes = r[["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]].to_numpy(float)
+        if not np.isfinite(boxes).all():  # a frame without a box: nothing to draw (never a crash)
+            continue
         a, b = cv2.imread(str(frames_root / r.path_a)), cv2.imread(str(frames_root / r.path_b))
         if a is None or b is None:
             continue

@@ -4,7 +4,8 @@ Two sources, per video:
 - `<videos>/<video>/objects.csv` (the synthetic world's extension of GOT-10k: every object's
   box per source frame, distractors and occluders included), aligned by the GOT-10k
   `meta_info.ini` annotation rate and resolution;
-- otherwise the target carried in the frames manifest (`x, y, w, h`, `absence`), as track 0.
+- otherwise the target carried in the frames manifest (`x, y, w, h`, `absence`), as track 0;
+  frames without a valid box there (NaN, inf, w or h <= 0) have no target.
 Videos with neither have no ground truth; their pairs get `iou_gt` = NaN.
 """
 
@@ -36,11 +37,12 @@ def _from_objects_csv(path: Path, frames: pd.DataFrame) -> pd.DataFrame:
                         "x": merged["x"] * merged["sx"], "y": merged["y"] * merged["sy"],
                         "w": merged["w"] * merged["sx"], "h": merged["h"] * merged["sy"],
                         **{c: merged[c] for c in POSE if c in merged}})
-    return out[(out.w > 0) & (out.h > 0)]
+    return out[got10k.has_box(out[["x", "y", "w", "h"]].to_numpy(float))]
 
 
 def _from_manifest(frames: pd.DataFrame) -> pd.DataFrame:
-    present = frames["w"].notna() & (frames["w"] > 0)
+    # A frame without a box (NaN, inf, w or h <= 0: got10k.has_box) is a frame without the target.
+    present = pd.Series(got10k.has_box(frames[["x", "y", "w", "h"]].to_numpy(float)), index=frames.index)
     if "absence" in frames:
         present &= frames["absence"].fillna(0).astype(int) == 0
     rows = frames[present]

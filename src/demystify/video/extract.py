@@ -4,6 +4,11 @@ ffmpeg does all per-frame work (decode, resample to `fps`, resize, JPEG encode);
 plans, checks and records. Each video is written through `atomic_dir`, so a killed run leaves
 only dot-prefixed temporaries (removed at the next start), never a half-written video folder.
 A bad video is rejected with ffmpeg's reason and never stops the others.
+
+Names are planned before any decoding: a file name that is not UTF-8, a frames folder that would
+be another video's (or one of its parents, or an output file), or a folder name like '.' or '..'
+rejects that file by name (the first in sorted order keeps the folder), so no video's frames can
+be deleted or overwritten by another's.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -53,6 +59,7 @@ MANIFEST_DTYPES: dict[str, str] = {
     "track": "Int64",
 }
 REJECTED_COLUMNS = ["file", "reason"]
+OUTPUT_NAMES = frozenset({"manifest.parquet", "rejected.csv"})  # the stage's own files in out_root
 TRUNCATION_MARGIN = 0.1  # share of the header's duration a video may fall short by
 _GT_FLOAT = ["x", "y", "w", "h"]
 _GT_INT = ["cover", "absence", "track"]
@@ -72,6 +79,7 @@ class _Job:
     size: int
     quality: int
     threads: int = 0  # ffmpeg threads per video; 0 = ffmpeg's own choice
+    timeout_s: float | None = None  # the decode's wall-clock limit; None: none
 
 
 # ---------------------------------------------------------------- discovery
@@ -114,10 +122,20 @@ def output_size(width: int, height: int, size: int) -> tuple[int, int]:
 def _check_readable(path: Path) -> None:
     # ffmpeg's message for these is vague; Python's errno names the actual problem.
     try:
+        mode = os.stat(path).st_mode  # follows a link: its target must be a regular file
+        if not stat.S_ISREG(mode):
+            # Opening a FIFO (or a device) blocks, or reads forever: never hand it to ffmpeg.
+            raise VideoError(f"not a regular file ({_file_kind(mode)}); only regular files are decoded")
         with open(path, "rb") as fh:
             fh.read(1)
     except OSError as exc:
         raise VideoError(f"unreadable: [Errno {exc.errno}] {exc.strerror}") from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")]
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def extract_video(
@@ -128,17 +146,18 @@ def extract_video(
     quality: int,
     info: VideoInfo | None = None,
     threads: int = 0,
+    timeout_s: float | None = None,
 ) -> pd.DataFrame:
     """Decode `path` to `out_dir/%06d.jpg` at `fps`, short side `size`, JPEG `-q:v quality`.
 
-    Returns one row per frame (frame, time_s, width, height). Any decode error, or no frame
-    at all, raises VideoError and leaves no `out_dir` behind.
+    Returns one row per frame (frame, time_s, width, height). Any decode error, no frame at all,
+    or a decode longer than `timeout_s` raises VideoError and leaves no `out_dir` behind.
     """
     path = Path(path)
     info = info or probe(path)
     width, height = output_size(info.width, info.height, size)
     with atomic_dir(out_dir) as tmp:
-        _run_ffmpeg(path, tmp, fps, width, height, quality, threads)
+        _run_ffmpeg(path, tmp, fps, width, height, quality, threads, timeout_s)
         count = sum(1 for _ in tmp.glob("*.jpg"))
         if count == 0:
             raise VideoError("decoded to 0 frames")
@@ -161,26 +180,43 @@ def _check_complete(count: int, fps: float, info: VideoInfo) -> None:
         )
 
 
+def _image2_pattern(folder: Path) -> str:
+    """ffmpeg's image2 muxer reads every '%' of its output name as a pattern ('my%20clip/'
+    fails with "Error muxing a packet"): the folder's own '%' are written '%%'. Absolute, so
+    no name (a leading '-', a 'name:' like a protocol) is read as anything but a path."""
+    return os.path.abspath(folder).replace("%", "%%") + "/%06d.jpg"
+
+
 def _run_ffmpeg(
-    path: Path, out: Path, fps: float, width: int, height: int, quality: int, threads: int = 0
+    path: Path,
+    out: Path,
+    fps: float,
+    width: int,
+    height: int,
+    quality: int,
+    threads: int = 0,
+    timeout_s: float | None = None,
 ) -> None:
     import ffmpeg
 
     # With one ffmpeg per core already running, ffmpeg's default of a thread pool per process
     # oversubscribes the cores (measured: about 10% slower on 2 cores, see BENCHMARKS.md).
     stream = (
-        ffmpeg.input(str(path), threads=threads)
+        ffmpeg.input(os.path.abspath(path), threads=threads)
         .filter("fps", fps=fps)
         .filter("scale", width, height)
         # Standard Huffman tables: ffmpeg's default computes optimal ones per frame, a second
         # pass that costs about 5% of the whole extraction for a few % smaller files.
-        .output(str(out / "%06d.jpg"), start_number=0, threads=threads, huffman="default", **{"q:v": quality})
+        .output(_image2_pattern(out), start_number=0, threads=threads, huffman="default", **{"q:v": quality})
     )
     args = stream.compile(cmd=ffmpeg_exe())
     # Global options go before the input: ffmpeg ignores trailing ones. -xerror turns a
     # decode error (truncated or corrupt data) into a non-zero exit instead of a short video.
     args[1:1] = ["-hide_banner", "-nostdin", "-v", "error", "-xerror"]
-    proc = subprocess.run(args, capture_output=True, text=True, errors="replace")
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # ffmpeg is killed; atomic_dir drops its partial frames
+        raise VideoError(f"timed out after {timeout_s:g} s (frames.decode_timeout_s)") from None
     if proc.returncode != 0:
         raise VideoError(ffmpeg_reason(proc.stderr, default=f"ffmpeg exit {proc.returncode}"))
 
@@ -197,7 +233,10 @@ class GroundTruth:
 
 def read_sidecar(path: Path) -> GroundTruth | None:
     """Ground truth of `X.mp4`, if it has any: the GOT-10k sequence folder `X/` beside it, or a
-    TrackingNet box file `anno/X.txt` beside it or beside its folder (one row per video frame)."""
+    TrackingNet box file `anno/X.txt` beside it or beside its folder (one row per video frame).
+    A file that cannot be read (not UTF-8, a line that is not four numbers, a bad label or
+    `anno_fps`) raises AnnotationError naming it; a row without a box (NaN, inf, w or h <= 0)
+    is kept as a frame without a box."""
     seq = path.with_suffix("")
     if not (seq / "groundtruth.txt").is_file():
         for anno in (path.parent / "anno", path.parent.parent / "anno"):
@@ -215,7 +254,11 @@ def read_sidecar(path: Path) -> GroundTruth | None:
 def attach_ground_truth(
     frames: pd.DataFrame, gt: GroundTruth | None, info: VideoInfo
 ) -> pd.DataFrame:
-    """Add x, y, w, h (scaled to the frame size), cover, absence, track (NA without GT)."""
+    """Add x, y, w, h (scaled to the frame size), cover, absence, track (NA without GT).
+
+    A frame past the end of the ground truth (a test split's single first-frame box, a file
+    shorter than the video) has no annotation at all: all seven columns NA. A frame whose row
+    holds no box has NaN x, y, w, h and keeps its labels."""
     frames = frames.copy()
     n = len(frames)
     if gt is None:
@@ -226,14 +269,20 @@ def attach_ground_truth(
         return frames
     rate = gt.rate or info.fps
     src_w, src_h = gt.resolution or (info.width, info.height)
-    picked = gt.boxes.iloc[got10k.nearest_rows(frames["time_s"].to_numpy(), rate, len(gt.boxes))]
+    times = frames["time_s"].to_numpy()
+    picked = gt.boxes.iloc[got10k.nearest_rows(times, rate, len(gt.boxes))]
+    known = got10k.annotated(times, rate, len(gt.boxes))
+    boxes = got10k.without_invalid(picked[_GT_FLOAT].to_numpy(float))
+    boxes[~known] = np.nan
     sx = frames["width"].to_numpy() / src_w
     sy = frames["height"].to_numpy() / src_h
-    for col, scale in [("x", sx), ("y", sy), ("w", sx), ("h", sy)]:
-        frames[col] = picked[col].to_numpy() * scale
+    for i, (col, scale) in enumerate([("x", sx), ("y", sy), ("w", sx), ("h", sy)]):
+        frames[col] = boxes[:, i] * scale
     for col in ("cover", "absence"):
         frames[col] = pd.array(picked[col].to_numpy(), dtype="Int64")
     frames["track"] = pd.array(np.zeros(n, dtype=np.int64), dtype="Int64")  # GOT: one object
+    for col in _GT_INT:
+        frames.loc[~known, col] = pd.NA
     return frames
 
 
@@ -247,7 +296,7 @@ def _process(job: _Job) -> tuple[str, pd.DataFrame | None, str | None]:
         info = probe(job.path)
         gt = read_sidecar(job.path)  # a bad sidecar fails before any decoding
         frames = extract_video(
-            job.path, job.out_dir, job.fps, job.size, job.quality, info, job.threads
+            job.path, job.out_dir, job.fps, job.size, job.quality, info, job.threads, job.timeout_s
         )
         frames = attach_ground_truth(frames, gt, info)
     except (VideoError, got10k.AnnotationError) as exc:
@@ -260,19 +309,51 @@ def _process(job: _Job) -> tuple[str, pd.DataFrame | None, str | None]:
 
 
 def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesParams, workers: int):
+    """Jobs for the videos whose frames folder is theirs alone; (file, reason) for the others,
+    decided here, before any decoding (sorted order: the first file keeps a contested folder)."""
     jobs: list[_Job] = []
     rejected: list[tuple[str, str]] = []
-    owner: dict[str, str] = {}
+    owner: dict[str, str] = {}  # frames folder (video id) -> the file decoded into it
+    under: dict[str, str] = {}  # every parent folder of an accepted id -> one file below it
+    threads = 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
     for path in videos:
         file, vid = path.relative_to(root).as_posix(), video_id(path, root)
-        if vid in owner:  # clip.mp4 + clip.avi would write the same frames folder
-            rejected.append((file, f"duplicate video id {vid!r} (already taken by {owner[vid]})"))
+        reason = _name_problem(file, vid, owner, under)
+        if reason is not None:
+            rejected.append((printable(file), reason))
             continue
         owner[vid] = file
-        threads = 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
-        job = _Job(path, file, vid, out_root / vid, params.fps, params.size, params.jpeg_quality, threads)
+        parts = vid.split("/")
+        for i in range(1, len(parts)):
+            under.setdefault("/".join(parts[:i]), file)
+        job = _Job(path, file, vid, out_root / vid, params.fps, params.size, params.jpeg_quality, threads,
+                   params.decode_timeout_s)
         jobs.append(job)
     return jobs, rejected
+
+
+def printable(name: str) -> str:
+    """A file name as UTF-8 text: the bytes that are not UTF-8 shown as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _name_problem(file: str, vid: str, owner: dict[str, str], under: dict[str, str]) -> str | None:
+    try:
+        file.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk hands such bytes over as surrogate escapes
+        return "file name is not UTF-8; DVC cannot track it (rename it)"
+    parts = vid.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return f"its frames folder would be {vid!r}, not a folder of its own; rename it"  # '..': out's parent
+    if parts[0] in OUTPUT_NAMES:
+        return f"frames folder of {file} would collide with the stage's own {parts[0]}; rename it"
+    other = owner.get(vid)  # clip.mp4 + clip.avi
+    if other is None:  # clip.mp4 + clip/x.mp4: one folder inside the other
+        other = next((owner[a] for a in ("/".join(parts[:i]) for i in range(1, len(parts))) if a in owner), None)
+    other = other or under.get(vid)
+    if other is not None:
+        return f"frames folder of {file} ({vid + '/'!r}) would collide with {other}'s; rename one"
+    return None
 
 
 def empty_manifest() -> pd.DataFrame:
