@@ -8,6 +8,8 @@ which pass over the corpus the draw belongs to.
 
 from __future__ import annotations
 
+import os
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +38,46 @@ class Item:
     label: int = -1
 
 
+def walk_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """Every file under `folder` (unsorted), following symlinked folders, which Path.rglob does not
+    (Python 3.11): a corpus whose class folders are links is read whole. A folder that is one of its
+    own ancestors (a symlink loop) is not entered again; the second value says which, and where it
+    leads. A link to a folder outside any loop is followed each time it is met. A folder that cannot
+    be listed is a DataError naming it."""
+    files: list[Path] = []
+    loops: list[str] = []
+    stack: list[tuple[str, frozenset[str]]] = [(str(folder), frozenset())]
+    while stack:
+        path, ancestors = stack.pop()
+        real = os.path.realpath(path)
+        if real in ancestors:
+            loops.append(f"{path}: symlink loop back to {real}, not entered again")
+            continue
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks; a broken link is a file (rejected when read)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append((entry.path, ancestors | {real}))
+            else:
+                files.append(Path(entry.path))
+    return files, loops
+
+
 def _images(folder: Path) -> list[Path]:
+    """The images under `folder`, sorted as Path sorts (the order of the committed results)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: corpus folder not found")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files, loops = walk_files(folder)
+    for loop in loops:
+        print(f"corpus {folder}: skipped {loop}", file=sys.stderr)
+    return sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def image_items(folder: Path, labelled: bool = False) -> tuple[list[Item], list[str]]:
