@@ -102,6 +102,29 @@ def test_one_level_readers_follow_symlinked_folders(tmp_path):
     assert readers.aloi(tmp_path, "view").instance.tolist() == [1, 2, 3]
 
 
+def test_pairs_manifest_paths_stay_in_the_frames_folder(tmp_path):
+    import pandas as pd
+
+    frames = tmp_path / "frames"
+    _png(frames / "v" / "1.jpg")
+    _png(frames / "v" / "2.jpg")
+    _png(tmp_path / "secret.jpg")  # a real image outside the frames folder
+    box = {f"{v}_{c}": [0.0] for v in "ab" for c in "xywh"}
+    manifest = tmp_path / "pairs.parquet"
+    pd.DataFrame({"path_a": ["v/1.jpg"], "path_b": ["v/2.jpg"], **box}).to_parquet(manifest)
+    assert len(datasets.pair_items(manifest, frames, crops=True)) == 1
+    for bad in ("../secret.jpg", str(tmp_path / "secret.jpg"), None):
+        pd.DataFrame({"path_a": ["v/1.jpg"], "path_b": [bad], **box}).to_parquet(manifest)
+        with pytest.raises(datasets.DataError, match=r"pairs\.parquet: 1 frame path\(s\) point outside"):
+            datasets.pair_items(manifest, frames, crops=False)
+    pd.DataFrame({"path_a": ["v/1.jpg"], "path_b": ["v/2.jpg"]}).to_parquet(manifest)
+    with pytest.raises(datasets.DataError, match=r"pairs\.parquet: not a pairs manifest \(no column a_x"):
+        datasets.pair_items(manifest, frames, crops=True)
+    manifest.write_bytes(b"PAR1 not really")
+    with pytest.raises(datasets.DataError, match=r"pairs\.parquet: not a readable parquet file"):
+        datasets.pair_items(manifest, frames, crops=False)
+
+
 # --- GOT-10k list.txt ----------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
@@ -95,8 +95,20 @@ def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
     must still have it: frames re-extracted after mining are an error, never silently trained on."""
     if not pairs_path.is_file():
         raise DataError(f"{pairs_path}: pairs manifest not found (run mine_pairs first)")
-    pairs = pd.read_parquet(pairs_path)
-    missing = [p for p in pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel()) if not (frames_root / p).is_file()]
+    try:
+        pairs = pd.read_parquet(pairs_path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+        raise DataError(f"{pairs_path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+    need = ["path_a", "path_b"] + ([f"{v}_{c}" for v in "ab" for c in "xywh"] if crops else [])
+    absent = [c for c in need if c not in pairs.columns]
+    if absent:
+        raise DataError(f"{pairs_path}: not a pairs manifest (no column {', '.join(absent)})")
+    frames = pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel())
+    outside = [repr(p) for p in frames if _outside(p)]
+    if outside:
+        raise DataError(f"{pairs_path}: {len(outside)} frame path(s) point outside {frames_root} (absolute, "
+                        f"'..' or not a name), e.g. {', '.join(outside[:3])}")
+    missing = [p for p in frames if not (frames_root / p).is_file()]
     if missing:
         raise DataError(f"{pairs_path}: {len(missing)} frame(s) it points at are missing under {frames_root}, "
                         f"e.g. {', '.join(missing[:3])}")
@@ -107,6 +119,14 @@ def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
         boxes = ((r.a_x, r.a_y, r.a_w, r.a_h), (r.b_x, r.b_y, r.b_w, r.b_h)) if crops else (None, None)
         items.append(Item(str(frames_root / r.path_a), str(frames_root / r.path_b), *boxes))
     return items
+
+
+def _outside(entry) -> bool:
+    """Whether a frame path of the manifest would leave the frames folder (the rule of
+    demystify.data.check_entry, kept here so pretrain needs nothing outside ssl/)."""
+    if not isinstance(entry, str) or not entry or "\0" in entry:
+        return True
+    return PurePath(entry).is_absolute() or ".." in PurePath(entry).parts
 
 
 def has_frame_hashes(columns) -> bool:
