@@ -64,6 +64,27 @@ def test_bad_value_is_named(params, key, value, expected):
     assert expected in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("frames.fps", ".inf", "frames.fps = inf: Input should be a finite number"),
+        ("frames.fps", ".nan", "frames.fps = nan: Input should be a finite number"),
+        ("pretrain.lr", ".inf", "pretrain.lr = inf"),
+        ("pretrain.weight_decay", ".inf", "pretrain.weight_decay = inf"),  # ge=0 alone lets inf through
+        ("pairs.max_scale_change", ".inf", "pairs.max_scale_change = inf"),
+        ("classification.linear.weight_decays", "[0.0, .inf]", "classification.linear.weight_decays.1 = inf"),
+        ("classification.svm.costs", "[-.inf]", "classification.svm.costs.0 = -inf"),
+    ],
+)
+def test_non_finite_number_is_named(params, key, value, expected):
+    """inf / nan as YAML writes them (.inf, .nan) satisfy a bare > 0 or >= 0 bound; no float accepts them."""
+    bad = copy.deepcopy(params)
+    _set(bad, key, yaml.safe_load(value))
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(bad, key.split(".")[0])
+    assert expected in str(err.value)
+
+
 def test_unknown_key_is_named(params):
     bad = copy.deepcopy(params)
     bad["frames"]["fsp"] = 5

@@ -41,8 +41,10 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    # strict: "5" is not 5; forbid: a misspelt key is an error, not a silent default.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # strict: "5" is not 5; forbid: a misspelt key is an error, not a silent default;
+    # allow_inf_nan=False: YAML's .inf / .nan pass the gt/ge bounds (inf > 0), so every float
+    # (lists of floats too) must be finite.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class VideoWorld(Section):

@@ -15,18 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import check_entry, read_list
+
 
 class AnnotationError(ValueError):
     """Malformed annotation content; the message names the file and line."""
 
 
 def read_split(root: str | Path) -> list[str]:
-    """Sequence names of a GOT-10k split, in `list.txt` order."""
+    """Sequence names of a GOT-10k split, in `list.txt` order. A list that is not UTF-8, or a
+    name that leaves the split folder ('..', an absolute path), is an AnnotationError naming it."""
     path = Path(root) / "list.txt"
-    try:
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: file not found") from None
+    names = [line.strip() for line in read_list(path, AnnotationError).splitlines() if line.strip()]
+    return [check_entry(name, path, AnnotationError) for name in names]
 
 
 def read_meta(seq_dir: str | Path) -> dict[str, str]:

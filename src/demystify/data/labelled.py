@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import check_entry, read_list
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -80,12 +82,11 @@ def voc07_classification(root: str | Path, split: str) -> LabelledImages:
     columns = []
     for cls in VOC_CLASSES:
         path = main / f"{cls}_{split}.txt"
-        if not path.is_file():
-            raise LabelError(f"{path}: file not found")
-        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        rows = [line.split() for line in read_list(path, LabelError).splitlines() if line.strip()]
         for no, row in enumerate(rows, start=1):
             if len(row) != 2 or row[1] not in ("1", "-1", "0"):
                 raise LabelError(f"{path}:{no}: expected 'name 1|-1|0', got {' '.join(row)!r}")
+            check_entry(row[0], path, LabelError)
         if names is None:
             names = [r[0] for r in rows]
         elif [r[0] for r in rows] != names:
@@ -101,9 +102,7 @@ def voc07_classification(root: str | Path, split: str) -> LabelledImages:
 def world_segmentation(root: str | Path, split: str) -> MaskedImages:
     root = Path(root)
     classes_file = root / "classes.txt"
-    if not classes_file.is_file():
-        raise LabelError(f"{classes_file}: file not found")
-    classes = [c for c in classes_file.read_text().splitlines() if c.strip()]
+    classes = [c for c in read_list(classes_file, LabelError).splitlines() if c.strip()]
     images_dir, masks_dir = root / split / "images", root / split / "masks"
     if not images_dir.is_dir():
         raise LabelError(f"{images_dir}: folder not found")
@@ -117,9 +116,7 @@ def world_segmentation(root: str | Path, split: str) -> MaskedImages:
 def voc2012_segmentation(root: str | Path, split: str) -> MaskedImages:
     root = Path(root)
     path = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not path.is_file():
-        raise LabelError(f"{path}: file not found")
-    names = path.read_text().split()
+    names = [check_entry(n, path, LabelError) for n in read_list(path, LabelError).split()]
     if not names:
         raise LabelError(f"{path}: empty split")
     return MaskedImages([str(root / "JPEGImages" / f"{n}.jpg") for n in names],
@@ -141,8 +138,13 @@ def ade20k_segmentation(root: str | Path, split: str, num_classes: int = 150) ->
     if objects.is_file():
         import pandas as pd
 
-        table = pd.read_csv(objects)
-        classes = [str(n).split(";")[0] for n in table["Name"]][:num_classes]
+        try:
+            table = pd.read_csv(objects, encoding="utf-8")
+            names = table["Name"]
+        except (ValueError, KeyError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError: ValueErrors
+            raise LabelError(f"{objects}: not ADE20K's class table with a 'Name' column "
+                             f"({type(exc).__name__}: {exc})") from None
+        classes = [str(n).split(";")[0] for n in names][:num_classes]
     return MaskedImages([str(p) for p in images], [str(m) for m in masks], classes, ignore_index=255, shift=-1)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import got10k
+from ..data import check_entry, got10k, read_list
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
 
@@ -126,7 +126,11 @@ def _pascal3d_object(ann_path: Path, image: Path, cls: str, index: int) -> _Obje
     if not image.is_file():
         raise SetError(f"{image}: image not found")
     try:
-        record = loadmat(ann_path, struct_as_record=False)["record"][0, 0]
+        mat = loadmat(ann_path, struct_as_record=False)
+    except Exception as exc:  # noqa: BLE001 - scipy raises many kinds (MatReadError, ValueError, zlib, ...)
+        raise SetError(f"{ann_path}: not a readable MATLAB .mat file ({type(exc).__name__}: {exc})") from None
+    try:
+        record = mat["record"][0, 0]
         obj = record.objects[0, index]
         x1, y1, x2, y2 = (float(v) for v in np.ravel(obj.bbox)[:4])
         view = obj.viewpoint[0, 0]
@@ -146,20 +150,23 @@ def _pascal3d_objects(root: Path) -> list[_Object]:
     for cls in classes:
         for split in ("train", "val"):
             list_path = root / "Image_sets" / f"{cls}_imagenet_{split}.txt"
-            if not list_path.is_file():
-                raise SetError(f"{list_path}: file not found")
-            for name in list_path.read_text().split():
+            for name in read_list(list_path, SetError).split():
+                check_entry(name, list_path, SetError)
                 objects.append(_pascal3d_object(root / "Annotations" / f"{cls}_imagenet" / f"{name}.mat",
                                                 root / "Images" / f"{cls}_imagenet" / f"{name}.JPEG", cls, 0))
     for cls in classes:
         list_path = root / "Image_sets" / f"{cls}_pascal.txt"
         if not list_path.is_file():
             continue
-        for line in list_path.read_text().splitlines():
+        for no, line in enumerate(read_list(list_path, SetError).splitlines(), start=1):
             if line.strip():
-                name, index = line.split()[:2]
+                fields = line.split()
+                if len(fields) < 2 or not (fields[1].isascii() and fields[1].isdigit()):
+                    raise SetError(f"{list_path}:{no}: expected 'name box_index', got {line.strip()!r}")
+                name, index = fields[0], int(fields[1])
+                check_entry(name, f"{list_path}:{no}", SetError)
                 objects.append(_pascal3d_object(root / "Annotations" / f"{cls}_pascal" / f"{name}.mat",
-                                                root / "Images" / f"{cls}_pascal" / f"{name}.jpg", cls, int(index)))
+                                                root / "Images" / f"{cls}_pascal" / f"{name}.jpg", cls, index))
     return objects
 
 

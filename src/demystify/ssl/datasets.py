@@ -8,9 +8,11 @@ which pass over the corpus the draw belongs to.
 
 from __future__ import annotations
 
+import os
+import sys
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
@@ -36,10 +38,46 @@ class Item:
     label: int = -1
 
 
+def walk_files(folder: Path) -> tuple[list[Path], list[str]]:
+    """Every file under `folder` (unsorted), following symlinked folders, which Path.rglob does not
+    (Python 3.11): a corpus whose class folders are links is read whole. A folder that is one of its
+    own ancestors (a symlink loop) is not entered again; the second value says which, and where it
+    leads. A link to a folder outside any loop is followed each time it is met. A folder that cannot
+    be listed is a DataError naming it."""
+    files: list[Path] = []
+    loops: list[str] = []
+    stack: list[tuple[str, frozenset[str]]] = [(str(folder), frozenset())]
+    while stack:
+        path, ancestors = stack.pop()
+        real = os.path.realpath(path)
+        if real in ancestors:
+            loops.append(f"{path}: symlink loop back to {real}, not entered again")
+            continue
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks; a broken link is a file (rejected when read)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append((entry.path, ancestors | {real}))
+            else:
+                files.append(Path(entry.path))
+    return files, loops
+
+
 def _images(folder: Path) -> list[Path]:
+    """The images under `folder`, sorted as Path sorts (the order of the committed results)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: corpus folder not found")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files, loops = walk_files(folder)
+    for loop in loops:
+        print(f"corpus {folder}: skipped {loop}", file=sys.stderr)
+    return sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def image_items(folder: Path, labelled: bool = False) -> tuple[list[Item], list[str]]:
@@ -57,8 +95,20 @@ def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
     must still have it: frames re-extracted after mining are an error, never silently trained on."""
     if not pairs_path.is_file():
         raise DataError(f"{pairs_path}: pairs manifest not found (run mine_pairs first)")
-    pairs = pd.read_parquet(pairs_path)
-    missing = [p for p in pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel()) if not (frames_root / p).is_file()]
+    try:
+        pairs = pd.read_parquet(pairs_path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+        raise DataError(f"{pairs_path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+    need = ["path_a", "path_b"] + ([f"{v}_{c}" for v in "ab" for c in "xywh"] if crops else [])
+    absent = [c for c in need if c not in pairs.columns]
+    if absent:
+        raise DataError(f"{pairs_path}: not a pairs manifest (no column {', '.join(absent)})")
+    frames = pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel())
+    outside = [repr(p) for p in frames if _outside(p)]
+    if outside:
+        raise DataError(f"{pairs_path}: {len(outside)} frame path(s) point outside {frames_root} (absolute, "
+                        f"'..' or not a name), e.g. {', '.join(outside[:3])}")
+    missing = [p for p in frames if not (frames_root / p).is_file()]
     if missing:
         raise DataError(f"{pairs_path}: {len(missing)} frame(s) it points at are missing under {frames_root}, "
                         f"e.g. {', '.join(missing[:3])}")
@@ -69,6 +119,14 @@ def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
         boxes = ((r.a_x, r.a_y, r.a_w, r.a_h), (r.b_x, r.b_y, r.b_w, r.b_h)) if crops else (None, None)
         items.append(Item(str(frames_root / r.path_a), str(frames_root / r.path_b), *boxes))
     return items
+
+
+def _outside(entry) -> bool:
+    """Whether a frame path of the manifest would leave the frames folder (the rule of
+    demystify.data.check_entry, kept here so pretrain needs nothing outside ssl/)."""
+    if not isinstance(entry, str) or not entry or "\0" in entry:
+        return True
+    return PurePath(entry).is_absolute() or ".." in PurePath(entry).parts
 
 
 def has_frame_hashes(columns) -> bool:

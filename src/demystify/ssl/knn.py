@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .augment import evaluation
-from .datasets import ViewsDataset, image_items
+from .datasets import DataError, ViewsDataset, image_items
 
 
 def _subset(items, per_class: int):
@@ -28,7 +28,7 @@ class KnnMonitor:
         train, classes = image_items(root / "train", labelled=True)
         test, test_classes = image_items(root / "test", labelled=True)
         if classes != test_classes:
-            raise ValueError(f"{root}: train and test classes differ")
+            raise DataError(f"{root}: train and test classes differ")
         self.chance = 1.0 / max(len(classes), 1)
         self.k = k
         transform = evaluation(size)
