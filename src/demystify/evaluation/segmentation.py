@@ -53,8 +53,7 @@ class MapFile:
 
     def write(self, start: int, rows: np.ndarray) -> None:
         mm = self._map("r+")
-        mm[start : start + len(rows)] = rows
-        mm.flush()
+        mm[start : start + len(rows)] = rows  # no flush: later mappings read the same page cache
         del mm
 
     def __getitem__(self, index) -> torch.Tensor:
