@@ -166,7 +166,7 @@ def test_iou_by_hand_and_a_head_that_fits():
     maps = [torch.cat([masks[:, None].float() * 4 - 2, torch.randn(16, 3, 8, 8, generator=g)], 1)]
     head = seg.train_head(maps, masks, 2, "linear", epochs=60, lr=0.05, weight_decay=0.0, batch_size=8, seed=0,
                           ignore_index=255, device="cpu")
-    pred = seg.predict(head, maps, (8, 8), 8, "cpu")
+    pred = torch.cat(list(seg.predict(head, maps, (8, 8), 8, "cpu")))
     assert seg.scores(seg.confusion(pred, masks, 2, 255))["miou"] == 1.0
 
 
@@ -209,17 +209,21 @@ def test_classify_end_to_end(tmp_path, model_file):
         classify("m", "resnet18", model_file, p, tmp_path / "out3", "cpu", progress=False)
 
 
-def test_segment_end_to_end_and_bad_masks(tmp_path, model_file):
-    root = tmp_path / "seg"
-    (root).mkdir()
+def _segmentation_set(root, n=4):
+    root.mkdir()
     (root / "classes.txt").write_text("background\nthing\n")
     for split in ("train", "test"):
-        for i in range(4):
+        for i in range(n):
             _png(root / split / "images" / f"{i:05d}.png", size=(32, 32), value=(30 * i, 90, 40))
             mask = np.zeros((32, 32), np.uint8)
             mask[8:24, 4 + i : 20 + i] = 1
-            _png(root / split / "masks" / f"{i:05d}.png", size=(32, 32), value=0, mode="L")
+            (root / split / "masks").mkdir(exist_ok=True)
             Image.fromarray(mask, mode="L").save(root / split / "masks" / f"{i:05d}.png")
+    return root
+
+
+def test_segment_end_to_end_and_bad_masks(tmp_path, model_file):
+    root = _segmentation_set(tmp_path / "seg")
     p = _params("segmentation", root)
     m = segment("m", "resnet18", model_file, p, tmp_path / "out", "cpu", progress=False)
     assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["pixel_accuracy"] <= 1.0 and m["images_test"] == 4
@@ -235,3 +239,84 @@ def test_segment_end_to_end_and_bad_masks(tmp_path, model_file):
         f.unlink()
     with pytest.raises(labelled.LabelError, match="test/images: empty split"):
         segment("m", "resnet18", model_file, p, tmp_path / "out5", "cpu", progress=False)
+
+
+def test_map_file_rows_by_slice_and_by_index(tmp_path):
+    rows = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    f = seg.MapFile(tmp_path / "maps.npy", rows.shape, np.float32)
+    f.write(0, rows[:3])
+    f.write(3, rows[3:])
+    assert len(f) == 5 and np.array_equal(np.load(tmp_path / "maps.npy"), rows)  # a plain .npy
+    assert torch.equal(f[1:4], torch.from_numpy(rows[1:4])) and f[1:4].dtype == torch.float32
+    assert torch.equal(f[torch.tensor([4, 0, 2])], torch.from_numpy(rows[[4, 0, 2]]))
+    m = seg.MapFile(tmp_path / "masks.npy", (2, 2), np.uint8)
+    m.write(0, np.array([[255, 1], [0, 3]]))
+    assert m[0:2].dtype == torch.int64 and m[0:2].tolist() == [[255, 1], [0, 3]]
+
+
+def _reference_segment(arch, model_path, p):
+    """The evaluation the straightforward way: every map in memory, one tensor per stage."""
+    from torch.utils.data import DataLoader
+
+    from demystify.evaluation.downstream_stage import _Scenes
+    from demystify.evaluation.features import load_model
+
+    model = load_model(model_path, arch, "cpu")
+    out = {}
+    for split in ("train", "test"):
+        data = labelled.world_segmentation(p.data, split)
+        maps, masks = [], []
+        for x, y in DataLoader(_Scenes(data, p.size), batch_size=p.batch_size):
+            maps.append(seg.stage_maps(model, x, list(p.layers)))
+            masks.append(y)
+        out[split] = [torch.cat(m) for m in zip(*maps, strict=True)], torch.cat(masks), data
+    (train_maps, train_masks, train), (test_maps, test_masks, _) = out["train"], out["test"]
+    head = seg.train_head(train_maps, train_masks, len(train.classes), p.head, p.epochs, p.lr, p.weight_decay,
+                          p.batch_size, p.seed, train.ignore_index, "cpu")
+    pred = torch.cat(list(seg.predict(head, test_maps, (p.size, p.size), p.batch_size, "cpu")))
+    per_image = np.stack([seg.confusion(pred[i], test_masks[i], 2, 255) for i in range(len(pred))])
+    return seg.scores(seg.confusion(pred, test_masks, 2, 255)), per_image
+
+
+def test_segment_streams_maps_through_files_it_removes(tmp_path, model_file, monkeypatch):
+    """Maps written to files in a scratch folder (read back a batch at a time), gone afterwards and
+    after an error; the numbers those of the all-in-memory reference, uneven last batch included."""
+    import json
+
+    from demystify.evaluation import downstream_stage
+
+    root = _segmentation_set(tmp_path / "seg", n=5)
+    p = _params("segmentation", root, batch_size=2, head="fcn", epochs=2, layers=["layer1", "layer3"])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen = []
+    train_head = seg.train_head
+
+    def spy(maps, masks, *args, **kw):
+        seen.append((maps, masks, sorted(str(q.relative_to(scratch)).split("/", 1)[1] for q in scratch.rglob("*.npy"))))
+        return train_head(maps, masks, *args, **kw)
+
+    monkeypatch.setattr(downstream_stage.seg, "train_head", spy)
+    m = segment("m", "resnet18", model_file, p, tmp_path / "out", "cpu", progress=False, scratch=scratch)
+    maps, masks, files = seen[0]
+    assert all(isinstance(x, seg.MapFile) for x in (*maps, masks)) and maps[0].shape == (5, 64, 8, 8)
+    assert files == ["test/layer1.npy", "test/layer3.npy", "test/masks.npy",
+                     "train/layer1.npy", "train/layer3.npy", "train/masks.npy"]
+    assert list(scratch.iterdir()) == []
+    ref, ref_per_image = _reference_segment("resnet18", model_file, p)
+    assert np.array_equal(np.load(tmp_path / "out" / "per_image.npz")["confusion"], ref_per_image)
+    assert m["miou"] == round(ref["miou"], 6) and m["pixel_accuracy"] == round(ref["pixel_accuracy"], 6)
+    assert json.loads((tmp_path / "out" / "per_class_iou.json").read_text()) == dict(zip(["background", "thing"],
+                                                                                         ref["iou"], strict=True))
+
+    def fail(*args, **kw):
+        raise RuntimeError("head failed")
+
+    monkeypatch.setattr(downstream_stage.seg, "train_head", fail)
+    with pytest.raises(RuntimeError, match="head failed"):
+        segment("m", "resnet18", model_file, p, tmp_path / "out2", "cpu", progress=False, scratch=scratch)
+    assert list(scratch.iterdir()) == []
+    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(root / "test" / "masks" / "00003.png")
+    with pytest.raises(labelled.LabelError, match="label 7"):  # while the test split's maps are written
+        segment("m", "resnet18", model_file, p, tmp_path / "out3", "cpu", progress=False, scratch=scratch)
+    assert list(scratch.iterdir()) == []

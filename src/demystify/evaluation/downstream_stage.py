@@ -4,6 +4,7 @@ example PNGs."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -87,37 +88,62 @@ class _Scenes(Dataset):
         return self.transform(img), mask
 
 
-def _maps(model, data: labelled.MaskedImages, p: SegmentationParams, device: str, desc: str, progress: bool):
+def _maps(model, data: labelled.MaskedImages, p: SegmentationParams, device: str, folder: Path, desc: str,
+          progress: bool) -> tuple[list[seg.MapFile], seg.MapFile]:
+    """The stage maps (float32) and masks of every image, written batch by batch into .npy files in
+    `folder`: nothing here grows with the number of images."""
     loader = DataLoader(_Scenes(data, p.size), batch_size=p.batch_size, num_workers=p.workers)
-    per_layer, masks = [[] for _ in p.layers], []
+    n = len(data.images)
+    # masks hold class indices and ignore_index: one byte where they fit (read back as int64)
+    small = 0 <= data.ignore_index < 256 and len(data.classes) <= 256
+    masks = seg.MapFile(folder / "masks.npy", (n, p.size, p.size), np.uint8 if small else np.int64)
+    per_layer, start = None, 0
     for x, y in tqdm(loader, desc=desc, disable=None if progress else True, unit="batch"):
-        for store, m in zip(per_layer, seg.stage_maps(model, x.to(device), list(p.layers)), strict=True):
-            store.append(m.float().cpu())
-        masks.append(y)
-    return [torch.cat(s) for s in per_layer], torch.cat(masks)
+        maps = [m.float().cpu() for m in seg.stage_maps(model, x.to(device), list(p.layers))]
+        if per_layer is None:  # the maps' shapes are known from the first batch
+            per_layer = [seg.MapFile(folder / f"{name}.npy", (n, *m.shape[1:]), np.float32)
+                         for name, m in zip(p.layers, maps, strict=True)]
+        for store, m in zip(per_layer, maps, strict=True):
+            store.write(start, m.numpy())
+        masks.write(start, y.numpy())
+        start += len(y)
+    return per_layer, masks
 
 
 def segment(name: str, arch: str, model_path, p: SegmentationParams, out_dir: str | Path, device: str,
-            progress: bool = True) -> dict:
+            progress: bool = True, scratch: str | Path | None = None) -> dict:
+    """Train a head on the train split's stage maps, score it on the test split. The maps go to a
+    temporary folder in `scratch` (default: the system's, $TMPDIR), deleted at the end, on error
+    too; it needs room for them: about 15 MB an image for ResNet-50 at 512 px, 1 MB at 128 px."""
     out_dir = Path(out_dir)
     reader = labelled.SEGMENTATION_READERS[p.format]
     train, test = reader(p.data, p.train_split), reader(p.data, p.test_split)
     model = load_model(model_path, arch, device)
-    train_maps, train_masks = _maps(model, train, p, device, f"segment@{name} train", progress)
-    test_maps, test_masks = _maps(model, test, p, device, f"segment@{name} test", progress)
-    head = seg.train_head(train_maps, train_masks, len(train.classes), p.head, p.epochs, p.lr, p.weight_decay,
-                          p.batch_size, p.seed, train.ignore_index, device)
-    pred = seg.predict(head, test_maps, (p.size, p.size), p.batch_size, device)
-    result = seg.scores(seg.confusion(pred, test_masks, len(train.classes), train.ignore_index))
-    per_image = np.stack([seg.confusion(pred[i], test_masks[i], len(train.classes), train.ignore_index)
-                          for i in range(len(pred))])
+    classes = len(train.classes)
+    with tempfile.TemporaryDirectory(prefix=f"segment-{name}-", dir=scratch) as folder:
+        folder = Path(folder)
+        (folder / "train").mkdir()
+        (folder / "test").mkdir()
+        train_maps, train_masks = _maps(model, train, p, device, folder / "train", f"segment@{name} train", progress)
+        test_maps, test_masks = _maps(model, test, p, device, folder / "test", f"segment@{name} test", progress)
+        head = seg.train_head(train_maps, train_masks, classes, p.head, p.epochs, p.lr, p.weight_decay,
+                              p.batch_size, p.seed, train.ignore_index, device)
+        per_image, shown, start = [], [], 0
+        for pred in seg.predict(head, test_maps, (p.size, p.size), p.batch_size, device):
+            masks = test_masks[start : start + len(pred)]
+            per_image += [seg.confusion(pred[i], masks[i], classes, train.ignore_index) for i in range(len(pred))]
+            shown += [(pred[i], masks[i]) for i in range(min(len(pred), p.examples - len(shown)))]
+            start += len(pred)
+    per_image = np.stack(per_image)
+    result = seg.scores(per_image.sum(0))  # the sum of every image's confusion: the test set's
     write_npz(out_dir / "per_image.npz", path=np.asarray(test.images, dtype=str), confusion=per_image)
     metrics = {"miou": round(result["miou"], 6), "pixel_accuracy": round(result["pixel_accuracy"], 6),
                "images_train": len(train.images), "images_test": len(test.images)}
     write_json(out_dir / "per_class_iou.json", dict(zip(train.classes, result["iou"], strict=True)))
     write_json(out_dir / "metrics.json", metrics)
-    if p.examples:
-        examples_png(test, pred, test_masks, p, out_dir / "examples.png", f"{name}: mIoU {metrics['miou']:.3f}")
+    if shown:
+        pred, masks = (torch.stack(t) for t in zip(*shown, strict=True))
+        examples_png(test, pred, masks, p, out_dir / "examples.png", f"{name}: mIoU {metrics['miou']:.3f}")
     return metrics
 
 

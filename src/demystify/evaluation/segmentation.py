@@ -1,9 +1,14 @@
 """Semantic segmentation on a frozen backbone: the maps of chosen ResNet stages, upsampled to the
 finest of them and concatenated (a hypercolumn), feed a light trainable head (`linear`: one 1x1
 conv; `fcn`: 3x3 conv-BN-ReLU then 1x1), whose logits are upsampled to the mask. The backbone
-never changes, so its maps are computed once and the head trains on them."""
+never changes, so its maps are computed once and the head trains on them. They are too many to
+hold in memory (ResNet-50 at 512 px: about 15 MB an image, 21 GB for VOC 2012 train), so they live
+in files (`MapFile`) that are written and read a batch at a time."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +32,40 @@ def stage_maps(model: nn.Module, x: torch.Tensor, layers: list[str]) -> list[tor
     return out
 
 
+class MapFile:
+    """An (N, ...) array in a .npy file, written and read a batch of rows at a time: what
+    `train_head` and `predict` take instead of an (N, ...) tensor. Each access maps the file and
+    unmaps it again, so only the rows in hand are ever resident (one mapping held open would keep
+    every page it had touched in the process's resident memory, the whole file by the end).
+    Indexing returns a CPU tensor (int64 if `dtype` is an integer type)."""
+
+    def __init__(self, path: str | Path, shape: tuple[int, ...], dtype):
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        mm = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype, shape=self.shape)
+        self.offset = mm.offset
+        del mm
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _map(self, mode: str) -> np.memmap:
+        return np.memmap(self.path, dtype=self.dtype, mode=mode, offset=self.offset, shape=self.shape)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        mm = self._map("r+")
+        mm[start : start + len(rows)] = rows  # no flush: later mappings read the same page cache
+        del mm
+
+    def __getitem__(self, index) -> torch.Tensor:
+        """Rows by a slice or by an index tensor/array, in its order (a copy, never a view)."""
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        mm = self._map("r")
+        rows = np.array(mm[index])
+        del mm
+        return torch.from_numpy(rows.astype(np.int64) if rows.dtype.kind in "iu" else rows)
+
+
 class Head(nn.Module):
     def __init__(self, channels: int, classes: int, kind: str, hidden: int = 256):
         super().__init__()
@@ -45,9 +84,11 @@ class Head(nn.Module):
         return F.interpolate(self.net(x), size=out_size, mode="bilinear", align_corners=False)
 
 
-def train_head(maps: list[torch.Tensor], masks: torch.Tensor, classes: int, kind: str, epochs: int, lr: float,
-               weight_decay: float, batch_size: int, seed: int, ignore_index: int, device: str) -> Head:
-    """maps: per stage (N, C, h, w) on CPU; masks (N, H, W) int64."""
+def train_head(maps: list[torch.Tensor | MapFile], masks: torch.Tensor | MapFile, classes: int, kind: str,
+               epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int, ignore_index: int,
+               device: str) -> Head:
+    """maps: per stage (N, C, h, w) float32 on CPU; masks (N, H, W) int64; either as tensors or
+    as MapFiles, from which each batch is read when it is needed."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = Head(sum(m.shape[1] for m in maps), classes, kind).to(device)
@@ -71,11 +112,11 @@ def train_head(maps: list[torch.Tensor], masks: torch.Tensor, classes: int, kind
 
 
 @torch.no_grad()
-def predict(head: Head, maps: list[torch.Tensor], out_size: tuple[int, int], batch_size: int, device: str) -> torch.Tensor:
-    preds = []
+def predict(head: Head, maps: list[torch.Tensor | MapFile], out_size: tuple[int, int], batch_size: int,
+            device: str) -> Iterator[torch.Tensor]:
+    """The predicted labels (B, H, W) of each batch of `batch_size` images, in order, on CPU."""
     for i in range(0, len(maps[0]), batch_size):
-        preds.append(head([m[i : i + batch_size].to(device) for m in maps], out_size).argmax(1).cpu())
-    return torch.cat(preds)
+        yield head([m[i : i + batch_size].to(device) for m in maps], out_size).argmax(1).cpu()
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int, ignore_index: int) -> np.ndarray:
