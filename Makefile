@@ -28,9 +28,10 @@ $(SITE_CACHE): | $(STAMP)
 run: $(STAMP) $(SITE_CACHE)
 	dvc repro
 
-# two workers, one test module each (a module's tests share its fixtures, e.g. one DVC repository)
+# two workers, one test module each (a module's tests share its fixtures, e.g. one DVC repository); the two
+# end-to-end modules first, one per worker (tests/conftest.py; --no-loadscope-reorder needs pytest-xdist 3.8)
 test: $(STAMP)
-	python -m pytest -q -n 2 --dist loadfile
+	python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	ruff check src stages tests bench

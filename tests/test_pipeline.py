@@ -1,82 +1,36 @@
-"""End to end: real `dvc repro` / `dvc exp run` in a temporary copy of the repository (smoke scale)."""
+"""End to end: real `dvc repro` in a temporary copy of the repository (smoke scale): what runs, what
+reruns after a change, what comes back from the run-cache, what each stage writes. The recipes a
+user runs (sweeps, own data, a new variant, a remote, pull-request reports): test_recipes.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 from dvc_cmd import stage_argv
-
-from demystify.params_file import compose
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _output(rel: str) -> bool:
-    """A pipeline output (left behind), not an input: the sweep table is the report's input."""
-    return (rel.startswith(("data/", "results/", "reports/", "models/")) and not rel.startswith("results/sweep/")) \
-        or rel == "dvc.lock"
+from dvc_repo import (
+    VARIANTS,
+    _backbones,
+    _run,
+    _stages_cached,
+    _stages_run,
+    _write_params,
+    make_repo,
+)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A git repo holding the project's files (tracked and new, not ignored), smoke params."""
-    dest = tmp_path_factory.mktemp("repo")
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
-    for rel in listed:
-        src = ROOT / rel
-        if src.is_file() and not _output(rel):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    compose(dest / "params.yaml", ["scale=smoke"], config_dir=dest / "conf")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(dest / "src"), "DVC_NO_ANALYTICS": "1"}
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.com"],
-                ["git", "config", "user.name", "test"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
-                ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")]):
-        _run(cmd, dest, env)
-    return dest, env
-
-
-def _stages_run(proc: subprocess.CompletedProcess) -> list[str]:
-    text = proc.stdout + proc.stderr
-    return [line.split("'")[1] for line in text.splitlines() if line.startswith("Running stage '")]
-
-
-def _stages_cached(proc: subprocess.CompletedProcess) -> list[str]:
-    """Stages DVC restored from its run-cache instead of running them."""
-    text = proc.stdout + proc.stderr
-    return [line.split("'")[1] for line in text.splitlines() if "is cached - skipping run" in line]
-
-
-def _write_params(path: Path, params: dict) -> None:
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _backbones(path: Path) -> dict[str, str]:
-    return {v: hashlib.md5((path / "models" / v / "backbone.pt").read_bytes()).hexdigest() for v in VARIANTS}
+    return make_repo(tmp_path_factory.mktemp("repo"))
 
 
 def _changed(before: dict, after: dict) -> set[str]:
     return {k for k in before if before[k] != after[k]}
 
 
-VARIANTS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["variants"])  # whatever params declares
 ALL_PRETRAIN = [f"pretrain@{v}" for v in VARIANTS]
 EVALS = ("evaluate",)
 SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation", "report"]
@@ -86,8 +40,6 @@ TRAINING_SUMMARY = "summarize_training"  # reads every variant's curves
 def downstream(models: list[str]) -> list[str]:
     """The evaluation stages of `models` and the summaries over all models."""
     return [f"{e}@{m}" for e in EVALS for m in models] + SUMMARIES
-
-
 
 
 def test_repro_then_noop_then_only_what_changed(repo):
@@ -252,105 +204,3 @@ def test_report_and_pr_comment(repo):
     assert any(k.endswith(".low") for k in headline)
     shown = _run(["dvc", "metrics", "show", "--json"], path, env).stdout
     assert "claims_holding" in shown
-
-
-def test_sweep_value_seen_before_is_restored_not_retrained(repo):
-    """A sweep over pretrain.lr through `dvc exp run -S` (Hydra composes conf/ into params.yaml),
-    then the first value again: DVC restores the training stage from its run-cache (the log says
-    so) with the first run's very bytes."""
-    path, env = repo
-    target = "pretrain@moco_object_centric"
-    runs = {}
-    for lr in ("0.03", "0.1", "0.03"):
-        proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", f"pretrain.lr={lr}", target], path, env)
-        runs.setdefault(lr, []).append((proc, _backbones(path)["moco_object_centric"]))
-        params = yaml.safe_load((path / "params.yaml").read_text())  # composed: the smoke scale, the override
-        assert params["pretrain"]["lr"] == float(lr) and params["world"]["image_size"] == 32
-        assert params["pairs"]["source"] == "tracker" and params["classification"]["knn"]["k"] == 3
-    (first, first_model), (again, again_model) = runs["0.03"]
-    (_, other_model), = runs["0.1"]
-    assert _stages_run(first) == [target] and first_model != other_model
-    assert _stages_run(again) == [] and target in _stages_cached(again) and again_model == first_model
-    assert '"lr":0.1' in _run(["dvc", "exp", "show", "--json"], path, env).stdout.replace(" ", "")  # the sweep listed
-
-
-def test_readme_recipe_own_videos_with_data_folder(repo, tmp_path):
-    """`dvc exp run -S data=folder -S data.videos=...` as the README writes it (no data.root): a
-    folder of videos outside the repository is extracted and mined."""
-    path, env = repo
-    videos = tmp_path / "my videos"
-    shutil.copytree(path / "data/world/videos", videos)
-    _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "data=folder", "-S", f"data.videos={videos}", "mine_pairs"],
-         path, env)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    assert params["data"] == {"source": "folder", "root": "data/world", "videos": str(videos)}
-    manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
-    assert manifest["video"].nunique() == params["world"]["videos"]["count"]
-    assert len(pd.read_parquet(path / "data/pairs/pairs.parquet")) > 0
-    _run(["dvc", "exp", "run", "-S", "scale=smoke", "mine_pairs"], path, env)  # back to the world's videos
-
-
-def test_a_variant_added_by_one_line_gets_stages_curves_and_metrics(repo):
-    """One -S line adds a variant: it trains and is evaluated, its curve joins the overlaid training
-    curves in `dvc plots show`, its metrics are in `dvc metrics show`, and the report gates it."""
-    path, env = repo
-    line = "+variants.moco_extra={method:moco,positives:images,data:data/world/corpora/scene_crops}"
-    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", line], path, env)
-    assert {"pretrain@moco_extra", "evaluate@moco_extra", TRAINING_SUMMARY, "report"} <= set(_stages_run(proc))
-    plots = json.loads(_run(["dvc", "plots", "show", "--json"], path, env).stdout)
-    loss = plots["data"]["results/summary/training/loss.csv"][0]["content"]["data"]["values"]
-    assert {"moco_extra", "moco_tracker", "supervised"} <= {row["variant"] for row in loss}
-    metrics = _run(["dvc", "metrics", "show", "--json"], path, env).stdout
-    assert "results/pretrain/moco_extra/metrics.json" in metrics
-    assert "gate.moco_extra.learned" in json.loads((path / "reports/metrics.json").read_text())
-    _run(["dvc", "exp", "run", "-S", "scale=smoke"], path, env)  # back: the variant's stages are gone
-
-
-def test_a_backbone_is_fetched_from_another_repository_through_a_remote(repo, tmp_path):
-    """The remote recipe: `dvc push` to a remote, commit; then `dvc get REPO models/V/backbone.pt`
-    from anywhere fetches the very bytes."""
-    path, env = repo
-    remote = tmp_path / "remote"
-    _run(["dvc", "remote", "add", "-d", "storage", str(remote)], path, env)
-    _run(["dvc", "push"], path, env)
-    _run(["git", "add", "-A"], path, env)
-    _run(["git", "commit", "-qm", "results and a remote"], path, env)
-    got = tmp_path / "elsewhere"
-    got.mkdir()
-    _run(["dvc", "get", str(path), "models/moco_tracker/backbone.pt", "-o", "backbone.pt"], got, env)
-    assert (got / "backbone.pt").read_bytes() == (path / "models/moco_tracker/backbone.pt").read_bytes()
-
-def test_pr_report_shows_only_what_the_change_caused(repo):
-    """`make pr-report`'s module: base and head reproduced in worktrees on the shared cache. A
-    change of a report param reruns only the report; pretraining and evaluation come back from the
-    run-cache with the base's bytes, so the comment lists no change there, and the param itself."""
-    path, env = repo
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-    _run(["git", "add", "-A"], path, env)  # earlier tests left results and params: the base
-    _run([*git, "commit", "-qm", "base", "--allow-empty"], path, env)
-    base = _run(["git", "rev-parse", "HEAD"], path, env).stdout.strip()
-    conf = path / "conf/config.yaml"
-    text = conf.read_text()
-    assert "  resamples: 2000 " in text
-    conf.write_text(text.replace("  resamples: 2000 ", "  resamples: 1000 "))
-    _run([*git, "commit", "-qam", "head: fewer bootstrap draws"], path, env)
-    status = _run(["git", "status", "--porcelain"], path, env).stdout
-
-    proc = _run([sys.executable, "-m", "demystify.report.pr_comment", "--base", base, "--out", "reports/pr.md"],
-                path, env)
-    comment = (path / "reports/pr.md").read_text()
-    assert proc.stdout == comment
-    sections = dict(part.split("\n", 1) for part in comment.split("\n#### ")[1:])
-    assert sections["Pretraining"].strip() == "no change" and sections["Evaluation"].strip() == "no change"
-    assert sections["Data"].strip() == "no change"
-    assert "| report.resamples | 2000 | 1000 |" in comment
-    params = comment.split("### Params that changed")[1].split("###")[0]
-    assert params.count("\n| ") == 2, params  # the header row and report.resamples, nothing else
-    assert "- Claim 1" in comment  # the head's verdicts
-    # the head reran only the report; everything else came back from the run-cache
-    head = next(line for line in comment.splitlines() if line.startswith("- head"))
-    assert "1 stages run (report)" in head, head
-    # the worktrees are gone and the workspace untouched
-    worktrees = _run(["git", "worktree", "list", "--porcelain"], path, env).stdout
-    assert worktrees.count("worktree ") == 1 and not (path / ".pr").exists()
-    assert _run(["git", "status", "--porcelain"], path, env).stdout == status
