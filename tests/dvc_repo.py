@@ -41,7 +41,8 @@ def make_repo(dest: Path) -> tuple[Path, dict]:
             shutil.copy2(src, dest / rel)
     compose(dest / "params.yaml", ["scale=smoke"], config_dir=dest / "conf")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(dest / "src"), "DVC_NO_ANALYTICS": "1"}
+           "PYTHONPATH": str(dest / "src"), "DVC_NO_ANALYTICS": "1",
+           "OMP_NUM_THREADS": "1"}  # two test workers on two cores: more threads per stage only contend
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.com"],
                 ["git", "config", "user.name", "test"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
                 ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")]):

@@ -1,6 +1,7 @@
 """The recipes of the README and docs/howto.md, run as written in a temporary copy of the repository
-(smoke scale, reproduced once by the fixture): a sweep restored from the run-cache, your own videos,
-a backbone fetched through a remote, a pull-request report, a variant added by one line."""
+(smoke scale; one repository for the module, its tests in order): a variant added by one line (the
+first run of the whole pipeline), a sweep restored from the run-cache, your own videos, a backbone
+fetched through a remote, a pull-request report."""
 
 from __future__ import annotations
 
@@ -16,12 +17,27 @@ from dvc_repo import _backbones, _run, _stages_cached, _stages_run, make_repo
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    path, env = make_repo(tmp_path_factory.mktemp("recipes"))
-    _run(["dvc", "repro"], path, env)
-    return path, env
+    """Not reproduced here: the first test's `dvc exp run` runs the whole pipeline (once, not twice)."""
+    return make_repo(tmp_path_factory.mktemp("recipes"))
 
 
 TRAINING_SUMMARY = "summarize_training"
+
+
+def test_a_variant_added_by_one_line_gets_stages_curves_and_metrics(repo):
+    """One -S line adds a variant (and, first in this module, reproduces everything else): it trains
+    and is evaluated, its curve joins the overlaid training curves in `dvc plots show`, its metrics
+    are in `dvc metrics show`, and the report gates it."""
+    path, env = repo
+    line = "+variants.moco_extra={method:moco,positives:images,data:data/world/corpora/scene_crops}"
+    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", line], path, env)
+    assert {"pretrain@moco_extra", "evaluate@moco_extra", TRAINING_SUMMARY, "report"} <= set(_stages_run(proc))
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], path, env).stdout)
+    loss = plots["data"]["results/summary/training/loss.csv"][0]["content"]["data"]["values"]
+    assert {"moco_extra", "moco_tracker", "supervised"} <= {row["variant"] for row in loss}
+    metrics = _run(["dvc", "metrics", "show", "--json"], path, env).stdout
+    assert "results/pretrain/moco_extra/metrics.json" in metrics
+    assert "gate.moco_extra.learned" in json.loads((path / "reports/metrics.json").read_text())
 
 
 def test_sweep_value_seen_before_is_restored_not_retrained(repo):
@@ -108,16 +124,3 @@ def test_pr_report_shows_only_what_the_change_caused(repo):
     worktrees = _run(["git", "worktree", "list", "--porcelain"], path, env).stdout
     assert worktrees.count("worktree ") == 1 and not (path / ".pr").exists()
     assert _run(["git", "status", "--porcelain"], path, env).stdout == status
-def test_a_variant_added_by_one_line_gets_stages_curves_and_metrics(repo):
-    """(Last in this module: it leaves the variant in params.) One -S line adds a variant: it trains and is evaluated, its curve joins the overlaid training
-    curves in `dvc plots show`, its metrics are in `dvc metrics show`, and the report gates it."""
-    path, env = repo
-    line = "+variants.moco_extra={method:moco,positives:images,data:data/world/corpora/scene_crops}"
-    proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", line], path, env)
-    assert {"pretrain@moco_extra", "evaluate@moco_extra", TRAINING_SUMMARY, "report"} <= set(_stages_run(proc))
-    plots = json.loads(_run(["dvc", "plots", "show", "--json"], path, env).stdout)
-    loss = plots["data"]["results/summary/training/loss.csv"][0]["content"]["data"]["values"]
-    assert {"moco_extra", "moco_tracker", "supervised"} <= {row["variant"] for row in loss}
-    metrics = _run(["dvc", "metrics", "show", "--json"], path, env).stdout
-    assert "results/pretrain/moco_extra/metrics.json" in metrics
-    assert "gate.moco_extra.learned" in json.loads((path / "reports/metrics.json").read_text())
