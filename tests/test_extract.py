@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import video_fixtures
 from dvc_cmd import stage_argv
 from PIL import Image
 
-from demystify.config import FramesParams
 from demystify.video.extract import (
     MANIFEST_DTYPES,
     ExtractionError,
@@ -27,15 +25,7 @@ from demystify.video.probe import VideoError
 clips = video_fixtures.clips  # the session fixture, shared with other modules
 
 
-def params(**kw) -> FramesParams:
-    base = dict(fps=5.0, size=32, jpeg_quality=5, max_rejected=1.0, workers=1, decode_timeout_s=60.0)
-    return FramesParams(**{**base, **kw})
-
-
-def put(src: Path, dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(src, dst)
-    return dst
+params, put = video_fixtures.frames_params, video_fixtures.put
 
 
 @pytest.mark.parametrize("fps, frames", [(5, 10), (2.5, 5), (3, 6), (12.5, 25), (0.5, 1)])

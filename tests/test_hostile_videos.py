@@ -19,7 +19,6 @@ import video_fixtures
 
 from demystify import config
 from demystify.checks import suites
-from demystify.config import FramesParams
 from demystify.pairs.mine import run_stage as mine_stage
 from demystify.params_file import compose
 from demystify.video import extract as extract_module
@@ -29,15 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 clips = video_fixtures.clips  # the session fixture, shared with other modules
 
 
-def frames_params(**kw) -> FramesParams:
-    base = dict(fps=5.0, size=32, jpeg_quality=5, max_rejected=1.0, workers=1, decode_timeout_s=60.0)
-    return FramesParams(**{**base, **kw})
-
-
-def put(src: Path, dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(src, dst)
-    return dst
+frames_params, put = video_fixtures.frames_params, video_fixtures.put
 
 
 def extract(root: Path, out: Path, **kw) -> tuple[pd.DataFrame, dict[str, str]]:

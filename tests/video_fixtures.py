@@ -5,11 +5,13 @@ Imported by the test modules (not a conftest) so it never collides with other fi
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from demystify.config import FramesParams
 from demystify.video.ffmpeg_bin import ffmpeg_exe
 
 
@@ -73,4 +75,17 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 def _rotated(src: Path, dst: Path) -> Path:
     ffmpeg("-display_rotation", "90", "-i", str(src), "-c", "copy", str(dst))
+    return dst
+
+
+def frames_params(**kw) -> FramesParams:
+    """Small, fast extraction params for tests; keywords override."""
+    base = dict(fps=5.0, size=32, jpeg_quality=5, max_rejected=1.0, workers=1, decode_timeout_s=60.0)
+    return FramesParams(**{**base, **kw})
+
+
+def put(src: Path, dst: Path) -> Path:
+    """Copy a clip to `dst`, creating its folder."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
     return dst
