@@ -18,7 +18,7 @@ from demystify.checks.stage import CheckError, run_stage
 from demystify.pairs.mine import mine_all
 from demystify.params_file import compose
 from demystify.video.extract import extract_all
-from demystify.world.synthesize import synthesize
+from demystify.world.synthesize import World, synthesize, write_object_centric
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,9 +28,9 @@ def world(tmp_path_factory):
     """A smoke-scale world, its frames and pairs: (params, data root, frames root, pairs path)."""
     root = tmp_path_factory.mktemp("checks")
     compose(root / "params.yaml", ["scale=smoke", "world.evaluation.aloi_instances_per_category=1",
-                                   "world.corpora.object_centric_per_category=12", "world.corpora.scenes=24"],
+                                   "world.corpora.object_centric_per_category=6", "world.corpora.scenes=48"],
             config_dir=ROOT / "conf")
-    p = config.load("world", "frames", "pairs", "checks", path=root / "params.yaml")
+    p = config.load("world", "frames", "pairs", "checks", "pretrain", path=root / "params.yaml")
     synthesize(p["world"], root / "world", progress=False)
     manifest, _ = extract_all(root / "world" / "videos", root / "frames", p["frames"].model_copy(update={"workers": 1}),
                               progress=False)
@@ -41,10 +41,13 @@ def world(tmp_path_factory):
     return p, root
 
 
-def _run(p, root: Path, out: Path, frames_root: Path | None = None, pairs_path: Path | None = None, checks=None):
+def _run(p, root: Path, out: Path, frames_root: Path | None = None, pairs_path: Path | None = None, checks=None,
+         corpora_root: Path | None = None, data_source: str = "synthetic"):
     return run_stage(frames_root=frames_root or root / "frames", pairs_path=pairs_path or root / "pairs.parquet",
-                     corpora_root=root / "world" / "corpora", videos_root=root / "world" / "videos", out_dir=out,
-                     checks=checks or p["checks"], frames=p["frames"], pairs_params=p["pairs"], world=p["world"])
+                     corpora_root=corpora_root or root / "world" / "corpora", videos_root=root / "world" / "videos",
+                     classification_annotations=root / "world" / "eval" / "classification" / "annotations.csv",
+                     out_dir=out, checks=checks or p["checks"], frames=p["frames"], pairs_params=p["pairs"],
+                     world=p["world"], data_source=data_source, image_size=p["pretrain"].image_size)
 
 
 def test_verdicts_on_the_synthetic_world(world, tmp_path, capfd):
@@ -58,6 +61,19 @@ def test_verdicts_on_the_synthetic_world(world, tmp_path, capfd):
         corpora["scenes"]["largest_share_median"] < crops["largest_share_median"])  # between, or object-centric
     assert corpora["scenes"]["objects_median"] > corpora["object_centric"]["objects_median"] == 1
     assert summary["suites"]["frames_manifest"] and summary["suites"]["pairs_manifest"]
+    # no classification test instance in any pretraining source; disjoint classification splits
+    leak = {name: ok for name, ok in summary["suites"].items() if name.startswith("leakage_")}
+    assert leak == {f"leakage_{s}": True for s in ("classification_splits", "object_centric", "scenes", "scene_crops",
+                                                   "videos")}
+    assert "leakage" in p["checks"].fail_on and "skipped" not in summary
+    # claim 2's corpora: equal unique images; object sizes as pretraining sees them
+    assert summary["claim2_equal_images"] is True
+    assert {corpora[c]["unique_images"] for c in ("object_centric", "scenes", "scene_crops")} == {48}
+    size = p["pretrain"].image_size
+    for c in corpora.values():
+        assert 0 <= c["object_side_px_median"] <= size
+        assert c["object_side_px_median"] == pytest.approx(np.sqrt(c["largest_share_median"]) * size, rel=0.3)
+    assert corpora["object_centric"]["object_side_px_median"] > 2 * corpora["scenes"]["object_side_px_median"]
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     validations = json.loads((tmp_path / "validations.json").read_text())
     assert set(validations) == set(summary["suites"])
@@ -135,6 +151,67 @@ def test_fail_on_decides_what_stops(world, tmp_path):
     lenient = p["checks"].model_copy(update={"fail_on": []})
     assert _run(p, root, tmp_path, checks=lenient)["corpora"]["scenes"]["object_centric"] is False
     require_passed(tmp_path / "gate.json")
+
+
+def _leaking_corpora(world, tmp_path: Path) -> Path:
+    """The world's corpora, but the object-centric corpus rebuilt by the generator with the
+    classification test instances allowed (World(holdout=False), as before issue 21)."""
+    p, root = world
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    for name in ("scenes", "scene_crops"):
+        (corpora / name).symlink_to(root / "world" / "corpora" / name)
+    write_object_centric(World(p["world"], holdout=False), tmp_path / "leaking", progress=False)
+    (corpora / "object_centric").symlink_to(tmp_path / "leaking" / "corpora" / "object_centric")
+    return corpora
+
+
+def test_leakage_fails_on_a_world_with_test_instances_in_training(world, tmp_path):
+    p, root = world
+    corpora = _leaking_corpora(world, tmp_path)
+    with pytest.raises(CheckError) as err:  # leakage is in the default checks.fail_on
+        _run(p, root, tmp_path / "out", corpora_root=corpora)
+    assert ("leakage_object_centric: expect_column_values_to_not_be_in_set on column 'instance' failed (observed: "
+            in str(err.value))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["suites"]["leakage_object_centric"] is False
+    assert summary["suites"]["leakage_scenes"] and summary["suites"]["leakage_videos"]
+    with pytest.raises(GateError, match="leakage_object_centric"):  # so no variant trains on it
+        require_passed(tmp_path / "out" / "gate.json")
+    # the leaked rows are the held-out instances, named in the observed value
+    held_out = set(pd.read_csv(root / "world" / "eval" / "classification" / "annotations.csv").query("split == 'test'")
+                   .instance)
+    leaked = set(pd.read_csv(corpora / "object_centric" / "annotations.csv").instance) & held_out
+    assert leaked and any(str(i) in str(err.value) for i in leaked)
+
+
+def test_leakage_fails_on_a_corpus_row_with_a_test_instance(world, tmp_path):
+    """A scene crop whose annotations name a test instance (or no instance at all) fails."""
+    p, root = world
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    for name in ("scenes", "object_centric"):
+        (corpora / name).symlink_to(root / "world" / "corpora" / name)
+    (corpora / "scene_crops").mkdir()
+    crops = pd.read_csv(root / "world" / "corpora" / "scene_crops" / "annotations.csv")
+    held_out = pd.read_csv(root / "world" / "eval" / "classification" / "annotations.csv").query("split == 'test'")
+    crops.loc[0, "instance"] = int(held_out.instance.iloc[0])
+    crops.to_csv(corpora / "scene_crops" / "annotations.csv", index=False)
+    with pytest.raises(CheckError, match=r"leakage_scene_crops: expect_column_values_to_not_be_in_set"):
+        _run(p, root, tmp_path / "out", corpora_root=corpora)
+    crops.drop(columns="instance").to_csv(corpora / "scene_crops" / "annotations.csv", index=False)
+    with pytest.raises(CheckError, match=r"leakage_scene_crops: expect_column_values_to_not_be_null on column 'instance'"):
+        _run(p, root, tmp_path / "out", corpora_root=corpora)
+
+
+def test_leakage_is_skipped_for_folder_data(world, tmp_path):
+    """data=folder: videos of your own carry no world instance ids; the check is skipped with a note."""
+    p, root = world
+    summary = _run(p, root, tmp_path / "out", corpora_root=_leaking_corpora(world, tmp_path), data_source="folder")
+    assert not any(name.startswith("leakage_") for name in summary["suites"])
+    assert summary["skipped"]["leakage"].startswith("skipped: data.source is folder")
+    assert "data.source is folder" in (tmp_path / "out" / "report.html").read_text()
+    require_passed(tmp_path / "out" / "gate.json")
 
 
 def test_unknown_suite_in_fail_on_is_rejected():

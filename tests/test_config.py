@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def _set(d: dict, dotted: str, value) -> None:
         ("world.image_size", 8.5, "world.image_size = 8.5"),
         ("world.evaluation.aloi_view_step_deg", 7, "does not divide 360"),
         ("world.evaluation.instance_per_bin", 99, "instance_per_bin: 99 > instances_per_category"),
+        # disjoint classification train, val and test instances need three per category
+        ("world.instances_per_category", 2, "instances_per_category: 2 is too few for disjoint classification"),
+        # claim 2's equal data: object-centric images = scenes = scene crops
+        ("world.corpora.scenes", 999, "object_centric_per_category = 10 x 200 = 2000 != corpora.scenes 999"),
+        ("world.corpora.objects_per_scene", [3, 200], "corpora.objects_per_scene: maximum 200 > the 150 instances"),
         ("data.source", "s3", "data.source = 's3'"),
         ("data.videos", "???", "data.videos"),
     ],
@@ -131,3 +137,66 @@ def test_stage_stops_before_work(tmp_path, params, stage, key):
     assert f"{key} = -2.0" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
 
+
+
+# --- variants: names, per-variant seeds and seed replicates ---------------------------------------
+
+def _variants(**extra) -> dict:
+    base = {"moco_object_centric": {"method": "moco", "positives": "images", "data": "data/oc"},
+            "moco_tracker": {"method": "moco", "positives": "tracker", "data": "data/pairs.parquet"}}
+    return {"pretrain": {"seed": 0}, "variants": {**base, **extra}}
+
+
+def test_a_seed_replicate_is_valid():
+    out = config.validate(_variants(moco_object_centric_s1={"method": "moco", "positives": "images", "data": "data/oc",
+                                                            "seed": 1, "replicate_of": "moco_object_centric"}),
+                          "variants")
+    replicate = out["variants"]["moco_object_centric_s1"]
+    assert replicate.seed == 1 and replicate.replicate_of == "moco_object_centric"
+    assert out["variants"]["moco_object_centric"].seed is None  # pretrain.seed
+
+
+@pytest.mark.parametrize(("replicate", "expected"), [
+    ({"replicate_of": "nope", "seed": 1}, "variants.moco_object_centric_s1.replicate_of = 'nope': names no other variant"),
+    ({"replicate_of": "moco_object_centric_s1", "seed": 1}, "replicate_of = 'moco_object_centric_s1': names no other"),
+    ({"replicate_of": "moco_object_centric"}, "its seed 0 is the seed of 'moco_object_centric'"),  # pretrain.seed twice
+    ({"replicate_of": "moco_object_centric", "seed": 0}, "its seed 0 is the seed of 'moco_object_centric'"),
+    ({"replicate_of": "moco_object_centric", "seed": 1, "data": "data/other"}, "data 'data/other' != 'data/oc'"),
+    ({"replicate_of": "moco_tracker", "seed": 1}, "positives 'images' != 'tracker', data 'data/oc' != 'data/pairs.parquet'"),
+    ({"replicate_of": "moco_object_centric", "seed": 1, "arch": "resnet50"}, "arch 'resnet50' != None"),
+    ({"replicate_of": "moco_object_centric", "seed": -1}, "variants.moco_object_centric_s1.seed = -1"),
+    ({"replicate_of": "moco_object_centric", "seed": True}, "variants.moco_object_centric_s1.seed = True"),
+])
+def test_a_bad_replicate_is_named(replicate, expected):
+    entry = {"method": "moco", "positives": "images", "data": "data/oc", **replicate}
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(_variants(moco_object_centric_s1=entry), "variants")
+    assert expected in str(err.value)
+
+
+def test_replicates_of_one_variant_need_distinct_seeds_and_name_the_original():
+    entry = {"method": "moco", "positives": "images", "data": "data/oc", "replicate_of": "moco_object_centric"}
+    with pytest.raises(config.ConfigError, match=r"variants\.s2\.replicate_of = 'moco_object_centric': its seed 1 is the seed of 's1'"):
+        config.validate(_variants(s1={**entry, "seed": 1}, s2={**entry, "seed": 1}), "variants")
+    with pytest.raises(config.ConfigError, match=r"variants\.s2\.replicate_of = 's1': is itself a replicate; name its original"):
+        config.validate(_variants(s1={**entry, "seed": 1}, s2={**entry, "seed": 2, "replicate_of": "s1"}), "variants")
+    # the original's own seed counts: pretrain.seed 0 overridden to 5 frees 0 for a replicate
+    params = _variants(s1={**entry, "seed": 0})
+    params["variants"]["moco_object_centric"]["seed"] = 5
+    config.validate(params, "variants")
+
+
+@pytest.mark.parametrize("name", ["moco-extra", "moco.extra", "moco extra", "../up", "", 7])
+def test_an_unsafe_variant_name_is_named(name):
+    params = _variants(**{})
+    params["variants"][name] = {"method": "moco", "positives": "images", "data": "data/oc"}
+    with pytest.raises(config.ConfigError, match=rf"variants\.{re.escape(str(name))}: a variant name may hold only"):
+        config.validate(params, "variants")
+
+
+def test_crops_positives_go_with_moco_only():
+    ok = config.validate(_variants(moco_tracker_crops={"method": "moco", "positives": "crops",
+                                                       "data": "data/pairs.parquet"}), "variants")
+    assert ok["variants"]["moco_tracker_crops"].positives == "crops"
+    with pytest.raises(config.ConfigError, match="positives 'crops' does not go with method 'supervised'"):
+        config.validate(_variants(bad={"method": "supervised", "positives": "crops", "data": "d"}), "variants")

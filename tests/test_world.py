@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from demystify import config
+from demystify.checks import leakage
 from demystify.data import got10k
 from demystify.params_file import compose
 from demystify.video.probe import probe
@@ -114,10 +115,17 @@ def test_object_centric_is_large_and_centred(world_dir, smoke_params):
 def test_evaluation_splits(world_dir, smoke_params):
     e = smoke_params.evaluation
     cls = world_dir / "eval" / "classification"
-    for split, per in (("train", e.classification_train_per_class), ("test", e.classification_test_per_class)):
+    ann = pd.read_csv(cls / "annotations.csv")
+    assert list(ann.columns) == ["path", "split", "category", "instance"]
+    for split, per in (("train", e.classification_train_per_class), ("val", e.classification_val_per_class),
+                       ("test", e.classification_test_per_class)):
         folders = sorted(p for p in (cls / split).iterdir())
         assert len(folders) == smoke_params.categories
         assert all(len(list(f.glob("*.png"))) == per for f in folders)
+        assert sorted(ann.path[ann.split == split]) == sorted(p.relative_to(cls).as_posix()
+                                                            for p in (cls / split).rglob("*.png"))
+    catalog = pd.read_csv(world_dir / "catalog.csv").set_index("index")
+    assert (catalog.loc[ann.instance, "category_name"].to_numpy() == ann.category.to_numpy()).all()
     labels = pd.read_csv(world_dir / "eval" / "pascal3d" / "labels.csv")
     assert labels.groupby(["category", "az_bin", "el_bin"]).instance.nunique().eq(e.instance_per_bin).all()
     assert ((labels.azimuth % 180) // 30 == labels.az_bin).all()
@@ -125,6 +133,58 @@ def test_evaluation_splits(world_dir, smoke_params):
     seg = world_dir / "eval" / "segmentation"
     assert len(list((seg / "train" / "masks").glob("*.png"))) == e.segmentation_train
     assert (seg / "classes.txt").read_text().split()[0] == "background"
+
+
+def _instances_by_split(world_dir: Path) -> dict[str, set[int]]:
+    ann = pd.read_csv(world_dir / "eval" / "classification" / "annotations.csv")
+    return {split: set(group.instance) for split, group in ann.groupby("split")}
+
+
+def test_val_split_is_disjoint_from_train_and_test(world_dir, smoke_params):
+    by_split = _instances_by_split(world_dir)
+    assert set(by_split) == {"train", "val", "test"}
+    assert not by_split["val"] & by_split["test"] and not by_split["val"] & by_split["train"]
+    assert not by_split["train"] & by_split["test"]
+    # every category has its own instances in each split (smoke: 4 per category -> train 2, val 1, test 1)
+    n = smoke_params.instances_per_category
+    for split, local in smoke_params.instance_split().items():
+        assert {i % n for i in by_split[split]} == set(local)
+
+
+def test_no_test_instance_in_any_pretraining_source(world_dir, smoke_params):
+    """Object-centric corpus (and supervised labels), scenes, scene crops and videos (targets and
+    distractors; frames and pairs come from them) never show a classification test instance."""
+    held_out = _instances_by_split(world_dir)["test"]
+    assert len(held_out) == smoke_params.categories  # one test instance per category at this scale
+    sources = leakage.pretraining_instances(world_dir / "corpora", world_dir / "videos")
+    assert set(sources) == {"object_centric", "scenes", "scene_crops", "videos"}
+    n_objects = smoke_params.categories * smoke_params.instances_per_category
+    for name, table in sources.items():
+        assert table.instance.notna().all(), name
+        shown = set(table.instance.astype(int))
+        assert shown and not shown & held_out, (name, sorted(shown & held_out))
+        objects = {i for i in shown if i < n_objects}  # videos also show occluders (ids past the objects)
+        assert objects <= set(range(n_objects)) and objects, name
+    for seq in (world_dir / "videos").glob("*/objects.csv"):  # every track of every frame, not just the target
+        assert not set(pd.read_csv(seq).instance) & held_out, seq
+
+
+def test_claim2_corpora_have_equal_unique_images(world_dir, smoke_params):
+    """Object-centric images, scenes and scene crops (one per scene: its largest visible object)."""
+    corpora = world_dir / "corpora"
+    object_centric = list((corpora / "object_centric").rglob("*.png"))
+    scenes = list((corpora / "scenes" / "images").glob("*.png"))
+    crops = list((corpora / "scene_crops").rglob("*.png"))
+    expected = smoke_params.corpora.scenes
+    assert len(object_centric) == len(scenes) == len(crops) == expected
+    digests = [{hashlib.sha256(p.read_bytes()).hexdigest() for p in files} for files in (object_centric, scenes, crops)]
+    assert [len(d) for d in digests] == [expected] * 3  # unique images, not copies
+    crop_ann = pd.read_csv(corpora / "scene_crops" / "annotations.csv")
+    scene_ann = pd.read_csv(corpora / "scenes" / "annotations.csv")
+    assert crop_ann.source.is_unique and len(crop_ann) == expected
+    largest = scene_ann.loc[scene_ann.groupby("image").area_share.idxmax()].set_index("image")
+    assert (largest.loc[crop_ann.source, "object"].to_numpy() == crop_ann.object.to_numpy()).all()
+    assert (largest.loc[crop_ann.source, "instance"].to_numpy() == crop_ann.instance.to_numpy()).all()
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ type or an impossible value *before any work*, with a message naming the key and
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -84,6 +85,7 @@ class EvaluationWorld(Section):
     occlusion_frames: int = Field(ge=9)
     instance_per_bin: int = Field(ge=2)
     classification_train_per_class: int = PositiveInt
+    classification_val_per_class: int = PositiveInt  # the kNN monitor's queries (pretrain.monitor)
     classification_test_per_class: int = PositiveInt
     segmentation_train: int = PositiveInt
     segmentation_test: int = PositiveInt
@@ -95,10 +97,32 @@ class EvaluationWorld(Section):
         return self
 
 
+# The world's instances of each category, by index within the category, fall into three disjoint
+# blocks (world/synthesize.py): the first ones are the classification probes' training instances
+# (`eval/classification/train`), the next CLASSIFICATION_VAL_SHARE the validation instances
+# (`val`, the kNN monitor's queries), the last CLASSIFICATION_TEST_SHARE the test instances
+# (`test`). Every pretraining source (object-centric corpus, scenes, scene crops, videos with
+# their distractors) draws from train and val instances only, so no test instance is ever seen
+# in training; evaluation-only sets (ALOI, GOT-10k occlusion, PASCAL3D+, segmentation) may use
+# any. With 20 instances: train 0-10, val 11-14, test 15-19.
+CLASSIFICATION_TEST_SHARE = 0.25
+CLASSIFICATION_VAL_SHARE = 0.20
+
+
+def instance_split(instances_per_category: int) -> dict[str, range]:
+    """Indices within a category of the classification train, val and test instances (at least one
+    each for val and test; train may come out empty, which WorldParams rejects)."""
+    n = instances_per_category
+    n_test = max(1, int(round(n * CLASSIFICATION_TEST_SHARE)))
+    n_val = max(1, int(round(n * CLASSIFICATION_VAL_SHARE)))
+    first_val, first_test = max(0, n - n_test - n_val), max(0, n - n_test)
+    return {"train": range(0, first_val), "val": range(first_val, first_test), "test": range(first_test, n)}
+
+
 class WorldParams(Section):
     seed: int = Field(ge=0)
     categories: int = Field(ge=2, le=10)
-    instances_per_category: int = Field(ge=2)
+    instances_per_category: int = Field(ge=2)  # >= 3: disjoint train, val and test instances (below)
     image_size: int = Field(ge=16, le=1024)
     scene_size: int = Field(ge=16, le=2048)
     render_batch: int = PositiveInt
@@ -108,6 +132,11 @@ class WorldParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> WorldParams:
+        split = self.instance_split()
+        if not split["train"] or not split["val"] or not split["test"]:
+            raise ValueError(
+                f"instances_per_category: {self.instances_per_category} is too few for disjoint classification "
+                "train, val and test instances (at least 3)")
         if self.evaluation.aloi_instances_per_category > self.instances_per_category:
             raise ValueError(
                 "evaluation.aloi_instances_per_category: "
@@ -119,7 +148,23 @@ class WorldParams(Section):
                 f"evaluation.instance_per_bin: {self.evaluation.instance_per_bin} > "
                 f"instances_per_category {self.instances_per_category}"
             )
+        pool = self.categories * split["test"].start  # what pretraining may draw from: train and val instances
+        if self.corpora.objects_per_scene[1] > pool:
+            raise ValueError(
+                f"corpora.objects_per_scene: maximum {self.corpora.objects_per_scene[1]} > the {pool} instances "
+                "pretraining may use (categories x the train and val instances of instances_per_category)")
+        object_centric = self.categories * self.corpora.object_centric_per_category
+        if object_centric != self.corpora.scenes:
+            raise ValueError(
+                f"categories x corpora.object_centric_per_category = {self.categories} x "
+                f"{self.corpora.object_centric_per_category} = {object_centric} != corpora.scenes {self.corpora.scenes}: "
+                "claim 2 compares the object-centric corpus, the scenes and the scene crops (one per scene) on "
+                "equal numbers of images")
         return self
+
+    def instance_split(self) -> dict[str, range]:
+        """Indices within each category of the classification train, val and test instances."""
+        return instance_split(self.instances_per_category)
 
 
 class DataParams(Section):
@@ -184,7 +229,7 @@ class CentricityRange(Section):
 
 
 class ChecksParams(Section):
-    fail_on: list[Literal["frames_manifest", "pairs_manifest", "centricity"]]
+    fail_on: list[Literal["frames_manifest", "pairs_manifest", "centricity", "leakage"]]
     object_centric: CentricityRange
     box_tolerance: float = Field(ge=0)  # pixels a box may exceed the frame by (rounding)
 
@@ -210,7 +255,7 @@ class PretrainParams(Section):
     workers: int = Field(ge=0)  # loader processes decoding a corpus too big to hold (see resident_mb)
     resident_mb: int = Field(ge=0)  # decode the corpus once and hold it when it fits (0: always stream)
     checkpoint_every: int = PositiveInt  # steps
-    monitor: str = Field(min_length=1)  # labelled split (train/ and test/ ImageFolders) for the kNN monitor
+    monitor: str = Field(min_length=1)  # labelled set (train/ and val/ ImageFolders: bank and queries) for the kNN monitor
     monitor_per_class: int = PositiveInt
     knn_k: int = PositiveInt
     frames_root: str = Field(min_length=1)
@@ -229,13 +274,16 @@ class PretrainParams(Section):
 
 class VariantParams(Section):
     method: Literal["moco", "supervised", "random", "external"]
-    positives: Literal["images", "temporal", "tracker", "labels", "none"]
+    # crops: both views from the tracked box of a pair's first frame (tracker without the time step)
+    positives: Literal["images", "temporal", "tracker", "crops", "labels", "none"]
     data: str = Field(min_length=1)  # corpus, pairs manifest, or (external) the checkpoint file
     arch: Literal["resnet18", "resnet34", "resnet50"] | None = None  # None: pretrain.arch
+    seed: int | None = Field(default=None, ge=0)  # None: pretrain.seed
+    replicate_of: str | None = None  # the variant this one repeats with another seed (a label; checked in validate)
 
     @model_validator(mode="after")
     def _check(self) -> VariantParams:
-        allowed = {"moco": {"images", "temporal", "tracker"}, "supervised": {"labels"}, "random": {"none"},
+        allowed = {"moco": {"images", "temporal", "tracker", "crops"}, "supervised": {"labels"}, "random": {"none"},
                    "external": {"none"}}
         if self.positives not in allowed[self.method]:
             raise ValueError(f"positives {self.positives!r} does not go with method {self.method!r} "
@@ -328,6 +376,10 @@ class ReportParams(Section):
     resamples: int = Field(ge=100)  # paired-bootstrap draws per interval
     level: float = Field(gt=0.5, lt=1)  # confidence level of the intervals
     sweep: str = Field(min_length=1)  # CSV of more runs (run, kind, model, set, metric, value); header only: none
+    gate_margin: float = Field(ge=0, le=1)  # linear and kNN top-1 at least this far above the untrained network
+    record_gap_share: float = Field(ge=0, le=1)  # kNN gap to supervised a variant must close for verdicts of record
+    record_seeds: int = Field(ge=1)  # pretraining seeds a variant needs for verdicts of record
+    ceiling: float = Field(gt=0)  # an invariance set on which the untrained network scores this much is at ceiling
 
 
 SECTIONS: dict[str, type[BaseModel] | type] = {
@@ -363,6 +415,45 @@ def _describe(errors: list[dict[str, Any]], section: str) -> str:
     return "\n".join(lines)
 
 
+# a variant's name becomes a stage name (pretrain@NAME), a folder (models/NAME) and a params key
+# (variants.NAME): nothing that a shell, a path or DVC's key syntax would read otherwise
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _check_variant_name(key: Any, section: str, source: str) -> None:
+    if not isinstance(key, str) or not VARIANT_NAME.fullmatch(key):
+        raise ConfigError(f"{source}: {section}.{key}: a variant name may hold only letters, digits and "
+                          f"underscores (got {key!r})")
+
+
+def _check_replicates(variants: dict[str, VariantParams], pretrain_seed: Any, section: str, source: str) -> None:
+    """A replicate repeats an original variant with another seed and nothing else: the same method,
+    positives and data, a seed none of its group has. It names the original, never another replicate,
+    so a group is one original and its replicates."""
+    def seed_of(v: VariantParams) -> Any:
+        return pretrain_seed if v.seed is None else v.seed
+
+    seen: dict[str, dict[Any, str]] = {}  # original -> effective seed -> the variant that has it
+    for key, v in variants.items():
+        if v.replicate_of is None:
+            continue
+        where = f"{source}: {section}.{key}.replicate_of = {v.replicate_of!r}"
+        original = variants.get(v.replicate_of)
+        if original is None or v.replicate_of == key:
+            raise ConfigError(f"{where}: names no other variant (variants: {', '.join(variants)})")
+        if original.replicate_of is not None:
+            raise ConfigError(f"{where}: is itself a replicate; name its original {original.replicate_of!r}")
+        differs = [f for f in ("method", "positives", "data", "arch") if getattr(v, f) != getattr(original, f)]
+        if differs:
+            raise ConfigError(f"{where}: a replicate differs from its original in the seed alone, but "
+                              f"{', '.join(f'{f} {getattr(v, f)!r} != {getattr(original, f)!r}' for f in differs)}")
+        group = seen.setdefault(v.replicate_of, {seed_of(original): v.replicate_of})
+        if seed_of(v) in group:
+            raise ConfigError(f"{where}: its seed {seed_of(v)!r} is the seed of {group[seed_of(v)]!r} "
+                              f"(set variants.{key}.seed to another)")
+        group[seed_of(v)] = key
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -394,10 +485,12 @@ def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") 
                 raise ConfigError(f"{source}: {name} must be a non-empty mapping of name -> settings")
             out[name] = {}
             for key, entry in value.items():
+                _check_variant_name(key, name, source)
                 try:
                     out[name][key] = VariantParams.model_validate(entry)
                 except ValidationError as exc:
                     raise ConfigError(f"{source}: invalid parameters:\n{_describe(exc.errors(), f'{name}.{key}')}") from None
+            _check_replicates(out[name], (data.get("pretrain") or {}).get("seed"), name, source)
             continue
         if model is int:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -1,17 +1,19 @@
-"""The `check_data` stage: validate the manifests, measure each corpus's object-centricity,
-write results/checks/{validations.json, report.html, summary.json}, and stop only on the
-suites named in `checks.fail_on`."""
+"""The `check_data` stage: validate the manifests, measure each corpus's object-centricity and
+size, check that no classification test instance is in a pretraining source (leakage), write
+results/checks/{validations.json, report.html, summary.json}, and stop only on the suites named
+in `checks.fail_on`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..config import ChecksParams, FramesParams, PairsParams, WorldParams
 from ..io import write_json, write_text
-from . import centricity, gate, suites
+from . import centricity, gate, leakage, suites
 from .report import render_html
 
 
@@ -40,9 +42,15 @@ def measure_corpora(corpora: Path, world: WorldParams | None, manifest: pd.DataF
     return out
 
 
-def _corpus_summary(measures: pd.DataFrame, outcome: suites.Outcome) -> dict:
+def _corpus_summary(measures: pd.DataFrame, outcome: suites.Outcome, image_size: int) -> dict:
+    """Medians over a corpus's images. `object_side_px_median`: the main (largest) object's box side
+    once the image is scaled to pretrain.image_size, sqrt(box area share) x image_size (the side of a
+    square of that share of an image_size x image_size view); its area fraction is
+    `largest_share_median`."""
     return {
         "images": len(measures),
+        "unique_images": int(measures["image"].nunique()),
+        "object_side_px_median": round(float(np.sqrt(measures["largest_share"].astype(float)).median() * image_size), 2),
         "largest_share_median": round(float(measures["largest_share"].median()), 4),
         "objects_median": float(measures["objects"].median()),
         "center_offset_median": round(float(measures["center_offset"].median()), 4),
@@ -51,12 +59,35 @@ def _corpus_summary(measures: pd.DataFrame, outcome: suites.Outcome) -> dict:
     }
 
 
+CLAIM2 = ("object_centric", "scenes", "scene_crops")  # claim 2's corpora: equal unique images
+
+
+def check_leakage(validator: suites.Validator, corpora_root: Path, videos_root: Path | None,
+                  classification_annotations: Path | None, data_source: str) -> tuple[list[suites.Outcome], str | None]:
+    """The leakage suites (no classification test instance in any pretraining source, disjoint
+    classification splits), or none and the reason they were skipped."""
+    if data_source == "folder":
+        return [], ("skipped: data.source is folder (videos of your own carry no world instance ids); the "
+                    "world's pretraining sources are checked under data=synthetic")
+    if classification_annotations is None or not classification_annotations.is_file():
+        return [], f"skipped: no classification annotations ({classification_annotations}) to take the test instances from"
+    splits = leakage.classification_splits(classification_annotations)
+    held_out = leakage.held_out_instances(splits)
+    outcomes = [suites.classification_splits(validator, splits)]
+    sources = leakage.pretraining_instances(corpora_root, videos_root)
+    outcomes += [suites.leakage(validator, name, table, held_out) for name, table in sources.items()]
+    return outcomes, None
+
+
 def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: str | Path, videos_root: str | Path | None,
-              out_dir: str | Path, checks: ChecksParams, frames: FramesParams, pairs_params: PairsParams,
-              world: WorldParams | None) -> dict:
+              classification_annotations: str | Path | None, out_dir: str | Path, checks: ChecksParams,
+              frames: FramesParams, pairs_params: PairsParams, world: WorldParams | None, data_source: str,
+              image_size: int) -> dict:
     """Write results/checks/{summary.json, validations.json, report.html, gate.json}; raise CheckError
-    when a suite named in checks.fail_on failed (after writing them all, the gate included)."""
+    when a suite named in checks.fail_on failed (after writing them all, the gate included).
+    `image_size` is pretrain.image_size (object sizes as training sees them)."""
     frames_root, pairs_path, corpora_root, out_dir = Path(frames_root), Path(pairs_path), Path(corpora_root), Path(out_dir)
+    classification_annotations = Path(classification_annotations) if classification_annotations else None
     videos_root = Path(videos_root) if videos_root else None
     manifest_path = frames_root / "manifest.parquet"
     manifest = pd.read_parquet(manifest_path) if manifest_path.is_file() else None
@@ -73,15 +104,23 @@ def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: 
     for name, table in measures.items():
         outcome = suites.centricity(validator, name, table, checks.object_centric)
         outcomes.append(outcome)
-        corpora[name] = _corpus_summary(table, outcome)
+        corpora[name] = _corpus_summary(table, outcome, image_size)
+    leak_outcomes, leak_skipped = check_leakage(validator, corpora_root, videos_root, classification_annotations,
+                                                data_source)
+    outcomes += leak_outcomes
 
     summary = {"suites": {o.suite: o.success for o in outcomes}, "corpora": corpora,
                "missing": sorted(n for n, found in (("frames manifest", manifest is not None),
                                                     ("pairs manifest", pairs is not None)) if not found)}
+    if all(name in corpora for name in CLAIM2):
+        counts = [corpora[name]["unique_images"] for name in CLAIM2]
+        summary["claim2_equal_images"] = len(set(counts)) == 1
+    if leak_skipped:
+        summary["skipped"] = {"leakage": leak_skipped}
     write_json(out_dir / "summary.json", summary)
     write_text(out_dir / "validations.json", json.dumps({o.suite: o.raw for o in outcomes}, indent=1, sort_keys=True,
                                                         default=str) + "\n")
-    write_text(out_dir / "report.html", render_html(outcomes, corpora, checks))
+    write_text(out_dir / "report.html", render_html(outcomes, corpora, checks, summary.get("skipped", {})))
     stopping = suites.stops(outcomes, checks)
     gate.write(out_dir / "gate.json", [str(f) for f in stopping])
     if stopping:

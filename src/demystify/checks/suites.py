@@ -159,9 +159,32 @@ def centricity(v: Validator, corpus: str, measures: pd.DataFrame, r: CentricityR
     ])
 
 
+def leakage(v: Validator, source: str, instances: pd.DataFrame, held_out: list[int]) -> Outcome:
+    """No classification test instance in a pretraining source (`instances`: item, instance), and
+    every item names its instance."""
+    e = v.gx.expectations
+    return v.validate(f"leakage_{source}", instances, [
+        e.ExpectColumnValuesToNotBeNull(column="instance"),
+        e.ExpectColumnValuesToNotBeInSet(column="instance", value_set=held_out),
+    ])
+
+
+def classification_splits(v: Validator, annotations: pd.DataFrame) -> Outcome:
+    """The classification evaluation's train, val and test splits are on disjoint instances."""
+    e = v.gx.expectations
+    return v.validate("leakage_classification_splits", annotations, [
+        e.ExpectColumnValuesToNotBeNull(column="instance"),
+        e.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val", "test"]),
+        e.ExpectColumnValuesToBeInSet(column="splits_of_instance", value_set=[1]),
+    ])
+
+
+FAMILIES = ("centricity", "leakage")  # `checks.fail_on` names a family for all its suites (`leakage_scenes`, ...)
+
+
 def stops(outcomes: list[Outcome], checks: ChecksParams) -> list[Failure]:
-    """Failures of the suites named in `checks.fail_on` (centricity: every corpus's suite)."""
+    """Failures of the suites named in `checks.fail_on` (centricity, leakage: every suite of the family)."""
     def family(name: str) -> str:
-        return "centricity" if name.startswith("centricity_") else name
+        return next((f for f in FAMILIES if name.startswith(f + "_")), name)
 
     return [f for o in outcomes if family(o.suite) in checks.fail_on for f in o.failures]

@@ -1,4 +1,8 @@
-"""The online monitor: kNN top-1 of frozen pooled features on a small labelled split."""
+"""The online monitor: kNN top-1 of frozen pooled features on a small labelled split.
+
+Queries come from the `val` split, the memory bank from `train` (MONITOR_SPLITS): the world's
+validation instances, never its classification test instances, so watching training never looks
+at the test set."""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from torch.utils.data import DataLoader
 
 from .augment import evaluation
 from .datasets import DataError, ViewsDataset, image_items
+
+MONITOR_SPLITS = ("train", "val")  # (memory bank, queries) under pretrain.monitor
 
 
 def _subset(items, per_class: int):
@@ -25,10 +31,11 @@ def _subset(items, per_class: int):
 class KnnMonitor:
     def __init__(self, root: str | Path, size: int, per_class: int, k: int, batch_size: int = 128):
         root = Path(root)
-        train, classes = image_items(root / "train", labelled=True)
-        test, test_classes = image_items(root / "test", labelled=True)
+        bank_split, query_split = MONITOR_SPLITS
+        train, classes = image_items(root / bank_split, labelled=True)
+        test, test_classes = image_items(root / query_split, labelled=True)
         if classes != test_classes:
-            raise DataError(f"{root}: train and test classes differ")
+            raise DataError(f"{root}: {bank_split} and {query_split} classes differ")
         self.chance = 1.0 / max(len(classes), 1)
         self.k = k
         transform = evaluation(size)

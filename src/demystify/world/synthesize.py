@@ -8,11 +8,11 @@ Layout (each part in the public data set's own layout, so the real readers run o
     videos/<seq>/objects.csv                     every object's box per frame (an extension)
     corpora/object_centric/<category>/<n>.png    ImageNet-like ImageFolder (+ annotations.csv)
     corpora/scenes/{images,masks}/<n>.png        COCO-like scenes (+ annotations.csv, one row per object)
-    corpora/scene_crops/<category>/<n>.png       objects cut from the scenes by their boxes
+    corpora/scene_crops/<category>/<n>_<k>.png   one object per scene (its largest visible one) cut out by its box
     eval/aloi/aloi_red2_{view,ill,col}/png2/<obj>/<obj>_{r<deg>,l<l>c<c>,i<code>}.png
     eval/got10k/train/list.txt, eval/got10k/train/<seq>/{00000001.jpg, ...}    occlusion
     eval/pascal3d/ (Images, Annotations .mat, Image_sets) + labels.csv   PASCAL3D+ layout, azimuth/elevation bins
-    eval/classification/{train,test}/<category>/<n>.png
+    eval/classification/{train,val,test}/<category>/<n>.png + annotations.csv (path, split, category, instance)
     eval/segmentation/{train,test}/{images,masks}/<n>.png + classes.txt
     world.json                                   counts and sizes
 """
@@ -44,16 +44,27 @@ from .writers import (
 )
 
 OCCLUDERS = 8
-CLASSIFICATION_TEST_SHARE = 0.25  # last quarter of each category's instances is held out for testing
+# Each category's instances split into classification train / val / test blocks: the last
+# CLASSIFICATION_TEST_SHARE are test, the CLASSIFICATION_VAL_SHARE before them val
+# (config.instance_split); pretraining sources use train and val instances only.
 
 
 class World:
-    """The catalog plus one renderer per resolution; knows which catalog index is what."""
+    """The catalog plus one renderer per resolution; knows which catalog index is what.
 
-    def __init__(self, params: WorldParams):
+    Pretraining sources (object-centric corpus, scenes and their crops, videos) draw only from
+    `pretrain_local`, the train and val instances of each category; the test instances are held
+    out. `holdout=False` lets them draw from every instance, test ones included: the leaking world
+    of before issue 21, for tests that the leakage check catches it (not a user param)."""
+
+    def __init__(self, params: WorldParams, holdout: bool = True):
         self.p = params
         self.catalog = make_catalog(params.categories, params.instances_per_category, OCCLUDERS, params.seed)
         self._renderers: dict[tuple[int, int], Renderer] = {}
+        self.split = params.instance_split()  # classification train / val / test, by index within a category
+        self.pretrain_local = range(self.split["test"].start if holdout else params.instances_per_category)
+        self.pretrain_pool = [self.instance(c, j) for c in range(params.categories) for j in self.pretrain_local]
+        self.all_instances = list(range(params.categories * params.instances_per_category))
 
     def renderer(self, height: int, width: int) -> Renderer:
         if (height, width) not in self._renderers:
@@ -102,13 +113,14 @@ def write_catalog(world: World, out: Path) -> None:
 
 def _video_tracks(world: World, r: np.random.Generator, frames: int, aspect: float) -> list[sc.Track]:
     v = world.p.videos
-    n_inst = world.p.categories * world.p.instances_per_category
-    target = int(r.integers(n_inst))
-    tracks = [sc.moving_object(r, target, frames, aspect, (0.3, 0.5), sc.BASE_DEPTH, r.uniform(*v.spin_deg))]
+    pool = world.pretrain_pool  # targets and distractors alike: no test instance in a training video
+    target = int(r.integers(len(pool)))
+    tracks = [sc.moving_object(r, pool[target], frames, aspect, (0.3, 0.5), sc.BASE_DEPTH, r.uniform(*v.spin_deg))]
     for _ in range(int(r.integers(v.distractors[0], v.distractors[1] + 1))):
-        other = int(r.integers(n_inst - 1))
+        other = int(r.integers(len(pool) - 1))
         other += other >= target
-        tracks.append(sc.moving_object(r, other, frames, aspect, (0.15, 0.3), r.uniform(7.0, 10.0), r.uniform(0, 120)))
+        tracks.append(sc.moving_object(r, pool[other], frames, aspect, (0.15, 0.3), r.uniform(7.0, 10.0),
+                                       r.uniform(0, 120)))
     for j in range(int(r.integers(v.occluders[0], v.occluders[1] + 1))):
         start, duration = int(r.integers(0, max(1, frames // 2))), int(r.integers(frames // 4, frames // 2 + 1))
         tracks.append(sc.passing_occluder(r, world.occluder(j + int(r.integers(OCCLUDERS))), frames, aspect,
@@ -162,7 +174,7 @@ def write_object_centric(world: World, out: Path, progress: bool) -> int:
     for c in range(p.categories):
         for j in range(per):
             r = sc.rng_for(p.seed, sc.OBJECT_CENTRIC, c * per + j)
-            inst = world.instance(c, int(r.integers(p.instances_per_category)))
+            inst = world.instance(c, world.pretrain_local[int(r.integers(len(world.pretrain_local)))])
             items.append(sc.object_centric(r, inst))
             labels.append((c, j, inst))
     root = out / "corpora" / "object_centric"
@@ -179,22 +191,38 @@ def write_object_centric(world: World, out: Path, progress: bool) -> int:
     return len(rows)
 
 
-def _scene_items(world: World, product: int, count: int, objects: tuple[int, int], offset: int = 0) -> list[sc.Item]:
+def _scene_items(world: World, product: int, count: int, objects: tuple[int, int], pool: list[int],
+                 offset: int = 0) -> list[sc.Item]:
+    """Scenes of `objects` distinct instances drawn from `pool` (catalog indices)."""
     p = world.p
-    n_inst = p.categories * p.instances_per_category
     items = []
     for i in range(count):
         r = sc.rng_for(p.seed, product, offset + i)
         k = int(r.integers(objects[0], objects[1] + 1))
-        items.append(sc.scene(r, [int(x) for x in r.choice(n_inst, size=k, replace=False)]))
+        items.append(sc.scene(r, [pool[int(x)] for x in r.choice(len(pool), size=k, replace=False)]))
     return items
 
 
-def write_scenes_and_crops(world: World, out: Path, progress: bool) -> tuple[int, int]:
+def _crop(rgb: np.ndarray, box: list[float], margin: float, size: int) -> np.ndarray:
+    """The square around a box (its longer side plus `margin` of context), reflected at the image
+    border, resized to size x size."""
     import cv2
 
+    x, y, w, h = box
+    side = max(w, h) * (1 + margin)
+    cx, cy = x + w / 2, y + h / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    s = int(round(side))
+    padded = cv2.copyMakeBorder(rgb, s, s, s, s, cv2.BORDER_REFLECT)
+    crop = padded[y0 + s : y0 + 2 * s, x0 + s : x0 + 2 * s]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def write_scenes_and_crops(world: World, out: Path, progress: bool) -> tuple[int, int]:
+    """The scenes, and one crop per scene: its largest visible object (most visible pixels; ties to
+    the first), so scenes and scene crops have the same number of images (claim 2's equal data)."""
     p = world.p
-    items = _scene_items(world, sc.SCENE, p.corpora.scenes, p.corpora.objects_per_scene)
+    items = _scene_items(world, sc.SCENE, p.corpora.scenes, p.corpora.objects_per_scene, world.pretrain_pool)
     root, crops_root = out / "corpora" / "scenes", out / "corpora" / "scene_crops"
     rows, crop_rows = [], []
     size = p.scene_size
@@ -205,26 +233,25 @@ def write_scenes_and_crops(world: World, out: Path, progress: bool) -> tuple[int
             write_image(root / "images" / f"{n:05d}.png", rgb)
             write_mask(root / "masks" / f"{n:05d}.png", world.category_mask(rendered, batch, i))
             cats = world.category_of(batch.inst[i])
-            for k in range(len(items[n].inst)):
+            objects = len(items[n].inst)
+            for k in range(objects):
                 x, y, w, h = rendered.boxes[i, k].tolist()
                 vis = int(rendered.visible_area[i, k])
                 frac = vis / max(int(rendered.amodal_area[i, k]), 1)
                 rows.append({"image": f"images/{n:05d}.png", "object": k, "category": CATEGORY_NAMES[cats[k]],
                              "instance": int(batch.inst[i, k]), "x": x, "y": y, "w": w, "h": h,
                              "area_share": vis / size**2, "visible_fraction": round(frac, 4)})
-                if vis < 16 or frac < 0.3:
-                    continue  # too little of the object left to make a crop of it
-                side = max(w, h) * (1 + p.corpora.crop_margin)
-                cx, cy = x + w / 2, y + h / 2
-                x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-                s = int(round(side))
-                padded = cv2.copyMakeBorder(rgb, s, s, s, s, cv2.BORDER_REFLECT)
-                crop = padded[y0 + s : y0 + 2 * s, x0 + s : x0 + 2 * s]
-                crop = cv2.resize(crop, (p.image_size, p.image_size), interpolation=cv2.INTER_AREA)
-                rel = f"{CATEGORY_NAMES[cats[k]]}/{n:05d}_{k}.png"
-                write_image(crops_root / rel, crop)
-                crop_rows.append({"path": rel, "category": CATEGORY_NAMES[cats[k]], "source": f"images/{n:05d}.png",
-                                  "object": k, "x": x, "y": y, "w": w, "h": h})
+            # some object always shows (each object's centre is in the frame, and the nearest object
+            # along that pixel's ray is visible there)
+            k = int(np.argmax(rendered.visible_area[i, :objects].numpy()))
+            box = rendered.boxes[i, k].tolist()
+            if box[2] <= 0 or box[3] <= 0:
+                raise RuntimeError(f"scene {n}: no visible object to crop")
+            rel = f"{CATEGORY_NAMES[cats[k]]}/{n:05d}_{k}.png"
+            write_image(crops_root / rel, _crop(rgb, box, p.corpora.crop_margin, p.image_size))
+            crop_rows.append({"path": rel, "category": CATEGORY_NAMES[cats[k]], "instance": int(batch.inst[i, k]),
+                              "source": f"images/{n:05d}.png", "object": k, "x": box[0], "y": box[1], "w": box[2],
+                              "h": box[3]})
     pd.DataFrame(rows).to_csv(root / "annotations.csv", index=False)
     pd.DataFrame(crop_rows).to_csv(crops_root / "annotations.csv", index=False)
     return len(items), len(crop_rows)
@@ -266,7 +293,7 @@ def write_occlusion(world: World, out: Path, progress: bool) -> int:
     """GOT-10k-style clips (JPEG frames) of an object a large panel sweeps across."""
     p, e = world.p, world.p.evaluation
     root = out / "eval" / "got10k" / "train"
-    n_inst = p.categories * p.instances_per_category
+    n_inst = p.categories * p.instances_per_category  # an evaluation-only set: any instance
     names = []
     size = p.image_size * 2
     for i in tqdm(range(e.occlusion_videos), desc="occlusion", disable=None if progress else True):
@@ -337,26 +364,38 @@ def write_instance_set(world: World, out: Path, progress: bool) -> int:
     return len(rows)
 
 
+CLASSIFICATION_SPLITS = ("train", "val", "test")  # each on its own instances (World.split)
+
+
 def write_classification(world: World, out: Path, progress: bool) -> int:
+    """`train` (the probes), `val` (the kNN monitor's queries) and `test` ImageFolders, each on its
+    own instances of every category, and annotations.csv: path (relative to the set's root),
+    split, category, instance (catalog index)."""
     p, e = world.p, world.p.evaluation
-    n_test = max(1, int(round(p.instances_per_category * CLASSIFICATION_TEST_SHARE)))
-    split_instances = {"train": range(0, p.instances_per_category - n_test),
-                       "test": range(p.instances_per_category - n_test, p.instances_per_category)}
-    count = 0
-    for split, per_class in (("train", e.classification_train_per_class), ("test", e.classification_test_per_class)):
-        items, paths = [], []
-        pool = list(split_instances[split])
+    per_split = {"train": e.classification_train_per_class, "val": e.classification_val_per_class,
+                 "test": e.classification_test_per_class}
+    root = out / "eval" / "classification"
+    rows = []
+    for code, split in ((0, "train"), (1, "test"), (2, "val")):  # train and test draw as before val existed
+        per_class = per_split[split]
+        items, labels = [], []
+        pool = list(world.split[split])
         for c in range(p.categories):
             for j in range(per_class):
-                r = sc.rng_for(p.seed, sc.CLASSIFICATION, (0 if split == "train" else 1) * 10**6 + c * per_class + j)
-                items.append(sc.object_centric(r, world.instance(c, int(r.choice(pool)))))
-                paths.append(f"{split}/{CATEGORY_NAMES[c]}/{j:05d}.png")
-        root = out / "eval" / "classification"
+                r = sc.rng_for(p.seed, sc.CLASSIFICATION, code * 10**6 + c * per_class + j)
+                inst = world.instance(c, int(r.choice(pool)))
+                items.append(sc.object_centric(r, inst))
+                labels.append({"path": f"{split}/{CATEGORY_NAMES[c]}/{j:05d}.png", "split": split,
+                               "category": CATEGORY_NAMES[c], "instance": inst})
         for start, rendered, _ in world.render(items, p.image_size, f"classification {split}", progress):
             for i in range(rendered.rgb.shape[0]):
-                write_image(root / paths[start + i], rendered.rgb[i].numpy())
-                count += 1
-    return count
+                write_image(root / labels[start + i]["path"], rendered.rgb[i].numpy())
+                rows.append(labels[start + i])
+    table = pd.DataFrame(rows)
+    table["order"] = table["split"].map(CLASSIFICATION_SPLITS.index)
+    table.sort_values(["order", "path"], kind="stable").drop(columns="order").to_csv(root / "annotations.csv",
+                                                                                      index=False)
+    return len(rows)
 
 
 def write_segmentation(world: World, out: Path, progress: bool) -> int:
@@ -364,7 +403,7 @@ def write_segmentation(world: World, out: Path, progress: bool) -> int:
     root = out / "eval" / "segmentation"
     count = 0
     for split, n, offset in (("train", e.segmentation_train, 0), ("test", e.segmentation_test, 10**6)):
-        items = _scene_items(world, sc.SEGMENTATION, n, (2, 4), offset)
+        items = _scene_items(world, sc.SEGMENTATION, n, (2, 4), world.all_instances, offset)  # evaluation only
         for start, rendered, batch in world.render(items, p.scene_size, f"segmentation {split}", progress):
             for i in range(rendered.rgb.shape[0]):
                 write_image(root / split / "images" / f"{start + i:05d}.png", rendered.rgb[i].numpy())
@@ -374,10 +413,11 @@ def write_segmentation(world: World, out: Path, progress: bool) -> int:
     return count
 
 
-def synthesize(params: WorldParams, out: str | Path, progress: bool = True) -> dict:
-    """Render the whole world into `out` (atomically: a killed run leaves no partial `out`)."""
+def synthesize(params: WorldParams, out: str | Path, progress: bool = True, *, holdout: bool = True) -> dict:
+    """Render the whole world into `out` (atomically: a killed run leaves no partial `out`).
+    `holdout=False` (tests only) lets the pretraining sources use the classification test instances."""
     keep_freed_memory()
-    world = World(params)
+    world = World(params, holdout=holdout)
     started = time.perf_counter()
     with atomic_dir(out) as tmp:
         write_catalog(world, tmp)
