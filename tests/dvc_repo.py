@@ -16,6 +16,8 @@ from demystify.params_file import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["variants"])  # whatever params declares
+VARIANT_DATA = {v: s["data"] for v, s in yaml.safe_load((ROOT / "params.yaml").read_text())["variants"].items()}
+PAIR_VARIANTS = sorted(v for v, data in VARIANT_DATA.items() if data == "data/pairs/pairs.parquet")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:

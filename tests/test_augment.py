@@ -1,6 +1,7 @@
 """The batched, in-process MoCo v2 augmentation against torchvision's per-image one (augment.mocov2):
 the same operations given the same parameters, the same distribution of crops, colours, grayscale
-and flips, and per-sample randomness that does not depend on the batch."""
+and flips, and per-sample randomness that does not depend on the batch; and the supervised
+baseline's crop and flip only (augment.crop_flip), colours untouched."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torchvision.io import write_png
 from torchvision.transforms.v2 import functional as TF
 
 from demystify.ssl import batch_augment as ba
-from demystify.ssl.augment import IMAGENET_MEAN, IMAGENET_STD, mocov2
+from demystify.ssl.augment import IMAGENET_MEAN, IMAGENET_STD, crop_flip, mocov2
 from demystify.ssl.datasets import DecodedViews, Item, collate_views
 
 MEAN, STD = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
@@ -117,3 +118,48 @@ def test_a_samples_views_do_not_depend_on_its_batch(tmp_path):
         assert all(torch.allclose(whole[v][i], alone[v][0], atol=1e-6) for v in range(2))
     assert not torch.allclose(whole[0], whole[1])  # the two views differ
     assert not torch.allclose(whole[0], views(resident, [(i, 2) for i in range(6)])[0])  # another pass, other views
+
+
+# --- the supervised baseline: crop and flip only ----------------------------------------------------
+
+def test_supervised_views_are_crops_and_flips_of_the_input():
+    """With the same uniforms, a supervised view is exactly the MoCo view's crop, resized and flipped
+    where the flip was drawn: torchvision's resized crop of the input, no colour change."""
+    n, size = 40, 32
+    img, u = _probe_image(), _uniforms(n)
+    regions = torch.tensor([[0, 0, 64, 48]] * n, dtype=torch.float64)
+    supervised = ba.for_method("supervised", size, 0.5)
+    out = supervised(img[None], torch.zeros(n, dtype=torch.long), regions, u) * STD + MEAN
+    boxes = ba.BatchMoCoV2(size, 0.5).crop_boxes(regions, u).long()  # MoCo's crops, drawn from the same uniforms
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        expected = TF.resized_crop(img, y0, x0, y1 - y0, x1 - x0, [size, size], antialias=True).float() / 255
+        if u[i, ba.FLIP] < 0.5:
+            expected = expected.flip(-1)
+        assert (out[i] - expected).abs().mean() < 0.01, i
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_supervised_keeps_colours_that_moco_changes(batched):
+    """A one-colour image: every crop and flip of it is that colour, so any change is the colour
+    operations'. Supervised views (batched and torchvision's per-image crop_flip) keep it exactly;
+    most MoCo views (jitter p 0.8, grayscale p 0.2) do not."""
+    n, size = 200, 24
+    colour = torch.tensor([200, 60, 30], dtype=torch.uint8)
+    img = colour[:, None, None].expand(3, 40, 52).contiguous()
+    target = colour.float()[:, None, None] / 255
+
+    def views(method: str) -> torch.Tensor:
+        if batched:
+            aug = ba.for_method(method, size, 0.2)
+            out = aug(img[None], torch.zeros(n, dtype=torch.long), torch.tensor([[0, 0, 52, 40]] * n, dtype=torch.float64),
+                      _uniforms(n, seed=4))
+        else:
+            aug = crop_flip(size, 0.2) if method == "supervised" else mocov2(size, 0.2)
+            torch.manual_seed(4)
+            out = torch.stack([aug(img) for _ in range(n)])
+        return out * STD + MEAN
+
+    supervised = (views("supervised") - target).abs().amax((1, 2, 3))
+    moco = (views("moco") - target).abs().amax((1, 2, 3))
+    assert supervised.max() < 1e-5
+    assert (moco > 0.02).float().mean() > 0.7

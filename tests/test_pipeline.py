@@ -12,6 +12,8 @@ import pytest
 import yaml
 from dvc_cmd import stage_argv
 from dvc_repo import (
+    PAIR_VARIANTS,
+    VARIANT_DATA,
     VARIANTS,
     _backbones,
     _run,
@@ -87,7 +89,7 @@ def test_repro_then_noop_then_only_what_changed(repo):
     params["pairs"]["seed"] = 1
     _write_params(path, params)
     proc = _run(["dvc", "repro", "pretrain"], path, env)  # the foreach group: every pretrain@ stage
-    pair_models = ["moco_temporal", "moco_tracker"]
+    pair_models = PAIR_VARIANTS  # moco_temporal, moco_tracker, moco_tracker_crops
     ran = _stages_run(proc)  # DVC orders independent stages of a group as it likes
     assert ran[:2] == ["mine_pairs", "check_data"] and sorted(ran[2:]) == [f"pretrain@{m}" for m in pair_models]
     assert "resuming" not in proc.stderr
@@ -121,7 +123,7 @@ def test_repro_then_noop_then_only_what_changed(repo):
 
 def test_new_frames_retrain_what_reads_them(repo):
     """A new JPEG quality changes every frame: the variants that train on frames (moco_frames, and
-    through the pairs manifest's frame MD5s the two video variants) retrain from step 0, the others
+    through the pairs manifest's frame MD5s the pair variants) retrain from step 0, the others
     do not; switching back restores the earlier models from the run-cache."""
     path, env = repo
     params = yaml.safe_load((path / "params.yaml").read_text())
@@ -129,7 +131,7 @@ def test_new_frames_retrain_what_reads_them(repo):
     params["frames"]["jpeg_quality"] = 6
     _write_params(path, params)
     proc = _run(["dvc", "repro", "pretrain"], path, env)  # the foreach group: every pretrain@ stage
-    frame_models = {"moco_frames", "moco_temporal", "moco_tracker"}
+    frame_models = {v for v, data in VARIANT_DATA.items() if data == "data/frames"} | set(PAIR_VARIANTS)
     assert {s for s in _stages_run(proc) if s.startswith("pretrain@")} == {f"pretrain@{m}" for m in frame_models}
     assert "resuming" not in proc.stderr
     assert _changed(before, _backbones(path)) == frame_models

@@ -202,6 +202,72 @@ def test_pairs_pointing_at_missing_frames(tmp_path):
         pair_items(tmp_path / "p.parquet", tmp_path, crops=True)
 
 
+def _tiny_pairs(root: Path, images: list[Path], videos: dict[str, int]) -> pd.DataFrame:
+    """A pairs manifest over `images` (32 px at the smoke scale) copied in as frames
+    (frames/<video>/NNNNNN.png): `videos[v]` pairs from video v, box a and box b at different
+    places of two different frames."""
+    rows, k = [], 0
+    for video, count in videos.items():
+        for j in range(count):
+            for frame in (2 * j, 2 * j + 1):
+                (root / "frames" / video).mkdir(parents=True, exist_ok=True)
+                shutil.copy(images[k % len(images)], root / "frames" / video / f"{frame:06d}.png")
+                k += 1
+            rows.append({"video": video, "path_a": f"{video}/{2 * j:06d}.png", "path_b": f"{video}/{2 * j + 1:06d}.png",
+                         "a_x": 2.0, "a_y": 3.0, "a_w": 20.0, "a_h": 18.0, "b_x": 8.0, "b_y": 1.0, "b_w": 16.0, "b_h": 24.0})
+    pairs = pd.DataFrame(rows)
+    pairs.to_parquet(root / "pairs.parquet")
+    return pairs
+
+
+def test_crops_positives_cut_both_views_from_box_a_of_frame_a(workspace, tmp_path):
+    """positives `crops`: one item per pair, like the tracker's, but both views are drawn from frame
+    a's box; the tracker's second view is frame b's box."""
+    from demystify.ssl.datasets import DecodedViews, collate_views
+
+    images = sorted((workspace / "data/world/corpora/object_centric").rglob("*.png"))
+    pairs = _tiny_pairs(tmp_path, images, {"v0": 2, "v1": 1})
+    crops = pair_items(tmp_path / "pairs.parquet", tmp_path / "frames", crops=True, same_crop=True)
+    tracker = pair_items(tmp_path / "pairs.parquet", tmp_path / "frames", crops=True)
+    assert len(crops) == len(tracker) == len(pairs)
+    for item, row in zip(crops, pairs.itertuples(), strict=True):
+        assert item.path_a == str(tmp_path / "frames" / row.path_a) and item.path_b is None
+        assert item.box_a == (row.a_x, row.a_y, row.a_w, row.a_h)
+    batch = collate_views([DecodedViews(crops, seed=0)[(i, 0)] for i in range(len(crops))])
+    assert torch.equal(batch["sources"][0], batch["sources"][1])  # the same frame a ...
+    assert torch.equal(batch["regions"][0], batch["regions"][1])  # ... and the same box a, twice
+    assert batch["regions"][0][0].tolist() == [2, 3, 22, 21]
+    assert len(batch["images"]) == len(pairs)  # frame b is never read
+    other = collate_views([DecodedViews(tracker, seed=0)[(i, 0)] for i in range(len(tracker))])
+    assert not torch.equal(other["sources"][0], other["sources"][1])
+    assert other["regions"][1][0].tolist() == [8, 1, 24, 25]
+
+
+def test_same_source_share_of_a_manifest_and_a_corpus(workspace, tmp_path):
+    """The chance a random key shares the query's source, sum of (n_v / N)^2: from the manifest's
+    `video` column (or the frame's folder without it), and from a corpus's annotations.csv."""
+    from demystify.ssl.datasets import image_instances, image_items, pair_sources, same_source_share
+
+    images = sorted((workspace / "data/world/corpora/object_centric").rglob("*.png"))
+    pairs = _tiny_pairs(tmp_path, images, {"v0": 3, "v1": 1})
+    assert same_source_share(pair_sources(tmp_path / "pairs.parquet")) == pytest.approx((3 / 4) ** 2 + (1 / 4) ** 2)
+    pairs.drop(columns="video").to_parquet(tmp_path / "no_video.parquet")
+    assert pair_sources(tmp_path / "no_video.parquet").tolist() == ["v0", "v0", "v0", "v1"]
+    assert same_source_share(pd.Series(["a", "b", "c", "d"])) == pytest.approx(0.25)
+
+    corpus = tmp_path / "corpus"
+    for i, image in enumerate(images[:4]):
+        (corpus / "cat").mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, corpus / "cat" / f"{i}.png")
+    paths = [it.path_a for it in image_items(corpus)[0]]
+    assert image_instances(corpus, paths) is None  # no annotations.csv: unknown
+    pd.DataFrame({"path": [f"cat/{i}.png" for i in range(4)], "instance": [7, 7, 7, 9]}).to_csv(
+        corpus / "annotations.csv", index=False)
+    assert same_source_share(image_instances(corpus, paths)) == pytest.approx(0.625)
+    pd.DataFrame({"path": ["cat/0.png"], "instance": [7]}).to_csv(corpus / "annotations.csv", index=False)
+    assert image_instances(corpus, paths) is None  # an image it does not name: unknown, not guessed
+
+
 @pytest.mark.parametrize(("variant", "change", "expected"), [
     ("nope", {}, "variant 'nope' is not in params.yaml variants"),
     ("moco_scenes", {}, "corpus folder not found"),
@@ -291,6 +357,44 @@ def straight(workspace, tmp_path_factory):
     assert json.loads((root / "results/pretrain/moco_object_centric/summary.json").read_text())["steps"] == 8
     assert _checkpoints(root, "moco_object_centric") == []  # a finished stage leaves no checkpoint behind
     return root
+
+
+def test_seed_replicates_and_the_control_variants_train(workspace, straight, tmp_path):
+    """Real training steps: a variant's own seed changes its backbone, the same seed given explicitly
+    gives the very bytes of the run on pretrain.seed; `crops` trains on a pairs manifest and reports
+    its same-video negatives; supervised (crop and flip) trains and has no queue."""
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    images = sorted((workspace / "data/world/corpora/object_centric").rglob("*.png"))
+    _tiny_pairs(root, images, {"v0": 5, "v1": 2, "v2": 1})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrain"]["frames_root"] = "frames"
+    original = params["variants"]["moco_object_centric"]
+    params["variants"] |= {"moco_object_centric_s1": {**original, "seed": 1, "replicate_of": "moco_object_centric"},
+                           "moco_object_centric_s0": {**original, "seed": params["pretrain"]["seed"]},
+                           "moco_tracker_crops": {"method": "moco", "positives": "crops", "data": "pairs.parquet"}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for variant in ("moco_object_centric_s1", "moco_object_centric_s0", "moco_tracker_crops", "supervised"):
+        proc = _run(root, variant)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def backbone_bytes(where: Path, variant: str) -> bytes:
+        return (where / "models" / variant / "backbone.pt").read_bytes()
+
+    reference = backbone_bytes(straight, "moco_object_centric")
+    assert backbone_bytes(root, "moco_object_centric_s0") == reference
+    assert backbone_bytes(root, "moco_object_centric_s1") != reference
+
+    def summary(where: Path, variant: str) -> dict:
+        return json.loads((where / "results/pretrain" / variant / "summary.json").read_text())
+
+    crops = summary(root, "moco_tracker_crops")
+    assert crops["steps"] == 8 and crops["corpus_items"] == 8 and crops["final_loss"] > 0
+    assert crops["same_source_negative_share"] == round((5 / 8) ** 2 + (2 / 8) ** 2 + (1 / 8) ** 2, 6)
+    annotations = pd.read_csv(workspace / "data/world/corpora/object_centric/annotations.csv")
+    by_instance = annotations["instance"].value_counts(normalize=True)
+    assert summary(straight, "moco_object_centric")["same_source_negative_share"] == round(float((by_instance**2).sum()), 6)
+    supervised = summary(root, "supervised")
+    assert supervised["steps"] == 8 and supervised["same_source_negative_share"] is None
 
 
 def test_resume_after_external_kill_matches_uninterrupted_run(workspace, straight, tmp_path):
@@ -388,3 +492,44 @@ def test_ddp_on_cpu_with_gloo_and_its_resume(workspace, tmp_path):
     resumed = _run(root, "moco_object_centric", torchrun=2)
     assert resumed.returncode == 0 and "resuming at step 8 of 8" in resumed.stderr
     assert _outputs(root, "moco_object_centric") == _outputs(straight, "moco_object_centric")
+
+
+def test_a_a_test_over_disjoint_seeds_is_inconclusive(workspace, straight, tmp_path):
+    """A/A: moco_object_centric pretrained under seeds {0, 1} and, as another 'variant', under seeds
+    {2, 3} (real training steps), each scored by the classification probes, compared with the
+    two-level interval (seeds, then test units) and the report's decision rule: no difference is
+    found. A single-seed comparison's claim is labelled indicative."""
+    from demystify.evaluation.downstream_stage import classify
+    from demystify.report import claims as cl
+    from demystify.report.evidence import Evidence
+
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    original = params["variants"]["moco_object_centric"]
+    seeds = {"s1": 1, "s2": 2, "s3": 3}
+    params["variants"] |= {name: {**original, "seed": s, "replicate_of": "moco_object_centric"} for name, s in seeds.items()}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in seeds:
+        proc = _run(root, name)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    p = config.load("classification", path=root / "params.yaml")["classification"]
+    p = p.model_copy(update={"data": str(workspace / "data/world/eval/classification")})
+    results = tmp_path / "results"
+    backbones = {"s0": straight / "models/moco_object_centric/backbone.pt",
+                 **{n: root / "models" / n / "backbone.pt" for n in seeds}}
+    for name, path in backbones.items():
+        classify(name, "resnet18", path, p, results / "classification" / name, "cpu", progress=False)
+    evidence = Evidence(results, resamples=500, replicates={"A": ["s0", "s1"], "B": ["s2", "s3"]})
+    outcomes = []
+    for probe in ("linear_top1", "knn_top1"):
+        metric = ("classification", "all", probe)
+        interval = evidence.difference(metric, "A", "B")
+        assert interval.seeds == 2 and interval.low <= 0 <= interval.high
+        outcomes.append(cl.Outcome(cl.Comparison(1, probe, "A", "B", metric, ("A",)), [], [], cl.INCONCLUSIVE,
+                                   interval=interval))
+    cl._decide(outcomes, 0.05, {})
+    assert [o.verdict for o in outcomes] == [cl.INCONCLUSIVE] * 2
+    single = cl.Gate("s0", {k: evidence.difference(("classification", "all", k), "s0", "s2") for k in cl.GATE_PROBES},
+                     {"knn_top1": 1.0}, seeds=1)
+    level, reasons = cl.claim_level(outcomes[:1], {"A": single}, 0.4, 3)
+    assert level == cl.INDICATIVE and any("cover test items only" in r for r in reasons)

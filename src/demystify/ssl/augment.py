@@ -1,4 +1,6 @@
-"""The MoCo v2 augmentations (torchvision.transforms.v2), on by default in every variant."""
+"""The per-image reference augmentations (torchvision.transforms.v2): MoCo v2's for every MoCo
+variant, crop and flip only for the supervised baseline. Training applies them batched
+(batch_augment.py), checked against these."""
 
 from __future__ import annotations
 
@@ -17,6 +19,17 @@ def mocov2(size: int, min_scale: float = 0.2) -> v2.Compose:
         v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         v2.RandomGrayscale(p=0.2),
         v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def crop_flip(size: int, min_scale: float = 0.2) -> v2.Compose:
+    """The standard supervised ImageNet recipe: random resized crop (min_scale-1) and horizontal flip,
+    no colour, grayscale or blur; uint8 CHW in."""
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),

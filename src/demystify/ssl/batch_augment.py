@@ -1,4 +1,5 @@
-"""The MoCo v2 augmentations applied to a whole batch at once, with per-sample randomness.
+"""The MoCo v2 augmentations applied to a whole batch at once, with per-sample randomness
+(`for_method`: the supervised baseline turns the colour operations and blur off).
 
 Same semantics as `augment.mocov2` (torchvision, one image at a time): random resized crop
 (area min_scale-1, aspect 3/4-4/3, torchvision's 10 tries then a centre crop), colour jitter
@@ -118,6 +119,16 @@ class BatchMoCoV2:
     @staticmethod
     def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(mask[:, None, None, None], a, b)
+
+
+def for_method(method: str, size: int, min_scale: float) -> BatchMoCoV2:
+    """The augmentation a variant trains with: MoCo v2's for MoCo; for the supervised baseline its
+    standard ImageNet recipe, random resized crop and flip only (augment.crop_flip), so supervised
+    is not handed the colour and blur invariances the claims credit to MoCo. The crop and flip
+    draw the same uniforms either way: with one seed both see the same crops."""
+    if method == "supervised":
+        return BatchMoCoV2(size, min_scale, jitter_p=0.0, gray_p=0.0, blur_p=0.0)
+    return BatchMoCoV2(size, min_scale)
 
 
 # torchvision.transforms.v2.functional's colour adjustments, batched: one factor per sample

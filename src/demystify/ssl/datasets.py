@@ -89,16 +89,22 @@ def image_items(folder: Path, labelled: bool = False) -> tuple[list[Item], list[
     return items, classes
 
 
-def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
-    """Pairs of the pairs manifest: whole frames (frame-temporal) or the tracked boxes (region tracker).
-    Where the manifest records each frame's MD5 (`md5_a`, `md5_b`, written by mine_pairs), every frame
-    must still have it: frames re-extracted after mining are an error, never silently trained on."""
+def read_pairs(pairs_path: Path) -> pd.DataFrame:
     if not pairs_path.is_file():
         raise DataError(f"{pairs_path}: pairs manifest not found (run mine_pairs first)")
     try:
-        pairs = pd.read_parquet(pairs_path)
+        return pd.read_parquet(pairs_path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
         raise DataError(f"{pairs_path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+
+
+def pair_items(pairs_path: Path, frames_root: Path, crops: bool, same_crop: bool = False) -> list[Item]:
+    """Pairs of the pairs manifest: whole frames (frame-temporal) or the tracked boxes (region tracker);
+    with `same_crop` (positives `crops`), both views are cut from box a of frame a, so the variant
+    differs from the region tracker only in the second view not being another time.
+    Where the manifest records each frame's MD5 (`md5_a`, `md5_b`, written by mine_pairs), every frame
+    must still have it: frames re-extracted after mining are an error, never silently trained on."""
+    pairs = read_pairs(pairs_path)
     need = ["path_a", "path_b"] + ([f"{v}_{c}" for v in "ab" for c in "xywh"] if crops else [])
     absent = [c for c in need if c not in pairs.columns]
     if absent:
@@ -117,8 +123,48 @@ def pair_items(pairs_path: Path, frames_root: Path, crops: bool) -> list[Item]:
     items = []
     for r in pairs.itertuples():
         boxes = ((r.a_x, r.a_y, r.a_w, r.a_h), (r.b_x, r.b_y, r.b_w, r.b_h)) if crops else (None, None)
-        items.append(Item(str(frames_root / r.path_a), str(frames_root / r.path_b), *boxes))
+        if same_crop:  # path_b None: the second view is drawn from the first view's image and box
+            items.append(Item(str(frames_root / r.path_a), None, boxes[0]))
+        else:
+            items.append(Item(str(frames_root / r.path_a), str(frames_root / r.path_b), *boxes))
     return items
+
+
+def same_source_share(groups: pd.Series) -> float:
+    """The chance that a random queue key comes from the query's own source (video, or object
+    instance): sum over sources of (n_s / N)^2, each item drawn uniformly. Such keys are negatives of
+    the same object, so a high share pushes apart what the positives pull together."""
+    shares = groups.value_counts(normalize=True)
+    return float((shares**2).sum())
+
+
+def pair_sources(pairs_path: Path) -> pd.Series:
+    """The video of each pair: the manifest's `video` column, else the folder of frame a
+    (data/frames/<video>/NNNNNN.jpg)."""
+    pairs = read_pairs(pairs_path)
+    if "video" in pairs.columns:
+        return pairs["video"]
+    return pairs["path_a"].map(lambda p: str(PurePath(p).parent))
+
+
+def image_instances(folder: Path, images: list[str]) -> pd.Series | None:
+    """The object instance of each image of a corpus from its `annotations.csv` (`path` relative to
+    the corpus, `instance`, one row per image, as the world's object-centric corpus writes it); None
+    when the corpus has no such file or it does not name every image once."""
+    table = folder / "annotations.csv"
+    if not table.is_file():
+        return None
+    try:
+        rows = pd.read_csv(table)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+        return None
+    if not {"path", "instance"} <= set(rows.columns) or rows["path"].duplicated().any():
+        return None
+    instance = dict(zip(rows["path"].astype(str), rows["instance"], strict=True))
+    relative = [Path(p).relative_to(folder).as_posix() for p in images]
+    if any(r not in instance for r in relative):
+        return None
+    return pd.Series([instance[r] for r in relative])
 
 
 def _outside(entry) -> bool:

@@ -3,7 +3,8 @@
 - Device: CUDA when present (bf16 autocast, channels_last, optional torch.compile), else CPU.
 - Data: the corpus decoded once and held as uint8 (streamed by loader workers when it exceeds
   `resident_mb`); each batch is augmented whole, in this process and on its device
-  (batch_augment.BatchMoCoV2: MoCo v2's augmentations, per-sample randomness).
+  (batch_augment.BatchMoCoV2: MoCo v2's augmentations, per-sample randomness; crop and flip only
+  for the supervised baseline).
 - Distributed: under `torchrun` (WORLD_SIZE > 1) DDP with NCCL on GPUs, gloo on CPUs; every
   process takes its slice of each global batch of one seeded stream (StreamSampler); keys are
   gathered before the queue; rank 0 alone logs and writes checkpoints.
@@ -13,7 +14,8 @@
   the data's bytes and the code); a rerun of the same KEY resumes there and, on CPU, ends with
   exactly the outputs of an uninterrupted run. Rank 0 reads it and broadcasts it to every process.
 - Outputs: models/VARIANT/backbone.pt and results/pretrain/VARIANT (dvclive, dvcyaml=False: loss,
-  lr and the kNN top-1 monitor every `log_every` steps; summary.json), the same bytes for the same inputs, so
+  lr and the kNN top-1 monitor every `log_every` steps; summary.json, with the budget and the share
+  of same-source negatives), the same bytes for the same inputs, so
   DVC can cache the stage and restore it from its run-cache.
 """
 
@@ -42,16 +44,19 @@ from ..config import PretrainParams, VariantParams
 from ..io import write_json, write_torch
 from . import checkpoint as ckpt
 from . import resume
-from .batch_augment import BatchMoCoV2
+from .batch_augment import for_method
 from .datasets import (
     DataError,
     DecodedViews,
     collate_views,
     has_frame_hashes,
+    image_instances,
     image_items,
     pair_items,
+    pair_sources,
+    same_source_share,
 )
-from .knn import KnnMonitor
+from .knn import MONITOR_SPLITS, KnnMonitor
 from .moco import MoCo, backbone, plain_backbone_state, shuffle_for
 
 
@@ -146,6 +151,12 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
 
 
+# how each kind of pair positives cuts its two views out of a pair of the manifest
+PAIR_VIEWS = {"temporal": {"crops": False},  # whole frames a and b
+              "tracker": {"crops": True},  # box a in frame a, box b in frame b
+              "crops": {"crops": True, "same_crop": True}}  # box a in frame a, twice
+
+
 def build_data(variant: VariantParams, p: PretrainParams) -> tuple[DecodedViews, list[str], list[str]]:
     """The dataset, its classes, and the files whose bytes determine it (for the resume key): the
     pairs manifest alone when it records its frames' MD5s (verified on reading), else every image.
@@ -155,13 +166,26 @@ def build_data(variant: VariantParams, p: PretrainParams) -> tuple[DecodedViews,
         items, classes = image_items(data, labelled=variant.positives == "labels")
         files = [it.path_a for it in items]
     else:
-        items, classes = pair_items(data, Path(p.frames_root), crops=variant.positives == "tracker"), []
+        items, classes = pair_items(data, Path(p.frames_root), **PAIR_VIEWS[variant.positives]), []
         hashed = has_frame_hashes(pq.read_schema(data).names)
-        files = [str(data)] if hashed else [f for it in items for f in (it.path_a, it.path_b)]
+        files = [str(data)] if hashed else [f for it in items for f in (it.path_a, it.path_b) if f]
     if not items:
         raise DataError(f"{data}: no training images (empty corpus)")
     labelled = variant.positives == "labels"
     return DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(items, p.resident_mb)), classes, files
+
+
+def negative_share(variant: VariantParams, dataset: DecodedViews) -> float | None:
+    """How likely a random MoCo queue key comes from the query's own video (pair positives) or object
+    instance (an image corpus whose annotations.csv names each image's instance): such negatives are
+    the same object as the positive. None without a queue or without a record of the sources."""
+    if variant.method != "moco":
+        return None
+    if variant.positives in PAIR_VIEWS:
+        sources = pair_sources(Path(variant.data))
+    else:
+        sources = image_instances(Path(variant.data), [it.path_a for it in dataset.items])
+    return None if sources is None else round(same_source_share(sources), 6)
 
 
 def _fits_in_memory(items: list, resident_mb: int) -> bool:
@@ -216,16 +240,22 @@ class _FeatureView(nn.Module):
         return self.net.state_dict(*a, **k)
 
 
+def effective_params(variant: VariantParams, p: PretrainParams) -> PretrainParams:
+    """pretrain as this variant trains with it: its own arch and seed where it sets them (a seed
+    replicate differs from its original in the seed alone)."""
+    update = {k: getattr(variant, k) for k in ("arch", "seed") if getattr(variant, k) is not None}
+    return p.model_copy(update=update) if update else p
+
+
 def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str | Path, results_dir: str | Path,
           progress: bool = True) -> dict:
     """Train (or resume) one variant; write models/VARIANT/backbone.pt and results/pretrain/VARIANT."""
     rt = setup_runtime()
     models_dir, results_dir = Path(models_dir), Path(results_dir)
+    p = effective_params(variant, p)
     torch.manual_seed(p.seed)
     monitor = KnnMonitor(p.monitor, p.image_size, p.monitor_per_class, p.knn_k) if rt.main else None
 
-    if variant.arch and variant.arch != p.arch:
-        p = p.model_copy(update={"arch": variant.arch})
     if variant.method in ("random", "external"):  # nothing to train: the init, or a given checkpoint
         model = backbone(p.arch)
         if variant.method == "external":
@@ -257,7 +287,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
 
     # the resume key: settings that shape the result (not workers or checkpoint frequency, which do
     # not), the bytes of what is read, bf16 or not (a machine without native bf16 trains in fp32)
-    settings = {"variant": variant.model_dump(), "pretrain": p.model_dump(exclude={"workers", "checkpoint_every", "resident_mb"}),
+    settings = {"variant": variant.model_dump(exclude={"replicate_of"}), "pretrain": p.model_dump(exclude={"workers", "checkpoint_every", "resident_mb"}),
                 "world": rt.world, "queue": queue, "bf16": bf16}
     key = _agreed_key(resume.resume_key(settings, resume.data_digest(dataset.items, files + monitor_files(p))), rt)
     path = resume.checkpoint_path(name, key)
@@ -277,7 +307,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     if rt.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if cuda else None)
     step_fn = _moco_step if variant.method == "moco" else _supervised_step
-    augment = BatchMoCoV2(p.image_size, p.min_crop_scale)
+    augment = for_method(variant.method, p.image_size, p.min_crop_scale)
 
     def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(query, key) views for MoCo, (view, label) for supervised: augmented in this process, on its device."""
@@ -337,7 +367,8 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     result = _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step,
                      precision="bf16" if bf16 else "fp32",
                      budget={"batch": global_batch, "samples_seen": step * global_batch, "corpus_items": len(dataset),
-                             "passes": round(step * global_batch / len(dataset), 2)})
+                             "passes": round(step * global_batch / len(dataset), 2)},
+                     same_source=negative_share(variant, dataset))
     if rt.main:  # the stage is complete: its outputs hold everything the checkpoint did
         path.unlink(missing_ok=True)
     return result
@@ -375,7 +406,7 @@ def compiled_or_eager(model: nn.Module, name: str):
 def monitor_files(p: PretrainParams) -> list[str]:
     """Every image the kNN monitor could read (its split under `pretrain.monitor`)."""
     root = Path(p.monitor)
-    return [it.path_a for split in ("train", "test") if (root / split).is_dir() for it in image_items(root / split)[0]]
+    return [it.path_a for split in MONITOR_SPLITS if (root / split).is_dir() for it in image_items(root / split)[0]]
 
 
 def crash_point(where: str, step: int) -> None:
@@ -461,7 +492,8 @@ def _log_period(live, record: dict) -> None:
 
 
 def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, results_dir: Path, monitor,
-            history: list[dict], steps: int, precision: str | None = None, budget: dict | None = None) -> dict:
+            history: list[dict], steps: int, precision: str | None = None, budget: dict | None = None,
+            same_source: float | None = None) -> dict:
     result = {}
     if rt.main:
         bb = _backbone_of(model)
@@ -471,6 +503,8 @@ def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, 
                   "final_loss": history[-1].get("loss") if history else None,
                   "knn_top1": round(knn, 4), "knn_chance": round(monitor.chance, 4)}
         result.update(budget or {})  # what the equal step budget meant for this corpus
+        if budget is not None:  # trained: how many of its negatives show the query's own object (None: unknown)
+            result["same_source_negative_share"] = same_source
         if precision:  # bf16 where the processor has it natively (`auto`): say which the numbers came from
             result["precision"] = precision
         write_json(results_dir / "summary.json", result)
