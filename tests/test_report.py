@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from demystify.config import ReportParams
 from demystify.evaluation.invariance import SetContributions
 from demystify.io import write_json
 from demystify.report import build as build_module
@@ -18,7 +19,7 @@ from demystify.report.evidence import Evidence
 from demystify.report.sweep import rows_of
 
 MODELS = ["random", "supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
-          "moco_temporal", "moco_tracker"]
+          "moco_temporal", "moco_tracker", "moco_tracker_crops"]
 SETS = ["aloi_view", "aloi_ill", "aloi_col", "got10k_occlusion", "pascal3d_instance", "pascal3d_instance_viewpoint"]
 
 
@@ -40,6 +41,20 @@ LUCK = RNG.random(TEST_IMAGES)  # shared by every model: paired, like one test s
 SET_CLASS = np.repeat(np.arange(10), 5)  # 50 transformation sets of 10 classes
 BASE_RATE = RNG.uniform(0.05, 0.6, (50, 64))
 CONFUSION = RNG.integers(50, 100, (40, 3, 3))
+IMAGES_PER_SET = 10
+
+
+def _contributions(invariance: float) -> SetContributions:
+    """50 transformation sets, each its own unit, whose firing rates scale with `invariance`."""
+    up = np.round(np.clip(BASE_RATE * invariance, 0, 1) * IMAGES_PER_SET).astype(np.int32)
+    return SetContributions(SET_CLASS, np.arange(50), np.array([f"set:{i}" for i in range(50)]),
+                            np.full(50, IMAGES_PER_SET), up, np.zeros_like(up), np.full(64, 0.05), 10, 90.0)
+
+
+def _params(**changes) -> ReportParams:
+    base = dict(invariance_k=10, resamples=500, level=0.95, sweep="runs.csv", gate_margin=0.05, record_gap_share=0.4,
+                record_seeds=3, ceiling=90.0)
+    return ReportParams(**{**base, **changes})
 
 
 def _write_results(root, model: str, accuracy: float = 0.5, invariance: float = 1.0, segmentation: float = 1.0):
@@ -50,13 +65,14 @@ def _write_results(root, model: str, accuracy: float = 0.5, invariance: float = 
     wrong = (TRUTH + 1) % 10
     pred = np.where(LUCK < accuracy, TRUTH, wrong)
     (root / "classification" / model).mkdir(parents=True, exist_ok=True)
-    np.savez(root / "classification" / model / "per_image.npz", path=paths, truth=TRUTH, linear=pred, knn=pred)
+    np.savez(root / "classification" / model / "per_image.npz", path=paths, truth=TRUTH, linear=pred, knn=pred,
+             unit=np.array([f"instance:{i // 3}" for i in range(TEST_IMAGES)]))  # three images per instance
     confusion = CONFUSION.copy()
     confusion[:, np.arange(3), np.arange(3)] = (confusion[:, np.arange(3), np.arange(3)] * segmentation).astype(int)
     (root / "segmentation" / model).mkdir(parents=True, exist_ok=True)
     np.savez(root / "segmentation" / model / "per_image.npz", path=paths[:40], confusion=confusion)
     for s in SETS:
-        c = SetContributions(SET_CLASS, np.clip(BASE_RATE * invariance, 0, 1), np.full(64, 0.05), 10, 90.0)
+        c = _contributions(invariance)
         (root / "invariance" / model / "contributions").mkdir(parents=True, exist_ok=True)
         c.save(root / "invariance" / model / "contributions" / f"{s}.npz")
 
@@ -117,24 +133,18 @@ def test_resampled_metrics_agree_with_the_reported_ones():
     assert miou == pytest.approx(seg.scores(CONFUSION.sum(0))["miou"], rel=1e-12)
 
 
-def test_verdict_rules():
-    ci = lambda d, lo, hi: intervals.Interval(d, lo, hi)  # noqa: E731
-    assert cl.verdict(ci(0.1, 0.05, 0.15), [1.1], [1.0], []) == (cl.HOLDS, "")
-    assert cl.verdict(ci(0.01, -0.02, 0.04), [1.01], [1.0], [])[0] == cl.INCONCLUSIVE
-    assert cl.verdict(ci(-0.1, -0.15, -0.05), [0.9], [1.0], []) == (cl.FAILS, "")
-    assert cl.verdict(None, [], [1.0], [])[0] == cl.NOT_MEASURED
-    assert cl.verdict(ci(-0.1, -0.15, -0.05), [0.9], [1.0], ["moco_frames"]) == (cl.INCONCLUSIVE,
-                                                                                 "moco_frames did not learn")
-    # several runs: the t interval over seeds must exclude 0 on the same side as this run's
-    noisy = intervals.across_runs([0.2, -0.1, 0.3])
-    assert cl.verdict(ci(0.2, 0.1, 0.3), [1.2, 0.9, 1.3], [1.0, 1.0, 1.0], [], noisy) == (
-        cl.INCONCLUSIVE, "the interval over seeds contains 0")
-    steady = intervals.across_runs([0.2, 0.21, 0.19])
-    assert cl.verdict(ci(0.2, 0.1, 0.3), [1.2, 1.21, 1.19], [1.0, 1.0, 1.0], [], steady) == (cl.HOLDS, "")
-    assert cl.verdict(ci(-0.2, -0.3, -0.1), [0.8] * 3, [1.0] * 3, [], steady)[0] == cl.INCONCLUSIVE
-    assert cl.claim_verdict([cl.Outcome(None, [], [], cl.HOLDS)] * 2) == cl.HOLDS
-    assert cl.claim_verdict([cl.Outcome(None, [], [], v) for v in (cl.HOLDS, cl.FAILS)]) == "partly holds"
-    assert cl.claim_verdict([cl.Outcome(None, [], [], v) for v in (cl.INCONCLUSIVE, cl.FAILS)]) == cl.FAILS
+def test_holm_and_the_claim_line():
+    assert cl.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert cl.holm([0.2]) == [0.2]
+    outcomes = [cl.Outcome(cl.Comparison(1, "x", "a", "b", LINEAR_METRIC), [], [], v)
+                for v in (cl.HOLDS, cl.FAILS, cl.INCONCLUSIVE, cl.INCONCLUSIVE)]
+    outcomes.append(cl.Outcome(cl.Comparison(1, "x", "a", "random", LINEAR_METRIC, primary=False), [], [], cl.CONTEXT))
+    assert cl.claim_verdict(outcomes) == "1 hold / 1 fail / 2 inconclusive"
+    assert cl.claim_verdict([cl.Outcome(cl.Comparison(1, "x", "a", "b", LINEAR_METRIC), [], [], cl.NOT_MEASURED)]) \
+        == cl.NOT_MEASURED
+
+
+LINEAR_METRIC = ("classification", "all", "linear_top1")
 
 
 def test_learning_gate_flips_with_the_data(tmp_path):
@@ -145,33 +155,78 @@ def test_learning_gate_flips_with_the_data(tmp_path):
     assert gates["supervised"].learned is True and gates["moco_scenes"].learned is False
     assert gates["moco_frames"].learned is None  # no results: not checked
     _write_results(tmp_path, "moco_scenes", accuracy=0.60)  # the same variant, now learned
-    assert cl.learning_gate(Evidence(tmp_path), ["moco_scenes"])["moco_scenes"].learned is True
+    gate = cl.learning_gate(Evidence(tmp_path), ["moco_scenes"])["moco_scenes"]
+    assert gate.learned is True and gate.gap_share["linear_top1"] == pytest.approx(0.75, abs=0.05)
+    # above the untrained network, significantly, but by less than the margin: not learned
+    _write_results(tmp_path, "moco_scenes", accuracy=0.33)
+    gate = cl.learning_gate(Evidence(tmp_path), ["moco_scenes"], margin=0.05)["moco_scenes"]
+    assert gate.probes["linear_top1"].low > 0 and gate.learned is False
+    assert cl.learning_gate(Evidence(tmp_path), ["moco_scenes"], margin=0.02)["moco_scenes"].learned is True
+
+
+def test_gate_needs_both_probes(tmp_path):
+    """Linear AND kNN: a variant that learned on one probe alone did not learn."""
+    _write_results(tmp_path, "random", accuracy=0.30)
+    _write_results(tmp_path, "supervised", accuracy=0.70)
+    _write_results(tmp_path, "moco_tracker", accuracy=0.60)
+    with np.load(tmp_path / "classification" / "moco_tracker" / "per_image.npz") as f:
+        files = dict(f)
+    with np.load(tmp_path / "classification" / "random" / "per_image.npz") as f:
+        files["knn"] = f["knn"]  # the kNN probe no better than untrained
+    np.savez(tmp_path / "classification" / "moco_tracker" / "per_image.npz", **files)
+    gate = cl.learning_gate(Evidence(tmp_path), ["moco_tracker"])["moco_tracker"]
+    assert gate.probes["linear_top1"].low > 0.05 and gate.probes["knn_top1"].difference == 0
+    assert gate.learned is False and "knn" in gate.why_not()
 
 
 def test_claims_follow_the_metrics(tmp_path):
     for m in MODELS:
         _write_results(tmp_path, m, accuracy=0.3 if m == "random" else 0.6)
     for s in ("aloi_view", "pascal3d_instance"):  # supervised more viewpoint / instance invariant
-        SetContributions(SET_CLASS, np.clip(BASE_RATE * 1.5, 0, 1), np.full(64, 0.05), 10, 90.0).save(
-            tmp_path / "invariance" / "supervised" / "contributions" / f"{s}.npz")
-    SetContributions(SET_CLASS, np.clip(BASE_RATE * 1.5, 0, 1), np.full(64, 0.05), 10, 90.0).save(
-        tmp_path / "invariance" / "moco_object_centric" / "contributions" / "got10k_occlusion.npz")
+        _contributions(1.5).save(tmp_path / "invariance" / "supervised" / "contributions" / f"{s}.npz")
+    _contributions(1.5).save(tmp_path / "invariance" / "moco_object_centric" / "contributions" / "got10k_occlusion.npz")
     evidence = Evidence(tmp_path, resamples=500)
     gates = cl.learning_gate(evidence, [m for m in MODELS if m != "random"])
     outcomes = cl.judge([_run()], "top10", evidence, gates)
-    claim1 = [o for o in outcomes if o.comparison.claim == 1]
-    assert [o.verdict for o in claim1] == [cl.HOLDS] * 3 and all(o.interval.low > 0 for o in claim1)
-    # equal models: every other comparison contains 0
+    claim1 = [o for o in outcomes if o.comparison.claim == 1 and o.comparison.primary]
+    assert [o.verdict for o in claim1] == [cl.HOLDS] * 4 and all(o.interval.low > 0 for o in claim1)
+    assert all(o.p_holm is not None and o.p_holm <= 0.05 for o in claim1)
+    assert cl.claim_verdict([o for o in outcomes if o.comparison.claim == 1]) == "4 hold / 0 fail / 0 inconclusive"
+    # equal models: every other comparison is inconclusive
     assert {o.verdict for o in outcomes if o.comparison.claim == 3} == {cl.INCONCLUSIVE}
-    # a variant that did not learn makes its comparisons inconclusive, whatever the numbers
+    # one seed and a kNN gap share of 100 %: indicative, and says why
+    level, reasons = cl.claim_level(claim1, gates, 0.4, 3)
+    assert level == cl.INDICATIVE and any("1 pretraining seed" in r for r in reasons)
+    assert cl.claim_level(claim1, gates, 0.4, 1) == (cl.OF_RECORD, [])
+    # a variant that did not learn makes the comparisons about it inconclusive, whatever the numbers;
+    # one on the other side is only noted
+    _write_results(tmp_path, "moco_tracker", accuracy=0.3, invariance=2.0)
     _write_results(tmp_path, "moco_frames", accuracy=0.3, invariance=0.5)
     evidence = Evidence(tmp_path, resamples=500)
     gates = cl.learning_gate(evidence, [m for m in MODELS if m != "random"])
     claim3 = [o for o in cl.judge([_run()], "top10", evidence, gates) if o.comparison.claim == 3]
-    assert {(o.verdict, o.reason) for o in claim3} == {(cl.INCONCLUSIVE, "moco_frames did not learn")}
-    scope = build_module.scope_section(claim3, gates, 0.95)  # and the report says so up front
-    assert "6 of 7 trained variants learned" in scope and "moco_frames did not" in scope
+    tracker = [o for o in claim3 if o.comparison.better == "moco_tracker"]
+    assert {(o.verdict, o.reason) for o in tracker} == {(cl.INCONCLUSIVE, "moco_tracker did not learn")}
+    temporal = [o for o in claim3 if o.comparison.better == "moco_temporal"]
+    assert all("moco_frames did not learn at this budget" in o.reason for o in temporal)
+    assert cl.claim_level(claim3, gates, 0.4, 1)[0] == cl.INDICATIVE
+    scope = build_module.scope_section(claim3, gates, 0.95, {}, 90.0)  # and the report says so up front
+    assert "6 of 8 trained variants learned" in scope and "moco_frames, moco_tracker did not" in scope
     assert "segmentation mIoU smaller than about" in scope
+
+
+def test_ceiling_sets_are_flagged_and_left_out_of_means(tmp_path):
+    run = _run(inv={("random", "aloi_col"): 95.0})
+    assert cl.ceiling_sets([run], "top10", 90.0) == {"aloi_col": 95.0}
+    for m in MODELS:
+        _write_results(tmp_path, m)
+    _contributions(3.0).save(tmp_path / "invariance" / "moco_scenes" / "contributions" / "aloi_col.npz")
+    mean = ("invariance", "mean", "top10")
+    with_col = Evidence(tmp_path, resamples=200).difference(mean, "moco_scenes", "moco_frames")
+    without = Evidence(tmp_path, resamples=200, ceiling_sets=("aloi_col",)).difference(mean, "moco_scenes",
+                                                                                         "moco_frames")
+    assert with_col.difference > 0 and without.difference == 0
+    assert cl.value([run], "invariance", "random", "mean", "top10", skip=("aloi_col",)) == [10.0]
 
 
 def _write_summary(root, run):
@@ -189,12 +244,13 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
                {"steps": 5, "final_loss": 1.5, "knn_top1": 0.6, "samples_seen": 320, "corpus_items": 80, "passes": 4.0})
     trained = [m for m in MODELS if m != "random"]
     args = (tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10", tmp_path / "results",
-            trained, 500)
+            trained, _params())
     build(*args)
     text = (tmp_path / "reports" / "report.md").read_text()
-    for heading in ("## What this run can and cannot show", "## Claims", "### Claim 1", "### Claim 2", "### Claim 3", "## Learning gate", "## Table 1",
-                    "## Table 2", "## Table 3"):
+    for heading in ("**Indicative verdicts**", "## What this run can and cannot show", "## Claims", "### Claim 1",
+                    "### Claim 2", "### Claim 3", "## Learning gate", "## Table 1", "## Table 2", "## Table 3"):
         assert heading in text
+    assert "(indicative)" in text and "kNN gap share" in text
     assert "| got10k_occlusion | 10.0 | 20.0 |" in text  # supervised, then moco_object_centric
     assert "| supervised | 5 | 320 | 80 | 4.0 | 1.500 | 0.600 |" in text  # its budget, in steps and samples
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
@@ -202,6 +258,8 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
     assert metrics[f"{name}.low"] > 0 and metrics[f"{name}.high"] > metrics[f"{name}.low"]
     assert metrics["gate.moco_scenes.learned"] == 1.0
     assert metrics["gate.moco_scenes.linear_top1_minus_untrained"] == pytest.approx(0.3, abs=0.02)
+    assert metrics["gate.moco_scenes.knn_top1_gap_share"] == pytest.approx(1.0)
+    assert metrics["claim1.of_record"] == 0 and metrics[f"{name}.p_holm"] <= 0.05
     # a sweep of two more runs: spreads appear, and the verdicts use them
     sweep = tmp_path / "runs.csv"
     lines = ["run,kind,model,set,metric,value"]
@@ -254,7 +312,7 @@ def test_a_sweep_of_two_seeds_counts_two_runs(tmp_path):
     run["segmentation"]["supervised"]["all"]["miou"] = 0.2
     _write_summary(tmp_path / "summary", run)
     result = build(tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10",
-                   tmp_path / "results", [], 200, sweep=tmp_path / "runs.csv")
+                   tmp_path / "results", [], _params(resamples=200), sweep=tmp_path / "runs.csv")
     assert result["metrics"]["runs"] == 2
     assert "0.600 ± 0.141" in (tmp_path / "reports" / "report.md").read_text()  # supervised linear: 0.5, 0.7
 

@@ -50,11 +50,31 @@ def classify(name: str, arch: str, model_path, p: ClassificationParams, out_dir:
         metrics.update(linear_top1=round(float((linear == vy).mean()), 6), knn_top1=round(float((knn == vy).mean()), 6),
                        chance=round(1 / len(train.classes), 6))
         # every test image's prediction, which the report resamples for confidence intervals
-        write_npz(out_dir / "per_image.npz", path=np.asarray(test.paths, dtype=str), truth=vy, linear=linear, knn=knn)
+        write_npz(out_dir / "per_image.npz", path=np.asarray(test.paths, dtype=str), truth=vy, linear=linear, knn=knn,
+                  unit=test_units(p.data, test.paths))
         confusion_png(vy, linear, train.classes, out_dir / "confusion.png", f"{name}: linear probe")
     write_json(out_dir / "per_class_ap.json", {train.classes[c]: v for c, v in per_class_ap.items()})
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def test_units(root: str | Path, paths: list[str]) -> np.ndarray:
+    """The independent unit of each test image, which the report's bootstrap resamples: its object
+    instance where the set's `annotations.csv` (path relative to the set, instance; the synthetic
+    world writes one) names it, else the image itself."""
+    table_path = Path(root) / "annotations.csv"
+    if table_path.is_file():
+        import pandas as pd
+
+        try:
+            table = pd.read_csv(table_path, usecols=["path", "instance"])
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise labelled.LabelError(f"{table_path}: expected columns path, instance ({exc})") from None
+        instance_of = {str(Path(root) / p): i for p, i in zip(table["path"], table["instance"], strict=True)}
+        if all(p in instance_of for p in paths):
+            return np.asarray([f"instance:{instance_of[p]}" for p in paths], dtype=str)
+    return np.asarray([f"image:{Path(p).relative_to(root) if Path(p).is_relative_to(root) else p}" for p in paths],
+                      dtype=str)
 
 
 def confusion_png(truth: np.ndarray, pred: np.ndarray, classes: list[str], path: Path, title: str) -> None:

@@ -37,7 +37,7 @@ def read_sets(ip: InvarianceParams) -> tuple[dict[str, tuple[readers.EvalSet, in
 def write_features(path: Path, feat: np.ndarray, s: readers.EvalSet) -> None:
     """The feature file of docs/data.md: feat (N, D) float32, instance, classes, path."""
     write_npz(path, feat=feat.astype(np.float32), instance=s.instance, classes=s.classes.astype(str),
-              path=np.asarray(s.paths, dtype=str))
+              path=np.asarray(s.paths, dtype=str), unit=s.unit.astype(str))
 
 
 def score_file(path: str | Path, ks=(10, 25)) -> dict[int, float]:
@@ -61,15 +61,15 @@ def evaluate(name: str, arch: str, model_path: str | Path | None, ip: Invariance
         feat = cache[key]
         write_features(out_dir / "features" / f"{set_name}.npz", feat, s)
         try:
-            contributions = set_contributions(feat, s.instance, s.classes, max(ip.ks))
+            contributions = set_contributions(feat, s.instance, s.classes, max(ip.ks), s.unit)
         except InvarianceError as exc:
             skipped[set_name] = str(exc)
             print(f"evaluate@{name}: invariance set {set_name} skipped: {exc}", file=sys.stderr)
             continue
         # each transformation set's terms, which the report resamples for confidence intervals
         contributions.save(out_dir / "contributions" / f"{set_name}.npz")
-        scores = contributions.scores(np.ones(len(contributions.set_class)), tuple(ip.ks))
-        metrics[set_name] = {f"top{k}": round(float(v[0]), 6) for k, v in scores.items()}
+        scores = contributions.full(tuple(ip.ks))
+        metrics[set_name] = {f"top{k}": round(v, 6) for k, v in scores.items()}
         metrics[set_name].update(images=len(s), sets=int(len(np.unique(s.instance))))
     notes = {n: s.skipped for n, (s, _) in sets.items() if s.skipped}
     write_json(out_dir / "skipped.json", {"sets": skipped, "dropped_by_readers": notes})

@@ -40,10 +40,15 @@ class EvalSet:
     classes: np.ndarray  # (N,) target class (str)
     boxes: list[tuple[float, float, float, float] | None] = field(default_factory=list)  # x, y, w, h
     skipped: list[str] = field(default_factory=list)  # what the reader dropped, and why
+    # (N,) str: the independent unit of each image, which the report's bootstrap resamples (an
+    # object, a video, an instance; sets that show the same objects name them alike)
+    unit: np.ndarray | None = None
 
     def __post_init__(self):
         if not self.boxes:
             self.boxes = [None] * len(self.paths)
+        if self.unit is None:
+            self.unit = np.asarray([f"{self.name}:{i}" for i in self.instance], dtype=str)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -66,7 +71,8 @@ def aloi(root: str | Path, kind: str) -> EvalSet:
         paths += [str(p) for p in images]
         ids += [int(obj.name)] * len(images)
     ids = np.asarray(ids)
-    return EvalSet(f"aloi_{kind}", paths, ids, ids.astype(str))
+    # the unit is the object, named alike in the view, illumination and colour sets (the same objects)
+    return EvalSet(f"aloi_{kind}", paths, ids, ids.astype(str), unit=np.asarray([f"aloi:{i}" for i in ids]))
 
 
 def got10k_occlusion(root: str | Path, seed: int = 1992, min_span: int = 4) -> EvalSet:
@@ -77,7 +83,7 @@ def got10k_occlusion(root: str | Path, seed: int = 1992, min_span: int = 4) -> E
     except got10k.AnnotationError as exc:
         raise SetError(str(exc)) from None
     rng = np.random.RandomState(seed)  # legacy generator: the public code's np.random.seed(1992)
-    paths, ids, classes, boxes, skipped = [], [], [], [], []
+    paths, ids, classes, boxes, skipped, units = [], [], [], [], [], []
     kept = 0
     for video in videos:
         seq = root / video
@@ -105,8 +111,10 @@ def got10k_occlusion(root: str | Path, seed: int = 1992, min_span: int = 4) -> E
             boxes.append(box if np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0 else None)
             ids.append(kept)
             classes.append(cls)
+            units.append(f"got10k:{video}")
         kept += 1
-    return EvalSet("got10k_occlusion", paths, np.asarray(ids), np.asarray(classes), boxes, skipped)
+    return EvalSet("got10k_occlusion", paths, np.asarray(ids), np.asarray(classes), boxes, skipped,
+                   np.asarray(units, dtype=str))
 
 
 @dataclass(frozen=True)
@@ -197,6 +205,26 @@ def pascal3d(root: str | Path) -> dict[str, EvalSet]:
         for i in np.flatnonzero(classes == cls):
             viewpoint[i] = counts[az_bin[i]]
             counts[az_bin[i]] += 1
-    return {"pascal3d_instance": EvalSet("pascal3d_instance", paths, instance, classes, boxes),
+    unit = _pascal3d_units(Path(root), paths)
+    return {"pascal3d_instance": EvalSet("pascal3d_instance", paths, instance, classes, boxes, unit=unit),
             "pascal3d_instance_viewpoint": EvalSet("pascal3d_instance_viewpoint", paths, viewpoint, classes,
-                                                   list(boxes))}
+                                                   list(boxes), unit=unit.copy())}
+
+
+def _pascal3d_units(root: Path, paths: list[str]) -> np.ndarray:
+    """The independent unit of each object crop: its instance where a `labels.csv` (path, instance;
+    the synthetic world writes one) says which, else its image file (a photograph's objects go
+    together)."""
+    labels = root / "labels.csv"
+    if labels.is_file():
+        import pandas as pd
+
+        try:
+            table = pd.read_csv(labels, usecols=["path", "instance"])
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise SetError(f"{labels}: expected columns path, instance ({exc})") from None
+        instance_of = {str(root / p): i for p, i in zip(table["path"], table["instance"], strict=True)}
+        if all(p in instance_of for p in paths):
+            return np.asarray([f"pascal3d:{instance_of[p]}" for p in paths], dtype=str)
+    return np.asarray([f"pascal3d:{Path(p).relative_to(root) if Path(p).is_relative_to(root) else p}"
+                       for p in paths], dtype=str)
