@@ -270,18 +270,18 @@ def claim_level(outcomes: list[Outcome], gates: dict[str, Gate], record_share: f
     about = sorted({m for o in outcomes if o.comparison.primary for m in o.comparison.about if m in gates})
     reasons = []
     for m in about:
-        g = gates[m]
+        g, why = gates[m], []
         share = g.gap_share.get("knn_top1")
         if g.learned is not True:
-            reasons.append(f"{m} did not pass the learning gate" if g.learned is False
-                           else f"{m}'s learning was not checked")
+            why.append("did not pass the learning gate" if g.learned is False else "was not checked by the gate")
         if m != SUPERVISED and (share is None or share < record_share):
-            reasons.append(f"{m} closes {'?' if share is None else f'{share:.0%}'} of the kNN gap to "
-                           f"supervised (< {record_share:.0%})")
+            why.append(f"closes {share:.0%} of the kNN gap to supervised (< {record_share:.0%})" if share is not None
+                       else "has no measurable kNN gap share (supervised no better than untrained)")
         if g.seeds < record_seeds:
-            reasons.append(f"{m} has {g.seeds} pretraining seed{'s' if g.seeds > 1 else ''} (< {record_seeds}): "
-                           "its intervals cover test items only" if g.seeds == 1 else
-                           f"{m} has {g.seeds} pretraining seeds (< {record_seeds})")
+            why.append(f"has {g.seeds} pretraining seed{'s' if g.seeds > 1 else ''} (< {record_seeds})"
+                       + (", so its intervals cover test items only" if g.seeds == 1 else ""))
+        if why:
+            reasons.append(f"{m} " + "; ".join(why))
     if not about:
         reasons.append("no variant of the claim was checked by the learning gate")
     return (INDICATIVE if reasons else OF_RECORD), reasons
