@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from demystify.config import ReportParams
-from demystify.evaluation.invariance import SetContributions
+from demystify.evaluation.invariance import SetContributions, set_contributions
 from demystify.io import write_json
 from demystify.report import build as build_module
 from demystify.report import claims as cl
@@ -45,10 +45,14 @@ IMAGES_PER_SET = 10
 
 
 def _contributions(invariance: float) -> SetContributions:
-    """50 transformation sets, each its own unit, whose firing rates scale with `invariance`."""
-    up = np.round(np.clip(BASE_RATE * invariance, 0, 1) * IMAGES_PER_SET).astype(np.int32)
-    return SetContributions(SET_CLASS, np.arange(50), np.array([f"set:{i}" for i in range(50)]),
-                            np.full(50, IMAGES_PER_SET), up, np.zeros_like(up), np.full(64, 0.05), 10, 90.0)
+    """50 transformation sets of 10 classes, each set its own unit, whose images scatter around
+    their set's centre less the more `invariance` (the same centres and noise for every model)."""
+    rng = np.random.default_rng(7)
+    centre = rng.normal(size=(50, 64))
+    noise = rng.normal(size=(50, IMAGES_PER_SET, 64))
+    feat = (centre[:, None] + noise * 1.5 / invariance).reshape(-1, 64)
+    sets = np.repeat(np.arange(50), IMAGES_PER_SET)
+    return set_contributions(feat, sets, SET_CLASS[sets], 25, np.array([f"set:{i}" for i in sets]))
 
 
 def _params(**changes) -> ReportParams:

@@ -32,72 +32,94 @@ def percentile(num_classes: int) -> float:
 
 @dataclass(frozen=True)
 class SetContributions:
-    """What each transformation set adds to the score, under the global thresholds of all images,
-    kept per (set, unit) group so that a bootstrap can resample the independent unit (an ALOI
-    object, a GOT-10k video, a PASCAL3D+ instance) with multiplicity: a draw weights each group by
-    how often its unit was drawn, recomputes the sets' firing rates, the classes' local rates and
-    the class mean from those weights, and leaves out what it did not draw (never a zero in its
-    place). The thresholds, the global rate and the percentile stay those of the full sample."""
+    """Everything the score needs, kept so that a bootstrap can recompute it on a draw of the
+    independent units (an ALOI object, a GOT-10k video, a PASCAL3D+ instance) with multiplicity:
+    each image weighs as often as its unit was drawn, and the percentile, the thresholds, the global
+    and local rates and the class mean are all computed on the draw; a class the draw left out drops
+    out of the class mean (never a zero in its place)."""
 
-    set_class: np.ndarray  # (S,) index of the set's target class
-    group_set: np.ndarray  # (G,) which set a group of images belongs to
-    group_unit: np.ndarray  # (G,) str, the independent unit of the group's images
-    group_count: np.ndarray  # (G,) images in the group
-    group_up: np.ndarray  # (G, D) images of the group above the upper threshold, per neuron
-    group_low: np.ndarray  # (G, D) images below the lower threshold
-    global_rate: np.ndarray  # (D,)
+    feat: np.ndarray  # (N, D) float32 features of every image
+    image_set: np.ndarray  # (N,) index of the image's transformation set, -1: a set under 3 images
+    image_class: np.ndarray  # (N,) index of the image's target class
+    unit: np.ndarray  # (N,) str, the independent unit of each image
+    set_class: np.ndarray  # (S,) index of each set's target class (that of its first image)
     num_classes: int
-    percentile: float
 
     @property
     def units(self) -> np.ndarray:
         """The distinct units, sorted: the columns of the weights `scores` takes."""
-        return np.unique(self.group_unit)
+        return np.unique(self.unit)
 
     def scores(self, weights: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
         """Score(K) for each row of `weights` (B, U): how often each of `units` is drawn; ones give
-        the full-sample score. (B,) per K. In torch, float64: its multi-threaded top-K is what
-        makes thousands of bootstrap draws cheap."""
+        the full-sample score. (B,) per K.
+
+        Each image counts as often as its unit was drawn, and copies of an image are ranked as if
+        apart by a hair, so a draw exceeds its thresholds with exactly as many image copies as the
+        percentile says (plain value comparisons would drop every copy of the image at a threshold
+        and bias the draws down). Only the sorted tails beyond the thresholds are touched."""
         import torch
 
-        weights = torch.as_tensor(np.atleast_2d(np.asarray(weights, dtype=np.float64)))
+        weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
         units = self.units
         if weights.shape[1] != len(units):
             raise InvarianceError(f"weights for {weights.shape[1]} units, the sets have {len(units)}")
-        unit_of_group = torch.as_tensor(np.searchsorted(units, self.group_unit))
-        group_set = torch.as_tensor(self.group_set)
+        image_weight = torch.as_tensor(weights[:, np.searchsorted(units, self.unit)])  # (B, N)
+        feat = torch.as_tensor(self.feat, dtype=torch.float32)
+        (n, d), s, c, top = feat.shape, len(self.set_class), self.num_classes, max(ks)
+        descending = torch.argsort(feat, dim=0, descending=True, stable=True)  # (N, D)
+        ascending = torch.flip(descending, dims=[0])
+        image_set = torch.as_tensor(np.where(self.image_set >= 0, self.image_set, s))  # s: no set (dropped)
+        image_class = torch.as_tensor(self.image_class)
         set_class = torch.as_tensor(self.set_class)
-        up = torch.as_tensor(self.group_up, dtype=torch.float64)
-        low = torch.as_tensor(self.group_low, dtype=torch.float64)
-        count = torch.as_tensor(self.group_count, dtype=torch.float64)
-        global_rate = torch.as_tensor(self.global_rate, dtype=torch.float64)
-        s, c, (g, d), top = len(self.set_class), self.num_classes, up.shape, max(ks)
-        set_images = torch.zeros(s, dtype=torch.float64).index_add_(0, group_set, count)
-        sets_per_class = torch.zeros(c, dtype=torch.float64).index_add_(0, set_class, torch.ones(s, dtype=torch.float64))
-        chunk = max(1, 20_000_000 // (max(g, s, c) * d))  # bounded memory for many sets or draws
+        set_images = torch.zeros(s + 1).index_add_(0, image_set, torch.ones(n))[:s]
+        class_images = torch.zeros(c).index_add_(0, image_class, torch.ones(n))
+        units_of_class = [len(np.unique(self.unit[self.image_class == k])) for k in range(c)]
+        own_unit = torch.as_tensor(np.asarray(units_of_class) == 1)
+        sets_per_class = torch.zeros(c).index_add_(0, set_class, torch.ones(s))
         out = {k: np.empty(len(weights)) for k in ks}
-        for start in range(0, len(weights), chunk):
-            w = weights[start : start + chunk][:, unit_of_group]  # (B, G) each group's multiplicity
+        start, chunk = 0, 1
+        while start < len(weights):
+            w = image_weight[start : start + chunk]  # (B, N)
             b = len(w)
-            # (B, S, D): each set's weighted firing counts, above and below; its weighted size
-            fired_up = torch.zeros(b, s, d, dtype=torch.float64).index_add_(1, group_set, w[:, :, None] * up)
-            fired_low = torch.zeros(b, s, d, dtype=torch.float64).index_add_(1, group_set, w[:, :, None] * low)
-            size = torch.zeros(b, s, dtype=torch.float64).index_add_(1, group_set, w * count)
-            rate = torch.maximum(fired_up, fired_low) / size.clamp_min(1e-300)[:, :, None]
-            set_weight = size / set_images  # (B, S) the set's mean multiplicity; 1 on the full sample
+            # the draw's classes: a class that is its own unit (an ALOI object) counts once per copy
+            # drawn, as a fresh sample would hold that many objects; a label class (a GOT-10k
+            # category) once if any of its units was drawn
+            per_class = torch.zeros(b, c).index_add_(1, image_class, w) / class_images
+            drawn_classes = torch.where(own_unit, per_class, (per_class > 0).float()).sum(1).double()
+            p = torch.clamp((1 - 1 / drawn_classes) * 100, max=95.0)  # (B,) the draw's percentile
+            total = w.sum(1).double()
+            index = torch.floor(total * p / 100)  # the threshold's rank among the draw's image copies
+            at_or_above = (total - index).float()[:, None, None]  # copies >= the upper threshold
+            above = at_or_above - 1  # copies > it; by symmetry, also the copies < the lower one
+            tail = min(n, int(n * (100 - float(p.min())) / 100 * 2) + 64)
+            up = _tail(w, feat, descending, tail, at_or_above, above, image_set, s, upper=True)
+            low = _tail(w, feat, ascending, tail, at_or_above, above, image_set, s, upper=False)
+            if up is None or low is None:  # a draw whose tail is longer than guessed: take all rows
+                up = _tail(w, feat, descending, n, at_or_above, above, image_set, s, upper=True)
+                low = _tail(w, feat, ascending, n, at_or_above, above, image_set, s, upper=False)
+            (fired_up, reached), (fired_low, _) = up, low
+            global_rate = reached.double() / total[:, None]  # (B, D)
+            size = torch.zeros(b, s + 1).index_add_(1, image_set, w)[:, :s].double()
+            rate = torch.maximum(fired_up, fired_low).double() / size.clamp_min(1e-300)[:, :, None]
+            set_weight = size / set_images.double()  # (B, S) the set's mean multiplicity; 1 on the full sample
             hit = (rate > 0).double() * set_weight[:, :, None]
-            total = torch.zeros(b, c, d, dtype=torch.float64).index_add_(1, set_class, rate * set_weight[:, :, None])
+            summed = torch.zeros(b, c, d, dtype=torch.float64).index_add_(1, set_class, rate * set_weight[:, :, None])
             hits = torch.zeros(b, c, d, dtype=torch.float64).index_add_(1, set_class, hit)
-            local = torch.where(hits > 0, total / hits.clamp_min(1e-300), 0.0)  # (B, C, D)
-            # a class's weight: its sets' mean multiplicity (a class without any set: 1, score 0,
-            # as in the public code); an undrawn class weighs 0 and drops out of the mean
+            local = torch.where(hits > 0, summed / hits.clamp_min(1e-300), 0.0)  # (B, C, D)
+            # a class weighs its sets' mean multiplicity (a class without any set: 1 with score 0, as
+            # in the public code, when the draw has its images); an undrawn class weighs 0
             class_weight = torch.zeros(b, c, dtype=torch.float64).index_add_(1, set_class, set_weight)
-            class_weight = torch.where(sets_per_class > 0, class_weight / sets_per_class.clamp_min(1), 1.0)
-            best = (local / global_rate).topk(top, dim=2).values  # the top-K, descending
+            present = torch.zeros(b, c, dtype=torch.float64).index_add_(1, image_class, w.double()) > 0
+            class_weight = torch.where(sets_per_class > 0, class_weight / sets_per_class.clamp_min(1),
+                                       present.double())
+            ratio = torch.where(global_rate[:, None] > 0, local / global_rate[:, None].clamp_min(1e-300), 0.0)
+            best = ratio.topk(top, dim=2).values  # the top-K, descending
             for k in ks:
-                per_class = best[:, :, :k].mean(2)
-                mean = (per_class * class_weight).sum(1) / class_weight.sum(1)
-                out[k][start : start + chunk] = (mean * (100 - self.percentile)).numpy()
+                mean = (best[:, :, :k].mean(2) * class_weight).sum(1) / class_weight.sum(1)
+                out[k][start : start + b] = (mean * (100 - p)).numpy()
+            start += b
+            chunk = max(1, 8_000_000 // (max(tail, s, c) * d))
         return out
 
     def full(self, ks: tuple[int, ...]) -> dict[int, float]:
@@ -106,23 +128,20 @@ class SetContributions:
     def save(self, path) -> None:
         from ..io import write_npz
 
-        write_npz(path, set_class=self.set_class, group_set=self.group_set, group_unit=self.group_unit.astype(str),
-                  group_count=self.group_count, group_up=self.group_up, group_low=self.group_low,
-                  global_rate=self.global_rate, num_classes=self.num_classes, percentile=self.percentile)
+        write_npz(path, feat=self.feat.astype(np.float32), image_set=self.image_set, image_class=self.image_class,
+                  unit=self.unit.astype(str), set_class=self.set_class, num_classes=self.num_classes)
 
     @classmethod
     def load(cls, path) -> SetContributions:
         with np.load(path) as f:
-            return cls(f["set_class"], f["group_set"], f["group_unit"], f["group_count"], f["group_up"], f["group_low"],
-                       f["global_rate"], int(f["num_classes"]), float(f["percentile"]))
+            return cls(f["feat"], f["image_set"], f["image_class"], f["unit"], f["set_class"], int(f["num_classes"]))
 
 
 def set_contributions(feat: np.ndarray, instance: np.ndarray, classes: np.ndarray | None = None,
                       max_k: int = 1, unit: np.ndarray | None = None) -> SetContributions:
-    """The per-set terms of the score. `feat` (N, D), `instance` (N,) set ids, `classes` (N,)
-    targets (the set ids when None), `unit` (N,) the independent unit of each image (the set
-    when None: each set resampled whole)."""
-    feat = np.asarray(feat, dtype=np.float64)
+    """The score's inputs, checked. `feat` (N, D), `instance` (N,) set ids, `classes` (N,) targets
+    (the set ids when None), `unit` (N,) the independent unit of each image (its set when None)."""
+    feat = np.asarray(feat, dtype=np.float32)
     instance = np.asarray(instance)
     classes = instance if classes is None else np.asarray(classes)
     unit = instance.astype(str) if unit is None else np.asarray(unit).astype(str)
@@ -132,32 +151,19 @@ def set_contributions(feat: np.ndarray, instance: np.ndarray, classes: np.ndarra
                               f"{len(unit)} units")
     if max_k > d:
         raise InvarianceError(f"top-K of {max_k} neurons asked for, the features have only {d}")
-    unique_classes = np.unique(classes)
+    unique_classes, image_class = np.unique(classes, return_inverse=True)
     if len(unique_classes) < 2:
         raise InvarianceError(f"one target class ({unique_classes.tolist()}): the percentile would be 0")
-    p = percentile(len(unique_classes))
-    index = int((n * p) // 100)
-    upper = np.sort(feat, axis=0)[index]
-    lower = -np.sort(-feat, axis=0)[index]
-    global_rate = np.mean(feat >= upper, axis=0)
-    set_class, group_set, group_unit, group_count, group_up, group_low = [], [], [], [], [], []
+    image_set = np.full(n, -1)
+    set_class = []
     for set_id in np.unique(instance):
         rows = np.flatnonzero(instance == set_id)
-        if len(rows) < MIN_SET_SIZE:
-            continue
-        for u in np.unique(unit[rows]):
-            mine = rows[unit[rows] == u]
-            group_set.append(len(set_class))
-            group_unit.append(u)
-            group_count.append(len(mine))
-            group_up.append((feat[mine] > upper).sum(0))
-            group_low.append((feat[mine] < lower).sum(0))
-        set_class.append(np.searchsorted(unique_classes, classes[rows[0]]))
+        if len(rows) >= MIN_SET_SIZE:
+            image_set[rows] = len(set_class)
+            set_class.append(image_class[rows[0]])
     if not set_class:
         raise InvarianceError(f"no transformation set has {MIN_SET_SIZE} or more images")
-    return SetContributions(np.asarray(set_class), np.asarray(group_set), np.asarray(group_unit, dtype=str),
-                            np.asarray(group_count), np.stack(group_up).astype(np.int32),
-                            np.stack(group_low).astype(np.int32), global_rate, len(unique_classes), p)
+    return SetContributions(feat, image_set, image_class.ravel(), unit, np.asarray(set_class), len(unique_classes))
 
 
 def invariance_scores(feat: np.ndarray, instance: np.ndarray, classes: np.ndarray | None = None,
@@ -165,3 +171,31 @@ def invariance_scores(feat: np.ndarray, instance: np.ndarray, classes: np.ndarra
     """Score(K) for each K. `feat` (N, D), `instance` (N,) set ids, `classes` (N,) targets
     (the set ids when None)."""
     return set_contributions(feat, instance, classes, max(ks)).full(ks)
+
+
+def _tail(w, feat, order, rows, at_or_above, beyond, image_set, s, upper):
+    """Per set and neuron, the weighted count of image copies beyond a threshold, counted from the
+    end of `order` (upper: descending, copies above the upper threshold; else ascending, copies
+    below the lower one), and per neuron the copies at or beyond it. None when the first `rows`
+    rows of `order` do not reach the threshold."""
+    import torch
+
+    order = order[:rows]  # (R, D)
+    values = torch.gather(feat, 0, order)  # (R, D)
+    copies = w[:, order]  # (B, R, D)
+    cumulative = torch.cumsum(copies, dim=1)
+    if rows < len(feat) and bool((cumulative[:, -1] < at_or_above[:, 0]).any()):
+        return None
+    position = (cumulative < at_or_above).sum(1, keepdim=True)  # (B, 1, D) the threshold's row
+    threshold = torch.gather(values.expand(len(w), -1, -1), 1, position)  # (B, 1, D)
+    before = torch.gather(cumulative - copies, 1, position)  # copies ranked before the threshold row
+    own = torch.gather(copies, 1, position)
+    is_threshold = torch.arange(rows)[None, :, None] == position
+    strictly = values[None] > threshold if upper else values[None] < threshold
+    # the threshold row's copies split: those ranked before `beyond` are beyond the threshold, those
+    # before `at_or_above` at or beyond it (copies of one image, apart by a hair); other rows by value
+    counted = torch.where(is_threshold, (beyond - before).clamp(min=0).minimum(own), copies * strictly)
+    reached = torch.where(is_threshold, (at_or_above - before).clamp(min=0).minimum(own),
+                          copies * (strictly | (values[None] == threshold))).sum(1)
+    fired = torch.zeros(len(w), s + 1, feat.shape[1]).scatter_add_(1, image_set[order].expand(len(w), -1, -1), counted)
+    return fired[:, :s], reached
