@@ -92,7 +92,7 @@ def test_a_backbone_is_fetched_from_another_repository_through_a_remote(repo, tm
 
 def test_pr_report_shows_only_what_the_change_caused(repo):
     """`make pr-report`'s module: base and head reproduced in worktrees on the shared cache. A
-    change of a report param reruns only the report; pretraining and evaluation come back from the
+    change of a report param (the gate's margin) reruns only the report; pretraining and evaluation come back from the
     run-cache with the base's bytes, so the comment lists no change there, and the param itself."""
     path, env = repo
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
@@ -101,9 +101,9 @@ def test_pr_report_shows_only_what_the_change_caused(repo):
     base = _run(["git", "rev-parse", "HEAD"], path, env).stdout.strip()
     conf = path / "conf/config.yaml"
     text = conf.read_text()
-    assert "  resamples: 2000 " in text
-    conf.write_text(text.replace("  resamples: 2000 ", "  resamples: 1000 "))
-    _run([*git, "commit", "-qam", "head: fewer bootstrap draws"], path, env)
+    assert "  gate_margin: 0.05 " in text  # a report param the smoke scale does not override
+    conf.write_text(text.replace("  gate_margin: 0.05 ", "  gate_margin: 0.04 "))
+    _run([*git, "commit", "-qam", "head: a lower learning-gate margin"], path, env)
     status = _run(["git", "status", "--porcelain"], path, env).stdout
 
     proc = _run([sys.executable, "-m", "demystify.report.pr_comment", "--base", base, "--out", "reports/pr.md"],
@@ -113,9 +113,9 @@ def test_pr_report_shows_only_what_the_change_caused(repo):
     sections = dict(part.split("\n", 1) for part in comment.split("\n#### ")[1:])
     assert sections["Pretraining"].strip() == "no change" and sections["Evaluation"].strip() == "no change"
     assert sections["Data"].strip() == "no change"
-    assert "| report.resamples | 2000 | 1000 |" in comment
+    assert "| report.gate_margin | 0.05 | 0.04 |" in comment
     params = comment.split("### Params that changed")[1].split("###")[0]
-    assert params.count("\n| ") == 2, params  # the header row and report.resamples, nothing else
+    assert params.count("\n| ") == 2, params  # the header row and report.gate_margin, nothing else
     assert "- Claim 1" in comment  # the head's verdicts
     # the head reran only the report; everything else came back from the run-cache
     head = next(line for line in comment.splitlines() if line.startswith("- head"))
