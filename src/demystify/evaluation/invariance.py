@@ -92,12 +92,16 @@ class SetContributions:
             index = torch.floor(total * p / 100)  # the threshold's rank among the draw's image copies
             at_or_above = (total - index).float()[:, None, None]  # copies >= the upper threshold
             above = at_or_above - 1  # copies > it; by symmetry, also the copies < the lower one
+            # the rows beyond each threshold: guessed from the percentile, doubled while some draw's
+            # tail reaches deeper (a neuron whose top images belong to undrawn objects)
             tail = min(n, int(n * (100 - float(p.min())) / 100 * 2) + 64)
-            up = _tail(w, feat, descending, tail, at_or_above, above, image_set, s, upper=True)
-            low = _tail(w, feat, ascending, tail, at_or_above, above, image_set, s, upper=False)
-            if up is None or low is None:  # a draw whose tail is longer than guessed: take all rows
-                up = _tail(w, feat, descending, n, at_or_above, above, image_set, s, upper=True)
-                low = _tail(w, feat, ascending, n, at_or_above, above, image_set, s, upper=False)
+            up = low = None
+            while up is None:
+                up = _tail(w, feat, descending, tail, at_or_above, above, image_set, s, upper=True)
+                tail = tail if up is not None else min(n, 2 * tail)
+            while low is None:
+                low = _tail(w, feat, ascending, tail, at_or_above, above, image_set, s, upper=False)
+                tail = tail if low is not None else min(n, 2 * tail)
             (fired_up, reached), (fired_low, _) = up, low
             global_rate = reached.double() / total[:, None]  # (B, D)
             size = torch.zeros(b, s + 1).index_add_(1, image_set, w)[:, :s].double()
