@@ -533,3 +533,18 @@ def test_a_a_test_over_disjoint_seeds_is_inconclusive(workspace, straight, tmp_p
                      {"knn_top1": 1.0}, seeds=1)
     level, reasons = cl.claim_level(outcomes[:1], {"A": single}, 0.4, 3)
     assert level == cl.INDICATIVE and any("cover test items only" in r for r in reasons)
+
+
+@pytest.mark.parametrize("variant", ["supervised", "moco_object_centric"])
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(workspace, tmp_path, variant):
+    """An absurd learning rate: the stage stops with one line naming the step and the likely cause,
+    exits 1, and exports no backbone (was: exit 0, a backbone of NaN weights)."""
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrain"]["lr"] = 1e30
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _run(root, variant)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "training diverged" in proc.stderr and "pretrain.lr = 1e+30" in proc.stderr and "at step" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (root / "models" / variant / "backbone.pt").exists()

@@ -348,6 +348,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
                             num_workers=0 if dataset.resident else p.workers, pin_memory=cuda)
         for batch in loader:
             loss = step_fn(forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
+            _stop_if_diverged(name, loss, step + 1, p, rt)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -462,6 +463,18 @@ def _supervised_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Gen
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(rt.device_type, dtype=torch.bfloat16, enabled=bf16):
         return F.cross_entropy(model(x).float(), y)
+
+
+def _stop_if_diverged(name: str, loss: torch.Tensor, step: int, p: PretrainParams, rt: Runtime) -> None:
+    """Stop at the first non-finite loss (every process, so none waits in a collective), before it
+    reaches the weights: a diverged run must not export a backbone."""
+    finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+    if rt.world > 1:
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if finite.item() < 1:
+        raise PretrainError(f"pretrain@{name}: the loss is {float(loss.detach())} at step {step}: training diverged "
+                            f"(likely cause: pretrain.lr = {p.lr} too high for batch {p.batch_size}, or bad input "
+                            "images); nothing was exported")
 
 
 def _save(path: Path, model, optimizer, scheduler, step: int, loss_sum: float, loss_n: int, history: list[dict],
