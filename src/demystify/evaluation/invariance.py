@@ -10,7 +10,7 @@ the public measurement code does, quirks included:
 - Score(K) = mean over classes of the top-K mean of L_y(i) / G(i), times (100 - P).
 
 For confidence intervals the terms are kept per independent unit (`SetContributions`), so a
-bootstrap resamples objects, videos or instances rather than sets (docs/science.md, "Intervals").
+bootstrap resamples objects, videos or instances rather than sets (docs/science.md, "Verdicts").
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ MIN_SET_SIZE = 3
 
 class InvarianceError(ValueError):
     """The features cannot give a meaningful score; the message says why."""
-
-
-def percentile(num_classes: int) -> float:
-    return min((1.0 - 1.0 / num_classes) * 100, 95)
 
 
 @dataclass(frozen=True)
@@ -114,9 +110,8 @@ class SetContributions:
             # a class weighs its sets' mean multiplicity (a class without any set: 1 with score 0, as
             # in the public code, when the draw has its images); an undrawn class weighs 0
             class_weight = torch.zeros(b, c, dtype=torch.float64).index_add_(1, set_class, set_weight)
-            present = torch.zeros(b, c, dtype=torch.float64).index_add_(1, image_class, w.double()) > 0
             class_weight = torch.where(sets_per_class > 0, class_weight / sets_per_class.clamp_min(1),
-                                       present.double())
+                                       (per_class > 0).double())
             ratio = torch.where(global_rate[:, None] > 0, local / global_rate[:, None].clamp_min(1e-300), 0.0)
             best = ratio.topk(top, dim=2).values  # the top-K, descending
             for k in ks:
