@@ -535,16 +535,30 @@ def test_a_a_test_over_disjoint_seeds_is_inconclusive(workspace, straight, tmp_p
     assert level == cl.INDICATIVE and any("cover test items only" in r for r in reasons)
 
 
-@pytest.mark.parametrize("variant", ["supervised", "moco_object_centric"])
-def test_a_diverging_run_stops_at_the_first_non_finite_loss(workspace, tmp_path, variant):
+@pytest.mark.parametrize(("variant", "lr"), [("supervised", 1e30), ("moco_object_centric", 1e30),
+                                             ("supervised", 1e4)])
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(workspace, tmp_path, variant, lr):
     """An absurd learning rate: the stage stops with one line naming the step and the likely cause,
-    exits 1, and exports no backbone (was: exit 0, a backbone of NaN weights)."""
+    exits 1, and exports no backbone (was: exit 0, a backbone of NaN weights; lr 1e4 on supervised
+    was exit 0 with a finite loss of 4e16, which the ceiling now catches)."""
     root = _copy_workspace(workspace, tmp_path / "ws")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretrain"]["lr"] = 1e30
+    params["pretrain"]["lr"] = lr
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     proc = _run(root, variant)
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "training diverged" in proc.stderr and "pretrain.lr = 1e+30" in proc.stderr and "at step" in proc.stderr
+    assert "training diverged" in proc.stderr and f"pretrain.lr = {lr}" in proc.stderr and "at step" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (root / "models" / variant / "backbone.pt").exists()
+
+
+def test_the_loss_ceiling_is_what_a_healthy_moco_run_cannot_pass():
+    """InfoNCE on unit vectors: the worst case (positive logit -1/T, every negative +1/T) stays under
+    the ceiling, and a finite loss past it is refused."""
+    from demystify.ssl.train import loss_ceiling
+
+    queue, t = 4096, 0.2
+    logits = torch.tensor([[-1 / t] + [1 / t] * queue])
+    worst = float(torch.nn.functional.cross_entropy(logits, torch.zeros(1, dtype=torch.long)))
+    assert worst <= loss_ceiling("moco", queue, t, 0) < worst + 1
+    assert loss_ceiling("supervised", 0, t, 8) < 4e16

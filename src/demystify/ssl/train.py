@@ -307,6 +307,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     if rt.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if cuda else None)
     step_fn = _moco_step if variant.method == "moco" else _supervised_step
+    ceiling = loss_ceiling(variant.method, queue, p.temperature, len(classes))
     augment = for_method(variant.method, p.image_size, p.min_crop_scale)
 
     def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -348,7 +349,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
                             num_workers=0 if dataset.resident else p.workers, pin_memory=cuda)
         for batch in loader:
             loss = step_fn(forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
-            _stop_if_diverged(name, loss, step + 1, p, rt)
+            _stop_if_diverged(name, loss, step + 1, p, rt, ceiling)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -465,16 +466,29 @@ def _supervised_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Gen
         return F.cross_entropy(model(x).float(), y)
 
 
-def _stop_if_diverged(name: str, loss: torch.Tensor, step: int, p: PretrainParams, rt: Runtime) -> None:
-    """Stop at the first non-finite loss (every process, so none waits in a collective), before it
-    reaches the weights: a diverged run must not export a backbone."""
-    finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+def loss_ceiling(method: str, queue: int, temperature: float, classes: int) -> float:
+    """A loss no healthy run reaches. MoCo's InfoNCE on unit vectors is at most ln(K + 1) + 2 / T
+    (every logit lies in [-1/T, 1/T]), so a loss above it means the numerics broke. Cross-entropy
+    has no bound; a run that starts near ln(C) and climbs a hundredfold past it has diverged
+    (lr = 10000 reached 4e16 while staying finite)."""
+    if method == "moco":
+        return math.log(queue + 1) + 2.1 / temperature  # 5 % of slack for bf16 rounding
+    return 100 * math.log(max(classes, 2))
+
+
+def _stop_if_diverged(name: str, loss: torch.Tensor, step: int, p: PretrainParams, rt: Runtime,
+                      ceiling: float = math.inf) -> None:
+    """Stop at the first non-finite loss, or one above `ceiling` (every process, so none waits in a
+    collective), before it reaches the weights: a diverged run must not export a backbone."""
+    value = loss.detach().to(torch.float32).reshape(1)
+    healthy = (torch.isfinite(value) & (value <= ceiling)).to(torch.float32)
     if rt.world > 1:
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    if finite.item() < 1:
-        raise PretrainError(f"pretrain@{name}: the loss is {float(loss.detach())} at step {step}: training diverged "
-                            f"(likely cause: pretrain.lr = {p.lr} too high for batch {p.batch_size}, or bad input "
-                            "images); nothing was exported")
+        torch.distributed.all_reduce(healthy, op=torch.distributed.ReduceOp.MIN)
+    if healthy.item() < 1:
+        what = "not finite" if not math.isfinite(float(value)) else f"above {ceiling:.4g}, which no healthy run reaches"
+        raise PretrainError(f"pretrain@{name}: the loss is {float(value):.4g} at step {step} ({what}): training "
+                            f"diverged (likely cause: pretrain.lr = {p.lr} too high for batch {p.batch_size}, or bad "
+                            "input images); nothing was exported")
 
 
 def _save(path: Path, model, optimizer, scheduler, step: int, loss_sum: float, loss_n: int, history: list[dict],
