@@ -56,6 +56,10 @@ class SetContributions:
         and bias the draws down). Only the sorted tails beyond the thresholds are touched."""
         import torch
 
+        impossible = [k for k in ks if not 0 < k <= self.feat.shape[1]]
+        if impossible:  # topk would fail deep inside with "selected index k out of range"
+            raise InvarianceError(f"top-K of {', '.join(map(str, impossible))} neurons asked for, the features have "
+                                  f"{self.feat.shape[1]}")
         weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
         units = self.units
         if weights.shape[1] != len(units):

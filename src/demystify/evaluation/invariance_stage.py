@@ -52,6 +52,7 @@ def evaluate(name: str, arch: str, model_path: str | Path | None, ip: Invariance
     sets, skipped = read_sets(ip)
     model = load_model(model_path, arch, device)
     metrics: dict[str, dict] = {}
+    skipped_ks: dict[str, dict[str, str]] = {}  # set -> topK -> why that K was not scored there
     cache: dict[tuple, np.ndarray] = {}  # the two PASCAL3D+ sets share their images
     for set_name, (s, size) in sets.items():
         key = (tuple(s.paths), tuple(map(str, s.boxes)), size)
@@ -60,18 +61,30 @@ def evaluate(name: str, arch: str, model_path: str | Path | None, ip: Invariance
                                  desc=f"invariance@{name} {set_name}", progress=progress)
         feat = cache[key]
         write_features(out_dir / "features" / f"{set_name}.npz", feat, s)
+        # a K beyond this set's feature width is skipped, with a note, for this set alone: the
+        # other Ks are still scored (config refuses such a K for the configured architectures)
+        ks = tuple(k for k in ip.ks if k <= feat.shape[1])
+        for k in sorted(set(ip.ks) - set(ks)):
+            skipped_ks.setdefault(set_name, {})[f"top{k}"] = f"K {k} > the {feat.shape[1]} feature units"
+            print(f"evaluate@{name}: invariance set {set_name}: top{k} skipped: K {k} > the {feat.shape[1]} "
+                  "feature units", file=sys.stderr)
         try:
-            contributions = set_contributions(feat, s.instance, s.classes, max(ip.ks), s.unit)
+            if not ks:
+                raise InvarianceError(f"no K of invariance.ks {ip.ks} fits the {feat.shape[1]} feature units")
+            contributions = set_contributions(feat, s.instance, s.classes, max(ks), s.unit)
         except InvarianceError as exc:
             skipped[set_name] = str(exc)
             print(f"evaluate@{name}: invariance set {set_name} skipped: {exc}", file=sys.stderr)
             continue
         # each transformation set's terms, which the report resamples for confidence intervals
         contributions.save(out_dir / "contributions" / f"{set_name}.npz")
-        scores = contributions.full(tuple(ip.ks))
+        scores = contributions.full(ks)
         metrics[set_name] = {f"top{k}": round(v, 6) for k, v in scores.items()}
         metrics[set_name].update(images=len(s), sets=int(len(np.unique(s.instance))))
     notes = {n: s.skipped for n, (s, _) in sets.items() if s.skipped}
-    write_json(out_dir / "skipped.json", {"sets": skipped, "dropped_by_readers": notes})
+    write_json(out_dir / "skipped.json", {"sets": skipped, "ks": skipped_ks, "dropped_by_readers": notes})
+    if not metrics:  # exit 0 with empty metrics would read as a result
+        raise InvarianceError("no invariance set could be scored: "
+                              + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
     write_json(out_dir / "metrics.json", metrics)
     return metrics

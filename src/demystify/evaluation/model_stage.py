@@ -14,10 +14,11 @@ from ..data.labelled import LabelError
 from ..ssl.checkpoint import CheckpointError
 from .downstream_stage import classify, segment
 from .features import FeatureError
+from .invariance import InvarianceError
 from .invariance_stage import evaluate as invariance
 from .sets import SetError
 
-ERRORS = (config.ConfigError, SetError, LabelError, FeatureError, CheckpointError)
+ERRORS = (config.ConfigError, SetError, LabelError, FeatureError, CheckpointError, InvarianceError)
 EVALUATIONS = {"invariance": invariance, "classification": classify, "segmentation": segment}
 
 
