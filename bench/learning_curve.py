@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from demystify import config
 from demystify.evaluation.downstream_stage import classify
@@ -35,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     params = config.load("pretrain", "variants", "classification", path=args.params)
     base, variant, cp = params["pretrain"], params["variants"][args.variant], params["classification"]
-    fixed = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    fixed = {k: config.parse_yaml(v) for k, v in (s.split("=", 1) for s in args.set)}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

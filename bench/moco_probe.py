@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from demystify import config
 from demystify.ssl import train as trainer
 
@@ -41,7 +39,7 @@ class _MemoryLive:
 
 
 def _value(text: str):
-    return yaml.safe_load(text)
+    return config.parse_yaml(text)  # YAML 1.2, as DVC reads params.yaml
 
 
 def main() -> None:

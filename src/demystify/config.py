@@ -6,11 +6,11 @@ type or an impossible value *before any work*, with a message naming the key and
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -234,6 +234,19 @@ class ChecksParams(Section):
     box_tolerance: float = Field(ge=0)  # pixels a box may exceed the frame by (rounding)
 
 
+# the backbone's pooled feature width per architecture (ssl/moco.py FEATURE_DIMS, which imports
+# torch): the invariance score's top-K units are K of these
+FEATURE_WIDTH = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (0 when the platform does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 class PretrainParams(Section):
     arch: Literal["resnet18", "resnet34", "resnet50"]
     image_size: int = Field(ge=16, le=1024)
@@ -267,6 +280,17 @@ class PretrainParams(Section):
     def _check(self) -> PretrainParams:
         if self.batch_size % self.bn_splits:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of bn_splits {self.bn_splits}")
+        if self.batch_size // self.bn_splits < 2:  # BatchNorm of one sample: no statistics (or a traceback)
+            raise ValueError(f"batch_size {self.batch_size} / bn_splits {self.bn_splits} leaves "
+                             f"{self.batch_size // self.bn_splits} sample per BN group; each needs at least 2")
+        # what the queue and the head's last layer alone hold before any image is read: the queue
+        # (cloned each step) and the layer's weights in the query encoder (with gradient and SGD
+        # momentum) and the key encoder, float32
+        need = 4 * self.dim * (2 * self.queue_size + 4 * (FEATURE_WIDTH[self.arch] + 1))
+        ram = memory_bytes()
+        if ram and need > ram:
+            raise ValueError(f"dim {self.dim} x queue_size {self.queue_size}: the queue and projection head "
+                             f"alone need {need / 2**30:.1f} GiB, more than this machine's {ram / 2**30:.1f} GiB")
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps {self.warmup_steps} must be fewer than steps {self.steps}")
         return self
@@ -426,6 +450,53 @@ def _check_variant_name(key: Any, section: str, source: str) -> None:
                           f"underscores (got {key!r})")
 
 
+# every params value that dvc.yaml interpolates into a stage's cmd (tests/test_params_faults.py keeps
+# this in step with dvc.yaml). Each sits in single quotes there, so `$(...)`, backticks, `"` and
+# spaces pass to the script literally; only a single quote, which would end the quoting, is refused.
+CMD_KEYS = ("data.root", "data.videos", "pretrain.monitor", "variants.*.data", "invariance.aloi", "invariance.got10k",
+            "invariance.pascal3d", "classification.data", "segmentation.data", "report.sweep")
+
+
+def _cmd_values(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    out = []
+    for key in CMD_KEYS:
+        section, *rest = key.split(".")
+        nodes = [(section, data.get(section))]
+        for part in rest:
+            nodes = [(f"{name}.{k}", v) for name, node in nodes if isinstance(node, dict)
+                     for k, v in node.items() if part in ("*", k)]
+        out += nodes
+    return out
+
+
+def check_shell_safe(data: dict[str, Any], source: str = "params.yaml") -> None:
+    """Variant names and every value a stage's cmd interpolates: what the shell running the cmd must
+    never read as code. Run where params are composed (before any command) and by every stage."""
+    variants = data.get("variants")
+    for key in variants if isinstance(variants, dict) else ():
+        _check_variant_name(key, "variants", source)
+    for key, value in _cmd_values(data):
+        if isinstance(value, str) and "'" in value:
+            raise ConfigError(f"{source}: {key} = {value!r}: a single quote would end the quoting of the stage "
+                              "command in dvc.yaml (rename the path)")
+
+
+def _check_ks(data: dict[str, Any], ks: list[int], source: str) -> None:
+    """K is a number of the representation's units: more than the backbone's width cannot be scored."""
+    pretrain = data.get("pretrain")
+    archs = {"pretrain.arch": pretrain.get("arch") if isinstance(pretrain, dict) else None}
+    variants = data.get("variants")
+    for name, v in variants.items() if isinstance(variants, dict) else ():
+        if isinstance(v, dict) and v.get("arch") is not None:
+            archs[f"variants.{name}.arch"] = v["arch"]
+    for key, arch in archs.items():
+        width = FEATURE_WIDTH.get(arch) if isinstance(arch, str) else None
+        too_big = [k for k in ks if width and k > width]
+        if too_big:
+            raise ConfigError(f"{source}: invariance.ks = {ks}: K {', '.join(map(str, too_big))} > the {width} "
+                              f"feature units of {arch} ({key}); the top-K units need K <= {width}")
+
+
 def _check_replicates(variants: dict[str, VariantParams], pretrain_seed: Any, section: str, source: str) -> None:
     """A replicate repeats an original variant with another seed and nothing else: the same method,
     positives and data, a seed none of its group has. It names the original, never another replicate,
@@ -454,14 +525,24 @@ def _check_replicates(variants: dict[str, VariantParams], pretrain_seed: Any, se
         group[seed_of(v)] = key
 
 
+def parse_yaml(text: str) -> Any:
+    """YAML 1.2, as DVC reads params.yaml (dvc/utils/serialize/_yaml.py: ruamel's safe loader): `1e-3` is a float and yes/no/on/off are strings, where PyYAML's YAML 1.1 reads a
+    string and a bool. Raises ruamel's YAMLError (duplicate keys included)."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -472,6 +553,7 @@ def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") 
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s): {', '.join(unknown)}")
+    check_shell_safe(data, source)
     out: dict[str, Any] = {}
     for name in sections:
         if name not in SECTIONS:
@@ -503,6 +585,8 @@ def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") 
             raise ConfigError(
                 f"{source}: invalid parameters:\n{_describe(exc.errors(), name)}"
             ) from None
+    if "invariance" in out:
+        _check_ks(data, out["invariance"].ks, source)
     return out
 
 

@@ -5,13 +5,29 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .config import ConfigError, check_shell_safe, read_yaml
+from .io import atomic_path
+
 
 def compose(output: str | Path, overrides: list[str] | None = None, config_dir: str | Path = "conf") -> None:
+    """Compose into `output`; a variant name or a path the stage commands could not quote safely is
+    refused by name and leaves `output` as it was, so no later `dvc repro` runs it."""
     from dvc.utils.hydra import compose_and_dump
 
-    compose_and_dump(Path(output), str(Path(config_dir).resolve()), None, "config", str(Path(config_dir).resolve()),
-                     list(overrides or []))
+    with atomic_path(output) as tmp:
+        dumped = tmp.with_suffix(".yaml")  # compose_and_dump picks its writer by the suffix
+        try:
+            compose_and_dump(dumped, str(Path(config_dir).resolve()), None, "config", str(Path(config_dir).resolve()),
+                             list(overrides or []))
+            check_shell_safe(read_yaml(dumped), str(output))
+            dumped.replace(tmp)
+        finally:
+            dumped.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
-    compose("params.yaml", sys.argv[1:])
+    try:
+        compose("params.yaml", sys.argv[1:])
+    except ConfigError as exc:
+        print(f"params: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -26,8 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from ..config import parse_yaml
 from ..io import atomic_path
 
 TREES = Path(".pr")  # gitignored and dvcignored
@@ -127,7 +126,7 @@ def metrics(tree: Path) -> dict[tuple[str, str], object]:
 
 
 def params(tree: Path) -> dict[str, object]:
-    return _flatten(yaml.safe_load((tree / "params.yaml").read_text()) or {})
+    return _flatten(parse_yaml((tree / "params.yaml").read_text()) or {})
 
 
 def differences(base: dict, head: dict) -> dict:
@@ -143,7 +142,7 @@ def differences(base: dict, head: dict) -> dict:
 
 def declared_pngs(tree: Path) -> list[str]:
     """reports/*.png and every PNG declared as a plot in dvc.yaml (top level or in a stage)."""
-    spec = yaml.safe_load((tree / "dvc.yaml").read_text()) or {}
+    spec = parse_yaml((tree / "dvc.yaml").read_text()) or {}
     entries = list(spec.get("plots") or [])
     for stage in (spec.get("stages") or {}).values():
         entries += (stage.get("do", stage).get("plots") or [])
