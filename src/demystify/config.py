@@ -187,6 +187,9 @@ class FramesParams(Section):
     max_rejected: float = Field(ge=0, le=1)
     workers: int = Field(ge=0)  # 0: one per core
     decode_timeout_s: float = Field(gt=0)  # one video's ffmpeg decode; longer: rejected as timed out
+    # share of a video's frames byte-identical to the one before (ffmpeg filling a timestamp gap, a
+    # frozen picture); more: rejected. The default holds for frames built without params.yaml.
+    max_duplicate_share: float = Field(default=0.5, ge=0, le=1)
 
 
 class PairsParams(Section):

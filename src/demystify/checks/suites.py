@@ -111,6 +111,10 @@ def frames_manifest(v: Validator, manifest: pd.DataFrame, frames_root: Path, p: 
     df["box_values"] = values
     finite = (np.isfinite(box) | np.isnan(box)).all(1)  # every present value (inf is not NaN)
     df["box_finite"] = pd.Series(finite, index=df.index, dtype=object).where(values > 0, None)
+    # Frames equal to their predecessor (ffmpeg filling a timestamp gap, a frozen picture), per video;
+    # null for a manifest without extract_frames' `duplicate` flag, which the not-null rule names.
+    df["duplicate_share"] = (df.groupby("video")["duplicate"].transform("mean").astype(float)
+                             if "duplicate" in df else np.nan)
     e = v.gx.expectations
     expectations = [e.ExpectColumnValuesToNotBeNull(column=c) for c in ("video", "frame", "time_s", "path", "width", "height")]
     expectations += [
@@ -121,6 +125,8 @@ def frames_manifest(v: Validator, manifest: pd.DataFrame, frames_root: Path, p: 
         e.ExpectColumnValuesToBeInSet(column="box_values", value_set=[0, 4]),
         e.ExpectColumnValuesToBeInSet(column="box_finite", value_set=[True]),
         *(e.ExpectColumnValuesToBeBetween(column=c, min_value=0, strict_min=True) for c in "wh"),
+        e.ExpectColumnValuesToNotBeNull(column="duplicate_share"),
+        e.ExpectColumnValuesToBeBetween(column="duplicate_share", max_value=p.max_duplicate_share),
     ]
     return v.validate("frames_manifest", df, expectations)
 

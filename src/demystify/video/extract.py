@@ -3,7 +3,13 @@
 ffmpeg does all per-frame work (decode, resample to `fps`, resize, JPEG encode); Python only
 plans, checks and records. Each video is written through `atomic_dir`, so a killed run leaves
 only dot-prefixed temporaries (removed at the next start), never a half-written video folder.
-A bad video is rejected with ffmpeg's reason and never stops the others.
+A bad video is rejected with ffmpeg's reason and never stops the others. A fault of the output
+side (a full disk, a read-only or unwritable frames folder) is never the video's: it stops the
+stage (OutputError) before any table is written, and every frames folder already in place stays.
+
+A frame byte for byte equal to the one before it is flagged `duplicate`: ffmpeg's fps resampling
+repeats the last frame to fill a timestamp gap (a 10-minute jump in a 2 s clip gives 3,010 frames,
+11 of them distinct), so a video with more than `frames.max_duplicate_share` of them is rejected.
 
 Names are planned before any decoding: a file name that is not UTF-8, a frames folder that would
 be another video's (or one of its parents, or an output file), or a folder name like '.' or '..'
@@ -13,6 +19,9 @@ be deleted or overwritten by another's.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import itertools
 import math
 import os
 import shutil
@@ -50,6 +59,7 @@ MANIFEST_DTYPES: dict[str, str] = {
     "path": "object",
     "width": "int64",
     "height": "int64",
+    "duplicate": "bool",  # byte-identical to the video's previous frame (a gap or frozen picture)
     "x": "float64",
     "y": "float64",
     "w": "float64",
@@ -69,6 +79,11 @@ class ExtractionError(RuntimeError):
     """The stage as a whole failed (no video, or too many rejected); outputs are written."""
 
 
+class OutputError(ExtractionError):
+    """Frames cannot be written (no space, read-only, no permission): the stage's fault, never a
+    video's. Raised before manifest or rejected.csv is written, so the last good ones stay."""
+
+
 @dataclass(frozen=True)
 class _Job:
     path: Path
@@ -80,6 +95,7 @@ class _Job:
     quality: int
     threads: int = 0  # ffmpeg threads per video; 0 = ffmpeg's own choice
     timeout_s: float | None = None  # the decode's wall-clock limit; None: none
+    max_duplicate_share: float = 1.0
 
 
 # ---------------------------------------------------------------- discovery
@@ -147,23 +163,56 @@ def extract_video(
     info: VideoInfo | None = None,
     threads: int = 0,
     timeout_s: float | None = None,
+    max_duplicate_share: float = 0.5,
 ) -> pd.DataFrame:
     """Decode `path` to `out_dir/%06d.jpg` at `fps`, short side `size`, JPEG `-q:v quality`.
 
-    Returns one row per frame (frame, time_s, width, height). Any decode error, no frame at all,
-    or a decode longer than `timeout_s` raises VideoError and leaves no `out_dir` behind.
+    Returns one row per frame (frame, time_s, width, height, duplicate). Any decode error, no frame
+    at all, a decode longer than `timeout_s` or more than `max_duplicate_share` of the frames equal
+    to their predecessor raises VideoError and leaves no `out_dir` behind; a fault of the output
+    folder raises OutputError and leaves an older `out_dir` as it was.
     """
     path = Path(path)
     info = info or probe(path)
     width, height = output_size(info.width, info.height, size)
-    with atomic_dir(out_dir) as tmp:
-        _run_ffmpeg(path, tmp, fps, width, height, quality, threads, timeout_s)
-        count = sum(1 for _ in tmp.glob("*.jpg"))
-        if count == 0:
-            raise VideoError("decoded to 0 frames")
-        _check_complete(count, fps, info)
+    out_dir = Path(out_dir)
+    try:
+        with atomic_dir(out_dir) as tmp:
+            _run_ffmpeg(path, tmp, fps, width, height, quality, threads, timeout_s)
+            count = sum(1 for _ in tmp.glob("*.jpg"))
+            if count == 0:
+                raise VideoError("decoded to 0 frames")
+            _check_complete(count, fps, info)
+            duplicate = _repeats(tmp, count)
+            _check_duplicates(duplicate, fps, max_duplicate_share)
+    except OSError as exc:  # making, reading back or renaming our own folder: never the video's fault
+        raise OutputError(_output_message(out_dir.parent, _strerror(exc), path)) from None
     frames = np.arange(count, dtype=np.int64)
-    return pd.DataFrame({"frame": frames, "time_s": frames / fps, "width": width, "height": height})
+    return pd.DataFrame({"frame": frames, "time_s": frames / fps, "width": width, "height": height,
+                         "duplicate": duplicate})
+
+
+def _repeats(folder: Path, count: int) -> np.ndarray:
+    """Per frame: are its JPEG bytes those of the frame before? The same decoded picture encodes to
+    the same bytes, so this finds exactly the frames ffmpeg's fps filter repeated (a gap in the
+    timestamps, a source slower than `fps`) and a picture frozen in the source."""
+    digests = [hashlib.md5((folder / f"{i:06d}.jpg").read_bytes()).digest() for i in range(count)]
+    return np.array([False] + [a == b for a, b in itertools.pairwise(digests)], dtype=bool)
+
+
+def _check_duplicates(duplicate: np.ndarray, fps: float, max_share: float) -> None:
+    share = float(duplicate.mean())
+    if share <= max_share:
+        return
+    # The longest run of repeats: its length is the gap (or the freeze) in seconds, its start where.
+    edges = np.diff(np.concatenate([[0], duplicate.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    i = int(np.argmax(ends - starts))
+    raise VideoError(
+        f"mostly repeated frames: {int(duplicate.sum())} of {len(duplicate)} ({share:.1%}) equal the frame "
+        f"before (> frames.max_duplicate_share {max_share:g}); longest run {(ends[i] - starts[i]) / fps:.1f} s "
+        f"from {(starts[i] - 1) / fps:.1f} s: a timestamp gap, a frozen picture or a source slower than frames.fps"
+    )
 
 
 def _check_complete(count: int, fps: float, info: VideoInfo) -> None:
@@ -217,8 +266,75 @@ def _run_ffmpeg(
         proc = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout_s)
     except subprocess.TimeoutExpired:  # ffmpeg is killed; atomic_dir drops its partial frames
         raise VideoError(f"timed out after {timeout_s:g} s (frames.decode_timeout_s)") from None
+    except OSError as exc:  # not the output's fault (nor the video's): ffmpeg itself cannot start
+        raise ExtractionError(f"cannot run ffmpeg {args[0]}: {_strerror(exc)}") from None
     if proc.returncode != 0:
+        cause = output_fault(proc.stderr, out)
+        if cause is not None:
+            raise OutputError(_output_message(out.parent, cause, path))
         raise VideoError(ffmpeg_reason(proc.stderr, default=f"ffmpeg exit {proc.returncode}"))
+
+
+# ---------------------------------------------------------------- the output side
+
+# Errors no input can cause: the file system under the frames folder is at fault.
+_DISK_ERRORS = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG))
+# Any errno ffmpeg reports in these words (its av_strerror is strerror's text), read off its output.
+_ERRNO_TEXTS = _DISK_ERRORS + tuple(os.strerror(e) for e in (errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT,
+                                                             errno.ENOTDIR, errno.EISDIR, errno.EMFILE))
+# ffmpeg's words for a failure of writing its output (the image2 muxer, one file per frame). The
+# input was opened and probed already, so a "Permission denied" beside these is the output's.
+_WRITE_MARKERS = ("Error muxing", "Error writing", "to the muxer", "Could not open file",
+                  "av_interleaved_write_frame", "Error closing")
+
+
+def output_fault(stderr: str, folder: Path) -> str | None:
+    """The cause when a failed ffmpeg run is the output side's fault, else None (the video's).
+
+    The folder is tried first (a small file written and fsynced): a folder that takes no write
+    names its errno whatever ffmpeg said. Then ffmpeg's own words: a disk error (no space, quota,
+    read-only, file too large) anywhere, or any error beside a write/mux failure."""
+    probed = _probe_folder(folder)
+    if probed is not None:
+        return probed
+    found = next((t for t in _ERRNO_TEXTS if t in stderr), None)
+    if found in _DISK_ERRORS:
+        return found
+    if any(m in stderr for m in _WRITE_MARKERS):
+        return found or ffmpeg_reason(stderr)
+    return None
+
+
+def _probe_folder(folder: Path) -> str | None:
+    probe_file = folder / ".write-probe"
+    try:
+        fd = os.open(probe_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, bytes(4096))
+            os.fsync(fd)  # a full disk may accept the write into the page cache and fail only here
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return _strerror(exc)
+    finally:
+        try:
+            probe_file.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return None
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _output_message(folder: Path, cause: str, video: Path) -> str:
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    return (f"cannot write frames to {folder}: {cause} (while extracting {video.name}; {free}); "
+            "no video was rejected for it: fix the output side and rerun")
 
 
 # ---------------------------------------------------------------- ground truth
@@ -296,7 +412,8 @@ def _process(job: _Job) -> tuple[str, pd.DataFrame | None, str | None]:
         info = probe(job.path)
         gt = read_sidecar(job.path)  # a bad sidecar fails before any decoding
         frames = extract_video(
-            job.path, job.out_dir, job.fps, job.size, job.quality, info, job.threads, job.timeout_s
+            job.path, job.out_dir, job.fps, job.size, job.quality, info, job.threads, job.timeout_s,
+            job.max_duplicate_share,
         )
         frames = attach_ground_truth(frames, gt, info)
     except (VideoError, got10k.AnnotationError) as exc:
@@ -327,7 +444,7 @@ def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesPara
         for i in range(1, len(parts)):
             under.setdefault("/".join(parts[:i]), file)
         job = _Job(path, file, vid, out_root / vid, params.fps, params.size, params.jpeg_quality, threads,
-                   params.decode_timeout_s)
+                   params.decode_timeout_s, params.max_duplicate_share)
         jobs.append(job)
     return jobs, rejected
 
@@ -397,9 +514,12 @@ def _map(jobs: list[_Job], workers: int):
         return
     # Each worker spends its time waiting on an ffmpeg child; processes keep pandas and
     # the GIL out of each other's way and match ffmpeg's own one-process-per-video model.
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=worker_context()) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=worker_context())
+    try:
         for future in as_completed([pool.submit(_process, job) for job in jobs]):
-            yield future.result()
+            yield future.result()  # an OutputError stops the stage: the videos not started never start
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------- the stage
@@ -415,9 +535,11 @@ def run_stage(
     """extract_frames: write manifest.parquet, rejected.csv and metrics, then fail if the
     batch as a whole is unusable (the good work stays on disk either way)."""
     root, out_root = Path(videos_root), Path(out_root)
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make the frames folder {out_root}: {_strerror(exc)}") from None
     manifest, rejected = extract_all(root, out_root, params)
-    write_parquet(out_root / "manifest.parquet", manifest)
-    write_csv(out_root / "rejected.csv", rejected)
     found = manifest["video"].nunique() + len(rejected)
     share = len(rejected) / found if found else 0.0
     metrics = {
@@ -426,8 +548,14 @@ def run_stage(
         "videos_rejected": len(rejected),
         "rejected_share": round(share, 6),
         "frames": len(manifest),
+        "duplicate_frames": int(manifest["duplicate"].sum()),
     }
-    write_json(metrics_path, metrics)
+    for target, write, value in ((out_root / "manifest.parquet", write_parquet, manifest),
+                                 (out_root / "rejected.csv", write_csv, rejected), (Path(metrics_path), write_json, metrics)):
+        try:
+            write(target, value)
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {_strerror(exc)}") from None
     if found == 0:
         if not root.is_dir():
             raise ExtractionError(f"videos folder not found: {root}")
