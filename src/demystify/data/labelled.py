@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..images import report_skipped, split_images
 from . import check_entry, read_list
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 
@@ -53,6 +53,13 @@ class MaskedImages:
     shift: int = 0  # added to every mask value before use (ADE20K: -1, its 0 becoming ignored)
 
 
+def _images(folder: Path) -> list[Path]:
+    """The images of `folder`, sorted; the other files named in one line on stderr."""
+    images, skipped = split_images(p for p in folder.iterdir() if not p.is_dir())
+    report_skipped(f"split {folder}", skipped, folder)
+    return sorted(images)
+
+
 def folder_classification(root: str | Path, split: str, classes: list[str] | None = None) -> LabelledImages:
     folder = Path(root) / split
     if not folder.is_dir():
@@ -62,12 +69,14 @@ def folder_classification(root: str | Path, split: str, classes: list[str] | Non
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise LabelError(f"{folder / unknown[0]}: class {unknown[0]!r} is not in the class list {classes}")
-    paths, index = [], []
+    paths, index, skipped = [], [], []
     for i, cls in enumerate(classes):
-        for p in sorted((folder / cls).glob("*")) if (folder / cls).is_dir() else []:
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                paths.append(str(p))
-                index.append(i)
+        listed = sorted((folder / cls).glob("*")) if (folder / cls).is_dir() else []
+        images, others = split_images(p for p in listed if not p.is_dir())
+        paths += [str(p) for p in images]
+        index += [i] * len(images)
+        skipped += others
+    report_skipped(f"split {folder}", skipped, folder)
     if not paths:
         raise LabelError(f"{folder}: empty split (no images in class folders)")
     labels = np.zeros((len(paths), len(classes)), np.int8)
@@ -106,7 +115,7 @@ def world_segmentation(root: str | Path, split: str) -> MaskedImages:
     images_dir, masks_dir = root / split / "images", root / split / "masks"
     if not images_dir.is_dir():
         raise LabelError(f"{images_dir}: folder not found")
-    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = _images(images_dir)
     if not images:
         raise LabelError(f"{images_dir}: empty split")
     masks = [masks_dir / f"{p.stem}.png" for p in images]
@@ -129,7 +138,7 @@ def ade20k_segmentation(root: str | Path, split: str, num_classes: int = 150) ->
     images_dir = root / "images" / split
     if not images_dir.is_dir():
         raise LabelError(f"{images_dir}: folder not found")
-    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = _images(images_dir)
     if not images:
         raise LabelError(f"{images_dir}: empty split")
     masks = [root / "annotations" / split / f"{p.stem}.png" for p in images]

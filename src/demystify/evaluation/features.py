@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image
 from tqdm import tqdm
 
+from ..images import decode_rgb
 from ..ssl.augment import evaluation
 from ..ssl.checkpoint import load_backbone
 from ..ssl.moco import backbone
@@ -29,11 +29,9 @@ def load_model(path: str | Path, arch: str, device: str) -> torch.nn.Module:
 
 
 def read_rgb(path: str, box=None) -> torch.Tensor:
-    """uint8 (3, H, W), cropped to box (x, y, w, h) clipped to the image."""
-    try:
-        img = decode_image(path, mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise FeatureError(f"{path}: cannot read image ({exc})") from None
+    """uint8 (3, H, W) at 8 bits whatever the file's depth (demystify.images), cropped to box
+    (x, y, w, h) clipped to the image."""
+    img = decode_rgb(path, FeatureError)
     if box is not None:
         h, w = img.shape[-2:]
         x, y, bw, bh = box

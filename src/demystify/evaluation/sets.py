@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import check_entry, got10k, read_list
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp")
+from ..images import report_skipped, split_images
 
 
 class SetError(ValueError):
@@ -54,8 +53,11 @@ class EvalSet:
         return len(self.paths)
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+def _images(folder: Path, skipped: list[Path]) -> list[Path]:
+    """The images of `folder`, sorted; the other files are added to `skipped` (named once per set)."""
+    images, others = split_images(p for p in folder.iterdir() if not p.is_dir())
+    skipped += others
+    return sorted(images)
 
 
 def aloi(root: str | Path, kind: str) -> EvalSet:
@@ -65,11 +67,12 @@ def aloi(root: str | Path, kind: str) -> EvalSet:
                    if f.is_dir() and any(c.name.isdigit() for c in f.iterdir())), None)
     if folder is None:
         raise SetError(f"{root}: no ALOI object folders (aloi_red2_{kind}/png2/<number>/) found")
-    paths, ids = [], []
+    paths, ids, skipped = [], [], []
     for obj in sorted((c for c in folder.iterdir() if c.is_dir() and c.name.isdigit()), key=lambda c: int(c.name)):
-        images = _images(obj)
+        images = _images(obj, skipped)
         paths += [str(p) for p in images]
         ids += [int(obj.name)] * len(images)
+    report_skipped(f"aloi_{kind} {folder}", skipped, folder)
     ids = np.asarray(ids)
     # the unit is the object, named alike in the view, illumination and colour sets (the same objects)
     return EvalSet(f"aloi_{kind}", paths, ids, ids.astype(str), unit=np.asarray([f"aloi:{i}" for i in ids]))
