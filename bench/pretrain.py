@@ -14,6 +14,7 @@ Usage: python bench/pretrain.py [--device cpu|cuda] [--arch resnet18] [--size 64
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import time
@@ -124,7 +125,8 @@ def main() -> None:
 
     def batches(count: int):
         sampler.set_range(0, count)
-        for b in DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate_views, drop_last=True):
+        collate = functools.partial(collate_views, crop_boxes=augment.crop_boxes)
+        for b in DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True):
             images = b["images"].to(args.device)
             yield tuple(augment(images, b["sources"][v], b["regions"][v], b["uniforms"][v]) for v in range(2))
 

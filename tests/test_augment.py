@@ -108,7 +108,7 @@ def test_a_samples_views_do_not_depend_on_its_batch(tmp_path):
     aug = ba.BatchMoCoV2(24, 0.5)
 
     def views(dataset, keys):
-        b = collate_views([dataset[k] for k in keys])
+        b = collate_views([dataset[k] for k in keys], aug.crop_boxes)
         return [aug(b["images"], b["sources"][v], b["regions"][v], b["uniforms"][v]) for v in range(2)]
 
     resident, streamed = DecodedViews(items, seed=3), DecodedViews(items, seed=3, resident=False)

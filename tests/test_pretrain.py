@@ -223,22 +223,24 @@ def _tiny_pairs(root: Path, images: list[Path], videos: dict[str, int]) -> pd.Da
 def test_crops_positives_cut_both_views_from_box_a_of_frame_a(workspace, tmp_path):
     """positives `crops`: one item per pair, like the tracker's, but both views are drawn from frame
     a's box; the tracker's second view is frame b's box."""
+    from demystify.ssl.batch_augment import BatchMoCoV2
     from demystify.ssl.datasets import DecodedViews, collate_views
 
     images = sorted((workspace / "data/world/corpora/object_centric").rglob("*.png"))
     pairs = _tiny_pairs(tmp_path, images, {"v0": 2, "v1": 1})
+    crop_boxes = BatchMoCoV2(48).crop_boxes
     crops = pair_items(tmp_path / "pairs.parquet", tmp_path / "frames", crops=True, same_crop=True)
     tracker = pair_items(tmp_path / "pairs.parquet", tmp_path / "frames", crops=True)
     assert len(crops) == len(tracker) == len(pairs)
     for item, row in zip(crops, pairs.itertuples(), strict=True):
         assert item.path_a == str(tmp_path / "frames" / row.path_a) and item.path_b is None
         assert item.box_a == (row.a_x, row.a_y, row.a_w, row.a_h)
-    batch = collate_views([DecodedViews(crops, seed=0)[(i, 0)] for i in range(len(crops))])
+    batch = collate_views([DecodedViews(crops, seed=0)[(i, 0)] for i in range(len(crops))], crop_boxes)
     assert torch.equal(batch["sources"][0], batch["sources"][1])  # the same frame a ...
     assert torch.equal(batch["regions"][0], batch["regions"][1])  # ... and the same box a, twice
     assert batch["regions"][0][0].tolist() == [2, 3, 22, 21]
     assert len(batch["images"]) == len(pairs)  # frame b is never read
-    other = collate_views([DecodedViews(tracker, seed=0)[(i, 0)] for i in range(len(tracker))])
+    other = collate_views([DecodedViews(tracker, seed=0)[(i, 0)] for i in range(len(tracker))], crop_boxes)
     assert not torch.equal(other["sources"][0], other["sources"][1])
     assert other["regions"][1][0].tolist() == [8, 1, 24, 25]
 

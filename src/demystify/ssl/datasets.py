@@ -18,11 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, read_image
 
+from ..images import IMAGE_SUFFIXES, decode_rgb, report_skipped, split_images  # noqa: F401 - the one list, re-exported
 from ..io import file_md5
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class DataError(ValueError):
@@ -71,13 +69,16 @@ def walk_files(folder: Path) -> tuple[list[Path], list[str]]:
 
 
 def _images(folder: Path) -> list[Path]:
-    """The images under `folder`, sorted as Path sorts (the order of the committed results)."""
+    """The images under `folder`, sorted as Path sorts (the order of the committed results); the
+    files skipped for their suffix are named in one line on stderr."""
     if not folder.is_dir():
         raise DataError(f"{folder}: corpus folder not found")
     files, loops = walk_files(folder)
     for loop in loops:
         print(f"corpus {folder}: skipped {loop}", file=sys.stderr)
-    return sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+    images, skipped = split_images(files)
+    report_skipped(f"corpus {folder}", skipped, folder)
+    return sorted(images)
 
 
 def image_items(folder: Path, labelled: bool = False) -> tuple[list[Item], list[str]]:
@@ -216,10 +217,7 @@ class ViewsDataset(Dataset):
         return len(self.items)
 
     def _load(self, path: str, box) -> torch.Tensor:
-        try:
-            return _crop(read_image(path, ImageReadMode.RGB), box)
-        except (RuntimeError, OSError) as exc:
-            raise DataError(f"{path}: cannot read image ({exc})") from None
+        return _crop(decode_rgb(path, DataError), box)
 
     def __getitem__(self, key: int | tuple[int, int]):
         i, pass_ = key if isinstance(key, tuple) else (key, 0)
@@ -254,10 +252,7 @@ class DecodedViews(Dataset):
 
     @staticmethod
     def _read(path: str) -> torch.Tensor:
-        try:
-            return read_image(path, ImageReadMode.RGB)
-        except (RuntimeError, OSError) as exc:
-            raise DataError(f"{path}: cannot read image ({exc})") from None
+        return decode_rgb(path, DataError)
 
     def _image(self, path: str) -> torch.Tensor:
         return self._decoded[path] if self._decoded is not None else self._read(path)
@@ -276,26 +271,79 @@ class DecodedViews(Dataset):
                 "uniforms": sample_uniforms(self.seed, pass_, i, self.views), "label": it.label}
 
 
-def collate_views(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """One batch: `images` uint8 [M, 3, H, W] (each distinct image once, zero-padded to the largest),
-    `sources` [V, B] and `regions` [V, B, 4] per view and sample, `uniforms` [V, B, U], `labels` [B]."""
-    slots: dict[str, int] = {}
-    images: list[torch.Tensor] = []
+# a batch whose whole images take up to this is built from them: roi_align then samples every view at
+# its image's own coordinates, bit for bit the views the sample gets in any other batch (or process)
+WHOLE_BATCH_BYTES = 64 * 2**20
+
+
+def collate_views(samples: list[dict], crop_boxes) -> dict[str, torch.Tensor]:
+    """One batch: `images` uint8 [P, 3, H, W], `sources` [V, B] (the index into `images` of each view
+    of each sample), `regions` [V, B, 4] (the sample's region in it), `uniforms` [V, B, U], `labels`
+    [B]. `crop_boxes` is the augmentation's (BatchMoCoV2.crop_boxes).
+
+    Whole images (each once, padded to the largest by repeating its last row and column, so a crop
+    that ends at the image's edge resamples like torchvision's clamped resize) while they take at
+    most WHOLE_BATCH_BYTES, or no more than the crops would. Otherwise each view's crop box is cut
+    out (+ 1 pixel each side: what bilinear sampling reads around it, the image's edge repeated
+    outside it) and packed into pages as large as the largest crop (`_shelves`), so one huge image
+    no longer pads every image of its batch to its size; the region moves with the crop, and from
+    the moved region `crop_boxes` draws the moved box: the augmentation reads the same pixels.
+    (Only the float32 rounding of roi_align's sample positions differs, ~1e-5 of a pixel.)"""
+    views = len(samples[0]["paths"])
+    regions = torch.tensor([[s["regions"][v] for s in samples] for v in range(views)], dtype=torch.float64)
+    uniforms = torch.from_numpy(np.stack([s["uniforms"] for s in samples], axis=1))
+    batch = {"regions": regions, "uniforms": uniforms, "labels": torch.tensor([s["label"] for s in samples])}
+    slots: dict[str, torch.Tensor] = {}
     for s in samples:
-        for path, img in zip(s["paths"], s["images"], strict=True):
-            if path not in slots:
-                slots[path] = len(images)
-                images.append(img)
+        slots.update((path, img) for path, img in zip(s["paths"], s["images"], strict=True) if path not in slots)
+    whole = len(slots) * 3 * max(im.shape[1] for im in slots.values()) * max(im.shape[2] for im in slots.values())
+    if whole <= WHOLE_BATCH_BYTES:
+        return batch | _whole_images(samples, slots)
+    boxes = [b for v in range(views) for b in crop_boxes(regions[v], uniforms[v].to(torch.float64)).long().tolist()]
+    sizes = [(y1 - y0 + 2, x1 - x0 + 2) for x0, y0, x1, y1 in boxes]
+    page_h, page_w = max(h for h, _ in sizes), max(w for _, w in sizes)
+    places = _shelves(sizes, page_h, page_w)
+    count = max(p for p, _, _ in places) + 1
+    if count * 3 * page_h * page_w >= whole:
+        return batch | _whole_images(samples, slots)
+    pages = torch.zeros(count, 3, page_h, page_w, dtype=torch.uint8)
+    moved = regions.clone().view(-1, 4)  # [V * B, 4], view-major like `boxes`
+    for k, ((x0, y0, x1, y1), (page, y, x)) in enumerate(zip(boxes, places, strict=True)):
+        img = samples[k % len(samples)]["images"][k // len(samples)]
+        rows = torch.arange(y0 - 1, y1 + 1).clamp_(0, img.shape[1] - 1)
+        cols = torch.arange(x0 - 1, x1 + 1).clamp_(0, img.shape[2] - 1)
+        pages[page, :, y : y + len(rows), x : x + len(cols)] = img[:, rows][:, :, cols]
+        moved[k] += torch.tensor([x + 1 - x0, y + 1 - y0] * 2, dtype=torch.float64)
+    return batch | {"images": pages, "sources": torch.tensor([p for p, _, _ in places]).view(views, len(samples)),
+                    "regions": moved.view(views, len(samples), 4)}
+
+
+def _whole_images(samples: list[dict], slots: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    index = {path: k for k, path in enumerate(slots)}
+    images = list(slots.values())
     h, w = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
     stack = torch.empty(len(images), 3, h, w, dtype=torch.uint8)
-    for k, im in enumerate(images):  # padded by repeating the last row and column: a crop that ends at
-        ih, iw = im.shape[1:]        # the image's edge resamples like torchvision's clamped resize
+    for k, im in enumerate(images):  # padded by repeating the last row and column
+        ih, iw = im.shape[1:]
         stack[k, :, :ih, :iw] = im
         stack[k, :, ih:, :iw] = im[:, -1:, :]
         stack[k, :, :, iw:] = stack[k, :, :, iw - 1 : iw]
     return {"images": stack,
-            "sources": torch.tensor([[slots[s["paths"][v]] for s in samples] for v in range(len(samples[0]["paths"]))]),
-            "regions": torch.tensor([[s["regions"][v] for s in samples] for v in range(len(samples[0]["paths"]))],
-                                    dtype=torch.float64),
-            "uniforms": torch.from_numpy(np.stack([s["uniforms"] for s in samples], axis=1)),
-            "labels": torch.tensor([s["label"] for s in samples])}
+            "sources": torch.tensor([[index[s["paths"][v]] for s in samples] for v in range(len(samples[0]["paths"]))])}
+
+
+def _shelves(sizes: list, page_h: int, page_w: int) -> list[tuple[int, int, int]]:
+    """(page, y, x) of each (h, w) cell: tallest first, left to right in rows (shelves) as tall as
+    their first cell, a new page when a page is full. One huge crop gets a page of its own and the
+    small ones share pages, so the batch's memory follows the sum of its crops."""
+    places: list[tuple[int, int, int]] = [(0, 0, 0)] * len(sizes)
+    page, y, x, shelf = 0, 0, 0, 0
+    for k in sorted(range(len(sizes)), key=lambda k: (-sizes[k][0], k)):
+        h, w = sizes[k]
+        if x + w > page_w:  # next shelf
+            y, x, shelf = y + shelf, 0, 0
+        if y + h > page_h:  # next page
+            page, y, x, shelf = page + 1, 0, 0, 0
+        places[k] = (page, y, x)
+        x, shelf = x + w, max(shelf, h)
+    return places

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from ..checks.gate import require_passed
 from ..config import PretrainParams, VariantParams
+from ..images import image_size
 from ..io import write_json, write_torch
 from . import checkpoint as ckpt
 from . import resume
@@ -172,7 +174,10 @@ def build_data(variant: VariantParams, p: PretrainParams) -> tuple[DecodedViews,
     if not items:
         raise DataError(f"{data}: no training images (empty corpus)")
     labelled = variant.positives == "labels"
-    return DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(items, p.resident_mb)), classes, files
+    # every header read now (readable, an image, under the pixel cap): a streamed corpus names its bad
+    # file before training, not when a loader worker first draws it, possibly hours in
+    sizes = {q: image_size(q, DataError) for it in items for q in (it.path_a, it.path_b) if q}
+    return DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(sizes, p.resident_mb)), classes, files
 
 
 def negative_share(variant: VariantParams, dataset: DecodedViews) -> float | None:
@@ -188,12 +193,37 @@ def negative_share(variant: VariantParams, dataset: DecodedViews) -> float | Non
     return None if sources is None else round(same_source_share(sources), 6)
 
 
-def _fits_in_memory(items: list, resident_mb: int) -> bool:
-    """Whether the decoded corpus (estimated from its first image's size) fits in `resident_mb`."""
-    paths = {q for it in items for q in (it.path_a, it.path_b) if q}
-    if not paths or resident_mb <= 0:
+def _fits_in_memory(sizes: dict[str, tuple[int, int]], resident_mb: int) -> bool:
+    """Whether the decoded corpus (RGB uint8: 3 bytes a pixel of every image, sizes from the
+    headers) fits in `resident_mb`."""
+    if not sizes or resident_mb <= 0:
         return False
-    return len(paths) * DecodedViews._read(items[0].path_a).numel() <= resident_mb * 2**20
+    return sum(3 * w * h for w, h in sizes.values()) <= resident_mb * 2**20
+
+
+def _batches(loader: DataLoader):
+    """The loader's batches; a DataError raised in a loader worker (torch re-raises it here with
+    the worker's whole traceback in its message) becomes the one line it is without workers."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except DataError as exc:
+            raise DataError(worker_message(str(exc))) from None
+        yield batch
+
+
+def worker_message(message: str) -> str:
+    """The original message of an exception torch carried over from a loader worker ("Caught X in
+    DataLoader worker process N. Original Traceback ... module.X: message"); others unchanged."""
+    lines = message.rstrip().splitlines()
+    if len(lines) < 2 or not lines[0].startswith("Caught ") or "DataLoader worker" not in lines[0]:
+        return message
+    last = lines[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.rsplit(".", 1)[-1].isidentifier() and " " not in head else last
 
 
 def _queue_size(p: PretrainParams, n: int, global_batch: int, name: str) -> int:
@@ -345,9 +375,10 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             loss_sum, loss_n, started, images = 0.0, 0, time.perf_counter(), 0
             continue
         sampler.set_range(step, ends[len(history)])
-        loader = DataLoader(dataset, batch_size=p.batch_size, sampler=sampler, collate_fn=collate_views, drop_last=True,
+        loader = DataLoader(dataset, batch_size=p.batch_size, sampler=sampler, drop_last=True,
+                            collate_fn=functools.partial(collate_views, crop_boxes=augment.crop_boxes),
                             num_workers=0 if dataset.resident else p.workers, pin_memory=cuda)
-        for batch in loader:
+        for batch in _batches(loader):
             loss = step_fn(forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
             _stop_if_diverged(name, loss, step + 1, p, rt, ceiling)
             optimizer.zero_grad(set_to_none=True)
