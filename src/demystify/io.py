@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +77,27 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """NaN and infinities are not JSON (json.dumps writes them anyway, and readers then choke or
+    read a number): they are written as null, with one stderr line naming the file and the keys."""
+    where: list[str] = []
+    clean = finite_or_null(obj, "", where)
+    if where:
+        print(f"{path}: non-finite values written as null at {', '.join(where[:5])}"
+              f"{f' (and {len(where) - 5} more)' if len(where) > 5 else ''}", file=sys.stderr)
+    write_text(path, json.dumps(clean, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def finite_or_null(obj: Any, at: str = "", where: list[str] | None = None) -> Any:
+    """`obj` with every non-finite float replaced by None (numpy float64 is a float); their places go to `where`."""
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v, f"{at}.{k}" if at else str(k), where) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_null(v, f"{at}[{i}]", where) for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if where is not None:
+            where.append(at or "the top level")
+        return None
+    return obj
 
 
 def write_torch(path: str | Path, obj: Any) -> None:

@@ -7,6 +7,10 @@ that determines the result: the settings, the bytes of every file the run reads 
 and the kNN monitor split) and the training code. A checkpoint of another key is never resumed;
 the stage deletes its own checkpoint once the backbone is exported, and `make clean-checkpoints`
 removes what killed runs of settings never finished left behind.
+
+A checkpoint that fails its checksum (checkpoint.py), or has none (an older release's), is never
+resumed: it is renamed to `KEY.pt.damaged` with one stderr line naming it and why, and the run
+starts from step 0, which gives the same bytes as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from ..io import file_md5
+from . import checkpoint as ckpt
 
 ENV = "DEMYSTIFY_CHECKPOINTS"
 DEFAULT_DIR = ".checkpoints"
@@ -53,3 +59,17 @@ def code_digest() -> str:
 def resume_key(settings: dict, data_digest: str) -> str:
     blob = json.dumps({"settings": settings, "data": data_digest, "code": code_digest()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def load_or_set_aside(path: Path, key: str, stage: str) -> dict | None:
+    """The resumable state at `path`, or None (start from step 0): none there, or one that cannot
+    be trusted, which is moved aside to `*.damaged` (never resumed, never silently overwritten)."""
+    if not path.is_file():
+        return None
+    try:
+        return ckpt.load(path, key)
+    except ckpt.CheckpointError as exc:
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        print(f"{stage}: not resuming: {exc}; moved it to {aside} and starting from step 0", file=sys.stderr)
+        return None

@@ -466,12 +466,7 @@ def _agreed_key(key: str, rt: Runtime) -> str:
 def _load_resumable(path: Path, key: str, rt: Runtime, name: str) -> dict | None:
     """Rank 0 reads the checkpoint of this key (if any) and every process gets it by broadcast, so
     nodes without a shared file system resume from the same state."""
-    state = None
-    if rt.main and path.is_file():
-        try:
-            state = ckpt.load(path, key)
-        except ckpt.CheckpointError as exc:
-            print(f"pretrain@{name}: not resuming ({exc}); starting afresh", file=sys.stderr)
+    state = resume.load_or_set_aside(path, key, f"pretrain@{name}") if rt.main else None  # damaged: set aside
     if rt.world > 1:
         box = [state]
         dist.broadcast_object_list(box, src=0)
@@ -556,7 +551,8 @@ def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, 
     if rt.main:
         bb = _backbone_of(model)
         knn = history[-1]["knn_top1"] if history else monitor(bb, rt.device)
-        write_torch(models_dir / "backbone.pt", plain_backbone_state(bb))
+        write_torch(models_dir / "backbone.pt",
+                    ckpt.require_finite(plain_backbone_state(bb), f"pretrain@{name}: backbone not exported"))
         result = {"variant": name, "arch": p.arch, "steps": steps,
                   "final_loss": history[-1].get("loss") if history else None,
                   "knn_top1": round(knn, 4), "knn_chance": round(monitor.chance, 4)}
