@@ -5,11 +5,12 @@ is in a pretraining source -> --out (summary, validations, report.html, the trai
 import argparse
 import sys
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.checks.stage import CheckError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", required=True, help="extract_frames' output folder")
     ap.add_argument("--pairs", required=True, help="mine_pairs' manifest")

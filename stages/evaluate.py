@@ -4,11 +4,12 @@ backbone (--backbone), on the data sets named here, into one results folder per 
 import argparse
 import sys
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.evaluation.model_stage import ERRORS, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("model", help="an entry of params.yaml variants")
     ap.add_argument("--backbone", required=True, help="the exported backbone.pt")

@@ -3,11 +3,12 @@
 import argparse
 import sys
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.video.extract import ExtractionError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--videos", required=True, help="folder searched recursively for videos")
     ap.add_argument("--out", required=True, help="frames folder: <video>/NNNNNN.jpg, manifest.parquet, rejected.csv")

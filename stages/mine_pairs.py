@@ -5,11 +5,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.pairs.mine import PairsError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", required=True, help="extract_frames' output folder")
     ap.add_argument("--videos", required=True, help="the videos folder (GOT-10k / TrackingNet ground truth beside them)")

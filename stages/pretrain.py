@@ -4,7 +4,7 @@ backbone into --model, its curves and summary into --results. Also runs under to
 import argparse
 import sys
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.checks.gate import GateError
 from demystify.ssl.checkpoint import CheckpointError
 from demystify.ssl.datasets import DataError
@@ -12,6 +12,7 @@ from demystify.ssl.train import PretrainError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("variant", help="an entry of params.yaml variants")
     ap.add_argument("--data", required=True, help="the variant's corpus: image folder, frames folder or pairs manifest")

@@ -4,11 +4,12 @@ its figures, metrics.json), from the summaries, the pretraining results and the 
 import argparse
 import sys
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.report.build import ReportError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--summary", required=True, help="results/summary: the summarize stages' folders")
     ap.add_argument("--pretrain", required=True, help="results/pretrain: one folder per variant")

@@ -4,11 +4,12 @@
 import argparse
 import sys
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.evaluation.summary import KINDS, SummaryError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("kind", choices=list(KINDS))
     ap.add_argument("--results", required=True, help="results/<kind>: one folder per model")

@@ -4,11 +4,12 @@ CSV per quantity and one PNG, in --out."""
 import argparse
 import sys
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.report.curves import CurvesError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pretrain", required=True, help="results/pretrain: one folder per variant")
     ap.add_argument("--out", required=True, help="the overlaid curves' folder")

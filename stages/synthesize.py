@@ -3,11 +3,12 @@
 import argparse
 import sys
 
-from demystify import config
+from demystify import config, stage_process
 from demystify.world.synthesize import run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
+    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True, help="the world's folder (videos, corpora, evaluation sets)")
     args = ap.parse_args(argv)
