@@ -124,7 +124,7 @@ def launcher(stage: str) -> int:
 
 def descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:  # Linux; elsewhere none found
         if entry.isdigit() and (st := _stat(int(entry))) is not None:
             children.setdefault(st[1], []).append(int(entry))
     found, todo = [], [root]
