@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ChecksParams, FramesParams, PairsParams, WorldParams
-from ..io import write_json, write_text
+from ..io import finite_or_null, write_json, write_text
 from . import centricity, gate, leakage, suites
 from .report import render_html
 
@@ -118,8 +118,9 @@ def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: 
     if leak_skipped:
         summary["skipped"] = {"leakage": leak_skipped}
     write_json(out_dir / "summary.json", summary)
-    write_text(out_dir / "validations.json", json.dumps({o.suite: o.raw for o in outcomes}, indent=1, sort_keys=True,
-                                                        default=str) + "\n")
+    # GX reports an observed value it could not compute (an empty column) as NaN: null in JSON
+    raw = finite_or_null({o.suite: o.raw for o in outcomes})
+    write_text(out_dir / "validations.json", json.dumps(raw, indent=1, sort_keys=True, default=str, allow_nan=False) + "\n")
     write_text(out_dir / "report.html", render_html(outcomes, corpora, checks, summary.get("skipped", {})))
     stopping = suites.stops(outcomes, checks)
     gate.write(out_dir / "gate.json", [str(f) for f in stopping])
