@@ -303,15 +303,75 @@ def test_queue_larger_than_corpus_is_clipped(workspace, tmp_path):
     assert "queue_size 4096 clipped to 24 (corpus of 24 images, global batch 4)" in proc.stderr
 
 
+class _OfficialMoCo(torch.nn.Module):
+    """The state of facebookresearch/moco's moco/builder.py MoCo: two torchvision ResNets with
+    fc = Linear(feat, dim) (v2, mlp: Sequential(Linear(feat, feat), ReLU, Linear(feat, dim))), the
+    queue [dim, K] and queue_ptr [1] buffers."""
+
+    def __init__(self, arch: str, dim: int = 128, K: int = 1024, mlp: bool = True):
+        super().__init__()
+        self.encoder_q = getattr(torchvision.models, arch)(num_classes=dim)
+        self.encoder_k = getattr(torchvision.models, arch)(num_classes=dim)
+        if mlp:
+            for enc in (self.encoder_q, self.encoder_k):
+                feat = enc.fc.weight.shape[1]
+                enc.fc = torch.nn.Sequential(torch.nn.Linear(feat, feat), torch.nn.ReLU(), enc.fc)
+        with torch.no_grad():  # the key encoder trails the query encoder (momentum update)
+            for q, k in zip(self.encoder_q.state_dict().values(), self.encoder_k.state_dict().values(), strict=True):
+                k.copy_(q * 0.5 if q.is_floating_point() else q)
+        self.register_buffer("queue", torch.nn.functional.normalize(torch.randn(dim, K), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+
+def _official_checkpoint(path: Path, arch: str, mlp: bool) -> _OfficialMoCo:
+    """Saved as main_moco.py saves it: the model inside DDP (`module.` keys), with its SGD state."""
+    model = _OfficialMoCo(arch, mlp=mlp)
+    wrapper = torch.nn.Module()
+    wrapper.module = model  # DistributedDataParallel's attribute, so the keys read `module.encoder_q...`
+    optimizer = torch.optim.SGD(wrapper.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    for q in model.encoder_q.parameters():
+        q.grad = torch.zeros_like(q)
+    optimizer.step()  # momentum buffers, as in a checkpoint saved mid-training
+    torch.save({"epoch": 200, "arch": arch, "state_dict": wrapper.state_dict(), "optimizer": optimizer.state_dict()},
+               path)
+    return model
+
+
+def test_official_moco_layouts_and_torchvision_load_the_query_encoder(tmp_path):
+    """MoCo v1 (fc head) and v2 (MLP head) checkpoints with their true key set (queue, queue_ptr,
+    encoder_k, optimizer) and a torchvision state dict load as the evaluation backbone: the query
+    encoder's weights, never the key encoder's, and the head dropped (main_lincls.py's rule)."""
+    from demystify.evaluation.features import load_model
+
+    torch.manual_seed(5)
+    for mlp, name in ((False, "moco_v1_200ep_pretrain.pth.tar"), (True, "moco_v2_200ep_pretrain.pth.tar")):
+        model = _official_checkpoint(tmp_path / name, "resnet18", mlp)
+        keys = set(torch.load(tmp_path / name, weights_only=True)["state_dict"])
+        assert {"module.queue", "module.queue_ptr", "module.encoder_k.conv1.weight"} <= keys
+        assert ("module.encoder_q.fc.2.weight" in keys) == mlp
+        loaded = load_model(tmp_path / name, "resnet18", "cpu").state_dict()
+        query = {k: v for k, v in model.encoder_q.state_dict().items() if not k.startswith("fc.")}
+        assert set(loaded) == set(query) and all(torch.equal(loaded[k], v) for k, v in query.items())
+        assert not torch.equal(loaded["conv1.weight"], model.encoder_k.conv1.weight)
+    plain = torchvision.models.resnet18(num_classes=1000).state_dict()  # as torchvision's weights files hold it
+    torch.save(plain, tmp_path / "resnet18.pth")
+    loaded = load_model(tmp_path / "resnet18.pth", "resnet18", "cpu").state_dict()
+    assert all(torch.equal(loaded[k], plain[k]) for k in loaded) and "fc.weight" not in loaded
+    with pytest.raises(ckpt.CheckpointError, match=r"moco_v2_200ep_pretrain.pth.tar: does not fit the model"):
+        load_model(tmp_path / "moco_v2_200ep_pretrain.pth.tar", "resnet50", "cpu")  # another architecture
+    v3 = {f"module.base_encoder.{k}": v for k, v in plain.items()}  # moco-v3: base/momentum encoder, predictor
+    v3.update({"module.momentum_encoder.conv1.weight": plain["conv1.weight"] * 0,
+               "module.predictor.0.weight": torch.zeros(4, 4)})
+    assert ckpt.plain_resnet_state({"state_dict": v3}).keys() == {k for k in plain if not k.startswith("fc.")}
+
+
 def test_external_checkpoint_becomes_a_model(workspace, tmp_path):
-    """An official-MoCo-style checkpoint given as an `external` variant is exported as a plain
-    backbone; one of another architecture stops the stage naming the file."""
+    """An official MoCo v2 checkpoint (its true key set: queue, key encoder, optimizer) given as an
+    `external` variant is exported as the plain query-encoder backbone; one of another architecture
+    stops the stage naming the file. Before: refused as "unexpected ['queue', 'queue_ptr']"."""
     root = _copy_workspace(workspace, tmp_path / "ws")
     torch.manual_seed(3)
-    net = backbone("resnet18")
-    official = {"state_dict": {f"module.encoder_q.{k}": v for k, v in plain_backbone_state(net).items()},
-                "epoch": 200}
-    torch.save(official, tmp_path / "moco.pth.tar")
+    official = _official_checkpoint(tmp_path / "moco.pth.tar", "resnet18", mlp=True)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["variants"]["theirs"] = {"method": "external", "positives": "none", "data": str(tmp_path / "moco.pth.tar")}
     params["variants"]["wrong"] = {"method": "external", "positives": "none", "data": str(tmp_path / "moco.pth.tar"),
@@ -320,7 +380,8 @@ def test_external_checkpoint_becomes_a_model(workspace, tmp_path):
     proc = _run(root, "theirs")
     assert proc.returncode == 0, proc.stderr
     exported = torch.load(root / "models" / "theirs" / "backbone.pt", weights_only=True)
-    assert all(torch.equal(exported[k], v) for k, v in plain_backbone_state(net).items())
+    query = plain_backbone_state(official.encoder_q)
+    assert exported.keys() == query.keys() and all(torch.equal(exported[k], v) for k, v in query.items())
     proc = _run(root, "wrong")
     assert proc.returncode == 1 and "moco.pth.tar: does not fit the model (another architecture?)" in proc.stderr
 

@@ -80,29 +80,41 @@ def require_finite(state: dict, what: str) -> dict:
     return state
 
 
-# prefixes that DDP, the official MoCo code and this project's MoCo put before torchvision's keys
-_PREFIXES = ("module.", "encoder_q.0.", "encoder_q.", "backbone.", "net.")
+# The query encoder's prefix in MoCo checkpoints: v1/v2 (facebookresearch/moco builder.py:
+# `encoder_q`, beside `encoder_k`, `queue` and `queue_ptr`), v3 (moco-v3: `base_encoder`, beside
+# `momentum_encoder` and `predictor`). Only the query encoder is the learned backbone: main_lincls.py
+# keeps `module.encoder_q.*` minus `module.encoder_q.fc.*` and drops every other key; so do we.
+_QUERY_ENCODERS = ("encoder_q.", "base_encoder.")
+# prefixes other exports put before torchvision's keys
+_WRAPPERS = ("backbone.", "net.")
+# heads: torchvision's classifier, the official MoCo v2 MLP (fc.0/fc.2) and this project's
+# projection head (encoder_q is Sequential(backbone, head): `0.` the backbone, `1.` the head)
+_HEADS = ("fc.", "head.")
 
 
 def plain_resnet_state(state: dict) -> dict:
-    """A torchvision ResNet state dict from a plain export, a DDP/MoCo checkpoint (prefixes
-    stripped, `state_dict`/`model` unwrapped) or a torchvision file; `fc` and heads dropped."""
+    """A torchvision ResNet state dict from a plain export, a torchvision file, a DDP checkpoint or
+    a MoCo v1/v2/v3 checkpoint (`state_dict`/`model` unwrapped, the query encoder kept, the key
+    encoder, queue, predictor and heads dropped)."""
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
             state = state[key]
-    if any(k.startswith("encoder_q.") or k.startswith("module.encoder_q.") for k in state):
-        state = {k: v for k, v in state.items() if "encoder_k." not in k}
+    state = {(k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k): v
+             for k, v in state.items()}
+    for prefix in _QUERY_ENCODERS:
+        if any(isinstance(k, str) and k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+            if all(k.startswith(("0.", "1.")) for k in state):  # this project's Sequential(backbone, head)
+                state = {k[2:]: v for k, v in state.items() if k.startswith("0.")}
+            break
     out = {}
     for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        if key.startswith(("fc.", "1.", "head.")) or not isinstance(value, torch.Tensor):
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             continue
-        out[key] = value
+        for prefix in _WRAPPERS:
+            key = key.removeprefix(prefix)
+        if not key.startswith(_HEADS):
+            out[key] = value
     return out
 
 
