@@ -6,6 +6,7 @@ import copy
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,35 @@ def test_unknown_top_level_and_missing_sections(params):
         config.validate(bad, "frames")
 
 
+def test_an_unknown_key_anywhere_stops_every_stage(params):
+    """`dvc exp run -S +seed=1` (Hydra's `+` adds any key) wrote a key no stage reads: before, only a
+    stage validating that very section refused it, so nothing reran and an experiment was recorded.
+    Now the whole tree is checked against the schema by whatever section a stage loads."""
+    for dotted, value in (("seed", 1), ("pretrain.foo", 1), ("world.videos.spin", 3),
+                          ("variants.moco_frames.lr", 0.1), ("classification.knn.kk", 5)):
+        bad = copy.deepcopy(params)
+        _set(bad, dotted, value)
+        expected = (f"unknown top-level key(s): {dotted} " if "." not in dotted
+                    else f"{dotted} = {value!r}: unknown key")
+        with pytest.raises(config.ConfigError, match=re.escape(expected)):
+            config.validate(bad, "frames")  # a section that does not hold the key
+    assert config.validate(params, "frames")["frames"].fps > 0  # the committed tree still passes
+
+
+def test_the_whole_file_check_names_the_key(tmp_path, params):
+    """`python -m demystify.config params.yaml`: what a stage depending on the whole params.yaml can
+    run, so that a key no stage reads still fails `dvc exp run`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({**params, "seed": 1}))
+    proc = subprocess.run([sys.executable, "-m", "demystify.config", str(path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "unknown top-level key(s): seed" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    path.write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-m", "demystify.config", str(path)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+
+
 def test_missing_key_is_named(params):
     bad = copy.deepcopy(params)
     del bad["world"]["videos"]["fps"]
@@ -125,8 +155,12 @@ def test_unreadable_params_file(tmp_path):
         config.load("world", path=tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize(("stage", "key"), [("synthesize", "world.videos.fps"), ("extract_frames", "frames.fps")])
-def test_stage_stops_before_work(tmp_path, params, stage, key):
+@pytest.mark.parametrize(("stage", "key", "expected"), [
+    ("synthesize", "world.videos.fps", "world.videos.fps = -2.0"),
+    ("extract_frames", "frames.fps", "frames.fps = -2.0"),
+    ("extract_frames", "seed", "unknown top-level key(s): seed"),  # `-S +seed=...`: no stage reads it
+])
+def test_stage_stops_before_work(tmp_path, params, stage, key, expected):
     bad = copy.deepcopy(params)
     _set(bad, key, -2.0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
@@ -134,7 +168,7 @@ def test_stage_stops_before_work(tmp_path, params, stage, key):
     proc = subprocess.run(stage_argv(stage, tmp_path / "params.yaml"), cwd=tmp_path,  # as dvc.yaml runs it
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 1
-    assert f"{key} = -2.0" in proc.stderr
+    assert expected in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
 
 

@@ -551,11 +551,43 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") -> dict[str, Any]:
-    """Validate `sections` of a params mapping; unknown top-level keys are always rejected."""
-    unknown = sorted(set(data) - set(SECTIONS))
+def _unknown_keys(value: Any, model: type, prefix: str) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every key under `value` that `model` (a Section, or dict: the
+    variants' name -> VariantParams) has no field for; values of the wrong type are left to the
+    section's own validation."""
+    if not isinstance(value, dict):
+        return []
+    if model is dict:
+        return [u for name, entry in value.items() for u in _unknown_keys(entry, VariantParams, f"{prefix}.{name}")]
+    out = []
+    for key, sub in value.items():
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            out.append((f"{prefix}.{key}", sub))
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            out += _unknown_keys(sub, field.annotation, f"{prefix}.{key}")
+    return out
+
+
+def check_keys(data: dict[str, Any], source: str = "params.yaml") -> None:
+    """Every key of the whole params tree is in the schema, whichever sections a stage reads: a key
+    added with Hydra's `+` (`dvc exp run -S +seed=1`) that no stage reads would otherwise be
+    recorded as an experiment's param while changing nothing."""
+    unknown = sorted(str(k) for k in set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s): {', '.join(unknown)}")
+        raise ConfigError(f"{source}: unknown top-level key(s): {', '.join(unknown)} (not in the schema, "
+                          "src/demystify/config.py; no stage reads it)")
+    nested = [u for name, model in SECTIONS.items() for u in _unknown_keys(data.get(name), model, name)]
+    if nested:
+        lines = "\n".join(f"  {key} = {value!r}: unknown key (not in the schema; no stage reads it)"
+                          for key, value in nested)
+        raise ConfigError(f"{source}: invalid parameters:\n{lines}")
+
+
+def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") -> dict[str, Any]:
+    """Validate `sections` of a params mapping; an unknown key anywhere in it (not only in
+    `sections`) and a value the shell would read as code are always rejected."""
+    check_keys(data, source)
     check_shell_safe(data, source)
     out: dict[str, Any] = {}
     for name in sections:
@@ -596,3 +628,13 @@ def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") 
 def load(*sections: str, path: str | Path = "params.yaml") -> dict[str, Any]:
     """Read params.yaml and return the validated `sections` by name."""
     return validate(read_yaml(path), *sections, source=str(path))
+
+
+if __name__ == "__main__":  # `python -m demystify.config [params.yaml]`: the whole file's keys and cmd values
+    import sys
+
+    try:
+        validate(read_yaml(sys.argv[1] if len(sys.argv) > 1 else "params.yaml"))
+    except ConfigError as exc:
+        print(f"params: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .config import ConfigError, check_shell_safe, read_yaml
+from .config import ConfigError, read_yaml, validate
 from .io import atomic_path
 
 
 def compose(output: str | Path, overrides: list[str] | None = None, config_dir: str | Path = "conf") -> None:
-    """Compose into `output`; a variant name or a path the stage commands could not quote safely is
-    refused by name and leaves `output` as it was, so no later `dvc repro` runs it."""
+    """Compose into `output`; a key outside the schema (`+seed=1` included: Hydra's `+` adds any
+    key), a variant name or a path the stage commands could not quote safely is refused by name and
+    leaves `output` as it was, so no later `dvc repro` runs it."""
     from dvc.utils.hydra import compose_and_dump
 
     with atomic_path(output) as tmp:
@@ -19,7 +20,7 @@ def compose(output: str | Path, overrides: list[str] | None = None, config_dir: 
         try:
             compose_and_dump(dumped, str(Path(config_dir).resolve()), None, "config", str(Path(config_dir).resolve()),
                              list(overrides or []))
-            check_shell_safe(read_yaml(dumped), str(output))
+            validate(read_yaml(dumped), source=str(output))  # the whole tree's keys, cmd values
             dumped.replace(tmp)
         finally:
             dumped.unlink(missing_ok=True)
