@@ -17,7 +17,17 @@ from demystify.data import trackingnet
 from demystify.data.got10k import AnnotationError
 from demystify.pairs import ground_truth
 from demystify.pairs.boxes import iou, outside_share
-from demystify.pairs.mine import COLUMNS, PairsError, _iou_gt, mine_all, mine_video, run_stage
+from demystify.pairs.grid import caption_text
+from demystify.pairs.mine import (
+    COLUMNS,
+    DECIMALS,
+    FLOAT_COLUMNS,
+    PairsError,
+    _iou_gt,
+    mine_all,
+    mine_video,
+    run_stage,
+)
 from demystify.pairs.sampling import sample_pairs, video_rng
 from demystify.params_file import compose
 from demystify.video.extract import extract_all
@@ -122,6 +132,37 @@ def test_run_stage_writes_outputs(clips, params, tmp_path):
     grid = cv2.imread(str(tmp_path / "results" / "pairs.png"))
     assert grid is not None and grid.shape[0] > 100
     assert yaml.safe_load((tmp_path / "results" / "metrics.json").read_text())["pairs"] == metrics["pairs"]
+
+
+def test_floats_rounded_and_bytes_repeat(clips, params, tmp_path):
+    """Every float the manifest holds is rounded to mine.DECIMALS (the CPU's last bits never reach
+    dvc.lock), and two runs write the same bytes: manifest, grid and metrics."""
+    manifest, frames_root, videos_root = clips
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    outputs = []
+    for run in ("one", "two"):
+        run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=frames_root, videos_root=videos_root,
+                  out_pairs=tmp_path / run / "pairs.parquet", out_dir=tmp_path / run, p=_with(params["pairs"], workers=1))
+        outputs.append({f: (tmp_path / run / f).read_bytes() for f in ("pairs.parquet", "pairs.png", "metrics.json")})
+    assert outputs[0] == outputs[1]
+    pairs = pd.read_parquet(tmp_path / "one" / "pairs.parquet")
+    assert sorted(pairs.select_dtypes("float").columns) == sorted(FLOAT_COLUMNS)
+    for column in FLOAT_COLUMNS:
+        values = pairs[column].dropna()
+        assert all(v == round(v, DECIMALS) for v in values), column
+    # nothing lost: the scored columns are still there, in range, and not all whole numbers
+    assert len(pairs) > 0 and pairs["view_change_deg"].notna().all() and pairs["scale_change"].ge(1).all()
+    assert pairs["iou_gt"].between(0, 1).all() and (pairs["score"] % 1 != 0).any()
+
+
+def test_captions_do_not_depend_on_the_last_bits():
+    """A value a CPU computes a few ulps either side of a rounding edge prints the same caption."""
+    row = dict(video="v", frame_a=1, frame_b=4, iou_gt=0.5)
+    low = pd.Series({**row, "score": 0.8949999999999999, "view_change_deg": 22.499999999999996})
+    high = pd.Series({**row, "score": 0.8950000000000001, "view_change_deg": 22.500000000000004})
+    assert caption_text(low) == caption_text(high) == "v 1->4 s 0.90 iou 0.50 view 22deg"
+    assert caption_text(pd.Series({**row, "score": 1.0, "iou_gt": float("nan"), "view_change_deg": float("nan")})) \
+        == "v 1->4 s 1.00"
 
 
 # --- scoring against ground truth --------------------------------------------------------------

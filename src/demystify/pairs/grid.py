@@ -12,6 +12,7 @@ from ..io import atomic_path
 
 TILE = 128  # height of one frame in the grid
 COLUMNS = 2  # pairs per row
+CAPTION_DECIMALS = 6  # as the pairs manifest's floats (mine.DECIMALS)
 
 
 def _tile(img: np.ndarray, box: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
@@ -22,6 +23,20 @@ def _tile(img: np.ndarray, box: np.ndarray, color: tuple[int, int, int]) -> np.n
     x0, y0, x1, y1 = np.clip([x, y, x + w - 1, y + h - 1], -(1 << 16), 1 << 16).astype(int)
     cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
     return out
+
+
+def _fixed(value: float, digits: int) -> str:
+    # rounded to CAPTION_DECIMALS first: a value whose last bits differ between CPUs (22.4999... on
+    # one, 22.5000... on another) prints the same digits, so pairs.png is the same bytes everywhere
+    return f"{round(float(value), CAPTION_DECIMALS):.{digits}f}"
+
+
+def caption_text(r) -> str:
+    """A pair's caption: video, frames, score, iou_gt and the object's viewpoint change, each at a
+    fixed precision."""
+    text = f"{r.video} {r.frame_a}->{r.frame_b} s {_fixed(r.score, 2)}"
+    text += "" if np.isnan(r.iou_gt) else f" iou {_fixed(r.iou_gt, 2)}"
+    return text + ("" if np.isnan(r.view_change_deg) else f" view {_fixed(r.view_change_deg, 0)}deg")  # how far it turned
 
 
 def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> None:
@@ -40,10 +55,7 @@ def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> 
                                np.full((TILE, 4, 3), 255, np.uint8),
                                _tile(b, r[["b_x", "b_y", "b_w", "b_h"]].to_numpy(float), (0, 0, 230))], 1)
         caption = np.full((18, pair.shape[1], 3), 255, np.uint8)
-        iou_text = "" if np.isnan(r.iou_gt) else f" iou {r.iou_gt:.2f}"
-        iou_text += "" if np.isnan(r.view_change_deg) else f" view {r.view_change_deg:.0f}deg"  # how far it turned
-        cv2.putText(caption, f"{r.video} {r.frame_a}->{r.frame_b} s {r.score:.2f}{iou_text}", (3, 13),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(caption, caption_text(r), (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
         rows.append(np.concatenate([caption, pair], 0))
     if not rows:
         grid = np.full((40, 320, 3), 255, np.uint8)

@@ -35,6 +35,10 @@ BOX_COLUMNS = ["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]
 COLUMNS = ["video", "frame_a", "frame_b", "gap", *BOX_COLUMNS, "source", "score", "iou_gt", "track",
            "view_change_deg", "scale_change", "path_a", "path_b"]
 MAX_CANDIDATES = 5  # proposals tracked per anchor frame, strongest first
+FLOAT_COLUMNS = [*BOX_COLUMNS, "score", "iou_gt", "view_change_deg", "scale_change"]
+# Decimals kept of every float written: trigonometry and SIMD reductions differ in their last bits
+# between CPUs (numpy's AVX-512 sin/cos/arccos), and the manifest and pairs.png are in dvc.lock
+DECIMALS = 6
 REASONS = ("too_short", "no_proposals", "lost", "low_confidence", "left_frame", "scale_change",
            "inconsistent", "absent")
 
@@ -253,6 +257,7 @@ def mine_all(manifest: pd.DataFrame, frames_root: str | Path, videos_root: str |
     pairs = pd.DataFrame(rows, columns=COLUMNS)
     pairs = pairs.astype({"frame_a": "int64", "frame_b": "int64", "gap": "int64", "track": "int64", "score": "float64",
                           "iou_gt": "float64", "view_change_deg": "float64", "scale_change": "float64", **dict.fromkeys(BOX_COLUMNS, "float64")})
+    pairs[FLOAT_COLUMNS] = pairs[FLOAT_COLUMNS].round(DECIMALS)  # the same bytes on every x86-64 CPU
     return pairs, _metrics(pairs, results, failures, p, len(jobs))
 
 
@@ -284,7 +289,7 @@ def _metrics(pairs: pd.DataFrame, results: dict[str, VideoResult], failures: dic
     scale = pairs["scale_change"].dropna()  # how much bigger or smaller the object got (factor >= 1)
     for name, q in (("median", 0.5), ("p90", 0.9)):
         metrics[f"scale_change_{name}"] = round(float(scale.quantile(q)), 3) if len(scale) else None
-    tracking = np.array([t for r in results.values() for t in r.tracking_iou], float)
+    tracking = np.array([t for r in results.values() for t in r.tracking_iou], float).round(DECIMALS)
     tracking = tracking[np.isfinite(tracking)]
     metrics["mean_tracking_iou"] = round(float(tracking.mean()), 4) if len(tracking) else None
     metrics.update({f"rejected_{reason}": int(rejected.get(reason, 0)) for reason in REASONS})
