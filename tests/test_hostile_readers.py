@@ -283,11 +283,9 @@ def test_evaluate_stage_prints_one_line(tmp_path, monkeypatch, capsys):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     monkeypatch.chdir(ROOT)  # params.yaml
-    rc = script.main(["moco_tracker", "--backbone", str(tmp_path / "none.pt"), "--aloi", str(tmp_path / "aloi"),
-                      "--got10k", str(tmp_path / "got"), "--pascal3d", str(tmp_path / "p3d"),
-                      "--classification-data", str(tmp_path), "--segmentation-data", str(tmp_path),
-                      "--invariance-out", str(tmp_path / "o1"), "--classification-out", str(tmp_path / "o2"),
-                      "--segmentation-out", str(tmp_path / "o3")])
+    rc = script.main(["invariance", "moco_tracker", "--backbone", str(tmp_path / "none.pt"), "--aloi",
+                      str(tmp_path / "aloi"), "--got10k", str(tmp_path / "got"), "--pascal3d", str(tmp_path / "p3d"),
+                      "--out", str(tmp_path / "o1")])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "Traceback" not in err
-    assert err.startswith("evaluate@moco_tracker: invariance: ") and "got/list.txt: entry '../../../etc'" in err
+    assert err.startswith("evaluate_invariance@moco_tracker: ") and "got/list.txt: entry '../../../etc'" in err

@@ -111,3 +111,17 @@ def test_every_path_a_stage_reads_or_writes_is_on_its_cmd_line_and_declared(name
     data = [d for d in declared if not d.startswith(("src/", "stages/"))]
     unnamed = [d for d in data if not any(_related(d, c) for c in on_cmd)]
     assert not unnamed, f"{name}: declared paths the cmd does not hand to the script: {unnamed}"
+
+
+def test_each_evaluation_reads_only_its_own_params_section():
+    """One stage per evaluation and model: `-S classification.knn.k=50` makes the classification
+    stages out of date, not invariance or segmentation (test_pipeline asks `dvc status`), and no
+    evaluation folder is written by two stages."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    kinds = ("invariance", "classification", "segmentation")
+    assert "evaluate" not in stages
+    for kind in kinds:
+        body = stages[f"evaluate_{kind}"]["do"]
+        assert kind in body["params"] and not (set(kinds) - {kind}) & set(body["params"]), body["params"]
+        assert body["outs"] == [f"results/{kind}/${{key}}"]
+        assert body["cmd"].split()[2] == kind  # stages/evaluate.py KIND MODEL

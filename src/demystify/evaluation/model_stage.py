@@ -1,7 +1,8 @@
-"""`evaluate@MODEL`: every evaluation of one model in one process (invariance, classification,
-segmentation), each on its own data set with features extracted once and every probe fitted on
-them. One stage per model keeps DVC's per-model caching (a new backbone reruns its own
-evaluation only) without paying process start and imports three times."""
+"""`evaluate_<KIND>@MODEL`: one evaluation (invariance, classification or segmentation) of one
+model, a DVC stage of its own so that a change of one evaluation's params reruns that evaluation
+only (`-S classification.knn.k=50` reruns the classification of each model, nothing else). Each
+evaluation has its own data sets, so features are still extracted once per data set and model;
+what three stages cost over one is a process start and imports (measured in docs/pipeline.md)."""
 
 from __future__ import annotations
 
@@ -29,16 +30,13 @@ def describe(kind: str, metrics: dict) -> str:
     return ", ".join(f"{k} {metrics[k]}" for k in keys if k in metrics)
 
 
-def run_stage(*, name: str, arch: str, backbone: str | Path, params: dict, out_dirs: dict[str, str | Path]) -> dict:
-    """The `evaluate@MODEL` stage: each evaluation of EVALUATIONS on `backbone` into out_dirs[kind];
-    params[kind] holds its section (data paths included). A known failure raises one of ERRORS,
-    its message prefixed with the evaluation that failed."""
+def run_stage(*, kind: str, name: str, arch: str, backbone: str | Path, params, out_dir: str | Path) -> dict:
+    """The `evaluate_<kind>@MODEL` stage: evaluation `kind` of EVALUATIONS on `backbone` into
+    out_dir; params is its section (data paths included). A known failure raises one of ERRORS
+    (the stage's name, which the script prints first, says which evaluation failed)."""
+    if kind not in EVALUATIONS:
+        raise config.ConfigError(f"evaluation {kind!r} is not one of {', '.join(EVALUATIONS)}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = {}
-    for kind, evaluate in EVALUATIONS.items():
-        try:
-            results[kind] = evaluate(name, arch, backbone, params[kind], out_dirs[kind], device)
-        except ERRORS as exc:
-            raise type(exc)(f"{kind}: {exc}") from exc
-        print(f"evaluate@{name} {kind}: {describe(kind, results[kind])}")
-    return results
+    metrics = EVALUATIONS[kind](name, arch, backbone, params, out_dir, device)
+    print(f"evaluate_{kind}@{name}: {describe(kind, metrics)}")
+    return metrics
