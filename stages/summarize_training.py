@@ -15,9 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="the overlaid curves' folder")
     args = ap.parse_args(argv)
     try:
-        p = config.load("pretrain", "variants")
-        rows = run_stage(pretrain=args.pretrain, variants=list(p["variants"]), log_every=p["pretrain"].log_every,
-                         out_dir=args.out)
+        p = config.load("variants")
+        rows = run_stage(pretrain=args.pretrain, variants=list(p["variants"]), out_dir=args.out)
     except (config.ConfigError, CurvesError) as exc:
         print(f"summarize_training: {exc}", file=sys.stderr)
         return 1

@@ -422,6 +422,18 @@ def straight(workspace, tmp_path_factory):
     return root
 
 
+def test_dvclive_steps_are_optimizer_steps(straight):
+    """dvclive's x is the optimizer step each logging period ended at (4 and 8 here), as in the
+    overlaid curves, never the period's index; its summary's step is the last one."""
+    live = straight / "results/pretrain/moco_object_centric"
+    for rel, column in (("train/loss.tsv", "loss"), ("train/lr.tsv", "lr"), ("monitor/knn_top1.tsv", "knn_top1")):
+        table = pd.read_csv(live / "plots/metrics" / rel, sep="\t")
+        assert table["step"].tolist() == [4, 8], rel
+        assert table[column].notna().all() and len(table) == 2  # every period's value, each once
+    summary = json.loads((live / "metrics.json").read_text())
+    assert summary["step"] == 8 and summary["train"]["loss"] > 0 and 0 <= summary["monitor"]["knn_top1"] <= 1
+
+
 def test_seed_replicates_and_the_control_variants_train(workspace, straight, tmp_path):
     """Real training steps: a variant's own seed changes its backbone, the same seed given explicitly
     gives the very bytes of the run on pretrain.seed; `crops` trains on a pairs manifest and reports

@@ -1,4 +1,4 @@
-"""Training curves of every variant overlaid: dvclive's per-variant TSVs (one x per logging period)
+"""Training curves of every variant overlaid: dvclive's per-variant TSVs (x: the optimizer step)
 gathered into one long CSV per quantity (step, variant, value), which the `variants` plot template
 colours by variant, and one PNG of all three for places that show images (a pull-request comment).
 
@@ -21,9 +21,9 @@ class CurvesError(ValueError):
     """A variant's curves are missing; the message names the file."""
 
 
-def variant_curves(pretrain_dir: Path, log_every: int) -> dict[str, pd.DataFrame]:
-    """{quantity: frame(step, value)} of one variant, x in optimizer steps: a logging period ends at
-    min((i + 1) * log_every, steps); an untrained variant has one point, at step 0."""
+def variant_curves(pretrain_dir: Path) -> dict[str, pd.DataFrame]:
+    """{quantity: frame(step, value)} of one variant, x in optimizer steps (dvclive's step: the step
+    each logging period ended at); an untrained variant has one point, at step 0."""
     summary_path = pretrain_dir / "summary.json"
     if not summary_path.is_file():
         raise CurvesError(f"{summary_path}: not found (run its pretrain stage)")
@@ -33,15 +33,17 @@ def variant_curves(pretrain_dir: Path, log_every: int) -> dict[str, pd.DataFrame
         path = pretrain_dir / "plots" / "metrics" / rel
         if path.is_file():
             t = pd.read_csv(path, sep="\t")
-            x = [min((int(i) + 1) * log_every, steps) if steps else 0 for i in t["step"]]
-            out[quantity] = pd.DataFrame({"step": x, "value": t[quantity]})
+            if len(t) and int(t["step"].max()) != steps:  # an older run's period indices, or another run's
+                raise CurvesError(f"{path}: last step {int(t['step'].max())}, but summary.json says {steps} "
+                                  "(rerun its pretrain stage)")
+            out[quantity] = pd.DataFrame({"step": t["step"].astype(int), "value": t[quantity]})
     return out
 
 
-def run_stage(*, pretrain: str | Path, variants: list[str], log_every: int, out_dir: str | Path) -> dict[str, int]:
+def run_stage(*, pretrain: str | Path, variants: list[str], out_dir: str | Path) -> dict[str, int]:
     """The `summarize_training` stage: out_dir/<quantity>.csv (step, variant, <quantity>) and curves.png."""
     out_dir = Path(out_dir)
-    curves = {v: variant_curves(Path(pretrain) / v, log_every) for v in variants}
+    curves = {v: variant_curves(Path(pretrain) / v) for v in variants}
     rows = {}
     for quantity in QUANTITIES:
         long = pd.concat([c[quantity].assign(variant=v) for v, c in curves.items() if quantity in c],

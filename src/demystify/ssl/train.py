@@ -14,7 +14,7 @@
   the data's bytes and the code); a rerun of the same KEY resumes there and, on CPU, ends with
   exactly the outputs of an uninterrupted run. Rank 0 reads it and broadcasts it to every process.
 - Outputs: models/VARIANT/backbone.pt and results/pretrain/VARIANT (dvclive, dvcyaml=False: loss,
-  lr and the kNN top-1 monitor every `log_every` steps; summary.json, with the budget and the share
+  lr and the kNN top-1 monitor every `log_every` steps, dvclive's step the optimizer step; summary.json, with the budget and the share
   of same-source negatives), the same bytes for the same inputs, so
   DVC can cache the stage and restore it from its run-cache.
 """
@@ -291,7 +291,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         if variant.method == "external":
             ckpt.load_backbone(variant.data, model)
         model = model.to(rt.device)
-        floor = [{"knn_top1": monitor(_backbone_of(model), rt.device)}] if rt.main else []
+        floor = [{"step": 0, "knn_top1": monitor(_backbone_of(model), rt.device)}] if rt.main else []
         if rt.main:  # its kNN monitor at step 0, logged like a trained variant's curves
             _write_live(results_dir, floor).end()
         return _finish(name, model, p, rt, models_dir, results_dir, monitor, floor, steps=0)
@@ -360,7 +360,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     started, images = time.perf_counter(), 0
     while len(history) < len(ends):
         if step >= ends[len(history)]:  # a logging period ended and is not recorded yet
-            record = {"loss": loss_sum / max(loss_n, 1), "lr": scheduler.get_last_lr()[0]}
+            record = {"step": step, "loss": loss_sum / max(loss_n, 1), "lr": scheduler.get_last_lr()[0]}
             if rt.main:
                 record["knn_top1"] = monitor(_backbone_of(model), rt.device)
                 crash_point("monitor", step)
@@ -539,8 +539,12 @@ def _write_live(results_dir: Path, history: list[dict]):
 
 
 def _log_period(live, record: dict) -> None:
+    """One logging period at dvclive's step = the optimizer step it ended at (the x of every curve,
+    as in the overlays of summarize_training), not the period's index."""
+    live.step = record["step"]
     for key, value in record.items():
-        live.log_metric(f"train/{key}" if key != "knn_top1" else "monitor/knn_top1", value, timestamp=False)
+        if key != "step":
+            live.log_metric(f"train/{key}" if key != "knn_top1" else "monitor/knn_top1", value, timestamp=False)
     live.next_step()
 
 
