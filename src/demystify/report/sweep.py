@@ -5,25 +5,46 @@ to show spreads and base its verdicts on them.
     dvc exp run --queue -S 'pretrain.seed=0,1,2' && dvc queue start   # then `dvc queue status` until done
     make sweep-table && dvc repro          # the report depends on results/sweep/runs.csv
 
-Pooling runs that differ in anything but a seed would mix settings, so such experiments are left
-out (and listed on stderr). The workspace row is left out too: the report adds the current run
-itself and drops any sweep run with exactly its metrics, so no run is counted twice.
+Each experiment is read from its own commit: params.yaml as YAML values and the three summary
+files the report reads (results/summary/<kind>/metrics.json), never dvclive's training metrics.
+`dvc.api.exp_show()` only lists the experiments: its cells are display strings.
+
+The baseline is the workspace: the report pools the sweep's runs with the workspace's own run, so
+an experiment joins only when its params, seeds aside, equal the workspace's params.yaml (a sweep
+at another setting, e.g. `-S scale=smoke` beside a default-scale workspace, is left out and listed
+on stderr). A run is its seed values: an experiment with the workspace's seeds is the workspace's
+run, and two experiments with the same seeds are one run, so each run is counted once. The table
+names a run by the seeds in which it differs from the workspace (`pretrain.seed=1`).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from ..io import write_csv
 
-KEY_KIND = {"linear_top1": "classification", "knn_top1": "classification", "svm_map": "classification",
-            "miou": "segmentation", "pixel_accuracy": "segmentation"}
-METRIC = re.compile(r"^(?:.*:)?(?P<model>[^.:]+)\.(?P<set>[^.]+)\.(?P<key>[^.]+)$")
+KINDS = ("invariance", "classification", "segmentation")
+SUMMARY = "results/summary/{kind}/metrics.json"  # what the report stage reads (build.load_run)
+COLUMNS = ["run", "kind", "model", "set", "metric", "value"]
+
+
+class SweepError(ValueError):
+    """The workspace has no params or results to pool with; the message names the file."""
+
+
+@dataclass
+class Run:
+    name: str  # the experiment's name, or "workspace"
+    params: dict  # flattened params.yaml
+    metrics: dict | None  # {kind: {model: {set: {key: value}}}}; None: no results (queued, failed)
+    state: str = ""
 
 
 def flatten(params: dict, prefix: str = "") -> dict:
@@ -40,49 +61,112 @@ def is_seed(param: str) -> bool:
     return param.rsplit(".", 1)[-1].endswith("seed")
 
 
-def differences(exp: dict, params: dict) -> list[str]:
-    """The params (other than seeds) in which an experiment row differs from `params` (flattened)."""
-    return sorted(k for k, v in params.items()
-                  if not is_seed(k) and exp.get(k) is not None and exp.get(k) != v)
+MISSING = object()
 
 
-def rows_of(experiments: list[dict], params: dict | None = None) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """dvc.api.exp_show() rows -> (run, kind, model, set, metric, value) of the evaluation metrics,
-    and the experiments left out because they differ from `params` (flattened) in more than seeds."""
-    rows, left_out = [], {}
-    for exp in experiments:
-        run = exp.get("Experiment") or exp.get("rev")
-        if not run or exp.get("rev") == "workspace" or run == "workspace":
-            continue  # the current run: the report adds it itself
-        differ = differences(exp, params or {})
-        if differ:
-            left_out[str(run)] = differ
+def differences(params: dict, base: dict, seeds: bool) -> list[str]:
+    """The flattened params (seeds only, or all but seeds) whose values differ between the two, a key
+    that only one has included."""
+    return sorted(k for k in params.keys() | base.keys()
+                  if is_seed(k) == seeds and params.get(k, MISSING) != base.get(k, MISSING))
+
+
+def read_run(name: str, read, state: str = "") -> Run:
+    """A run from `read(path) -> text or None` (the workspace's files or a commit's)."""
+    text = read("params.yaml")
+    if text is None:
+        raise SweepError(f"{name}: params.yaml not found")
+    params = flatten(yaml.safe_load(text) or {})
+    metrics = {}
+    for kind in KINDS:
+        body = read(SUMMARY.format(kind=kind))
+        if body is None:
+            return Run(name, params, None, state)  # not (yet) reproduced: nothing to pool
+        metrics[kind] = json.loads(body)
+    return Run(name, params, metrics, state)
+
+
+def pool(workspace: Run, others: list[Run]) -> tuple[dict[str, Run], dict[str, str]]:
+    """{run label: run} of the experiments that differ from the workspace in seeds alone, each seed
+    tuple once (the workspace's own left out: the report adds it itself), and why each other
+    experiment is left out."""
+    runs: dict[str, Run] = {}
+    left_out: dict[str, str] = {}
+    for run in others:
+        if run.metrics is None:
+            left_out[run.name] = f"no results ({run.state or 'not reproduced'})"
             continue
-        for column, value in exp.items():
-            m = METRIC.match(str(column))
-            if not m or not isinstance(value, (int, float)) or isinstance(value, bool):
-                continue
-            key = m["key"]
-            kind = "invariance" if re.fullmatch(r"top\d+", key) else KEY_KIND.get(key)
-            if kind:
-                rows.append({"run": run, "kind": kind, "model": m["model"], "set": m["set"], "metric": key,
-                             "value": float(value)})
-    return pd.DataFrame(rows, columns=["run", "kind", "model", "set", "metric", "value"]), left_out
+        differ = differences(run.params, workspace.params, seeds=False)
+        if differ:
+            shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+            left_out[run.name] = f"differs from the workspace in {shown}"
+            continue
+        seeds = differences(run.params, workspace.params, seeds=True)
+        if not seeds:
+            left_out[run.name] = "the workspace's seeds: the workspace's run, counted once"
+            continue
+        label = " ".join(f"{k}={run.params.get(k)}" for k in seeds)
+        if label in runs:
+            left_out[run.name] = f"the seeds of {runs[label].name} ({label}): counted once"
+            continue
+        runs[label] = run
+    return runs, left_out
+
+
+def rows_of(runs: dict[str, Run]) -> pd.DataFrame:
+    rows = [{"run": label, "kind": kind, "model": model, "set": s, "metric": key, "value": float(value)}
+            for label, run in runs.items() for kind, per_model in run.metrics.items()
+            for model, per_set in per_model.items() for s, per_key in per_set.items()
+            for key, value in per_key.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def experiments(repo: str = ".") -> tuple[Run, list[Run]]:
+    """The workspace's run and every experiment of the current commit (and the commit itself)."""
+    import dvc.api
+
+    def workspace_file(path: str) -> str | None:
+        p = Path(repo) / path
+        return p.read_text() if p.is_file() else None
+
+    workspace = read_run("workspace", workspace_file)
+    others = []
+    for row in dvc.api.exp_show(repo):
+        rev = row.get("rev")
+        if not rev or rev == "workspace":
+            continue
+        fs = dvc.api.DVCFileSystem(repo, rev=rev)
+
+        def commit_file(path: str, fs=fs) -> str | None:
+            return fs.read_text(path) if fs.isfile(path) else None
+
+        others.append(read_run(str(row.get("Experiment") or rev), commit_file, str(row.get("State") or "")))
+    return workspace, others
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/sweep/runs.csv")
+    ap.add_argument("--repo", default=".")
     args = ap.parse_args(argv)
-    import dvc.api
-
-    from ..config import read_yaml
-
-    table, left_out = rows_of(dvc.api.exp_show(), flatten(read_yaml("params.yaml")))
-    for run, differ in left_out.items():
-        print(f"left out {run}: differs in {', '.join(differ[:5])}", file=sys.stderr)
+    try:
+        workspace, others = experiments(args.repo)
+    except SweepError as exc:
+        print(f"sweep-table: {exc}", file=sys.stderr)
+        return 1
+    if workspace.metrics is None:
+        print("sweep-table: the workspace has no results/summary/*/metrics.json (run `dvc repro` first)",
+              file=sys.stderr)
+        return 1
+    runs, left_out = pool(workspace, others)
+    for name, why in left_out.items():
+        print(f"left out {name}: {why}", file=sys.stderr)
+    table = rows_of(runs)
     write_csv(Path(args.out), table)
-    print(f"{table['run'].nunique() if len(table) else 0} runs, {len(table)} values -> {args.out}", file=sys.stderr)
+    seeds = differences(workspace.params, {}, seeds=True)
+    print(f"{1 + len(runs)} runs, each counted once: the workspace and "
+          + (", ".join(f"{label} ({run.name})" for label, run in runs.items()) or "no experiment")
+          + f"; {len(table)} values -> {args.out} (seeds compared: {', '.join(seeds)})", file=sys.stderr)
     return 0
 
 
