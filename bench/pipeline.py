@@ -108,8 +108,8 @@ def main() -> int:
         t1 = starts[i + 1][1] if i + 1 < len(starts) else end
         single, tree = sampler.peaks.get(stage, (0, 0))
         print(f"{stage:40s} {t1 - t0:8.1f} {(t1 - t0) / total:6.1%} {single / 2**20:9.0f} {tree / 2**20:9.0f}")
-        group = stage.split("@")[0] if stage.startswith(("pretrain@", "evaluate@", "summarize_", "report")) else "data"
-        group = "summarize" if group.startswith("summarize_") else group
+        group = stage.split("@")[0] if stage.startswith(("pretrain@", "evaluate_", "summarize_", "report")) else "data"
+        group = group.split("_")[0] if group.startswith(("summarize_", "evaluate_")) else group
         groups[group] = groups.get(group, 0.0) + t1 - t0
     print("shares: " + ", ".join(f"{g} {t:.0f} s ({t / total:.1%})" for g, t in groups.items()))
     if args.keep and not args.in_place:

@@ -34,7 +34,7 @@ def _changed(before: dict, after: dict) -> set[str]:
 
 
 ALL_PRETRAIN = [f"pretrain@{v}" for v in VARIANTS]
-EVALS = ("evaluate",)
+EVALS = ("evaluate_invariance", "evaluate_classification", "evaluate_segmentation")  # per model
 SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation", "report"]
 TRAINING_SUMMARY = "summarize_training"  # reads every variant's curves
 
@@ -111,11 +111,12 @@ def test_repro_then_noop_then_only_what_changed(repo):
     assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
 
     # an evaluation param makes that evaluation (and, through its results, its summary and the
-    # report) out of date, nothing upstream: what `dvc repro` would rerun, asked of `dvc status`
+    # report) out of date, nothing upstream and no other evaluation: what `dvc repro` would rerun,
+    # asked of `dvc status`
     params["classification"]["knn"]["k"] = 2
     _write_params(path, params)
     stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
-    assert stale == {f"evaluate@{m}" for m in VARIANTS}
+    assert stale == {f"evaluate_classification@{m}" for m in VARIANTS}
     params["classification"]["knn"]["k"] = 3
     _write_params(path, params)
     assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}

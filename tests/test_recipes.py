@@ -31,7 +31,8 @@ def test_a_variant_added_by_one_line_gets_stages_curves_and_metrics(repo):
     path, env = repo
     line = "+variants.moco_extra={method:moco,positives:images,data:data/world/corpora/scene_crops}"
     proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", line], path, env)
-    assert {"pretrain@moco_extra", "evaluate@moco_extra", TRAINING_SUMMARY, "report"} <= set(_stages_run(proc))
+    assert {"pretrain@moco_extra", "evaluate_invariance@moco_extra", "evaluate_classification@moco_extra",
+            "evaluate_segmentation@moco_extra", TRAINING_SUMMARY, "report"} <= set(_stages_run(proc))
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], path, env).stdout)
     loss = plots["data"]["results/summary/training/loss.csv"][0]["content"]["data"]["values"]
     assert {"moco_extra", "moco_tracker", "supervised"} <= {row["variant"] for row in loss}
