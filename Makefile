@@ -53,7 +53,8 @@ BASE ?= main
 pr-report: $(STAMP) $(SITE_CACHE)
 	python -m demystify.report.pr_comment --base $(BASE) --out reports/pr.md
 
-# every experiment's results (e.g. a seed sweep) as one table the report stage reads
+# the runs of a seed sweep as one table the report stage reads: every experiment whose params but
+# seeds equal the workspace's, one run per seed tuple (docs/howto.md, "A seed sweep")
 sweep-table: $(STAMP) $(SITE_CACHE)
 	python -m demystify.report.sweep --out results/sweep/runs.csv
 

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     table = rows_of(runs)
     write_csv(Path(args.out), table)
     seeds = differences(workspace.params, {}, seeds=True)
-    print(f"{1 + len(runs)} runs, each counted once: the workspace and "
+    print(f"{1 + len(runs)} run{'s' if runs else ''}, each counted once: the workspace and "
           + (", ".join(f"{label} ({run.name})" for label, run in runs.items()) or "no experiment")
           + f"; {len(table)} values -> {args.out} (seeds compared: {', '.join(seeds)})", file=sys.stderr)
     return 0
