@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test lint bench params install clean-venv clean-checkpoints pr-report sweep-table
+.PHONY: run test lint bench params install clean-venv clean-checkpoints pr-report sweep-table exp-table
 
 # DVC's site cache inside the project, as an absolute path in the (untracked) local config: a
 # relative one breaks queued experiments, which run in a temporary copy of the repository
@@ -57,6 +57,13 @@ pr-report: $(STAMP) $(SITE_CACHE)
 # seeds equal the workspace's, one run per seed tuple (docs/howto.md, "A seed sweep")
 sweep-table: $(STAMP) $(SITE_CACHE)
 	python -m demystify.report.sweep --out results/sweep/runs.csv
+
+# every experiment in one narrow table: its pretraining seed and each claim's verdict
+# (reports/headline.json); `dvc exp show` alone has about 670 columns. More: EXP_KEEP='pretrain\.seed|pretrain\.lr'
+EXP_KEEP ?= pretrain\.seed
+exp-table: $(STAMP)
+	dvc exp show --no-pager --drop '.*' \
+	  --keep '^(Experiment|Created)$$|^(reports/headline\.json:)?(claim[0-9]+|claims_of_record)$$|^($(EXP_KEEP))$$'
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,5 +1,6 @@
-"""DVC stage report: the paper's tables for this run and a verdict per claim -> --out (report.md,
-its figures, metrics.json), from the summaries, the pretraining results and the per-item results."""
+"""DVC stage report: the paper's tables for this run and a verdict per claim -> --markdown (report.md)
+and --out (its figures, headline.json, metrics.json), from the summaries, the pretraining results
+and the per-item results."""
 
 import argparse
 import sys
@@ -15,12 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrain", required=True, help="results/pretrain: one folder per variant")
     ap.add_argument("--results", required=True, help="the per-item results' root (invariance/, classification/, ...)")
     ap.add_argument("--sweep", required=True, help="the runs of a seed sweep (CSV; header only: this run alone)")
-    ap.add_argument("--out", required=True, help="the report's folder")
+    ap.add_argument("--out", required=True, help="the report's folder: figures, headline.json, metrics.json")
+    ap.add_argument("--markdown", help="report.md (default: in --out); it links the figures as if beside them")
     args = ap.parse_args(argv)
     try:
         p = config.load("report", "invariance", "variants")
         result = run_stage(summary=args.summary, pretrain=args.pretrain, results=args.results, sweep=args.sweep,
-                           out_dir=args.out, params=p["report"], ks=p["invariance"].ks, variants=p["variants"])
+                           out_dir=args.out, params=p["report"], ks=p["invariance"].ks, variants=p["variants"],
+                           markdown=args.markdown)
     except (config.ConfigError, ReportError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1

@@ -35,7 +35,7 @@ def _changed(before: dict, after: dict) -> set[str]:
 
 ALL_PRETRAIN = [f"pretrain@{v}" for v in VARIANTS]
 EVALS = ("evaluate_invariance", "evaluate_classification", "evaluate_segmentation")  # per model
-SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation", "report"]
+SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation", "report", "publish_report"]
 TRAINING_SUMMARY = "summarize_training"  # reads every variant's curves
 
 
@@ -212,3 +212,44 @@ def test_report_and_pr_comment(repo):
     assert any(k.endswith(".low") for k in headline)
     shown = _run(["dvc", "metrics", "show", "--json"], path, env).stdout
     assert "claim1.of_record" in shown
+
+def _snapshot_clone(path, env, dest):
+    """A clone of everything the workspace would commit (git add -A), left untouched: HEAD and the
+    index stay as they are; the snapshot is a branch built from a separate index."""
+    snap = {**env, "GIT_INDEX_FILE": str(dest.parent / "snapshot.index")}
+    _run(["git", "add", "-A"], path, snap)
+    tree = _run(["git", "write-tree"], path, snap).stdout.strip()
+    commit = _run(["git", "commit-tree", tree, "-p", "HEAD", "-m", "snapshot"], path, env).stdout.strip()
+    _run(["git", "branch", "-f", "snapshot", commit], path, env)
+    _run(["git", "clone", "-q", "-b", "snapshot", str(path), str(dest)], path.parent, env)
+    return dest
+
+
+def test_a_clone_reads_the_report_every_picture_and_the_verdicts(repo, tmp_path):
+    """What git holds: the report (the same bytes as the stage's cached one) and its figures, every
+    plot, the headline; a clone without DVC's cache shows them all, and `make exp-table` is narrow."""
+    path, env = repo
+    report = (path / "reports/report.md").read_bytes()
+    assert report == (path / "results/report/report.md").read_bytes()  # publish_report's copy
+    for name in ("invariance.png", "classification.png", "segmentation.png"):
+        assert f"]({name})".encode() in report and (path / "reports" / name).is_file()
+    headline = json.loads((path / "reports/headline.json").read_text())
+    assert set(headline) == {"claim1", "claim2", "claim3", "claims_of_record"}
+    assert headline["claims_of_record"] == 0 and all("inconclusive" in headline[f"claim{c}"] or "hold" in
+                                                     headline[f"claim{c}"] for c in (1, 2, 3))
+    clone = _snapshot_clone(path, env, tmp_path / "clone")
+    pictures = ["reports/report.md", "results/pairs/pairs.png",
+                *[f"results/summary/{k}/{k}.png" for k in ("invariance", "classification", "segmentation")]]
+    for rel in pictures:
+        assert (clone / rel).read_bytes() == (path / rel).read_bytes(), rel
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], clone, env).stdout)
+    assert not plots.get("errors"), plots.get("errors")  # nothing missing: no plot is in DVC's cache
+    assert {"results/pairs/pairs.png", "reports/invariance.png"} <= set(plots["data"])
+    shown = _run(["dvc", "metrics", "show", "reports/headline.json"], clone, env).stdout
+    assert headline["claim1"] in shown and max(map(len, shown.splitlines())) < 200
+    # the experiments table: every row's verdicts, narrow (`dvc exp show` alone: hundreds of columns)
+    table = _run(["make", "-o", ".venv/.installed", "exp-table"], clone, {**env, "COLUMNS": "1000"}).stdout
+    lines = [line for line in table.splitlines() if line.strip()]
+    assert "claim1" in table and "claims_of_record" in table and "pretrain.seed" in table
+    assert headline["claim2"] in table and max(map(len, lines)) < 200, table
+

@@ -264,6 +264,12 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
     assert metrics["gate.moco_scenes.linear_top1_minus_untrained"] == pytest.approx(0.3, abs=0.02)
     assert metrics["gate.moco_scenes.knn_top1_gap_share"] == pytest.approx(1.0)
     assert metrics["claim1.of_record"] == 0 and metrics[f"{name}.p_holm"] <= 0.05
+    # the verdicts in brief: one short string per claim (its nonzero counts), no key of metrics.json
+    brief = json.loads((tmp_path / "reports" / "headline.json").read_text())
+    assert set(brief) == {"claim1", "claim2", "claim3", "claims_of_record"} and not set(brief) & set(metrics)
+    tally = {v: metrics[f"claim1.{v.replace(' ', '_')}"] for v in ("holds", "does not hold", "inconclusive")}
+    assert brief["claim1"] == ", ".join(f"{n} {v}" for v, n in tally.items() if n) and tally["holds"] >= 1
+    assert brief["claims_of_record"] == 0 and all(len(v) < 40 for k, v in brief.items() if k != "claims_of_record")
     # a sweep of two more runs: spreads appear, and the verdicts use them
     sweep = tmp_path / "runs.csv"
     lines = ["run,kind,model,set,metric,value"]

@@ -1,6 +1,7 @@
-"""`report`: reports/report.md with the paper's three tables for this run's data, the claims
-with computed verdicts, the plots it shows (copied beside it), and reports/metrics.json, the
-headline numbers for `dvc metrics show` / `dvc metrics diff`."""
+"""`report`: report.md with the paper's three tables for this run's data, the claims with computed
+verdicts, the plots it shows (copied into the report's folder), reports/headline.json (each claim's
+verdict in a few words: `dvc metrics show reports/headline.json`, `make exp-table`) and
+reports/metrics.json (every compared difference and its interval, for `dvc metrics diff`)."""
 
 from __future__ import annotations
 
@@ -219,6 +220,19 @@ def invariance_gain_table(evidence, runs: list[dict], models: list[str], key: st
     return _table(["set \\ model", *models], rows)
 
 
+def verdicts_in_brief(outcomes: list[cl.Outcome], levels: dict) -> dict:
+    """reports/headline.json: per claim the counts of its primary comparisons' verdicts that are not 0
+    ("1 holds, 3 inconclusive"), and how many claims are of record: short enough for one row per
+    experiment in `dvc exp show` (make exp-table). No key repeats one of metrics.json, so `dvc exp
+    show` names each column by its key alone."""
+    out: dict = {}
+    for claim in cl.CLAIMS:
+        tally = cl.tally([o for o in outcomes if o.comparison.claim == claim])
+        out[f"claim{claim}"] = ", ".join(f"{n} {verdict}" for verdict, n in tally.items() if n) or cl.NOT_MEASURED
+    out["claims_of_record"] = sum(w == cl.OF_RECORD for w, _ in levels.values())
+    return out
+
+
 def headline(outcomes: list[cl.Outcome], verdicts: dict, levels: dict, runs: list[dict],
              gates: dict[str, cl.Gate]) -> dict:
     out: dict = {"runs": len(runs)}
@@ -256,9 +270,11 @@ PREFERRED_ORDER = ("supervised", "moco_object_centric", "moco_scenes", "moco_sce
 
 def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Path, models: list[str],
           inv_key: str, results_root: str | Path, trained: list[str], params: ReportParams,
-          replicates: dict[str, list[str]] | None = None, sweep: str | Path | None = None) -> dict:
+          replicates: dict[str, list[str]] | None = None, sweep: str | Path | None = None,
+          markdown: str | Path | None = None) -> dict:
     """`models`: the variants in the tables (seed replicates excluded; `replicates` maps a model to
-    itself and its replicates); `trained`: the variants the learning gate checks against `random`."""
+    itself and its replicates); `trained`: the variants the learning gate checks against `random`.
+    `markdown`: where report.md goes (default: out_dir; it links its figures as if beside them)."""
     out_dir = Path(out_dir)
     current = load_run(summary_root)
     runs = [current, *(r for r in load_sweep(sweep) if not same_run(r, current))]
@@ -316,10 +332,11 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
         "## Plots\n\n" + "\n\n".join(pictures),
     ]) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "report.md") as tmp:
+    with atomic_path(Path(markdown) if markdown else out_dir / "report.md") as tmp:
         Path(tmp).write_text(text)
     metrics = headline(outcomes, verdicts, levels, runs, gates)
     write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "headline.json", verdicts_in_brief(outcomes, levels))
     return {"verdicts": verdicts, "levels": {c: w for c, (w, _) in levels.items()}, "metrics": metrics}
 
 
@@ -334,7 +351,8 @@ def replicate_groups(variants: dict[str, VariantParams]) -> dict[str, list[str]]
 
 
 def run_stage(*, summary: str | Path, pretrain: str | Path, results: str | Path, sweep: str | Path, out_dir: str | Path,
-              params: ReportParams, ks: list[int], variants: dict[str, VariantParams]) -> dict:
+              params: ReportParams, ks: list[int], variants: dict[str, VariantParams],
+              markdown: str | Path | None = None) -> dict:
     """The `report` stage: the learning gate checks every trained variant against `random`."""
     if params.invariance_k not in ks:
         raise ReportError(f"report.invariance_k = {params.invariance_k} is not one of invariance.ks {ks}")
@@ -343,4 +361,4 @@ def run_stage(*, summary: str | Path, pretrain: str | Path, results: str | Path,
     models = [m for m in variants if m not in replicas]
     trained = [m for m in models if variants[m].method in ("moco", "supervised")]
     return build(summary, pretrain, out_dir, models, f"top{params.invariance_k}", results, trained,
-                 params, groups, sweep or None)
+                 params, groups, sweep or None, markdown)
