@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -253,3 +254,37 @@ def test_a_clone_reads_the_report_every_picture_and_the_verdicts(repo, tmp_path)
     assert "claim1" in table and "claims_of_record" in table and "pretrain.seed" in table
     assert headline["claim2"] in table and max(map(len, lines)) < 200, table
 
+
+def test_a_tried_then_removed_variant_leaves_every_later_stage_cacheable(repo):
+    """A variant added, reproduced and removed again: once `make run` has deleted its folders
+    (src/demystify/leftovers.py), every later stage is the run without it, restored from the
+    run-cache, and DVC's `/extra` lines in results/*/.gitignore (what a fresh worktree of a commit
+    still holds) change no dependency (.dvcignore)."""
+    from demystify.leftovers import FOLDERS
+
+    path, env = repo
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    before = {p: p.read_bytes() for p in [path / "reports/report.md", *(path / "results/summary").rglob("*.*")]}
+    params["variants"]["extra"] = dict(params["variants"]["random"])  # untrained: the cheapest to add
+    _write_params(path, params)
+    proc = _run(["dvc", "repro"], path, env)
+    assert sorted(_stages_run(proc)) == sorted(["pretrain@extra", *downstream(["extra"]), TRAINING_SUMMARY])
+    assert "extra" in json.loads((path / "results/summary/classification/metrics.json").read_text())
+    ignored = {f: (path / f / ".gitignore").read_text() for f in FOLDERS[1:]}
+    assert all("/extra\n" in text for text in ignored.values()), ignored
+
+    del params["variants"]["extra"]
+    _write_params(path, params)
+    stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
+    later = {"summarize_invariance", "summarize_classification", "summarize_segmentation", "report", TRAINING_SUMMARY}
+    assert stale == later  # they read the variants param (and the leftover folders are in their deps)
+    removed = _run([sys.executable, "-m", "demystify.leftovers"], path, env).stdout.split("\n")
+    assert sorted(removed) == sorted(["", *(f"removed: {f}/extra" for f in FOLDERS)])
+    for folder, text in ignored.items():  # DVC's lines back, as a checkout of the first run has them
+        (path / folder / ".gitignore").write_text(text)
+    proc = _run(["dvc", "repro"], path, env)
+    assert later <= set(_stages_cached(proc))
+    assert not [s for s in _stages_run(proc) if s != "publish_report"]  # a copy, never run-cached (dvc.yaml)
+    assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
+    assert before == {p: p.read_bytes() for p in before}  # the first run's very bytes
+    assert all((path / f / v).is_dir() for f in FOLDERS for v in VARIANTS)  # no current variant touched
