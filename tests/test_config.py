@@ -234,3 +234,18 @@ def test_crops_positives_go_with_moco_only():
     assert ok["variants"]["moco_tracker_crops"].positives == "crops"
     with pytest.raises(config.ConfigError, match="positives 'crops' does not go with method 'supervised'"):
         config.validate(_variants(bad={"method": "supervised", "positives": "crops", "data": "d"}), "variants")
+
+
+def test_the_check_params_stage_names_a_key_no_stage_reads(tmp_path):
+    """`dvc exp run -S +seed=1` adds a top-level key that no stage reads: the check_params stage (every
+    key of params.yaml is its param) fails naming it; the committed params.yaml passes."""
+    script = ROOT / "stages" / "check_params.py"
+    good = subprocess.run([sys.executable, str(script), "--params", str(ROOT / "params.yaml")],
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["seed"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    bad = subprocess.run([sys.executable, str(script), "--params", str(tmp_path / "params.yaml")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "seed" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

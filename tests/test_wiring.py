@@ -83,10 +83,12 @@ def test_the_import_scan_sees_imports_inside_functions():
 
 
 def _declared(body: dict) -> list[str]:
-    """Every path a stage declares: deps, outs, metrics and plots."""
+    """Every path a stage declares: deps, outs, metrics and plots, and a whole params file
+    (`- params.yaml:`, every key of it a param of the stage)."""
     paths = []
     for key in ("deps", "outs", "metrics", "plots"):
         paths += [d if isinstance(d, str) else next(iter(d)) for d in body.get(key, [])]
+    paths += [next(iter(d)) for d in body.get("params", []) if isinstance(d, dict) and not next(iter(d.values()))]
     return paths
 
 
