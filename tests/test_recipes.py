@@ -135,3 +135,69 @@ def test_pr_report_shows_only_what_the_change_caused(repo):
     worktrees = _run(["git", "worktree", "list", "--porcelain"], path, env).stdout
     assert worktrees.count("worktree ") == 1 and not (path / ".pr").exists()
     assert _run(["git", "status", "--porcelain"], path, env).stdout == status
+
+
+SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation"]  # what sweep-table reads
+
+
+def test_queued_seed_sweep_counted_right(repo):
+    """docs/howto.md's seed sweep at the smoke scale, as written: the workspace at the sweep's setting,
+    `dvc exp run --queue -S scale=smoke -S 'pretrain.seed=0,1' <the summaries>`, `dvc exp run
+    --run-all`, `make sweep-table`, `dvc repro`. Two seeds are two runs: the queued seed 0 is the
+    workspace's run; the table holds seed 1 alone, read from its experiment's own summary files (no
+    dvclive metric), and each seed interval is Student's t over 2 runs (1 degree of freedom)."""
+    from scipy import stats
+
+    path, env = repo
+    _run(["dvc", "exp", "run", "-S", "scale=smoke"], path, env)  # the workspace's run (seed 0)
+    # committed, DVC's .gitignore files with it, as a clone has them: without models/.gitignore a
+    # queued experiment commits the backbones into git (45 MB each), minutes of packing
+    _run(["git", "add", "-A"], path, env)
+    _run(["git", "commit", "-qm", "the workspace's run"], path, env)
+    workspace = {k: json.loads((path / f"results/summary/{k}/metrics.json").read_text())
+                 for k in ("invariance", "classification", "segmentation")}
+    _run(["dvc", "exp", "run", "--queue", "-S", "scale=smoke", "-S", "pretrain.seed=0,1", *SUMMARIES], path, env)
+    _run(["dvc", "exp", "run", "--run-all"], path, env)
+    (path / ".venv").mkdir(exist_ok=True)
+    (path / ".venv/.installed").touch()  # `make install` done: the tests' interpreter is on PATH
+    table_proc = _run(["make", "sweep-table"], path, env)
+    assert "2 runs, each counted once: the workspace and pretrain.seed=1 (" in table_proc.stderr, table_proc.stderr
+    assert "the workspace's seeds: the workspace's run, counted once" in table_proc.stderr
+
+    table = pd.read_csv(path / "results/sweep/runs.csv")
+    assert set(table["run"]) == {"pretrain.seed=1"}
+    assert set(table["kind"]) == {"invariance", "classification", "segmentation"}
+    assert not table["metric"].str.contains("/").any() and "loss" not in set(table["metric"])
+    seed1 = {}
+    for rev in _run(["git", "for-each-ref", "--format=%(objectname)", "refs/exps"], path, env).stdout.split():
+        params = yaml.safe_load(_run(["git", "show", f"{rev}:params.yaml"], path, env).stdout)
+        if params["pretrain"]["seed"] == 1:
+            seed1 = json.loads(_run(["git", "show", f"{rev}:results/summary/classification/metrics.json"],
+                                    path, env).stdout)
+    knn = table[(table["kind"] == "classification") & (table["metric"] == "knn_top1")]
+    assert {r.model: r.value for r in knn.itertuples()} == {m: v["all"]["knn_top1"] for m, v in seed1.items()}
+    assert len(table) == sum(len(per_key) for per_model in workspace.values() for per_set in per_model.values()
+                             for per_key in per_set.values())  # every summary value, once
+
+    _run(["dvc", "repro"], path, env)  # the report, now over the seeds
+    for kind, values in workspace.items():  # the workspace's own run untouched
+        assert json.loads((path / f"results/summary/{kind}/metrics.json").read_text()) == values
+    metrics = json.loads((path / "reports/metrics.json").read_text())
+    assert metrics["runs"] == 2
+    assert "with the 2 runs of a seed sweep" in (path / "reports/report.md").read_text()
+    swept = {(r.kind, r.model, r.set, r.metric): r.value for r in table.itertuples()}
+    checked = 0
+    for name in (k.removesuffix(".seeds_low") for k in metrics if k.endswith(".seeds_low")):
+        claim, pair, set_name, key = name.split(".")
+        better, worse = pair.split("_vs_")
+        kinds = [k for k, m, s, kk in swept if (m, s, kk) == (better, set_name, key)]
+        if not kinds or kinds[0] == "invariance":
+            continue  # a mean over invariance sets
+        kind = kinds[0]
+        d = [workspace[kind][better][set_name][key] - workspace[kind][worse][set_name][key],
+             swept[kind, better, set_name, key] - swept[kind, worse, set_name, key]]
+        half = stats.t.ppf(0.975, 1) * abs(d[0] - d[1]) / 2  # sd of two / sqrt(2)
+        assert metrics[name + ".seeds_low"] == pytest.approx(sum(d) / 2 - half, abs=2e-6), name
+        assert metrics[name + ".seeds_high"] == pytest.approx(sum(d) / 2 + half, abs=2e-6), name
+        checked += half > 0
+    assert checked, "no comparison with a spread over the two seeds"
