@@ -16,7 +16,7 @@ from demystify.report import claims as cl
 from demystify.report import intervals
 from demystify.report.build import ReportError, build
 from demystify.report.evidence import Evidence
-from demystify.report.sweep import rows_of
+from demystify.report.sweep import Run, pool, rows_of
 
 MODELS = ["random", "supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
           "moco_temporal", "moco_tracker", "moco_tracker_crops"]
@@ -288,39 +288,28 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
         build(*args)
 
 
-PARAMS = {"seed": 0, "pretrain.seed": 0, "pretrain.lr": 0.06}
+PARAMS = {"pretrain.seed": 0, "pretrain.lr": 0.06}
 
 
-def _exp(name: str, linear: float, **params) -> dict:
-    return {"Experiment": name, "rev": name[:7], **PARAMS, **params,
-            "results/summary/classification/metrics.json:supervised.all.linear_top1": linear,
-            "supervised.aloi_view.top10": 11.5, "supervised.all.miou": 0.2, "claims_holding": 2}
-
-
-def test_sweep_rows_from_exp_show():
-    rows, left_out = rows_of([{"Experiment": "workspace", "rev": "workspace", "supervised.aloi_view.top10": 1.0},
-                              _exp("tidy-fern", 0.61)], PARAMS)
-    assert sorted(rows.kind) == ["classification", "invariance", "segmentation"] and left_out == {}
-    assert set(rows.run) == {"tidy-fern"} and rows.value.sum() == pytest.approx(11.5 + 0.61 + 0.2)
+def _exp(name: str, linear: float, **params) -> Run:
+    """An experiment as sweep.read_run gives it: its own params and evaluation summaries."""
+    run = _run(linear={"supervised": linear})
+    run["invariance"]["supervised"]["aloi_view"]["top10"] = 11.5
+    run["segmentation"]["supervised"]["all"]["miou"] = 0.2
+    return Run(name, {**PARAMS, **params}, run)
 
 
 def test_a_sweep_of_two_seeds_counts_two_runs(tmp_path):
     """`dvc exp run --queue -S pretrain.seed=0,1`: the seed-0 experiment is the current run (the
-    workspace, the baseline) and counts once; an experiment with another lr is not pooled."""
-    experiments = [
-        {"Experiment": "workspace", "rev": "workspace", **PARAMS},
-        _exp("main", 0.5),  # the baseline commit: the current run
-        _exp("exp-seed0", 0.5),
-        _exp("exp-seed1", 0.7, **{"pretrain.seed": 1}),
-        _exp("exp-lr", 0.9, **{"pretrain.lr": 0.03}),
-    ]
-    rows, left_out = rows_of(experiments, PARAMS)
-    assert set(rows.run) == {"main", "exp-seed0", "exp-seed1"} and left_out == {"exp-lr": ["pretrain.lr"]}
-    rows.to_csv(tmp_path / "runs.csv", index=False)
-    run = _run(linear={"supervised": 0.5})
-    run["invariance"]["supervised"]["aloi_view"]["top10"] = 11.5
-    run["segmentation"]["supervised"]["all"]["miou"] = 0.2
-    _write_summary(tmp_path / "summary", run)
+    workspace, the baseline) and counts once; an experiment with another lr is not pooled; the
+    report's interval is over the two runs."""
+    workspace = _exp("workspace", 0.5)
+    runs, left_out = pool(workspace, [_exp("exp-seed0", 0.5), _exp("exp-seed1", 0.7, **{"pretrain.seed": 1}),
+                                      _exp("exp-lr", 0.9, **{"pretrain.lr": 0.03})])
+    assert list(runs) == ["pretrain.seed=1"] and set(left_out) == {"exp-seed0", "exp-lr"}
+    assert "pretrain.lr" in left_out["exp-lr"]
+    rows_of(runs).to_csv(tmp_path / "runs.csv", index=False)
+    _write_summary(tmp_path / "summary", workspace.metrics)
     result = build(tmp_path / "summary", tmp_path / "pretrain", tmp_path / "reports", MODELS, "top10",
                    tmp_path / "results", [], _params(resamples=200), sweep=tmp_path / "runs.csv")
     assert result["metrics"]["runs"] == 2
