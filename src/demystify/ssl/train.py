@@ -176,7 +176,8 @@ def build_data(variant: VariantParams, p: PretrainParams) -> tuple[DecodedViews,
     labelled = variant.positives == "labels"
     # every header read now (readable, an image, under the pixel cap): a streamed corpus names its bad
     # file before training, not when a loader worker first draws it, possibly hours in
-    sizes = {q: image_size(q, DataError) for it in items for q in (it.path_a, it.path_b) if q}
+    paths = dict.fromkeys(q for it in items for q in (it.path_a, it.path_b) if q)  # a frame is in many pairs
+    sizes = {q: image_size(q, DataError) for q in paths}
     return DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(sizes, p.resident_mb)), classes, files
 
 
