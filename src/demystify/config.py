@@ -256,7 +256,7 @@ class PretrainParams(Section):
     steps: int = PositiveInt  # optimizer steps, the same for every trained variant (equal budgets)
     warmup_steps: int = Field(ge=0)  # linear warm-up of the learning rate, then cosine to 0
     log_every: int = PositiveInt  # loss, lr and the kNN monitor every this many steps (and at the last)
-    batch_size: int = PositiveInt  # per process
+    batch_size: int = PositiveInt  # the global batch, shared by torchrun's processes
     lr: float = Field(gt=0)  # per 256 images of the global batch
     weight_decay: float = Field(ge=0)
     sgd_momentum: float = Field(ge=0, lt=1)

@@ -6,9 +6,17 @@ Batch-norm leakage: within one batch, BN statistics would let a key "see" its ow
 and cheat. The official code shuffles keys across GPUs (shuffle-BN), which only works under DDP.
 Here every BN of both encoders is a `SplitBatchNorm` that normalises `bn_splits` sub-batches
 separately (as if each were one GPU), and the keys are shuffled across those sub-batches before
-the key encoder and unshuffled after: a key never shares BN statistics with its own query, on
-one device or many (under DDP each process does the same with its own batch, and the keys of
-all processes are gathered before they enter the queue). In eval mode it is a plain BatchNorm.
+the key encoder and unshuffled after: a key never shares BN statistics with its own query. In
+eval mode it is a plain BatchNorm.
+
+Under DDP (W processes) the groups are those of the global batch: process r holds the global
+positions r, r + W, ... (train.StreamSampler) and its bn_splits / W local groups are global
+groups (local index i is global position i W + r, so local group i % (s/W) is global group
+(i % (s/W)) W + r). The keys take the official cross-process shuffle (`_batch_shuffle_ddp`): all
+keys gathered in global order, one global permutation, each process encodes the shuffled
+positions it owns, the encoded keys gathered and unshuffled. Running BN statistics are averaged
+over processes after each backward (the mean of the groups' updates, as on one process), so W
+processes compute what one process computes at the same global batch, up to float order.
 """
 
 from __future__ import annotations
@@ -141,7 +149,7 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:
-        keys = gather(keys)
+        """`keys`: the global batch's, in global position order (the queue of one process)."""
         n = keys.shape[0]
         if self.queue_size % n:
             raise ValueError(f"queue_size {self.queue_size} is not a multiple of the global batch {n}")
@@ -153,24 +161,67 @@ class MoCo(nn.Module):
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, shuffle: torch.Tensor | torch.Generator | None = None):
         """InfoNCE logits (N, 1 + K) and their targets (zeros: the positive is column 0). `shuffle`:
         the keys' permutation across BN groups (N,), or a generator to draw it from (shuffle_for)."""
-        perm = shuffle if isinstance(shuffle, torch.Tensor) else shuffle_for(im_k.shape[0], shuffle, im_k.device)
+        world = world_size()
+        perm = shuffle if isinstance(shuffle, torch.Tensor) else shuffle_for(im_k.shape[0] * world, shuffle, im_k.device)
         q = F.normalize(self.encoder_q(im_q), dim=1)  # N x dim
         with torch.no_grad():
             self._momentum_update()
-            # shuffle-BN: keys go to other BN sub-batches than their queries
-            k = F.normalize(self.encoder_k(im_k[perm]), dim=1)  # N x dim
-            k = k[torch.argsort(perm)]
+            if world == 1:  # shuffle-BN: keys go to other BN sub-batches than their queries
+                k = F.normalize(self.encoder_k(im_k[perm]), dim=1)  # N x dim
+                k = keys = k[torch.argsort(perm)]
+            else:
+                k, keys = self._keys_shuffled_across_processes(im_k, perm, world)
         pos = (q * k).sum(1, keepdim=True)  # N x 1
         neg = q @ self.queue.clone().detach()  # N x K
         logits = torch.cat([pos, neg], 1) / self.temperature
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        self._enqueue(k)
+        self._enqueue(keys)
         return logits, labels
+
+    @torch.no_grad()
+    def _keys_shuffled_across_processes(self, im_k: torch.Tensor, perm: torch.Tensor, world: int):
+        """The official `_batch_shuffle_ddp` / `_batch_unshuffle_ddp` in global positions: `perm`
+        (the global batch's, the same on every process) decides which process encodes each key, so
+        a key lands in the BN group it has on one process. Returns this process's keys and the
+        global batch's (global order, for the queue)."""
+        rank = dist.get_rank()
+        shuffled = interleave(gather(im_k), world)[perm][rank::world]  # shuffled positions j, j % W == rank
+        if im_k.is_contiguous(memory_format=torch.channels_last) and not im_k.is_contiguous():  # the GPU's layout
+            shuffled = shuffled.contiguous(memory_format=torch.channels_last)
+        mine = F.normalize(self.encoder_k(shuffled), dim=1)
+        keys = interleave(gather(mine), world)[torch.argsort(perm)]  # unshuffled, global order
+        return keys[rank::world], keys
+
+    @torch.no_grad()
+    def average_bn_statistics(self, world: int) -> None:
+        """Under DDP, after each backward (a plain BatchNorm's backward checks that its running
+        statistics were not changed in place since its forward): every process updated them from
+        its own groups, and their mean is the update of all the global batch's groups (the update
+        is linear), as on one process. Without it DDP would keep rank 0's (broadcast_buffers)."""
+        stats = [t for m in self.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats
+                 for t in (m.running_mean, m.running_var)]
+        flat = torch.cat([t.reshape(-1) for t in stats])
+        dist.all_reduce(flat)
+        flat /= world
+        for t, part in zip(stats, flat.split([t.numel() for t in stats]), strict=True):
+            t.copy_(part.view_as(t))
 
 
 def shuffle_for(n: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    """The shuffle-BN permutation of a batch of n keys, drawn on the CPU (the same on every device)."""
+    """The shuffle-BN permutation of a (global) batch of n keys, drawn on the CPU (the same on every
+    device and process: each draws it from the same seeded generator)."""
     return torch.randperm(n, generator=generator, device="cpu").to(device)
+
+
+def world_size() -> int:
+    """The number of processes of torch.distributed (1 without it)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def interleave(t: torch.Tensor, world: int) -> torch.Tensor:
+    """All processes' tensors gathered rank after rank, put in global position order: global
+    position i W + r is row i of rank r (train.StreamSampler)."""
+    return t.view(world, t.shape[0] // world, *t.shape[1:]).transpose(0, 1).reshape(t.shape)
 
 
 @torch.no_grad()

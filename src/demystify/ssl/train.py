@@ -5,9 +5,13 @@
   `resident_mb`); each batch is augmented whole, in this process and on its device
   (batch_augment.BatchMoCoV2: MoCo v2's augmentations, per-sample randomness; crop and flip only
   for the supervised baseline).
-- Distributed: under `torchrun` (WORLD_SIZE > 1) DDP with NCCL on GPUs, gloo on CPUs; every
-  process takes its slice of each global batch of one seeded stream (StreamSampler); keys are
-  gathered before the queue; rank 0 alone logs and writes checkpoints.
+- Distributed: under `torchrun` (WORLD_SIZE > 1) DDP with NCCL on GPUs, gloo on CPUs. DDP is the
+  recipe: `pretrain.batch_size` is the global batch, each of W processes takes every W-th position
+  of it (StreamSampler), lr, steps and samples_seen are those of one process at that batch, and
+  `bn_splits` counts BN groups of the global batch (bn_splits / W per process, moco.py's
+  cross-process shuffle-BN): W processes compute what one computes, up to float order. The
+  supervised baseline keeps plain per-process BN (no such equality). Rank 0 alone logs and writes
+  checkpoints (DEMYSTIFY_CHECKPOINTS: a folder every node sees, so a restart on another node resumes).
 - Resumable: the full state (encoders, queue and pointer, optimizer, scheduler, step, running
   loss, the periods logged so far, RNG) is written atomically every `checkpoint_every` steps and at
   every logging period's end to `.checkpoints/pretrain/VARIANT/KEY.pt` (resume.py: KEY hashes the settings,
@@ -30,6 +34,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -103,12 +108,42 @@ def use_bf16(precision: str, rt: Runtime) -> bool:
     return rt.cuda or cpu_has_native_bf16()
 
 
+TIMEOUT_ENV = "DEMYSTIFY_DIST_TIMEOUT_MIN"
+
+
+def dist_timeout() -> timedelta:
+    """How long a process waits in a collective: 60 minutes unless DEMYSTIFY_DIST_TIMEOUT_MIN says
+    otherwise. Rank 0 may hash a whole corpus while the others wait (NCCL's default is 10 minutes)."""
+    raw = os.environ.get(TIMEOUT_ENV) or "60"
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = math.nan
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise PretrainError(f"{TIMEOUT_ENV}={raw!r}: not a positive number of minutes")
+    return timedelta(minutes=minutes)
+
+
+def _attempt_store(rank: int, world: int, timeout: timedelta) -> dict:
+    """Under torchrun --max-restarts the workers of a restart meet in the same agent store as the
+    killed ones did, and gloo read the dead processes' addresses left there ("connectFullMesh
+    failed ... Connection refused", measured): each attempt gets keys of its own. Elsewhere
+    (no agent store, or the first attempt) torch's env:// rendezvous as usual."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt == "0":
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                          timeout=timeout)
+    return {"store": dist.PrefixStore(f"demystify/attempt_{attempt}", store), "rank": rank, "world_size": world}
+
+
 def setup_runtime() -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        backend, timeout = "nccl" if device.startswith("cuda") else "gloo", dist_timeout()
+        dist.init_process_group(backend, timeout=timeout, **_attempt_store(rank, world, timeout))
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     return Runtime(rank, world, local, device)
@@ -116,13 +151,14 @@ def setup_runtime() -> Runtime:
 
 class StreamSampler(Sampler[tuple[int, int]]):
     """Global steps [start, stop) of an endless stream of seeded permutations of the corpus: step s
-    takes stream positions [s * B, (s + 1) * B) for the global batch B = batch x processes, and
-    each process its slice. A variant trains a number of steps, not of passes, so variants of
-    different corpus sizes get the same budget; position q is item perm_{q // n}[q % n]. Yields
-    (index, pass), which seeds the sample's augmentation."""
+    takes stream positions [s * B, (s + 1) * B) for the global batch B, and process r of W the
+    positions r, r + W, r + 2W, ... of it (interleaved, so its i-th sample is global position
+    i W + r and sits in the BN group it has on one process: moco.py). A variant trains a number of
+    steps, not of passes, so variants of different corpus sizes get the same budget; position q is
+    item perm_{q // n}[q % n]. Yields (index, pass), which seeds the sample's augmentation."""
 
     def __init__(self, n: int, batch: int, rt: Runtime, seed: int):
-        self.n, self.batch, self.rt, self.seed = n, batch, rt, seed
+        self.n, self.batch, self.rt, self.seed = n, batch, rt, seed  # batch: the global batch
         self.start, self.stop = 0, 0
         self._perms: dict[int, list[int]] = {}
 
@@ -135,15 +171,18 @@ class StreamSampler(Sampler[tuple[int, int]]):
                 self.seed * 100003 + pass_)).tolist()}  # one pass held at a time
         return self._perms[pass_]
 
+    def step_items(self, step: int) -> list[tuple[int, int]]:
+        """This process's (index, pass) of global step `step`."""
+        first = step * self.batch + self.rt.rank
+        return [(self._perm(q // self.n)[q % self.n], q // self.n)
+                for q in range(first, first + self.batch, self.rt.world)]
+
     def __iter__(self):
         for step in range(self.start, self.stop):
-            first = (step * self.rt.world + self.rt.rank) * self.batch
-            for q in range(first, first + self.batch):
-                pass_, j = divmod(q, self.n)
-                yield self._perm(pass_)[j], pass_
+            yield from self.step_items(step)
 
     def __len__(self) -> int:
-        return (self.stop - self.start) * self.batch
+        return (self.stop - self.start) * (self.batch // self.rt.world)
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -239,9 +278,26 @@ def _queue_size(p: PretrainParams, n: int, global_batch: int, name: str) -> int:
     return clipped
 
 
-def _model(variant: VariantParams, p: PretrainParams, queue: int, classes: int) -> nn.Module:
-    if variant.method == "moco":
-        return MoCo(p.arch, p.dim, queue, p.moco_momentum, p.temperature, p.bn_splits, p.mlp, p.head_bn)
+def process_share(name: str, method: str, p: PretrainParams, world: int) -> tuple[int, int]:
+    """Each process's batch and BN groups: `pretrain.batch_size` and `bn_splits` are the global
+    batch's, every process holds an equal share. config.py already refuses a batch that does not
+    split into bn_splits groups of 2 or more; with bn_splits a multiple of W, each process's batch
+    then splits into its bn_splits / W groups too."""
+    if p.batch_size % world:
+        raise PretrainError(f"pretrain@{name}: pretrain.batch_size {p.batch_size} (the global batch) does not "
+                            f"divide among {world} processes (remainder {p.batch_size % world})")
+    if method != "moco" or world == 1:  # supervised: plain BN of each process's own batch
+        return p.batch_size // world, p.bn_splits
+    if p.bn_splits % world:  # a group split across processes: keys would share BN with their queries
+        raise PretrainError(f"pretrain@{name}: pretrain.bn_splits {p.bn_splits} (BN groups of the global batch) is "
+                            f"not a multiple of the {world} processes (remainder {p.bn_splits % world}): a key would "
+                            f"share BN statistics with its own query; use bn_splits {world} or a multiple of it")
+    return p.batch_size // world, p.bn_splits // world
+
+
+def _model(variant: VariantParams, p: PretrainParams, queue: int, classes: int, bn_splits: int) -> nn.Module:
+    if variant.method == "moco":  # bn_splits: this process's groups
+        return MoCo(p.arch, p.dim, queue, p.moco_momentum, p.temperature, bn_splits, p.mlp, p.head_bn)
     return backbone(p.arch, num_classes=classes if variant.method == "supervised" else None)
 
 
@@ -297,13 +353,14 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             _write_live(results_dir, floor).end()
         return _finish(name, model, p, rt, models_dir, results_dir, monitor, floor, steps=0)
 
+    local_batch, local_splits = process_share(name, variant.method, p, rt.world)  # before any data is read
     dataset, classes, files = build_data(variant, p)
-    global_batch = p.batch_size * rt.world
+    global_batch = p.batch_size
     if global_batch > len(dataset):
-        raise PretrainError(f"pretrain@{name}: batch {global_batch} ({p.batch_size} x {rt.world} processes) is larger "
+        raise PretrainError(f"pretrain@{name}: batch {global_batch} (pretrain.batch_size, the global batch) is larger "
                             f"than the corpus {variant.data} ({len(dataset)} items)")
     queue = _queue_size(p, len(dataset), global_batch, name) if variant.method == "moco" else 0
-    model = _model(variant, p, queue, len(classes)).to(rt.device)
+    model = _model(variant, p, queue, len(classes), local_splits).to(rt.device)
     cuda = rt.cuda
     bf16 = use_bf16(p.precision, rt)
     if cuda:
@@ -311,7 +368,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     trainable = [q for q in model.parameters() if q.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=p.lr * global_batch / 256, momentum=p.sgd_momentum,
                                 weight_decay=p.weight_decay)
-    sampler = StreamSampler(len(dataset), p.batch_size, rt, p.seed)
+    sampler = StreamSampler(len(dataset), global_batch, rt, p.seed)
     total = p.steps
     ends = [min(e, total) for e in range(p.log_every, total + p.log_every, p.log_every)]  # steps that log
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, p.warmup_steps, total))
@@ -338,6 +395,8 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     if rt.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if cuda else None)
     step_fn = _moco_step if variant.method == "moco" else _supervised_step
+    # MoCo under DDP: the running BN statistics of all the global batch's groups (moco.py)
+    sync_bn = model.module.average_bn_statistics if rt.world > 1 and variant.method == "moco" else None
     ceiling = loss_ceiling(variant.method, queue, p.temperature, len(classes))
     augment = for_method(variant.method, p.image_size, p.min_crop_scale)
 
@@ -358,6 +417,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
 
     bar = tqdm(total=total, initial=step, desc=f"pretrain@{name}", unit="step", file=sys.stderr,
                disable=None if (progress and rt.main) else True)
+    trace = _trace_file(rt)
     started, images = time.perf_counter(), 0
     while len(history) < len(ends):
         if step >= ends[len(history)]:  # a logging period ended and is not recorded yet
@@ -376,18 +436,23 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             loss_sum, loss_n, started, images = 0.0, 0, time.perf_counter(), 0
             continue
         sampler.set_range(step, ends[len(history)])
-        loader = DataLoader(dataset, batch_size=p.batch_size, sampler=sampler, drop_last=True,
+        loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
                             collate_fn=functools.partial(collate_views, crop_boxes=augment.crop_boxes),
                             num_workers=0 if dataset.resident else p.workers, pin_memory=cuda)
         for batch in _batches(loader):
+            lr = scheduler.get_last_lr()[0]
             loss = step_fn(forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
-            _stop_if_diverged(name, loss, step + 1, p, rt, ceiling)
+            value = _stop_if_diverged(name, loss, step + 1, p, rt, ceiling)  # the global batch's loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if sync_bn is not None:
+                sync_bn(rt.world)
             optimizer.step()
             scheduler.step()
+            if trace is not None:
+                trace.write(json.dumps({"step": step, "items": sampler.step_items(step), "lr": lr, "loss": value,
+                                        "samples_seen": (step + 1) * global_batch}) + "\n")
             step += 1
-            value = float(loss.detach())
             loss_sum, loss_n = loss_sum + value, loss_n + 1
             images += global_batch
             bar.update()
@@ -396,6 +461,8 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             if step % p.checkpoint_every == 0:
                 save(loss_sum, loss_n, "checkpoint")
     bar.close()
+    if trace is not None:
+        trace.close()
     if live is not None:
         live.end()
     result = _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step,
@@ -445,9 +512,29 @@ def monitor_files(p: PretrainParams) -> list[str]:
 
 def crash_point(where: str, step: int) -> None:
     """Fault injection for the kill-and-resume tests: with DEMYSTIFY_KILL_AT=WHERE:STEP the process
-    sends itself a real SIGKILL there (WHERE: step, checkpoint, monitor, period_checkpoint)."""
-    if os.environ.get("DEMYSTIFY_KILL_AT") == f"{where}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    sends itself a real SIGKILL there (WHERE: step, checkpoint, monitor, period_checkpoint). With
+    DEMYSTIFY_KILL_ONCE=PATH too, only the first process to get there dies, creating PATH: the
+    workers torchrun --max-restarts restarts (and the other ranks) go on."""
+    if os.environ.get("DEMYSTIFY_KILL_AT") != f"{where}:{step}":
+        return
+    once = os.environ.get("DEMYSTIFY_KILL_ONCE")
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _trace_file(rt: Runtime):
+    """With DEMYSTIFY_TRACE=FOLDER, each process appends one JSON line per step to
+    FOLDER/rankR.jsonl (step, its items, lr, the global loss, samples_seen): for the tests that
+    compare a DDP run with one process. Not an output: nothing else reads it."""
+    folder = os.environ.get("DEMYSTIFY_TRACE")
+    if not folder:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return open(Path(folder) / f"rank{rt.rank}.jsonl", "a", buffering=1)  # noqa: SIM115 (closed after the loop)
 
 
 def _agreed_key(key: str, rt: Runtime) -> str:
@@ -479,7 +566,8 @@ def _moco_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Generator
     im_q, im_k = (b.to(rt.device, non_blocking=True) for b in batch)
     if rt.cuda:
         im_q, im_k = (x.contiguous(memory_format=torch.channels_last) for x in (im_q, im_k))
-    perm = shuffle_for(im_k.shape[0], generator, im_k.device)  # drawn here: the compiled step takes a tensor
+    # the global batch's permutation (the same on every process), drawn here: the compiled step takes a tensor
+    perm = shuffle_for(im_k.shape[0] * rt.world, generator, im_k.device)
     with torch.autocast(rt.device_type, dtype=torch.bfloat16, enabled=bf16):
         logits, labels = model(im_q, im_k, perm)
         return F.cross_entropy(logits.float(), labels)
@@ -504,18 +592,23 @@ def loss_ceiling(method: str, queue: int, temperature: float, classes: int) -> f
 
 
 def _stop_if_diverged(name: str, loss: torch.Tensor, step: int, p: PretrainParams, rt: Runtime,
-                      ceiling: float = math.inf) -> None:
+                      ceiling: float = math.inf) -> float:
     """Stop at the first non-finite loss, or one above `ceiling` (every process, so none waits in a
-    collective), before it reaches the weights: a diverged run must not export a backbone."""
+    collective), before it reaches the weights: a diverged run must not export a backbone. Returns
+    the global batch's loss (under DDP the mean of the processes' equal shares: what one process
+    logs), from the same one collective."""
     value = loss.detach().to(torch.float32).reshape(1)
     healthy = (torch.isfinite(value) & (value <= ceiling)).to(torch.float32)
     if rt.world > 1:
-        torch.distributed.all_reduce(healthy, op=torch.distributed.ReduceOp.MIN)
+        both = torch.cat([value, healthy])
+        torch.distributed.all_reduce(both)  # sums: the losses, and how many processes are healthy
+        value, healthy = both[:1] / rt.world, (both[1:] == rt.world).to(torch.float32)
     if healthy.item() < 1:
         what = "not finite" if not math.isfinite(float(value)) else f"above {ceiling:.4g}, which no healthy run reaches"
         raise PretrainError(f"pretrain@{name}: the loss is {float(value):.4g} at step {step} ({what}): training "
                             f"diverged (likely cause: pretrain.lr = {p.lr} too high for batch {p.batch_size}, or bad "
                             "input images); nothing was exported")
+    return float(value)
 
 
 def _save(path: Path, model, optimizer, scheduler, step: int, loss_sum: float, loss_n: int, history: list[dict],
