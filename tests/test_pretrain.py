@@ -504,9 +504,7 @@ KILL_POINTS = [f"step:{random.Random(os.environ.get('PYTEST_XDIST_TESTRUNUID')).
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_kill_anywhere_then_resume_gives_the_uninterrupted_outputs(workspace, straight, tmp_path, point):
     root = _copy_workspace(workspace, tmp_path / "ws")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretrain"]["checkpoint_every"] = 2
-    (root / "params.yaml").write_text(yaml.safe_dump(params))  # checkpoint frequency is not in the key
+    (root / "machine.yaml").write_text("pretrain: {checkpoint_every: 2}\n")  # not in the key: a machine setting
     killed = _run(root, "moco_object_centric", env={"DEMYSTIFY_KILL_AT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     resumed = _run(root, "moco_object_centric")

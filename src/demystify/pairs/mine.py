@@ -10,7 +10,6 @@ Nothing here crashes on a bad video: every lost pair is counted by reason in the
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from .. import machine
 from ..config import PairsParams
 from ..io import file_md5, worker_context, write_json, write_parquet
 from . import ground_truth
@@ -230,12 +230,13 @@ def _mine_one(args) -> tuple[str, VideoResult | None, str | None]:
 
 
 def mine_all(manifest: pd.DataFrame, frames_root: str | Path, videos_root: str | Path | None, p: PairsParams,
-             progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """All pairs (sorted by video, frame_a) and the metrics dict."""
+             progress: bool = True, workers: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """All pairs (sorted by video, frame_a) and the metrics dict; `workers` processes (None:
+    machine.yaml's pairs.workers)."""
     frames_root = Path(frames_root)
     videos_root = Path(videos_root) if videos_root else None
     jobs = [(g, frames_root, videos_root, p) for _, g in manifest.groupby("video", sort=True)]
-    workers = min(p.workers or os.cpu_count() or 1, max(len(jobs), 1))
+    workers = min(workers or machine.load().pairs_workers, max(len(jobs), 1))
     results: dict[str, VideoResult] = {}
     failures: dict[str, str] = {}
     bar = tqdm(total=len(jobs), desc="mine_pairs", unit="video", file=sys.stderr, disable=None if progress else True)
@@ -307,14 +308,14 @@ def with_frame_hashes(pairs: pd.DataFrame, frames_root: Path) -> pd.DataFrame:
 
 
 def run_stage(*, manifest_path: str | Path, frames_root: str | Path, videos_root: str | Path | None,
-              out_pairs: str | Path, out_dir: str | Path, p: PairsParams) -> dict:
+              out_pairs: str | Path, out_dir: str | Path, p: PairsParams, workers: int | None = None) -> dict:
     """Write pairs.parquet, metrics.json and the pairs.png grid; raise PairsError when no pair was mined
-    (after writing the metrics, which say why)."""
+    (after writing the metrics, which say why). `workers`: as mine_all."""
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
         raise PairsError(f"{manifest_path}: frames manifest not found (run extract_frames first)")
     manifest = pd.read_parquet(manifest_path)
-    pairs, metrics = mine_all(manifest, frames_root, videos_root, p)
+    pairs, metrics = mine_all(manifest, frames_root, videos_root, p, workers=workers)
     pairs = with_frame_hashes(pairs, Path(frames_root))
     out_dir = Path(out_dir)
     write_parquet(out_pairs, pairs)
