@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from .. import machine
 from ..config import PairsParams
-from ..io import file_md5, worker_context, write_json, write_parquet
+from ..digests import file_md5s
+from ..io import worker_context, write_json, write_parquet
 from . import ground_truth
 from .boxes import iou, outside_share
 from .grid import draw_grid
@@ -303,7 +304,8 @@ def with_frame_hashes(pairs: pd.DataFrame, frames_root: Path) -> pd.DataFrame:
     """`md5_a`, `md5_b`: the content of both frames. Training on the pairs reads the frames, so the
     manifest must change when they do (a new JPEG quality can leave every box as it was)."""
     frames = pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel())
-    md5 = {path: file_md5(frames_root / path) for path in frames}
+    digests = file_md5s(str(frames_root / path) for path in frames)  # cached: pretraining reads them back
+    md5 = {path: digests[str(frames_root / path)] for path in frames}
     return pairs.assign(md5_a=pairs["path_a"].map(md5).astype(str), md5_b=pairs["path_b"].map(md5).astype(str))
 
 

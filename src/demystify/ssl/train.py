@@ -326,7 +326,9 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     # read, bf16 or not (a machine without native bf16 trains in fp32)
     settings = {"variant": variant.model_dump(exclude={"replicate_of"}), "pretrain": p.model_dump(),
                 "world": rt.world, "queue": queue, "bf16": bf16}
-    key = _agreed_key(resume.resume_key(settings, resume.data_digest(dataset.items, files + monitor_files(p))), rt)
+    digest = resume.node_data_digest(dataset.items, files + monitor_files(p), first=rt.local_rank == 0,
+                                     barrier=dist.barrier if rt.world > 1 else None)  # hashed once per node
+    key = _agreed_key(resume.resume_key(settings, digest), rt)
     path = resume.checkpoint_path(name, key)
     step, loss_sum, loss_n, history = 0, 0.0, 0, []
     state = _load_resumable(path, key, rt, name)
