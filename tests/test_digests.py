@@ -72,6 +72,31 @@ def test_a_second_digest_reads_no_byte_and_a_changed_file_is_rehashed(tmp_path, 
     assert fourth.md5s(files) == got and fourth.misses == 0  # the rehashed ones are cached anew
 
 
+def test_a_file_list_seen_before_is_one_lookup_and_any_change_misses_it(tmp_path):
+    """A second start's whole list: a stat pass and one lookup; one file changed: the list misses and
+    that file alone is read again."""
+    import hashlib
+
+    files = _files(tmp_path / "data", 30)
+    expected = hashlib.md5("".join(f"{f}\0{file_md5(f)}\n" for f in sorted(map(str, files))).encode()).hexdigest()
+    assert digests.DigestCache(tmp_path / "d.sqlite").list_digest(files) == expected
+    again = digests.DigestCache(tmp_path / "d.sqlite")
+    assert again.list_digest(reversed(files)) == expected  # the order given does not matter
+    assert (again.hits, again.misses, again.hashed_bytes) == (30, 0, 0)
+    files[4].write_bytes(b"q" * 300)
+    os.utime(files[4], (HOUR_AGO + 7, HOUR_AGO + 7))
+    third = digests.DigestCache(tmp_path / "d.sqlite")
+    changed = third.list_digest(files)
+    assert changed != expected and (third.hits, third.misses, third.hashed_bytes) == (29, 1, 300)
+    assert changed == hashlib.md5("".join(f"{f}\0{file_md5(f)}\n" for f in sorted(map(str, files))).encode()).hexdigest()
+    (tmp_path / "data" / "new.bin").write_bytes(b"n" * 10)  # written just now: neither it nor its list is cached
+    fresh = [*files, tmp_path / "data" / "new.bin"]
+    digests.DigestCache(tmp_path / "d.sqlite").list_digest(fresh)
+    last = digests.DigestCache(tmp_path / "d.sqlite")
+    last.list_digest(fresh)
+    assert (last.hits, last.misses) == (30, 1)
+
+
 def test_a_file_written_just_now_is_hashed_but_not_cached(tmp_path):
     """Within RACY_S of its mtime a file could still change within the same timestamp tick."""
     fresh = tmp_path / "fresh.bin"
@@ -139,8 +164,10 @@ def test_the_resume_key_digest_is_the_plain_one_and_hashed_once_per_node(tmp_pat
     files = [str(f) for f in _files(tmp_path / "data", 20)]
     items = [Item(f) for f in files]
     expected = hashlib.md5(json.dumps([list(vars(it).values()) for it in items], default=str).encode())
+    listed = hashlib.md5()
     for f in sorted(files):
-        expected.update(f"{f}\0{file_md5(f)}\n".encode())
+        listed.update(f"{f}\0{file_md5(f)}\n".encode())
+    expected.update(listed.hexdigest().encode())
     waited = []
     assert resume.node_data_digest(items, files, first=True, barrier=lambda: waited.append(1)) == expected.hexdigest()
     assert waited == [1]

@@ -1,6 +1,8 @@
 """File MD5s hashed once per node: a cache keyed by (st_dev, st_ino, size, mtime_ns), as DVC's own
 state database keys its hashes, so a second pretraining start (or a frame verification after
-mining) stats its files instead of reading every byte again.
+mining) stats its files instead of reading every byte again. A whole file list's digest (the resume
+key's) is cached too, under the MD5 of its paths' stats: a list seen before, nothing changed, costs
+a stat pass and one lookup, not one lookup per file.
 
 The cache is a node-local SQLite file, `$DEMYSTIFY_DIGESTS` or ~/.cache/demystify/digests.sqlite
 (keep it off NFS: SQLite's locking there is unreliable). Many processes may read and fill it at
@@ -15,6 +17,7 @@ place to the same size and then sets its old mtime back is not noticed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import sys
@@ -50,6 +53,9 @@ class DigestCache:
             db.execute("PRAGMA synchronous=NORMAL")  # a lost last write costs one rehash, never a wrong digest
             db.execute("CREATE TABLE IF NOT EXISTS md5 (dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,"
                        " md5 TEXT NOT NULL, PRIMARY KEY (dev, ino)) WITHOUT ROWID")
+            # a whole file list's digest by the fingerprint of its paths' stats (list_digest)
+            db.execute("CREATE TABLE IF NOT EXISTS lists (fingerprint TEXT PRIMARY KEY, digest TEXT NOT NULL)"
+                       " WITHOUT ROWID")
             self._db = db
         except (sqlite3.Error, OSError) as exc:
             self._give_up(exc)
@@ -138,6 +144,45 @@ class DigestCache:
         except sqlite3.Error as exc:
             self._give_up(exc)
 
+    def list_digest(self, paths: Iterable[str | Path]) -> str:
+        """One MD5 over `path\0MD5\n` of every distinct path, sorted. A list seen before, every file
+        unchanged, costs a stat pass and one lookup: its digest is cached under the MD5 of the
+        paths' (device, inode, size, mtime_ns), as each file's is."""
+        paths = sorted({str(p) for p in paths})
+        stats = [os.stat(p) for p in paths]
+        fingerprint = hashlib.md5("".join(f"{p}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                                          for p, st in zip(paths, stats, strict=True)).encode()).hexdigest()
+        known = self._get_list(fingerprint)
+        if known is not None:
+            self.hits += len(paths)
+            return known
+        md5 = self.md5s(paths)
+        h = hashlib.md5()
+        for p in paths:
+            h.update(f"{p}\0{md5[p]}\n".encode())
+        oldest = time.time_ns() - RACY_S * 1e9
+        if all(st.st_mtime_ns <= oldest for st in stats):  # as md5s: no file written in the last seconds
+            self._put_list(fingerprint, h.hexdigest())
+        return h.hexdigest()
+
+    def _get_list(self, fingerprint: str) -> str | None:
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute("SELECT digest FROM lists WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        except sqlite3.Error as exc:
+            self._give_up(exc)
+            return None
+        return row[0] if row else None
+
+    def _put_list(self, fingerprint: str, digest: str) -> None:
+        if self._db is None:
+            return
+        try:
+            self._db.execute("INSERT OR REPLACE INTO lists VALUES (?, ?)", (fingerprint, digest))
+        except sqlite3.Error as exc:
+            self._give_up(exc)
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -171,3 +216,8 @@ def file_md5(path: str | Path) -> str:
 def file_md5s(paths: Iterable[str | Path]) -> dict[str, str]:
     """Many files' MD5s through the node's cache, in one batch ({str(path): MD5})."""
     return cache().md5s(paths)
+
+
+def list_digest(paths: Iterable[str | Path]) -> str:
+    """A file list's digest through the node's cache (DigestCache.list_digest)."""
+    return cache().list_digest(paths)

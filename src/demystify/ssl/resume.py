@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..digests import file_md5s
+from ..digests import list_digest
 from . import checkpoint as ckpt
 
 ENV = "DEMYSTIFY_CHECKPOINTS"
@@ -44,10 +44,7 @@ def data_digest(items: Iterable, files: Iterable[str | Path]) -> str:
     content MD5 of every distinct file, from the node's digest cache (demystify.digests: a second
     start stats the files instead of reading them)."""
     h = hashlib.md5(json.dumps([list(vars(it).values()) for it in items], default=str).encode())
-    paths = sorted({str(p) for p in files})
-    md5 = file_md5s(paths)
-    for path in paths:
-        h.update(f"{path}\0{md5[path]}\n".encode())
+    h.update(list_digest(files).encode())
     return h.hexdigest()
 
 
