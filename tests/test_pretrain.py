@@ -42,6 +42,9 @@ def workspace(tmp_path_factory):
     write_object_centric(world, root / "data" / "world", progress=False)
     write_classification(world, root / "data" / "world", progress=False)
     gate.write(root / GATE, [])  # as check_data writes it when the checks pass
+    # a checkpoint every step (the smoke scale's setting before machine settings left params): the
+    # kill tests find the step they killed at
+    (root / "machine.yaml").write_text("pretrain: {checkpoint_every: 1}\n")
     return root
 
 
@@ -66,6 +69,8 @@ def _run(root: Path, *args: str, torchrun: int = 0, env: dict | None = None) -> 
 def _copy_workspace(src: Path, dst: Path, copy_data: bool = False) -> Path:
     dst.mkdir()
     (dst / "params.yaml").write_text((src / "params.yaml").read_text())
+    if (src / "machine.yaml").is_file():
+        (dst / "machine.yaml").write_text((src / "machine.yaml").read_text())
     if copy_data:
         shutil.copytree(src / "data", dst / "data")
     else:
