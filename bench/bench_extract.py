@@ -65,9 +65,9 @@ def plain_ffmpeg(
     return time.perf_counter() - start
 
 
-def ours(root: Path, out: Path, params: FramesParams) -> tuple[float, int]:
+def ours(root: Path, out: Path, params: FramesParams, workers: int) -> tuple[float, int]:
     start = time.perf_counter()
-    manifest, rejected = extract_all(root, out, params, progress=False)
+    manifest, rejected = extract_all(root, out, params, progress=False, workers=workers)
     elapsed = time.perf_counter() - start
     if not rejected.empty:
         sys.exit(f"unexpected rejections:\n{rejected}")
@@ -88,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     workers = args.workers or os.cpu_count() or 1
     params = FramesParams(
-        fps=args.fps, size=args.size, jpeg_quality=args.quality, max_rejected=0.0, workers=workers,
+        fps=args.fps, size=args.size, jpeg_quality=args.quality, max_rejected=0.0,
         decode_timeout_s=600.0,
     )
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
@@ -103,7 +103,7 @@ def main() -> None:
             seqs.append(plain_ffmpeg(videos, params, 1))
             pars.append(plain_ffmpeg(videos, params, workers))
             jpgs.append(plain_ffmpeg(videos, params, workers, Path(tmp) / f"jpeg{i}"))
-            runs.append(ours(root, Path(tmp) / f"out{i}", params))
+            runs.append(ours(root, Path(tmp) / f"out{i}", params, workers))
         seq, par, jpg = min(seqs), min(pars), min(jpgs)
         mine, frames = min(runs)
 

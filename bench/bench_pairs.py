@@ -21,7 +21,7 @@ from demystify.pairs import mine
 
 def run(manifest: pd.DataFrame, frames: Path, videos: Path, p, workers: int) -> tuple[dict, float]:
     start = time.perf_counter()
-    _, metrics = mine.mine_all(manifest, frames, videos, p.model_copy(update={"workers": workers}), progress=False)
+    _, metrics = mine.mine_all(manifest, frames, videos, p, progress=False, workers=workers)
     return metrics, time.perf_counter() - start
 
 

@@ -61,11 +61,11 @@ def child(args) -> None:
 
     p = SegmentationParams.model_validate(dict(
         format="world", data=args.data, train_split="train", test_split="test", size=args.size, layers=args.layers,
-        head="linear", epochs=args.epochs, lr=0.01, weight_decay=1e-4, batch_size=args.batch_size, workers=0,
+        head="linear", epochs=args.epochs, lr=0.01, weight_decay=1e-4, batch_size=args.batch_size,
         examples=0, seed=0))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
-    metrics = segment("bench", args.arch, args.backbone, p, args.out, "cpu", progress=False)
+    metrics = segment("bench", args.arch, args.backbone, p, args.out, "cpu", progress=False, workers=0)
     print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "before_mib": before,
                       "seconds": time.perf_counter() - t, "miou": metrics["miou"]}))
 

@@ -9,3 +9,14 @@ SLOW_FIRST = ("test_pipeline.py", "test_recipes.py")
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: order within a module kept
+
+
+def pytest_configure(config):
+    """The node's digest cache (demystify.digests) of this session alone, for every stage a test
+    starts too: tests rewrite files fast in folders whose inodes the next test reuses, and a real
+    run's cache under ~/.cache is never read or filled."""
+    import os
+    import tempfile
+
+    if not os.environ.get("DEMYSTIFY_DIGESTS"):
+        os.environ["DEMYSTIFY_DIGESTS"] = os.path.join(tempfile.mkdtemp(prefix="digests-"), "digests.sqlite")

@@ -32,11 +32,11 @@ def world(tmp_path_factory):
             config_dir=ROOT / "conf")
     p = config.load("world", "frames", "pairs", "checks", "pretrain", path=root / "params.yaml")
     synthesize(p["world"], root / "world", progress=False)
-    manifest, _ = extract_all(root / "world" / "videos", root / "frames", p["frames"].model_copy(update={"workers": 1}),
-                              progress=False)
+    manifest, _ = extract_all(root / "world" / "videos", root / "frames", p["frames"], progress=False,
+                              workers=1)
     manifest.to_parquet(root / "frames" / "manifest.parquet")
     pairs, _ = mine_all(manifest, root / "frames", root / "world" / "videos",
-                        p["pairs"].model_copy(update={"workers": 1}), progress=False)
+                        p["pairs"], progress=False, workers=1)
     pairs.to_parquet(root / "pairs.parquet")
     return p, root
 

@@ -175,12 +175,12 @@ def test_iou_by_hand_and_a_head_that_fits():
 def _params(kind, data, **kw):
     if kind == "classification":
         base = dict(format="folder", data=str(data), train_split="train", test_split="test", size=32, batch_size=8,
-                    workers=0, linear={"epochs": 5, "lr": 0.01, "weight_decays": [0.0, 0.01], "folds": 2, "batch_size": 8},
+                    linear={"epochs": 5, "lr": 0.01, "weight_decays": [0.0, 0.01], "folds": 2, "batch_size": 8},
                     knn={"k": 3, "temperature": 0.07}, svm={"costs": [0.1, 1.0], "folds": 2}, seed=0)
         return ClassificationParams.model_validate({**base, **kw})
     base = dict(format="world", data=str(data), train_split="train", test_split="test", size=32,
                 layers=["layer2", "layer3"], head="linear", epochs=3, lr=0.01, weight_decay=0.0, batch_size=4,
-                workers=0, examples=2, seed=0)
+                examples=2, seed=0)
     return SegmentationParams.model_validate({**base, **kw})
 
 

@@ -105,7 +105,7 @@ def mixed(clips, tmp_path: Path) -> Path:
 
 def test_bad_videos_rejected_good_ones_kept(mixed: Path, tmp_path: Path):
     out = tmp_path / "frames"
-    manifest, rejected = extract_all(mixed, out, params(), progress=False)
+    manifest, rejected = extract_all(mixed, out, params(), progress=False, workers=1)
     reasons = dict(zip(rejected["file"], rejected["reason"], strict=True))
     assert reasons.pop("zero.mp4").startswith("moov atom not found")
     assert "moov atom not found" in reasons.pop("truncated.mp4")
@@ -136,7 +136,7 @@ def test_bad_videos_rejected_good_ones_kept(mixed: Path, tmp_path: Path):
 def test_too_many_rejected_fails_after_writing(mixed: Path, tmp_path: Path):
     out, metrics = tmp_path / "frames", tmp_path / "results" / "metrics.json"
     with pytest.raises(ExtractionError) as err:
-        run_stage(videos_root=mixed, out_root=out, metrics_path=metrics, params=params(max_rejected=0.5))
+        run_stage(videos_root=mixed, out_root=out, metrics_path=metrics, params=params(max_rejected=0.5), workers=1)
     assert "frames.max_rejected 0.5" in str(err.value)
     assert "audio.mp4: no video stream" in str(err.value)
     written = pd.read_parquet(out / "manifest.parquet")
@@ -154,7 +154,7 @@ def test_accepted_share_passes(clips, tmp_path: Path):
     put(clips["good"], root / "a.mp4")
     (root / "b.mp4").write_bytes(b"")
     m = run_stage(videos_root=root, out_root=tmp_path / "out", metrics_path=tmp_path / "m.json",
-                  params=params(max_rejected=0.5))
+                  params=params(max_rejected=0.5), workers=1)
     assert (m["videos_found"], m["videos_rejected"], m["frames"]) == (2, 1, 10)
 
 
@@ -162,11 +162,11 @@ def test_no_video_fails_with_empty_outputs(tmp_path: Path):
     (tmp_path / "videos").mkdir()
     out = tmp_path / "out"
     with pytest.raises(ExtractionError, match="no video found"):
-        run_stage(videos_root=tmp_path / "videos", out_root=out, metrics_path=tmp_path / "m.json", params=params())
+        run_stage(videos_root=tmp_path / "videos", out_root=out, metrics_path=tmp_path / "m.json", params=params(), workers=1)
     assert (out / "rejected.csv").read_text().strip() == "file,reason"
     assert pd.read_parquet(out / "manifest.parquet").empty
     with pytest.raises(ExtractionError, match="videos folder not found"):
-        run_stage(videos_root=tmp_path / "nowhere", out_root=out, metrics_path=tmp_path / "m.json", params=params())
+        run_stage(videos_root=tmp_path / "nowhere", out_root=out, metrics_path=tmp_path / "m.json", params=params(), workers=1)
 
 
 def test_stale_temporaries_removed(clips, tmp_path: Path):
@@ -176,7 +176,7 @@ def test_stale_temporaries_removed(clips, tmp_path: Path):
     for stale in [out / ".clip.tmp-xyz", out / "sub" / ".deep.tmp-abc"]:
         stale.mkdir(parents=True)
         (stale / "000000.jpg").write_bytes(b"partial")
-    manifest, _ = extract_all(root, out, params(), progress=False)
+    manifest, _ = extract_all(root, out, params(), progress=False, workers=1)
     assert not (out / ".clip.tmp-xyz").exists() and not (out / "sub" / ".deep.tmp-abc").exists()
     assert not manifest["path"].str.contains("tmp").any()
     assert sorted(manifest["video"].unique()) == ["clip", "sub/deep"]
@@ -185,7 +185,7 @@ def test_stale_temporaries_removed(clips, tmp_path: Path):
 def test_duplicate_ids_rejected(clips, tmp_path: Path):
     put(clips["good"], tmp_path / "v" / "clip.mp4")
     put(clips["portrait"], tmp_path / "v" / "clip.mkv")
-    manifest, rejected = extract_all(tmp_path / "v", tmp_path / "o", params(), progress=False)
+    manifest, rejected = extract_all(tmp_path / "v", tmp_path / "o", params(), progress=False, workers=1)
     assert rejected.to_dict("records") == [
         {"file": "clip.mp4", "reason": "frames folder of clip.mp4 ('clip/') would collide with clip.mkv's; rename one"}
     ]
@@ -202,7 +202,7 @@ def test_ground_truth_sidecar(clips, tmp_path: Path):
     (seq / "cover.label").write_text("".join(f"{i % 9}\n" for i in k))
     (seq / "absence.label").write_text("".join(f"{i % 2}\n" for i in k))
     (seq / "meta_info.ini").write_text("[METAINFO]\nanno_fps: 10Hz\nresolution: (64, 48)\n")
-    manifest, rejected = extract_all(root, tmp_path / "out", params(size=24), progress=False)
+    manifest, rejected = extract_all(root, tmp_path / "out", params(size=24), progress=False, workers=1)
     assert rejected.empty
     assert (manifest["width"].iloc[0], manifest["height"].iloc[0]) == (32, 24)  # scale 0.5
     row = 2 * manifest["frame"].to_numpy()[:8]  # t = i/5 s -> row round(10 t)
@@ -221,7 +221,7 @@ def test_ground_truth_defaults_to_video_rate(clips, tmp_path: Path):
     put(clips["good"], root / "clip.mp4")
     (root / "clip").mkdir()
     (root / "clip" / "groundtruth.txt").write_text("".join(f"{i},0,4,4\n" for i in range(50)))
-    manifest, _ = extract_all(root, tmp_path / "out", params(size=48), progress=False)
+    manifest, _ = extract_all(root, tmp_path / "out", params(size=48), progress=False, workers=1)
     np.testing.assert_allclose(manifest["x"], 5 * manifest["frame"])  # 25 fps / 5 fps
     assert manifest["cover"].tolist() == [-1] * 10  # no cover.label
 
@@ -232,15 +232,15 @@ def test_bad_sidecar_rejects_its_video(clips, tmp_path: Path):
     put(clips["good"], root / "other.mp4")
     (root / "clip").mkdir()
     (root / "clip" / "groundtruth.txt").write_text("1,2,3,4\nbroken\n")
-    manifest, rejected = extract_all(root, tmp_path / "out", params(), progress=False)
+    manifest, rejected = extract_all(root, tmp_path / "out", params(), progress=False, workers=1)
     assert rejected["file"].tolist() == ["clip.mp4"]
     assert "groundtruth.txt:2" in rejected["reason"][0]
     assert manifest["video"].unique().tolist() == ["other"]
 
 
 def test_parallel_equals_serial(mixed: Path, tmp_path: Path):
-    serial = extract_all(mixed, tmp_path / "a", params(workers=1), progress=False)
-    parallel = extract_all(mixed, tmp_path / "b", params(workers=2), progress=False)
+    serial = extract_all(mixed, tmp_path / "a", params(), progress=False, workers=1)
+    parallel = extract_all(mixed, tmp_path / "b", params(), progress=False, workers=2)
     pd.testing.assert_frame_equal(serial[0], parallel[0])
     pd.testing.assert_frame_equal(serial[1], parallel[1])
     for p in serial[0]["path"]:
@@ -251,8 +251,9 @@ def run_script(cwd: Path, max_rejected: float) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(
         "data: {source: folder, root: data/world, videos: videos}\n"
         f"frames: {{fps: 5.0, size: 32, jpeg_quality: 5, max_rejected: {max_rejected},"
-        " workers: 1, decode_timeout_s: 60.0}\n"
+        " decode_timeout_s: 60.0}\n"
     )
+    (cwd / "machine.yaml").write_text("frames: {workers: 1}\n")  # one ffmpeg at a time, as DVC would run it here
     return subprocess.run(stage_argv("extract_frames", cwd / "params.yaml"), cwd=cwd, capture_output=True, text=True)
 
 

@@ -72,14 +72,14 @@ def test_full_disk_stops_the_stage_and_rejects_nothing(clips, tmp_path, full_dis
     videos, out = tmp_path / "videos", tmp_path / "frames"
     for name in ("a", "b"):
         put(clips["good"], videos / f"{name}.mp4")
-    run_stage(videos_root=videos, out_root=out, metrics_path=tmp_path / "m.json", params=frames_params())
+    run_stage(videos_root=videos, out_root=out, metrics_path=tmp_path / "m.json", params=frames_params(), workers=1)
     before = _snapshot(out)
     assert "a/000009.jpg" in before and "b/000009.jpg" in before
 
     full_disk()
     put(clips["good"], videos / "c.mp4")
     with pytest.raises(OutputError, match="No space left on device") as err:
-        run_stage(videos_root=videos, out_root=out, metrics_path=tmp_path / "m.json", params=frames_params())
+        run_stage(videos_root=videos, out_root=out, metrics_path=tmp_path / "m.json", params=frames_params(), workers=1)
     assert "while extracting a.mp4" in str(err.value) and "\n" not in str(err.value)
     # Nothing was rejected, and the earlier run's frames, manifest and rejected.csv are all there.
     assert _snapshot(out) == before
@@ -94,8 +94,9 @@ def test_full_disk_stage_script_exits_1_with_one_line(clips, tmp_path, full_disk
     full_disk()
     (tmp_path / "params.yaml").write_text(
         "data: {source: folder, root: data/world, videos: videos}\n"
-        "frames: {fps: 5.0, size: 32, jpeg_quality: 5, max_rejected: 0.5, workers: 2, decode_timeout_s: 60.0,"
+        "frames: {fps: 5.0, size: 32, jpeg_quality: 5, max_rejected: 0.5, decode_timeout_s: 60.0,"
         " max_duplicate_share: 0.5}\n")
+    (tmp_path / "machine.yaml").write_text("frames: {workers: 2}\n")  # read from the stage's folder
     proc = subprocess.run([sys.executable, str(ROOT / "stages" / "extract_frames.py"), "--videos", "videos",
                            "--out", "data/frames", "--metrics", "results/frames/metrics.json"],
                           cwd=tmp_path, capture_output=True, text=True,
@@ -140,7 +141,7 @@ def test_timestamp_gap_rejects_the_video_by_name(clips, tmp_path):
     (out / "gap").mkdir(parents=True)  # an older run's frames of it must not outlive the rejection
     (out / "gap" / "000000.jpg").write_bytes(b"old")
     metrics = run_stage(videos_root=videos, out_root=out, metrics_path=tmp_path / "m.json",
-                        params=frames_params(max_rejected=0.5))
+                        params=frames_params(max_rejected=0.5), workers=1)
     rejected = pd.read_csv(out / "rejected.csv")
     assert rejected["file"].tolist() == ["gap.mp4"]
     reason = rejected["reason"].iloc[0]
@@ -158,7 +159,7 @@ def test_duplicates_are_flagged_below_the_threshold(tmp_path):
     """Accepted with max_duplicate_share 1: every repeated frame is flagged in the manifest."""
     _gap_clip(tmp_path / "videos" / "gap.mp4", gap_s=4)
     manifest, rejected = extract_all(tmp_path / "videos", tmp_path / "frames", frames_params(max_duplicate_share=1.0),
-                                     progress=False)
+                                     progress=False, workers=1)
     assert rejected.empty and len(manifest) == 30
     assert manifest["duplicate"].sum() == 19  # 30 frames, 11 distinct: the gap's 20 slots hold one frame
     assert not manifest["duplicate"].iloc[0]
@@ -183,8 +184,8 @@ def world_frames(tmp_path_factory):
     p = config.load("world", "frames", path=d / "params.yaml")
     from demystify.world.synthesize import World, write_videos
     write_videos(World(p["world"]), d, progress=False)
-    manifest, rejected = extract_all(d / "videos", d / "frames", p["frames"].model_copy(update={"workers": 1}),
-                                     progress=False)
+    manifest, rejected = extract_all(d / "videos", d / "frames", p["frames"], progress=False,
+                                     workers=1)
     return p["frames"], manifest, rejected, d / "frames"
 
 

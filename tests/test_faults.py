@@ -55,9 +55,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_afresh(workspace, 
     """A real checkpoint of a killed run, damaged: the rerun names it, moves it to *.damaged, trains
     from step 0 and ends with the uninterrupted run's outputs (was: resumed, NaN, exit 0)."""
     root = _copy_workspace(workspace, tmp_path / "ws")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretrain"]["checkpoint_every"] = 2
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "machine.yaml").write_text("pretrain: {checkpoint_every: 2}\n")  # read from the stage's folder
     killed = _run(root, "moco_object_centric", env={"DEMYSTIFY_KILL_AT": "step:3"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     (checkpoint,) = _checkpoints(root, "moco_object_centric")

@@ -31,9 +31,10 @@ clips = video_fixtures.clips  # the session fixture, shared with other modules
 frames_params, put = video_fixtures.frames_params, video_fixtures.put
 
 
-def extract(root: Path, out: Path, **kw) -> tuple[pd.DataFrame, dict[str, str]]:
+def extract(root: Path, out: Path, workers: int = 1, **kw) -> tuple[pd.DataFrame, dict[str, str]]:
     """Run the stage; (manifest as written, {file: reason} as written)."""
-    extract_stage(videos_root=root, out_root=out, metrics_path=out.parent / "frames.json", params=frames_params(**kw))
+    extract_stage(videos_root=root, out_root=out, metrics_path=out.parent / "frames.json", params=frames_params(**kw),
+                  workers=workers)
     rejected = pd.read_csv(out / "rejected.csv", keep_default_na=False)
     return pd.read_parquet(out / "manifest.parquet"), dict(zip(rejected["file"], rejected["reason"], strict=True))
 
@@ -49,7 +50,7 @@ def world(tmp_path_factory):
     """One smoke-world video (20 frames at 10 fps, 64x48) with its GOT-10k folder, and pairs params."""
     d = tmp_path_factory.mktemp("hostile_world")
     compose(d / "params.yaml", ["scale=smoke", "world.videos.count=1", "pairs.source=annotations",
-                                "pairs.workers=1", "pairs.pairs_per_video=8"], config_dir=ROOT / "conf")
+                                "pairs.pairs_per_video=8"], config_dir=ROOT / "conf")
     p = config.load("world", "pairs", path=d / "params.yaml")
     from demystify.world.synthesize import World, write_videos
     write_videos(World(p["world"]), d, progress=False)

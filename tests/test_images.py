@@ -156,7 +156,7 @@ def test_an_image_over_the_pixel_cap_is_named_before_decoding(tmp_path, monkeypa
     assert images.decode_rgb(small).shape == (3, 8, 8)  # under the cap: read as before
     variant = VariantParams(method="moco", positives="images", data=str(tmp_path / "c"))
     with pytest.raises(DataError, match=r"b\.png: image of 30x20 = 600 pixels is over the cap"):
-        train.build_data(variant, _pretrain(resident_mb=0))
+        train.build_data(variant, _pretrain(), resident_mb=0)
 
 
 # --- batches from crops -------------------------------------------------------------------------
@@ -292,12 +292,12 @@ def test_a_streamed_corpus_is_checked_before_training(tmp_path):
     for i in range(4):
         _save(corpus / "cat" / f"{i}.png", _pattern())
     variant = VariantParams(method="moco", positives="images", data=str(corpus))
-    dataset, _, files = train.build_data(variant, _pretrain(resident_mb=0))
+    dataset, _, files = train.build_data(variant, _pretrain(), resident_mb=0)
     assert not dataset.resident and len(dataset) == 4 and len(files) == 4  # a good corpus streams
 
     (corpus / "cat" / "2.png").write_bytes(b"not an image at all")
     with pytest.raises(DataError, match=r"cat/2\.png: cannot read image \(UnidentifiedImageError"):
-        train.build_data(variant, _pretrain(resident_mb=0))
+        train.build_data(variant, _pretrain(), resident_mb=0)
 
 
 def test_the_resident_estimate_reads_every_header(tmp_path):
@@ -307,7 +307,7 @@ def test_the_resident_estimate_reads_every_header(tmp_path):
     _save(corpus / "a.png", _pattern(8, 8))
     _save(corpus / "b.png", cv2.resize(_pattern(), (1000, 800)))
     variant = VariantParams(method="moco", positives="images", data=str(corpus))
-    assert not train.build_data(variant, _pretrain(resident_mb=2))[0].resident  # 2.4 MB > 2 MB
-    assert train.build_data(variant, _pretrain(resident_mb=3))[0].resident
+    assert not train.build_data(variant, _pretrain(), resident_mb=2)[0].resident  # 2.4 MB > 2 MB
+    assert train.build_data(variant, _pretrain(), resident_mb=3)[0].resident
     assert train._fits_in_memory({"a": (8, 8), "b": (1000, 800)}, 3)
     assert not train._fits_in_memory({"a": (8, 8), "b": (1000, 800)}, 2)

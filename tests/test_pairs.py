@@ -49,8 +49,7 @@ def clips(tmp_path_factory, params):
     """Tiny synthetic clips, really encoded and decoded: (manifest, frames root, videos root)."""
     root = tmp_path_factory.mktemp("pairs")
     write_videos(World(params["world"]), root, progress=False)
-    frames_params = params["frames"].model_copy(update={"workers": 1})
-    manifest, rejected = extract_all(root / "videos", root / "frames", frames_params, progress=False)
+    manifest, rejected = extract_all(root / "videos", root / "frames", params["frames"], progress=False, workers=1)
     assert rejected.empty
     return manifest, root / "frames", root / "videos"
 
@@ -82,8 +81,8 @@ def test_sampling_short_video():
 @pytest.mark.parametrize("source", ["frames", "tracker", "annotations"])
 def test_each_source(clips, params, source):
     manifest, frames_root, videos_root = clips
-    p = _with(params["pairs"], source=source, workers=1)
-    pairs, metrics = mine_all(manifest, frames_root, videos_root, p, progress=False)
+    p = _with(params["pairs"], source=source)
+    pairs, metrics = mine_all(manifest, frames_root, videos_root, p, progress=False, workers=1)
     assert list(pairs.columns) == COLUMNS
     assert len(pairs) > 0 and (pairs["source"] == source).all()
     assert pairs["gap"].between(p.min_gap, p.max_gap).all()
@@ -116,8 +115,8 @@ def test_each_source(clips, params, source):
 
 def test_parallel_and_serial_identical(clips, params):
     manifest, frames_root, videos_root = clips
-    one, m1 = mine_all(manifest, frames_root, videos_root, _with(params["pairs"], workers=1), progress=False)
-    two, m2 = mine_all(manifest, frames_root, videos_root, _with(params["pairs"], workers=2), progress=False)
+    one, m1 = mine_all(manifest, frames_root, videos_root, params["pairs"], progress=False, workers=1)
+    two, m2 = mine_all(manifest, frames_root, videos_root, params["pairs"], progress=False, workers=2)
     pd.testing.assert_frame_equal(one, two)
     assert m1 == m2
 
@@ -127,7 +126,7 @@ def test_run_stage_writes_outputs(clips, params, tmp_path):
     manifest.to_parquet(tmp_path / "manifest.parquet")
     metrics = run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=frames_root, videos_root=videos_root,
                         out_pairs=tmp_path / "pairs.parquet", out_dir=tmp_path / "results",
-                        p=_with(params["pairs"], workers=1))
+                        p=params["pairs"], workers=1)
     assert len(pd.read_parquet(tmp_path / "pairs.parquet")) == metrics["pairs"]
     grid = cv2.imread(str(tmp_path / "results" / "pairs.png"))
     assert grid is not None and grid.shape[0] > 100
@@ -142,7 +141,7 @@ def test_floats_rounded_and_bytes_repeat(clips, params, tmp_path):
     outputs = []
     for run in ("one", "two"):
         run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=frames_root, videos_root=videos_root,
-                  out_pairs=tmp_path / run / "pairs.parquet", out_dir=tmp_path / run, p=_with(params["pairs"], workers=1))
+                  out_pairs=tmp_path / run / "pairs.parquet", out_dir=tmp_path / run, p=params["pairs"], workers=1)
         outputs.append({f: (tmp_path / run / f).read_bytes() for f in ("pairs.parquet", "pairs.png", "metrics.json")})
     assert outputs[0] == outputs[1]
     pairs = pd.read_parquet(tmp_path / "one" / "pairs.parquet")
@@ -223,7 +222,7 @@ def _square_clip(positions: list[tuple[int, int]], size: int = 14, shape=(48, 64
 def test_static_video_has_nothing_to_propose(tmp_path, params):
     still = _square_clip([(20, 15)] * 12)
     manifest = _write_clip(tmp_path, "still", still)
-    res = mine_video(manifest, tmp_path, None, _with(params["pairs"], workers=1))
+    res = mine_video(manifest, tmp_path, None, params["pairs"])
     assert res.rows == [] and res.rejected["no_proposals"] > 0
 
 
@@ -260,7 +259,7 @@ def test_stage_fails_clearly_only_without_any_pair(tmp_path, params):
     manifest.to_parquet(tmp_path / "manifest.parquet")
     with pytest.raises(PairsError, match="no pair could be mined.*rejected_no_proposals"):
         run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=tmp_path, videos_root=None,
-                  out_pairs=tmp_path / "pairs.parquet", out_dir=tmp_path / "out", p=_with(params["pairs"], workers=1))
+                  out_pairs=tmp_path / "pairs.parquet", out_dir=tmp_path / "out", p=params["pairs"], workers=1)
     metrics = yaml.safe_load((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["rejected_too_short"] == 1 and metrics["rejected_no_proposals"] > 0
 
@@ -315,7 +314,8 @@ def test_trackingnet_boxes_carried_by_extraction(tmp_path, clips):
     (chunk / "videos" / "clip.mp4").write_bytes(src.read_bytes())
     (chunk / "anno" / "clip.txt").write_text("".join(f"{i},{i},10,12\n" for i in range(80)))
     manifest, rejected = extract_all(chunk / "videos", tmp_path / "frames", FramesParams(
-        fps=5.0, size=120, jpeg_quality=3, max_rejected=0.0, workers=1, decode_timeout_s=60.0), progress=False)
+        fps=5.0, size=120, jpeg_quality=3, max_rejected=0.0, decode_timeout_s=60.0), progress=False,
+        workers=1)
     assert rejected.empty and manifest["x"].notna().all()
     assert manifest["x"].iloc[1] == pytest.approx(2.0)  # frame 1 at 0.2 s = source row 2 (10 fps), same size
 

@@ -224,8 +224,8 @@ def test_a_videos_folder_with_quotes_and_spaces_runs_through_dvc(repo):
     make_clip(root / videos / "a.mp4")
     data = config.read_yaml(root / "params.yaml")
     data["data"]["videos"] = videos
-    data["frames"]["workers"] = 1
     _write(root / "params.yaml", data)
+    (root / "machine.yaml").write_text("frames: {workers: 1}\n")  # one ffmpeg process (machine.yaml)
     proc = _repro(root, env, "extract_frames")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--videos 'vids/my \"odd\" dir'" in proc.stdout

@@ -85,6 +85,15 @@ def test_repro_then_noop_then_only_what_changed(repo):
     assert _stages_run(second) == []
     assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
 
+    # machine settings (machine.yaml: workers, resident memory, checkpoint frequency) change speed,
+    # never results: every one changed, every stage is still up to date
+    committed = (path / "machine.yaml").read_text()
+    (path / "machine.yaml").write_text(
+        "frames: {workers: 1}\npairs: {workers: 1}\npretrain: {workers: 0, resident_mb: 0, checkpoint_every: 1}\n"
+        "invariance: {workers: 1}\nclassification: {workers: 1}\nsegmentation: {workers: 1}\n")
+    assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
+    (path / "machine.yaml").write_text(committed)
+
     pairs = pd.read_parquet(path / "data/pairs/pairs.parquet")
     assert len(pairs) == json.loads((path / "results/pairs/metrics.json").read_text())["pairs"] > 0
     assert (path / "results/pairs/pairs.png").stat().st_size > 0

@@ -43,6 +43,9 @@ def workspace(tmp_path_factory):
     write_object_centric(world, root / "data" / "world", progress=False)
     write_classification(world, root / "data" / "world", progress=False)
     gate.write(root / GATE, [])  # as check_data writes it when the checks pass
+    # a checkpoint every step (the smoke scale's setting before machine settings left params): the
+    # kill tests find the step they killed at
+    (root / "machine.yaml").write_text("pretrain: {checkpoint_every: 1}\n")
     return root
 
 
@@ -69,6 +72,8 @@ def _run(root: Path, *args: str, torchrun: int = 0, restarts: int = 0, env: dict
 def _copy_workspace(src: Path, dst: Path, copy_data: bool = False) -> Path:
     dst.mkdir()
     (dst / "params.yaml").write_text((src / "params.yaml").read_text())
+    if (src / "machine.yaml").is_file():
+        (dst / "machine.yaml").write_text((src / "machine.yaml").read_text())
     if copy_data:
         shutil.copytree(src / "data", dst / "data")
     else:
@@ -507,9 +512,7 @@ KILL_POINTS = [f"step:{random.Random(os.environ.get('PYTEST_XDIST_TESTRUNUID')).
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_kill_anywhere_then_resume_gives_the_uninterrupted_outputs(workspace, straight, tmp_path, point):
     root = _copy_workspace(workspace, tmp_path / "ws")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretrain"]["checkpoint_every"] = 2
-    (root / "params.yaml").write_text(yaml.safe_dump(params))  # checkpoint frequency is not in the key
+    (root / "machine.yaml").write_text("pretrain: {checkpoint_every: 2}\n")  # not in the key: a machine setting
     killed = _run(root, "moco_object_centric", env={"DEMYSTIFY_KILL_AT": point})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     resumed = _run(root, "moco_object_centric")

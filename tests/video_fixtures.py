@@ -80,7 +80,7 @@ def _rotated(src: Path, dst: Path) -> Path:
 
 def frames_params(**kw) -> FramesParams:
     """Small, fast extraction params for tests; keywords override."""
-    base = dict(fps=5.0, size=32, jpeg_quality=5, max_rejected=1.0, workers=1, decode_timeout_s=60.0)
+    base = dict(fps=5.0, size=32, jpeg_quality=5, max_rejected=1.0, decode_timeout_s=60.0)
     return FramesParams(**{**base, **kw})
 
 

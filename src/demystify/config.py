@@ -185,7 +185,6 @@ class FramesParams(Section):
     size: int = Field(ge=8, le=4096)
     jpeg_quality: int = Field(ge=2, le=31)
     max_rejected: float = Field(ge=0, le=1)
-    workers: int = Field(ge=0)  # 0: one per core
     decode_timeout_s: float = Field(gt=0)  # one video's ffmpeg decode; longer: rejected as timed out
     # share of a video's frames byte-identical to the one before (ffmpeg filling a timestamp gap, a
     # frozen picture); more: rejected. The default holds for frames built without params.yaml.
@@ -210,7 +209,6 @@ class PairsParams(Section):
     max_outside: float = Field(ge=0, le=1)  # share of the tracked box allowed outside the frame
     match_iou: float = Field(ge=0, le=1)  # proposal-to-ground-truth match for iou_gt
     grid_pairs: int = Field(ge=0)
-    workers: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> PairsParams:
@@ -268,9 +266,6 @@ class PretrainParams(Section):
     head_bn: bool  # BatchNorm in the projection head's hidden layer (SimCLR / MoCo v3 style)
     bn_splits: int = PositiveInt
     min_crop_scale: float = Field(gt=0, le=1)
-    workers: int = Field(ge=0)  # loader processes decoding a corpus too big to hold (see resident_mb)
-    resident_mb: int = Field(ge=0)  # decode the corpus once and hold it when it fits (0: always stream)
-    checkpoint_every: int = PositiveInt  # steps
     monitor: str = Field(min_length=1)  # labelled set (train/ and val/ ImageFolders: bank and queries) for the kNN monitor
     monitor_per_class: int = PositiveInt
     knn_k: int = PositiveInt
@@ -334,7 +329,6 @@ class InvarianceParams(Section):
     got10k_min_span: int = Field(ge=0, le=8)
     ks: list[StrictInt] = Field(min_length=1)  # top-K neurons
     batch_size: int = PositiveInt
-    workers: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> InvarianceParams:
@@ -374,7 +368,6 @@ class ClassificationParams(Section):
     test_split: str = Field(min_length=1)
     size: int = Field(ge=16, le=1024)  # resized without crop
     batch_size: int = PositiveInt
-    workers: int = Field(ge=0)
     linear: LinearProbeParams
     knn: KnnParams
     svm: SvmParams
@@ -393,7 +386,6 @@ class SegmentationParams(Section):
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     batch_size: int = PositiveInt
-    workers: int = Field(ge=0)
     examples: int = Field(ge=0)  # scenes drawn in the PNG
     seed: int = Field(ge=0)
 
@@ -569,6 +561,20 @@ def _unknown_keys(value: Any, model: type, prefix: str) -> list[tuple[str, Any]]
     return out
 
 
+# settings that change speed, never results: in machine.yaml (demystify.machine), which no stage lists,
+# so tuning them reruns nothing; an old params.yaml naming one is told where it went
+MOVED_TO_MACHINE = ("frames.workers", "pairs.workers", "pretrain.workers", "pretrain.resident_mb",
+                    "pretrain.checkpoint_every", "invariance.workers", "classification.workers",
+                    "segmentation.workers")
+
+
+def _unknown_line(key: str, value: Any) -> str:
+    if key in MOVED_TO_MACHINE:
+        return (f"  {key} = {value!r}: {key} moved to machine.yaml (changes speed, never results: no stage "
+                "lists it, so changing it reruns nothing); set it there")
+    return f"  {key} = {value!r}: unknown key (not in the schema; no stage reads it)"
+
+
 def check_keys(data: dict[str, Any], source: str = "params.yaml") -> None:
     """Every key of the whole params tree is in the schema, whichever sections a stage reads: a key
     added with Hydra's `+` (`dvc exp run -S +seed=1`) that no stage reads would otherwise be
@@ -579,8 +585,7 @@ def check_keys(data: dict[str, Any], source: str = "params.yaml") -> None:
                           "src/demystify/config.py; no stage reads it)")
     nested = [u for name, model in SECTIONS.items() for u in _unknown_keys(data.get(name), model, name)]
     if nested:
-        lines = "\n".join(f"  {key} = {value!r}: unknown key (not in the schema; no stage reads it)"
-                          for key, value in nested)
+        lines = "\n".join(_unknown_line(key, value) for key, value in nested)
         raise ConfigError(f"{source}: invalid parameters:\n{lines}")
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .. import machine
 from ..config import ClassificationParams, SegmentationParams
 from ..data import labelled
 from ..io import write_json, write_npz
@@ -30,13 +31,15 @@ def _read_classification(p: ClassificationParams, split: str, classes=None) -> l
 
 
 def classify(name: str, arch: str, model_path, p: ClassificationParams, out_dir: str | Path, device: str,
-             progress: bool = True) -> dict:
+             progress: bool = True, workers: int | None = None) -> dict:
+    """`workers`: loader processes (None: machine.yaml's classification.workers)."""
     out_dir = Path(out_dir)
+    workers = machine.load().classification_workers if workers is None else workers
     train = _read_classification(p, p.train_split)
     test = _read_classification(p, p.test_split, train.classes)
     model = load_model(model_path, arch, device)
-    tx = extract(model, train.paths, None, p.size, device, p.batch_size, p.workers, f"classify@{name} train", progress)
-    vx = extract(model, test.paths, None, p.size, device, p.batch_size, p.workers, f"classify@{name} test", progress)
+    tx = extract(model, train.paths, None, p.size, device, p.batch_size, workers, f"classify@{name} train", progress)
+    vx = extract(model, test.paths, None, p.size, device, p.batch_size, workers, f"classify@{name} test", progress)
     mean_ap, per_class_ap = protocols.voc07_svm(tx, train.labels, vx, test.labels, p.svm.costs, p.svm.folds, p.seed)
     metrics = {"svm_map": round(mean_ap, 6), "images_train": len(train.paths), "images_test": len(test.paths)}
     if p.format == "folder":  # single-label: top-1 protocols and a confusion matrix
@@ -109,10 +112,10 @@ class _Scenes(Dataset):
 
 
 def _maps(model, data: labelled.MaskedImages, p: SegmentationParams, device: str, folder: Path, desc: str,
-          progress: bool) -> tuple[list[seg.MapFile], seg.MapFile]:
+          progress: bool, workers: int = 0) -> tuple[list[seg.MapFile], seg.MapFile]:
     """The stage maps (float32) and masks of every image, written batch by batch into .npy files in
     `folder`: nothing here grows with the number of images."""
-    loader = DataLoader(_Scenes(data, p.size), batch_size=p.batch_size, num_workers=p.workers)
+    loader = DataLoader(_Scenes(data, p.size), batch_size=p.batch_size, num_workers=workers)
     n = len(data.images)
     # masks hold class indices and ignore_index: one byte where they fit (read back as int64)
     small = 0 <= data.ignore_index < 256 and len(data.classes) <= 256
@@ -131,11 +134,13 @@ def _maps(model, data: labelled.MaskedImages, p: SegmentationParams, device: str
 
 
 def segment(name: str, arch: str, model_path, p: SegmentationParams, out_dir: str | Path, device: str,
-            progress: bool = True, scratch: str | Path | None = None) -> dict:
+            progress: bool = True, scratch: str | Path | None = None, workers: int | None = None) -> dict:
     """Train a head on the train split's stage maps, score it on the test split. The maps go to a
     temporary folder in `scratch` (default: the system's, $TMPDIR), deleted at the end, on error
-    too; it needs room for them: about 15 MB an image for ResNet-50 at 512 px, 1 MB at 128 px."""
+    too; it needs room for them: about 15 MB an image for ResNet-50 at 512 px, 1 MB at 128 px.
+    `workers`: loader processes (None: machine.yaml's segmentation.workers)."""
     out_dir = Path(out_dir)
+    workers = machine.load().segmentation_workers if workers is None else workers
     reader = labelled.SEGMENTATION_READERS[p.format]
     train, test = reader(p.data, p.train_split), reader(p.data, p.test_split)
     model = load_model(model_path, arch, device)
@@ -144,8 +149,9 @@ def segment(name: str, arch: str, model_path, p: SegmentationParams, out_dir: st
         folder = Path(folder)
         (folder / "train").mkdir()
         (folder / "test").mkdir()
-        train_maps, train_masks = _maps(model, train, p, device, folder / "train", f"segment@{name} train", progress)
-        test_maps, test_masks = _maps(model, test, p, device, folder / "test", f"segment@{name} test", progress)
+        train_maps, train_masks = _maps(model, train, p, device, folder / "train", f"segment@{name} train", progress,
+                                         workers)
+        test_maps, test_masks = _maps(model, test, p, device, folder / "test", f"segment@{name} test", progress, workers)
         head = seg.train_head(train_maps, train_masks, classes, p.head, p.epochs, p.lr, p.weight_decay,
                               p.batch_size, p.seed, train.ignore_index, device)
         per_image, shown, start = [], [], 0

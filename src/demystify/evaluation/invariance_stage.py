@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import machine
 from ..config import InvarianceParams
 from ..io import write_json, write_npz
 from . import sets as readers
@@ -47,8 +48,10 @@ def score_file(path: str | Path, ks=(10, 25)) -> dict[int, float]:
 
 
 def evaluate(name: str, arch: str, model_path: str | Path | None, ip: InvarianceParams, out_dir: str | Path,
-             device: str, progress: bool = True) -> dict:
+             device: str, progress: bool = True, workers: int | None = None) -> dict:
+    """`workers`: loader processes (None: machine.yaml's invariance.workers)."""
     out_dir = Path(out_dir)
+    workers = machine.load().invariance_workers if workers is None else workers
     sets, skipped = read_sets(ip)
     model = load_model(model_path, arch, device)
     metrics: dict[str, dict] = {}
@@ -57,7 +60,7 @@ def evaluate(name: str, arch: str, model_path: str | Path | None, ip: Invariance
     for set_name, (s, size) in sets.items():
         key = (tuple(s.paths), tuple(map(str, s.boxes)), size)
         if key not in cache:
-            cache[key] = extract(model, s.paths, s.boxes, size, device, ip.batch_size, ip.workers,
+            cache[key] = extract(model, s.paths, s.boxes, size, device, ip.batch_size, workers,
                                  desc=f"invariance@{name} {set_name}", progress=progress)
         feat = cache[key]
         write_features(out_dir / "features" / f"{set_name}.npz", feat, s)

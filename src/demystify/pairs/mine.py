@@ -10,7 +10,6 @@ Nothing here crashes on a bad video: every lost pair is counted by reason in the
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -22,8 +21,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from .. import machine
 from ..config import PairsParams
-from ..io import file_md5, worker_context, write_json, write_parquet
+from ..digests import file_md5s
+from ..io import worker_context, write_json, write_parquet
 from . import ground_truth
 from .boxes import iou, outside_share
 from .grid import draw_grid
@@ -230,12 +231,13 @@ def _mine_one(args) -> tuple[str, VideoResult | None, str | None]:
 
 
 def mine_all(manifest: pd.DataFrame, frames_root: str | Path, videos_root: str | Path | None, p: PairsParams,
-             progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """All pairs (sorted by video, frame_a) and the metrics dict."""
+             progress: bool = True, workers: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """All pairs (sorted by video, frame_a) and the metrics dict; `workers` processes (None:
+    machine.yaml's pairs.workers)."""
     frames_root = Path(frames_root)
     videos_root = Path(videos_root) if videos_root else None
     jobs = [(g, frames_root, videos_root, p) for _, g in manifest.groupby("video", sort=True)]
-    workers = min(p.workers or os.cpu_count() or 1, max(len(jobs), 1))
+    workers = min(workers or machine.load().pairs_workers, max(len(jobs), 1))
     results: dict[str, VideoResult] = {}
     failures: dict[str, str] = {}
     bar = tqdm(total=len(jobs), desc="mine_pairs", unit="video", file=sys.stderr, disable=None if progress else True)
@@ -302,19 +304,20 @@ def with_frame_hashes(pairs: pd.DataFrame, frames_root: Path) -> pd.DataFrame:
     """`md5_a`, `md5_b`: the content of both frames. Training on the pairs reads the frames, so the
     manifest must change when they do (a new JPEG quality can leave every box as it was)."""
     frames = pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel())
-    md5 = {path: file_md5(frames_root / path) for path in frames}
+    digests = file_md5s(str(frames_root / path) for path in frames)  # cached: pretraining reads them back
+    md5 = {path: digests[str(frames_root / path)] for path in frames}
     return pairs.assign(md5_a=pairs["path_a"].map(md5).astype(str), md5_b=pairs["path_b"].map(md5).astype(str))
 
 
 def run_stage(*, manifest_path: str | Path, frames_root: str | Path, videos_root: str | Path | None,
-              out_pairs: str | Path, out_dir: str | Path, p: PairsParams) -> dict:
+              out_pairs: str | Path, out_dir: str | Path, p: PairsParams, workers: int | None = None) -> dict:
     """Write pairs.parquet, metrics.json and the pairs.png grid; raise PairsError when no pair was mined
-    (after writing the metrics, which say why)."""
+    (after writing the metrics, which say why). `workers`: as mine_all."""
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
         raise PairsError(f"{manifest_path}: frames manifest not found (run extract_frames first)")
     manifest = pd.read_parquet(manifest_path)
-    pairs, metrics = mine_all(manifest, frames_root, videos_root, p)
+    pairs, metrics = mine_all(manifest, frames_root, videos_root, p, workers=workers)
     pairs = with_frame_hashes(pairs, Path(frames_root))
     out_dir = Path(out_dir)
     write_parquet(out_pairs, pairs)

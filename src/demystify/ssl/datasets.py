@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from ..digests import file_md5s
 from ..images import IMAGE_SUFFIXES, decode_rgb, report_skipped, split_images  # noqa: F401 - the one list, re-exported
-from ..io import file_md5
 
 
 class DataError(ValueError):
@@ -182,7 +182,8 @@ def has_frame_hashes(columns) -> bool:
 
 def _verify_frames(pairs: pd.DataFrame, pairs_path: Path, frames_root: Path) -> None:
     recorded = dict(zip(pairs["path_a"], pairs["md5_a"], strict=True)) | dict(zip(pairs["path_b"], pairs["md5_b"], strict=True))
-    changed = [p for p, md5 in sorted(recorded.items()) if file_md5(frames_root / p) != md5]
+    actual = file_md5s(str(frames_root / p) for p in recorded)  # the node's digest cache: read once
+    changed = [p for p, md5 in sorted(recorded.items()) if actual[str(frames_root / p)] != md5]
     if changed:
         raise DataError(f"{pairs_path}: {len(changed)} frame(s) changed since the pairs were mined, e.g. "
                         f"{', '.join(changed[:3])} (rerun mine_pairs: `dvc repro mine_pairs`)")

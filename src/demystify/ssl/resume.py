@@ -19,12 +19,12 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
-from ..io import file_md5
+from ..digests import list_digest
 from . import checkpoint as ckpt
 
 ENV = "DEMYSTIFY_CHECKPOINTS"
@@ -41,11 +41,22 @@ def checkpoint_path(variant: str, key: str) -> Path:
 
 def data_digest(items: Iterable, files: Iterable[str | Path]) -> str:
     """One hash over what a run reads: the items (paths, boxes, labels, in order) and the
-    content MD5 of every distinct file."""
+    content MD5 of every distinct file, from the node's digest cache (demystify.digests: a second
+    start stats the files instead of reading them)."""
     h = hashlib.md5(json.dumps([list(vars(it).values()) for it in items], default=str).encode())
-    for path in sorted({str(p) for p in files}):
-        h.update(f"{path}\0{file_md5(path)}\n".encode())
+    h.update(list_digest(files).encode())
     return h.hexdigest()
+
+
+def node_data_digest(items: list, files: list[str | Path], first: bool, barrier: Callable[[], None] | None) -> str:
+    """data_digest hashed once per node under DDP: the node's first process (local rank 0) fills the
+    node's digest cache while the others wait at `barrier` (every process calls it), then they
+    find every file there and only stat it. Without a barrier (one process): data_digest."""
+    if barrier is None:
+        return data_digest(items, files)
+    digest = data_digest(items, files) if first else None
+    barrier()
+    return digest if digest is not None else data_digest(items, files)
 
 
 def code_digest() -> str:

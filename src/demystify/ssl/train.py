@@ -2,7 +2,7 @@
 
 - Device: CUDA when present (bf16 autocast, channels_last, optional torch.compile), else CPU.
 - Data: the corpus decoded once and held as uint8 (streamed by loader workers when it exceeds
-  `resident_mb`); each batch is augmented whole, in this process and on its device
+  machine.yaml's `pretrain.resident_mb`); each batch is augmented whole, in this process and on its device
   (batch_augment.BatchMoCoV2: MoCo v2's augmentations, per-sample randomness; crop and flip only
   for the supervised baseline).
 - Distributed: under `torchrun` (WORLD_SIZE > 1) DDP with NCCL on GPUs, gloo on CPUs. DDP is the
@@ -13,7 +13,7 @@
   supervised baseline keeps plain per-process BN (no such equality). Rank 0 alone logs and writes
   checkpoints (DEMYSTIFY_CHECKPOINTS: a folder every node sees, so a restart on another node resumes).
 - Resumable: the full state (encoders, queue and pointer, optimizer, scheduler, step, running
-  loss, the periods logged so far, RNG) is written atomically every `checkpoint_every` steps and at
+  loss, the periods logged so far, RNG) is written atomically every `checkpoint_every` steps (machine.yaml) and at
   every logging period's end to `.checkpoints/pretrain/VARIANT/KEY.pt` (resume.py: KEY hashes the settings,
   the data's bytes and the code); a rerun of the same KEY resumes there and, on CPU, ends with
   exactly the outputs of an uninterrupted run. Rank 0 reads it and broadcasts it to every process.
@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from .. import machine as machine_settings
 from ..checks.gate import require_passed
 from ..config import PretrainParams, VariantParams
 from ..images import image_size
@@ -198,10 +199,11 @@ PAIR_VIEWS = {"temporal": {"crops": False},  # whole frames a and b
               "crops": {"crops": True, "same_crop": True}}  # box a in frame a, twice
 
 
-def build_data(variant: VariantParams, p: PretrainParams) -> tuple[DecodedViews, list[str], list[str]]:
+def build_data(variant: VariantParams, p: PretrainParams,
+               resident_mb: int | None = None) -> tuple[DecodedViews, list[str], list[str]]:
     """The dataset, its classes, and the files whose bytes determine it (for the resume key): the
     pairs manifest alone when it records its frames' MD5s (verified on reading), else every image.
-    The images are decoded once and held when they fit in `resident_mb`, else streamed."""
+    The images are decoded once and held when they fit in `resident_mb` (None: machine.yaml's), else streamed."""
     data = Path(variant.data)
     if variant.positives in ("images", "labels", "none"):
         items, classes = image_items(data, labelled=variant.positives == "labels")
@@ -217,7 +219,9 @@ def build_data(variant: VariantParams, p: PretrainParams) -> tuple[DecodedViews,
     # file before training, not when a loader worker first draws it, possibly hours in
     paths = dict.fromkeys(q for it in items for q in (it.path_a, it.path_b) if q)  # a frame is in many pairs
     sizes = {q: image_size(q, DataError) for q in paths}
-    return DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(sizes, p.resident_mb)), classes, files
+    if resident_mb is None:
+        resident_mb = machine_settings.load().resident_mb
+    return DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(sizes, resident_mb)), classes, files
 
 
 def negative_share(variant: VariantParams, dataset: DecodedViews) -> float | None:
@@ -335,9 +339,11 @@ def effective_params(variant: VariantParams, p: PretrainParams) -> PretrainParam
 
 
 def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str | Path, results_dir: str | Path,
-          progress: bool = True) -> dict:
-    """Train (or resume) one variant; write models/VARIANT/backbone.pt and results/pretrain/VARIANT."""
+          progress: bool = True, machine: machine_settings.Machine | None = None) -> dict:
+    """Train (or resume) one variant; write models/VARIANT/backbone.pt and results/pretrain/VARIANT.
+    `machine`: workers, resident memory, checkpoint frequency (None: machine.yaml's)."""
     rt = setup_runtime()
+    machine = machine or machine_settings.load()
     models_dir, results_dir = Path(models_dir), Path(results_dir)
     p = effective_params(variant, p)
     torch.manual_seed(p.seed)
@@ -354,7 +360,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         return _finish(name, model, p, rt, models_dir, results_dir, monitor, floor, steps=0)
 
     local_batch, local_splits = process_share(name, variant.method, p, rt.world)  # before any data is read
-    dataset, classes, files = build_data(variant, p)
+    dataset, classes, files = build_data(variant, p, machine.resident_mb)
     global_batch = p.batch_size
     if global_batch > len(dataset):
         raise PretrainError(f"pretrain@{name}: batch {global_batch} (pretrain.batch_size, the global batch) is larger "
@@ -373,11 +379,13 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     ends = [min(e, total) for e in range(p.log_every, total + p.log_every, p.log_every)]  # steps that log
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, p.warmup_steps, total))
 
-    # the resume key: settings that shape the result (not workers or checkpoint frequency, which do
-    # not), the bytes of what is read, bf16 or not (a machine without native bf16 trains in fp32)
-    settings = {"variant": variant.model_dump(exclude={"replicate_of"}), "pretrain": p.model_dump(exclude={"workers", "checkpoint_every", "resident_mb"}),
+    # the resume key: settings that shape the result (machine.yaml's do not), the bytes of what is
+    # read, bf16 or not (a machine without native bf16 trains in fp32)
+    settings = {"variant": variant.model_dump(exclude={"replicate_of"}), "pretrain": p.model_dump(),
                 "world": rt.world, "queue": queue, "bf16": bf16}
-    key = _agreed_key(resume.resume_key(settings, resume.data_digest(dataset.items, files + monitor_files(p))), rt)
+    digest = resume.node_data_digest(dataset.items, files + monitor_files(p), first=rt.local_rank == 0,
+                                     barrier=dist.barrier if rt.world > 1 else None)  # hashed once per node
+    key = _agreed_key(resume.resume_key(settings, digest), rt)
     path = resume.checkpoint_path(name, key)
     step, loss_sum, loss_n, history = 0, 0.0, 0, []
     state = _load_resumable(path, key, rt, name)
@@ -438,7 +446,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         sampler.set_range(step, ends[len(history)])
         loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
                             collate_fn=functools.partial(collate_views, crop_boxes=augment.crop_boxes),
-                            num_workers=0 if dataset.resident else p.workers, pin_memory=cuda)
+                            num_workers=0 if dataset.resident else machine.pretrain_workers, pin_memory=cuda)
         for batch in _batches(loader):
             lr = scheduler.get_last_lr()[0]
             loss = step_fn(forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
@@ -458,7 +466,7 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             bar.update()
             bar.set_postfix(loss=f"{value:.3f}", img_s=f"{images / (time.perf_counter() - started):.0f}")
             crash_point("step", step)
-            if step % p.checkpoint_every == 0:
+            if step % machine.checkpoint_every == 0:
                 save(loss_sum, loss_n, "checkpoint")
     bar.close()
     if trace is not None:

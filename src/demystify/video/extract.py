@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from demystify import machine
 from demystify.config import FramesParams
 from demystify.data import got10k, trackingnet
 from demystify.io import (
@@ -482,11 +483,13 @@ def extract_all(
     out_root: str | Path,
     params: FramesParams,
     progress: bool = True,
+    workers: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Extract every video under `videos_root`; returns (manifest, rejected[file, reason])."""
+    """Extract every video under `videos_root` with `workers` processes (None: machine.yaml's
+    frames.workers); returns (manifest, rejected[file, reason])."""
     root, out_root = Path(videos_root), Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    workers = params.workers or os.cpu_count() or 1
+    workers = workers or machine.load().frames_workers
     jobs, rejected = _plan(find_videos(root), root, out_root, params, workers)
     for parent in {out_root, *(job.out_dir.parent for job in jobs)}:
         remove_stale_temporaries(parent)  # leftovers of a killed run
@@ -531,15 +534,17 @@ def run_stage(
     out_root: str | Path,
     metrics_path: str | Path,
     params: FramesParams,
+    workers: int | None = None,
 ) -> dict[str, float | int]:
     """extract_frames: write manifest.parquet, rejected.csv and metrics, then fail if the
-    batch as a whole is unusable (the good work stays on disk either way)."""
+    batch as a whole is unusable (the good work stays on disk either way). `workers`: as extract_all."""
     root, out_root = Path(videos_root), Path(out_root)
+    workers = workers or machine.load().frames_workers  # a bad machine.yaml stops before any work
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot make the frames folder {out_root}: {_strerror(exc)}") from None
-    manifest, rejected = extract_all(root, out_root, params)
+    manifest, rejected = extract_all(root, out_root, params, workers=workers)
     found = manifest["video"].nunique() + len(rejected)
     share = len(rejected) / found if found else 0.0
     metrics = {
