@@ -94,7 +94,7 @@ def _corrupt_and_expect(world, tmp_path, table: str, change, expected: str):
         frames_root = tmp_path / "frames"
         frames_root.mkdir()
         for video in (root / "frames").iterdir():
-            if video.is_dir():
+            if video.suffix == ".zip":  # each video's frames zip
                 (frames_root / video.name).symlink_to(video)
         manifest = pd.read_parquet(root / "frames" / "manifest.parquet")
         change(manifest)

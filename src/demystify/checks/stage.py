@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ChecksParams, FramesParams, PairsParams, WorldParams
+from ..frames_store import FramesError, read_manifest
 from ..io import finite_or_null, write_json, write_text
 from . import centricity, gate, leakage, suites
 from .report import render_html
@@ -89,8 +90,10 @@ def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: 
     frames_root, pairs_path, corpora_root, out_dir = Path(frames_root), Path(pairs_path), Path(corpora_root), Path(out_dir)
     classification_annotations = Path(classification_annotations) if classification_annotations else None
     videos_root = Path(videos_root) if videos_root else None
-    manifest_path = frames_root / "manifest.parquet"
-    manifest = pd.read_parquet(manifest_path) if manifest_path.is_file() else None
+    try:
+        manifest = read_manifest(frames_root)  # every shard's
+    except FramesError:
+        manifest = None
     pairs = pd.read_parquet(pairs_path) if pairs_path.is_file() else None
 
     validator = suites.Validator()
