@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--videos", required=True, help="folder searched recursively for videos")
     ap.add_argument("--out", required=True, help="frames folder: <video>.zip (NNNNNN.jpg), manifest.parquet, rejected.csv")
-    ap.add_argument("--shard", type=int, default=None, help="one of frames.shards: only the videos that hash to it")
+    ap.add_argument("shard", type=int, nargs="?", default=None, help="one of frames.shards: only the videos that hash to it")
     ap.add_argument("--metrics", required=True, help="the stage's metrics JSON")
     args = ap.parse_args(argv)
     try:

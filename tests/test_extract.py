@@ -263,7 +263,7 @@ def test_stage_script(clips, tmp_path: Path):
     (tmp_path / "videos" / "b.mp4").write_bytes(b"")
     ok = run_script(tmp_path, 0.5)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads((tmp_path / "results/frames/metrics.json").read_text())["frames"] == 10
+    assert json.loads((tmp_path / "results/frames/shard-0/metrics.json").read_text())["frames"] == 10  # one shard
     assert FrameStore(tmp_path / "data/frames").exists("a/000009.jpg")
     failed = run_script(tmp_path, 0.0)
     assert failed.returncode == 1

@@ -107,3 +107,10 @@ def test_shard_of_is_stable_and_spreads():
     assert shards == [frames_store.shard_of(v, 20) for v in ids]  # a pure function of the id
     counts = np.bincount(shards, minlength=20)
     assert counts.min() > 60 and counts.max() < 140  # about 100 each
+
+
+def test_shards_must_be_0_to_n_minus_1():
+    with pytest.raises(ValueError, match=r"shards \[0, 2\] must be 0, 1, ..., n-1 in order \(n = 2\)"):
+        video_fixtures.frames_params(shards=[0, 2])
+    assert video_fixtures.frames_params(shards=[0, 1, 2]).shards == [0, 1, 2]  # and the default: one shard
+    assert video_fixtures.frames_params().shards == [0]
