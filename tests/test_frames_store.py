@@ -114,3 +114,25 @@ def test_shards_must_be_0_to_n_minus_1():
         video_fixtures.frames_params(shards=[0, 2])
     assert video_fixtures.frames_params(shards=[0, 1, 2]).shards == [0, 1, 2]  # and the default: one shard
     assert video_fixtures.frames_params().shards == [0]
+
+
+def test_leftovers_remove_shards_no_longer_in_params(tmp_path):
+    """`make run` first: shards of an earlier (larger) frames.shards and the unsharded layout's files go,
+    the current shards and DVC's .gitignore stay, and a variant folder is judged as before."""
+    from demystify.leftovers import prune
+
+    for rel in ["data/frames/shard-0/a.zip", "data/frames/shard-1/b.zip", "data/frames/shard-2/c.zip",
+                "data/frames/old_video/000000.jpg", "data/frames/manifest.parquet", "results/frames/metrics.json",
+                "results/frames/shard-0/metrics.json", "results/frames/shard-2/metrics.json",
+                "results/pretrain/gone/summary.json", "results/pretrain/kept/summary.json"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / "data/frames/.gitignore").write_text("/shard-0\n/shard-1\n/shard-2\n")
+    removed = prune(tmp_path, ["kept"], shards=[0, 1])
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
+        "data/frames/manifest.parquet", "data/frames/old_video", "data/frames/shard-2", "results/frames/metrics.json",
+        "results/frames/shard-2", "results/pretrain/gone"]
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["data/frames/.gitignore", "data/frames/shard-0/a.zip", "data/frames/shard-1/b.zip",
+                    "results/frames/shard-0/metrics.json", "results/pretrain/kept/summary.json"]
+    assert (tmp_path / "data/frames/.gitignore").read_text() == "/shard-0\n/shard-1\n"
