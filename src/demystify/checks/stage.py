@@ -34,12 +34,13 @@ def measure_corpora(corpora: Path, world: WorldParams | None, manifest: pd.DataF
         if (corpora / "scene_crops" / "annotations.csv").is_file():
             out["scene_crops"] = centricity.scene_crops(corpora / "scene_crops", corpora / "scenes",
                                                         world.corpora.crop_margin)
+    tracks_of = centricity.video_tracks(manifest, videos_root) if manifest is not None and len(manifest) else {}
     if manifest is not None and len(manifest):
-        frames = centricity.video_frames(manifest, videos_root, pairs)
+        frames = centricity.video_frames(manifest, videos_root, pairs, tracks_of)
         if len(frames):
             out["video_frames"] = frames
     if pairs is not None and len(pairs) and manifest is not None:
-        out["pair_crops"] = centricity.pair_crops(pairs, manifest, videos_root)
+        out["pair_crops"] = centricity.pair_crops(pairs, manifest, videos_root, tracks_of)
     return out
 
 
