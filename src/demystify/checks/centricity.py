@@ -38,6 +38,15 @@ def _measure(boxes: np.ndarray, width: float, height: float) -> tuple[int, float
     return int(keep.sum()), float(areas[i] / (width * height)), float(offset)
 
 
+def _groups(table: pd.DataFrame, key: str, cols: list[str]) -> list[tuple[int, np.ndarray]]:
+    """(key, rows of `cols` as float) per value of `key`, sorted, rows in table order: groupby's groups,
+    cut out of one array (a column selection per group costs a millisecond: hours at 30k videos)."""
+    keys, values = table[key].to_numpy(), table[cols].to_numpy(float)
+    order = np.argsort(keys, kind="stable")
+    unique, starts = np.unique(keys[order], return_index=True)
+    return list(zip(unique.tolist(), np.split(values[order], starts[1:]), strict=True)) if len(keys) else []
+
+
 def _rows(corpus: str, groups, size_of, source: str) -> pd.DataFrame:
     rows = []
     for image, boxes in groups:
@@ -104,17 +113,17 @@ def video_frames(manifest: pd.DataFrame, videos_root: Path | None, pairs: pd.Dat
     parts = []
     for video, frames in manifest.groupby("video", sort=True):
         tracks = tracks_of[str(video)]
-        size = frames.set_index("frame")[["width", "height"]]
+        size = dict(zip(frames["frame"].tolist(), zip(frames["width"].tolist(), frames["height"].tolist(), strict=True),
+                        strict=True))
         if len(tracks):
-            groups = ((f, g[["x", "y", "w", "h"]].to_numpy(float)) for f, g in tracks.groupby("frame"))
-            part = _rows("video_frames", groups, lambda f, s=size: tuple(s.loc[f]), "boxes")
+            part = _rows("video_frames", _groups(tracks, "frame", ["x", "y", "w", "h"]), size.__getitem__, "boxes")
             missing = sorted(set(frames["frame"]) - set(tracks["frame"]))  # no object in view
             part = pd.concat([part, pd.DataFrame([("video_frames", str(f), 0, 0.0, 1.0, "boxes") for f in missing],
                                                  columns=COLUMNS)])
         elif pairs_of:
             mine = pairs_of.get(video, pairs.iloc[:0])
-            groups = ((f, g[["a_x", "a_y", "a_w", "a_h"]].to_numpy(float)) for f, g in mine.groupby("frame_a"))
-            part = _rows("video_frames", groups, lambda f, s=size: tuple(s.loc[f]), "tracked box")
+            groups = _groups(mine, "frame_a", ["a_x", "a_y", "a_w", "a_h"])
+            part = _rows("video_frames", groups, size.__getitem__, "tracked box")
         else:
             continue
         part["image"] = video + "/" + part["image"]
@@ -132,8 +141,7 @@ def pair_crops(pairs: pd.DataFrame, manifest: pd.DataFrame, videos_root: Path | 
     rows = []
     for video, mine in pairs.groupby("video", sort=True):
         tracks = tracks_of.get(str(video))
-        by_frame = ({} if tracks is None else
-                    {int(f): g[["x", "y", "w", "h"]].to_numpy(float) for f, g in tracks.groupby("frame", sort=False)})
+        by_frame = {} if tracks is None else dict(_groups(tracks, "frame", ["x", "y", "w", "h"]))
         for r in mine.itertuples():
             crop = np.array([r.a_x, r.a_y, r.a_w, r.a_h], float)
             name = f"{video}/{r.frame_a}:{r.Index}"
