@@ -1,5 +1,5 @@
 """DVC stage extract_frames@K: the videos of shard K under --videos -> one zip of JPEG frames per video,
-manifest and rejected.csv in --out (data/frames/shard-K). Without --shard: every video."""
+manifest and rejected.csv in --out (data/frames/shard-K). Without a shard: every video."""
 
 import argparse
 import sys
