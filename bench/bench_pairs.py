@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from demystify import config
+from demystify.frames_store import read_manifest
 from demystify.pairs import mine
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--trackers", default="medianflow,kcf,csrt,mil")
     args = ap.parse_args()
     frames, videos = Path(args.frames), Path(args.videos)
-    manifest = pd.read_parquet(frames / "manifest.parquet")
+    manifest = read_manifest(frames)  # every shard's
     p = config.load("pairs")["pairs"].model_copy(update={"source": "tracker"})
     workers = os.cpu_count() or 1
     print(f"{manifest['video'].nunique()} videos, {len(manifest)} frames "

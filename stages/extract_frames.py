@@ -1,4 +1,5 @@
-"""DVC stage extract_frames: every video under --videos -> JPEG frames, manifest and rejected.csv in --out."""
+"""DVC stage extract_frames@K: the videos of shard K under --videos -> one zip of JPEG frames per video,
+manifest and rejected.csv in --out (data/frames/shard-K). Without a shard: every video."""
 
 import argparse
 import sys
@@ -11,12 +12,14 @@ def main(argv: list[str] | None = None) -> int:
     stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--videos", required=True, help="folder searched recursively for videos")
-    ap.add_argument("--out", required=True, help="frames folder: <video>/NNNNNN.jpg, manifest.parquet, rejected.csv")
+    ap.add_argument("--out", required=True, help="frames folder: <video>.zip (NNNNNN.jpg), manifest.parquet, rejected.csv")
+    ap.add_argument("shard", type=int, nargs="?", default=None, help="one of frames.shards: only the videos that hash to it")
     ap.add_argument("--metrics", required=True, help="the stage's metrics JSON")
     args = ap.parse_args(argv)
     try:
         p = config.load("frames", "data")
-        run_stage(videos_root=args.videos, out_root=args.out, metrics_path=args.metrics, params=p["frames"])
+        run_stage(videos_root=args.videos, out_root=args.out, metrics_path=args.metrics, params=p["frames"],
+                  shard=args.shard)
     except (config.ConfigError, ExtractionError) as exc:
         print(f"extract_frames: {exc}", file=sys.stderr)
         return 1

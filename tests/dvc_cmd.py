@@ -22,8 +22,8 @@ def stage_argv(stage: str, params_path: str | Path, key: str | None = None, root
 
     def value(match: re.Match) -> str:
         name = match.group(1)
-        if name == "key":
-            return key
+        if name in ("key", "item") and name not in params:
+            return key  # a foreach over a list (extract_frames' shards): the entry is the item
         if name.startswith("item.") and key not in params["variants"]:
             return "-"  # a variant params.yaml lacks: the script itself must say so
         node = params["variants"][key] if name.startswith("item.") else params

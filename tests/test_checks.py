@@ -94,7 +94,7 @@ def _corrupt_and_expect(world, tmp_path, table: str, change, expected: str):
         frames_root = tmp_path / "frames"
         frames_root.mkdir()
         for video in (root / "frames").iterdir():
-            if video.is_dir():
+            if video.suffix == ".zip":  # each video's frames zip
                 (frames_root / video.name).symlink_to(video)
         manifest = pd.read_parquet(root / "frames" / "manifest.parquet")
         change(manifest)
@@ -228,3 +228,38 @@ def test_measures():
     n, share, offset = centricity._measure(np.array([[48, 48, 32, 32]], float), 64, 64)  # clipped to the image
     assert n == 1 and share == pytest.approx(16 * 16 / 64**2) and offset == pytest.approx(0.75)
     assert centricity._measure(np.zeros((0, 4)), 64, 64) == (0, 0.0, 1.0)
+
+
+def _pair_crops_per_video_masks(pairs, manifest, videos_root):
+    """pair_crops as it was: a mask over the whole manifest and one over the tracks per pair."""
+    from demystify.pairs import ground_truth
+
+    rows = []
+    for video, mine in pairs.groupby("video", sort=True):
+        tracks = ground_truth.load_tracks(manifest[manifest.video == video], videos_root)
+        for r in mine.itertuples():
+            crop = np.array([r.a_x, r.a_y, r.a_w, r.a_h], float)
+            _, boxes = ground_truth.boxes_at(tracks, r.frame_a)
+            if r.source == "frames" or r.track < 0 or len(boxes) == 0:
+                rows.append(("pair_crops", f"{video}/{r.frame_a}:{r.Index}", 1, 1.0, 0.0, "tracked box"))
+                continue
+            local = boxes - np.array([crop[0], crop[1], 0, 0])
+            inside = centricity._inside_share(local, crop[2], crop[3]) >= 0.5
+            rows.append(("pair_crops", f"{video}/{r.frame_a}:{r.Index}",
+                         *centricity._measure(local[inside], crop[2], crop[3]), "boxes"))
+    return pd.DataFrame(rows, columns=centricity.COLUMNS)
+
+
+def test_grouped_pass_measures_what_the_per_video_masks_did(world):
+    """check_data's per-video work is one grouped pass now (tracks once per video, boxes by frame): the
+    measures are those of the per-video masks, with and without the world's objects.csv."""
+    _, root = world
+    manifest, pairs = pd.read_parquet(root / "frames" / "manifest.parquet"), pd.read_parquet(root / "pairs.parquet")
+    for videos_root in (root / "world" / "videos", None):
+        grouped = centricity.pair_crops(pairs, manifest, videos_root)
+        assert len(grouped) == len(pairs) > 0
+        pd.testing.assert_frame_equal(grouped, _pair_crops_per_video_masks(pairs, manifest, videos_root))
+    tracks = centricity.video_tracks(manifest, root / "world" / "videos")
+    assert sorted(tracks) == sorted(manifest["video"].unique())
+    pd.testing.assert_frame_equal(centricity.video_frames(manifest, root / "world" / "videos", pairs, tracks),
+                                  centricity.video_frames(manifest, root / "world" / "videos", pairs))

@@ -229,3 +229,25 @@ def test_two_gloo_processes_of_one_node_hash_once(tmp_path):
     (d0, hits0, misses0), (d1, hits1, misses1) = (json.loads(out) for out, _ in outs)
     assert d0 == d1 == resume.data_digest([Item(f) for f in files], files)
     assert (hits0, misses0) == (0, 30) and (hits1, misses1) == (30, 0)
+
+
+def test_a_zips_member_md5s_are_read_once_and_a_rewritten_zip_again(tmp_path):
+    """Zipped frames (frames_store): the frame check after mining reads each archive once per node."""
+    import hashlib
+    import zipfile
+
+    archive = tmp_path / "video.zip"
+
+    def write(payload: bytes, mtime: float) -> None:
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("000000.jpg", payload)
+            z.writestr("000001.jpg", payload + b"!")
+        os.utime(archive, (mtime, mtime))
+
+    write(b"frame", HOUR_AGO)
+    truth = {"000000.jpg": hashlib.md5(b"frame").hexdigest(), "000001.jpg": hashlib.md5(b"frame!").hexdigest()}
+    assert digests.DigestCache(tmp_path / "d.sqlite").member_md5s(archive) == truth
+    again = digests.DigestCache(tmp_path / "d.sqlite")
+    assert again.member_md5s(archive) == truth and again.hits == 1
+    write(b"other", HOUR_AGO + 10)  # rewritten: a new mtime
+    assert again.member_md5s(archive)["000000.jpg"] == hashlib.md5(b"other").hexdigest()

@@ -10,6 +10,7 @@ import video_fixtures
 from dvc_cmd import stage_argv
 from PIL import Image
 
+from demystify.frames_store import FrameStore
 from demystify.video.extract import (
     MANIFEST_DTYPES,
     ExtractionError,
@@ -30,7 +31,7 @@ params, put = video_fixtures.frames_params, video_fixtures.put
 
 @pytest.mark.parametrize("fps, frames", [(5, 10), (2.5, 5), (3, 6), (12.5, 25), (0.5, 1)])
 def test_frame_count_is_duration_times_fps(clips, tmp_path: Path, fps: float, frames: int):
-    rows = extract_video(clips["good"], tmp_path / "v", fps, 32, 5)
+    rows = extract_video(clips["good"], tmp_path / "v", fps, 32, 5)  # the folder a video's zip is made of
     assert len(rows) == frames
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
         f"{i:06d}.jpg" for i in range(frames)
@@ -118,7 +119,7 @@ def test_bad_videos_rejected_good_ones_kept(mixed: Path, tmp_path: Path):
         assert reasons.pop("locked.mp4") == "unreadable: [Errno 13] Permission denied"
     assert reasons == {}
     assert manifest.groupby("video").size().to_dict() == {"good": 10, "sub/tall": 10}
-    assert sorted(p.name for p in out.iterdir()) == ["good", "sub"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["good.zip", "sub", "sub/tall.zip"]
     assert dict(manifest.dtypes.astype(str)) == MANIFEST_DTYPES
     row = manifest.iloc[3]
     assert (row.video, row.frame, row.path, row.width, row.height) == (
@@ -130,7 +131,7 @@ def test_bad_videos_rejected_good_ones_kept(mixed: Path, tmp_path: Path):
     )
     assert row.time_s == pytest.approx(0.6)
     assert manifest["x"].isna().all() and manifest["track"].isna().all()
-    assert all((out / p).is_file() for p in manifest["path"])
+    assert list(video_fixtures.stored_frames(out)) == manifest["path"].tolist()  # every frame, nothing else
 
 
 def test_too_many_rejected_fails_after_writing(mixed: Path, tmp_path: Path):
@@ -141,7 +142,7 @@ def test_too_many_rejected_fails_after_writing(mixed: Path, tmp_path: Path):
     assert "audio.mp4: no video stream" in str(err.value)
     written = pd.read_parquet(out / "manifest.parquet")
     assert written["video"].unique().tolist() == ["good", "sub/tall"]
-    assert (out / "good" / "000009.jpg").is_file()
+    assert FrameStore(out).exists("good/000009.jpg")
     rejected = pd.read_csv(out / "rejected.csv")
     m = json.loads(metrics.read_text())
     assert m["videos_extracted"] == 2 and m["videos_rejected"] == len(rejected)
@@ -243,8 +244,9 @@ def test_parallel_equals_serial(mixed: Path, tmp_path: Path):
     parallel = extract_all(mixed, tmp_path / "b", params(), progress=False, workers=2)
     pd.testing.assert_frame_equal(serial[0], parallel[0])
     pd.testing.assert_frame_equal(serial[1], parallel[1])
-    for p in serial[0]["path"]:
-        assert (tmp_path / "a" / p).read_bytes() == (tmp_path / "b" / p).read_bytes()
+    assert list(video_fixtures.stored_frames(tmp_path / "a")) == serial[0]["path"].tolist()
+    for name in ("good.zip", "sub/tall.zip"):  # fixed member times: the same frames, the same zip bytes
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def run_script(cwd: Path, max_rejected: float) -> subprocess.CompletedProcess:
@@ -254,7 +256,7 @@ def run_script(cwd: Path, max_rejected: float) -> subprocess.CompletedProcess:
         " decode_timeout_s: 60.0}\n"
     )
     (cwd / "machine.yaml").write_text("frames: {workers: 1}\n")  # one ffmpeg at a time, as DVC would run it here
-    return subprocess.run(stage_argv("extract_frames", cwd / "params.yaml"), cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(stage_argv("extract_frames", cwd / "params.yaml", "0"), cwd=cwd, capture_output=True, text=True)
 
 
 def test_stage_script(clips, tmp_path: Path):
@@ -262,8 +264,8 @@ def test_stage_script(clips, tmp_path: Path):
     (tmp_path / "videos" / "b.mp4").write_bytes(b"")
     ok = run_script(tmp_path, 0.5)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads((tmp_path / "results/frames/metrics.json").read_text())["frames"] == 10
-    assert (tmp_path / "data/frames/a/000009.jpg").is_file()
+    assert json.loads((tmp_path / "results/frames/shard-0/metrics.json").read_text())["frames"] == 10  # one shard
+    assert FrameStore(tmp_path / "data/frames").exists("a/000009.jpg")
     failed = run_script(tmp_path, 0.0)
     assert failed.returncode == 1
     assert "b.mp4: moov atom not found" in failed.stderr

@@ -74,7 +74,7 @@ def test_full_disk_stops_the_stage_and_rejects_nothing(clips, tmp_path, full_dis
         put(clips["good"], videos / f"{name}.mp4")
     run_stage(videos_root=videos, out_root=out, metrics_path=tmp_path / "m.json", params=frames_params(), workers=1)
     before = _snapshot(out)
-    assert "a/000009.jpg" in before and "b/000009.jpg" in before
+    assert "a.zip" in before and "b.zip" in before
 
     full_disk()
     put(clips["good"], videos / "c.mp4")
@@ -138,8 +138,8 @@ def test_timestamp_gap_rejects_the_video_by_name(clips, tmp_path):
     videos, out = tmp_path / "videos", tmp_path / "frames"
     put(clips["good"], videos / "good.mp4")
     _gap_clip(videos / "gap.mp4")
-    (out / "gap").mkdir(parents=True)  # an older run's frames of it must not outlive the rejection
-    (out / "gap" / "000000.jpg").write_bytes(b"old")
+    out.mkdir(parents=True)  # an older run's frames of it must not outlive the rejection
+    (out / "gap.zip").write_bytes(b"old")
     metrics = run_stage(videos_root=videos, out_root=out, metrics_path=tmp_path / "m.json",
                         params=frames_params(max_rejected=0.5), workers=1)
     rejected = pd.read_csv(out / "rejected.csv")
@@ -147,7 +147,7 @@ def test_timestamp_gap_rejects_the_video_by_name(clips, tmp_path):
     reason = rejected["reason"].iloc[0]
     assert reason.startswith("mostly repeated frames: 299 of 310 (96.5%) equal the frame before "
                              "(> frames.max_duplicate_share 0.5); longest run 59.8 s from 1.0 s"), reason
-    assert not (out / "gap").exists()
+    assert not (out / "gap.zip").exists() and (out / "good.zip").is_file()
     manifest = pd.read_parquet(out / "manifest.parquet")  # the good video is all there, nothing flagged
     assert manifest["video"].unique().tolist() == ["good"] and len(manifest) == 10
     assert not manifest["duplicate"].any()

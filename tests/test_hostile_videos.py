@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import video_fixtures
+from video_fixtures import stored_frames
 
 from demystify import config
 from demystify.checks import suites
@@ -42,7 +43,7 @@ def extract(root: Path, out: Path, workers: int = 1, **kw) -> tuple[pd.DataFrame
 def assert_kept(manifest: pd.DataFrame, out: Path, videos: dict[str, int]) -> None:
     """Exactly these videos, with these frame counts, and every frame of theirs on disk."""
     assert manifest.groupby("video").size().to_dict() == videos
-    assert all((out / p).is_file() for p in manifest["path"])
+    assert list(stored_frames(out)) == manifest["path"].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_unreadable_ground_truth_rejects_only_its_video(world, tmp_path: Path):
     assert "latin1/groundtruth.txt: not a text file" in rejected["latin1.mp4"]
     for name, value in [("fps_word", "'fast'"), ("fps_dots", "'1.2.3'"), ("fps_huge", "'999")]:
         assert f"{name}/meta_info.ini: anno_fps {value}" in rejected[f"{name}.mp4"]
-    assert sorted(p.name for p in out.iterdir()) == ["good", "manifest.parquet", "rejected.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.zip", "manifest.parquet", "rejected.csv"]
 
 
 # --- 4: the frames manifest suite -----------------------------------------------------------------
@@ -205,7 +206,7 @@ def test_colliding_frames_folders_keep_the_first(clips, tmp_path: Path):
         "...mp4": "its frames folder would be '..', not a folder of its own; rename it",
         "sub/..mp4": "its frames folder would be 'sub/.', not a folder of its own; rename it",
     }
-    assert sorted(p.name for p in (out / "clip").iterdir()) == [f"{i:06d}.jpg" for i in range(10)]
+    assert sorted(f for f in stored_frames(out) if f.startswith("clip/")) == [f"clip/{i:06d}.jpg" for i in range(10)]
     # A rerun (a stale output of every kind in place) changes nothing.
     again, rejected_again = extract(root, out, workers=2)
     pd.testing.assert_frame_equal(manifest, again)
@@ -248,7 +249,7 @@ def test_stuck_decode_times_out(clips, tmp_path: Path, monkeypatch):
     manifest, rejected = extract(root, out, decode_timeout_s=1.5)
     assert_kept(manifest, out, {"fine": 10})
     assert rejected == {"stuck.mp4": "timed out after 1.5 s (frames.decode_timeout_s)"}
-    assert sorted(p.name for p in out.iterdir()) == ["fine", "manifest.parquet", "rejected.csv"]  # no partial
+    assert sorted(p.name for p in out.iterdir()) == ["fine.zip", "manifest.parquet", "rejected.csv"]  # no partial
 
 
 def test_timeout_is_a_validated_param():

@@ -15,6 +15,7 @@ from demystify import config
 from demystify.config import FramesParams
 from demystify.data import trackingnet
 from demystify.data.got10k import AnnotationError
+from demystify.frames_store import FrameStore
 from demystify.pairs import ground_truth
 from demystify.pairs.boxes import iou, outside_share
 from demystify.pairs.grid import caption_text
@@ -94,7 +95,7 @@ def test_each_source(clips, params, source):
         assert (pairs[f"{side}_x"] >= 0).all() and (pairs[f"{side}_x"] + pairs[f"{side}_w"] <= w + 1e-6).all()
         assert (pairs[f"{side}_y"] >= 0).all() and (pairs[f"{side}_y"] + pairs[f"{side}_h"] <= h + 1e-6).all()
     assert pairs["score"].between(0, 1).all()
-    assert all((frames_root / path).is_file() for path in pairs["path_a"])
+    assert all(FrameStore(frames_root).exists(path) for path in pairs["path_a"])
     assert metrics["pairs"] == len(pairs) and metrics["source"] == source
     # the world records every object's pose: each pair says how far the object turned between its
     # frames, and the default dynamics turn it by tens of degrees (what video positives add)

@@ -24,6 +24,8 @@ from dvc_repo import (
     make_repo,
 )
 
+from demystify.frames_store import read_manifest, shard_of
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
@@ -56,8 +58,10 @@ def test_repro_then_noop_then_only_what_changed(repo):
     first = _run(["dvc", "repro"], path, env)
     assert PARAMS_CHECK in _stages_run(first)
     ran = _work(first)
-    assert ran[:4] == ["synthesize", "extract_frames", "mine_pairs", "check_data"]
-    assert sorted(ran[4:]) == sorted(ALL_PRETRAIN + downstream(VARIANTS) + [TRAINING_SUMMARY])
+    shards = [f"extract_frames@{k}" for k in yaml.safe_load((path / "params.yaml").read_text())["frames"]["shards"]]
+    assert ran[0] == "synthesize" and sorted(ran[1:1 + len(shards)]) == shards  # readers of data/frames after all shards
+    assert ran[1 + len(shards):3 + len(shards)] == ["mine_pairs", "check_data"]
+    assert sorted(ran[3 + len(shards):]) == sorted(ALL_PRETRAIN + downstream(VARIANTS) + [TRAINING_SUMMARY])
     params = yaml.safe_load((path / "params.yaml").read_text())
     for v in VARIANTS:  # every variant trained and exported a torchvision backbone
         assert (path / "models" / v / "backbone.pt").stat().st_size > 0
@@ -73,13 +77,13 @@ def test_repro_then_noop_then_only_what_changed(repo):
              for v in ("moco_object_centric", "moco_scenes", "moco_scene_crops")}
     assert len(set(sizes.values())) == 1, sizes  # claim 2's corpora: equal unique images, one budget
     v, f = params["world"]["videos"], params["frames"]
-    manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
+    manifest = read_manifest(path / "data/frames")  # every shard's
     per_video = round(v["frames"] / v["fps"] * f["fps"])
     assert manifest.groupby("video").size().to_dict() == {
         f"GOT-10k_Train_{i + 1:06d}": per_video for i in range(v["count"])}
     assert manifest[["x", "y", "w", "h", "cover"]].notna().all().all()  # GOT-10k ground truth carried
-    metrics = json.loads((path / "results/frames/metrics.json").read_text())
-    assert metrics["videos_rejected"] == 0 and metrics["frames"] == len(manifest)
+    metrics = [json.loads((path / f"results/frames/shard-{k}/metrics.json").read_text()) for k in range(len(shards))]
+    assert sum(m["videos_rejected"] for m in metrics) == 0 and sum(m["frames"] for m in metrics) == len(manifest)
 
     second = _run(["dvc", "repro"], path, env)
     assert _stages_run(second) == []
@@ -136,6 +140,41 @@ def test_repro_then_noop_then_only_what_changed(repo):
     assert stale - {PARAMS_CHECK} == {f"evaluate_classification@{m}" for m in VARIANTS}
     params["classification"]["knn"]["k"] = 3
     _write_params(path, params)
+    assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
+
+
+def _shard_files(path) -> dict[str, dict[str, bytes]]:
+    return {s.name: {f.relative_to(s).as_posix(): f.read_bytes() for f in sorted(s.rglob("*")) if f.is_file()}
+            for s in sorted((path / "data/frames").glob("shard-*"))}
+
+
+def test_a_new_video_or_a_failed_shard_costs_one_shard(repo):
+    """A new video changes only its own shard's outputs; a shard that fails (too many rejected) leaves
+    every other shard's outputs and dvc.lock entry in place; taking both back restores every shard
+    from the run-cache and leaves the pipeline up to date."""
+    path, env = repo
+    videos = path / "data/world/videos"
+    before = _shard_files(path)
+    new, bad = "zz_new2", "zz_bad2"  # frames_store.shard_of: shard 0 and shard 1 of 2
+    assert (shard_of(new, 2), shard_of(bad, 2)) == (0, 1) and len(before) == 2
+    (videos / f"{new}.mp4").write_bytes((videos / "GOT-10k_Train_000002.mp4").read_bytes())
+    _run(["dvc", "repro", "--single-item", "extract_frames"], path, env)
+    after = _shard_files(path)
+    assert after["shard-1"] == before["shard-1"]  # byte for byte
+    assert set(after["shard-0"]) - set(before["shard-0"]) == {f"{new}.zip"}
+    assert after["shard-0"][f"{new}.zip"] == after["shard-0"]["GOT-10k_Train_000002.zip"]
+    (videos / f"{new}.mp4").unlink()
+
+    (videos / f"{bad}.mp4").write_bytes(b"")  # 1 of 3 videos of shard 1 rejected: over frames.max_rejected
+    proc = subprocess.run(["dvc", "repro", "--keep-going", "--single-item", "extract_frames"], cwd=path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and f"{bad}.mp4: moov atom not found" in proc.stderr
+    assert _shard_files(path)["shard-0"] == before["shard-0"]  # the other shard: done, and as it was
+    stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
+    assert "extract_frames@1" in stale and "extract_frames@0" not in stale
+    (videos / f"{bad}.mp4").unlink()
+    proc = _run(["dvc", "repro", "--single-item", "extract_frames"], path, env)
+    assert "extract_frames@1" in _stages_cached(proc) and _shard_files(path) == before
     assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}
 
 

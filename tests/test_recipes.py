@@ -15,6 +15,8 @@ import pytest
 import yaml
 from dvc_repo import _backbones, _run, _stages_cached, _stages_run, make_repo
 
+from demystify.frames_store import read_manifest
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
@@ -72,7 +74,7 @@ def test_readme_recipe_own_videos_with_data_folder(repo, tmp_path):
          path, env)
     params = yaml.safe_load((path / "params.yaml").read_text())
     assert params["data"] == {"source": "folder", "root": "data/world", "videos": str(videos)}
-    manifest = pd.read_parquet(path / "data/frames/manifest.parquet")
+    manifest = read_manifest(path / "data/frames")  # every shard's
     assert manifest["video"].nunique() == params["world"]["videos"]["count"]
     assert len(pd.read_parquet(path / "data/pairs/pairs.parquet")) > 0
     _run(["dvc", "exp", "run", "-S", "scale=smoke", "mine_pairs"], path, env)  # back to the world's videos

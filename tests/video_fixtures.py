@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from demystify.config import FramesParams
+from demystify.frames_store import FrameStore, read_bytes
 from demystify.video.ffmpeg_bin import ffmpeg_exe
 
 
@@ -39,6 +40,11 @@ def make_clip(
         str(path),
     )
     return path
+
+
+def stored_frames(out: Path) -> dict[str, bytes]:
+    """Every frame in the zips under a frames folder (any shard's), by its address <video>/NNNNNN.jpg."""
+    return {frame: read_bytes(address) for frame, address in FrameStore(out).frame_addresses()}
 
 
 def make_audio_only(path: Path) -> Path:

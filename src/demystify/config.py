@@ -189,6 +189,15 @@ class FramesParams(Section):
     # share of a video's frames byte-identical to the one before (ffmpeg filling a timestamp gap, a
     # frozen picture); more: rejected. The default holds for frames built without params.yaml.
     max_duplicate_share: float = Field(default=0.5, ge=0, le=1)
+    # extract_frames runs once per shard (dvc.yaml foreach): 0..n-1, a list because DVC's foreach
+    # takes one; a video's shard is frames_store.shard_of(id, n). The default: one shard
+    shards: list[int] = Field(default=[0], min_length=1)
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> FramesParams:
+        if self.shards != list(range(len(self.shards))):
+            raise ValueError(f"shards {self.shards} must be 0, 1, ..., n-1 in order (n = {len(self.shards)})")
+        return self
 
 
 class PairsParams(Section):

@@ -8,6 +8,8 @@ reader (pretraining corpora, the kNN monitor, the invariance and downstream eval
   truncated to the low byte: grey as round(v * 255 / 65535), colour by Pillow's own reduction (the
   high byte; PPM rounded), within one level of each other and both exact for v = 257 * k. For
   8-bit PNG and JPEG the pixels are exactly those torchvision's decoder gave before.
+- Frames: a path through a frames zip (`.../shard-K/<video>.zip/NNNNNN.jpg`, demystify.frames_store)
+  reads that member; every other path is a file.
 - Size: the header is read first; past MAX_PIXELS the file is refused by name before any pixel
   is decoded (a decompression bomb, or one huge image in a corpus of small ones).
 """
@@ -22,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from . import frames_store
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff", ".webp")
 # files a dataset folder holds beside its images (the world's and the public layouts'): not reported
@@ -77,7 +81,7 @@ def _open(path: str, error: type[Exception]) -> Image.Image:
     try:
         with warnings.catch_warnings():  # Pillow warns past its own limit (89 MP); ours is the cap
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(frames_store.image_source(path))
     except Image.DecompressionBombError:
         raise error(f"{path}: image over the pixel cap of {MAX_PIXELS} (Pillow refused its header)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError

@@ -4,7 +4,11 @@ apply` of a run without it), and a `results/<kind>/NAME/` folder inside a folder
 (summaries, report) changes that dependency's hash: the stage reruns, its run-cache entry missed.
 `python -m demystify.leftovers` deletes those folders and DVC's .gitignore lines for them (`make
 run` runs it first); `--dry-run` only lists them. Cached outputs stay in DVC's cache, so trying the
-variant again restores them from the run-cache. (DVC's own .gitignore files are in .dvcignore.)"""
+variant again restores them from the run-cache. (DVC's own .gitignore files are in .dvcignore.)
+
+The same for frames: a shard no longer in `frames.shards` (data/frames/shard-K, results/frames/shard-K)
+and what the unsharded layout left in those folders (<video>/ folders, manifest.parquet,
+rejected.csv, metrics.json): the readers depend on data/frames as a whole and glob its shards."""
 
 from __future__ import annotations
 
@@ -17,13 +21,21 @@ from . import config
 
 # the folders of per-variant subfolders that a stage depends on as a whole
 FOLDERS = ("results/pretrain", "results/invariance", "results/classification", "results/segmentation")
+# the folders of per-shard subfolders (extract_frames@K); nothing else belongs in them
+SHARD_FOLDERS = ("data/frames", "results/frames")
 
 
-def find(root: str | Path, variants: list[str]) -> list[Path]:
-    """Subfolders of FOLDERS (under `root`) named after no variant of `variants`."""
+def find(root: str | Path, variants: list[str], shards: list[int] | None = None) -> list[Path]:
+    """Subfolders of FOLDERS (under `root`) named after no variant of `variants`; with `shards`, every
+    entry of SHARD_FOLDERS but the shard-K folders of `shards` (and DVC's .gitignore)."""
     keep = set(variants)
-    return sorted(sub for folder in FOLDERS if (Path(root) / folder).is_dir()
-                  for sub in (Path(root) / folder).iterdir() if sub.is_dir() and sub.name not in keep)
+    found = [sub for folder in FOLDERS if (Path(root) / folder).is_dir()
+             for sub in (Path(root) / folder).iterdir() if sub.is_dir() and sub.name not in keep]
+    if shards is not None:
+        kept = {f"shard-{k}" for k in shards} | {".gitignore"}
+        found += [sub for folder in SHARD_FOLDERS if (Path(root) / folder).is_dir()
+                  for sub in (Path(root) / folder).iterdir() if sub.name not in kept]
+    return sorted(found)
 
 
 def _drop_gitignore_line(folder: Path, name: str) -> None:
@@ -36,12 +48,15 @@ def _drop_gitignore_line(folder: Path, name: str) -> None:
             path.write_text("".join(f"{line}\n" for line in kept))
 
 
-def prune(root: str | Path, variants: list[str], dry_run: bool = False) -> list[Path]:
+def prune(root: str | Path, variants: list[str], dry_run: bool = False, shards: list[int] | None = None) -> list[Path]:
     """Delete what `find` lists (unless dry_run); returns it."""
-    found = find(root, variants)
+    found = find(root, variants, shards)
     if not dry_run:
         for sub in found:
-            shutil.rmtree(sub)
+            if sub.is_dir() and not sub.is_symlink():
+                shutil.rmtree(sub)
+            else:
+                sub.unlink()
             _drop_gitignore_line(sub.parent, sub.name)
     return found
 
@@ -52,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="list the leftover folders, delete nothing")
     args = ap.parse_args(argv)
     try:
-        variants = list(config.load("variants", path=args.params)["variants"])
+        loaded = config.load("variants", "frames", path=args.params)
+        variants, shards = list(loaded["variants"]), loaded["frames"].shards
     except config.ConfigError as exc:
         print(f"leftovers: {exc}", file=sys.stderr)
         return 1
     root = Path(args.params).resolve().parent
-    for sub in prune(root, variants, args.dry_run):
+    for sub in prune(root, variants, args.dry_run, shards):
         print(f"{'leftover' if args.dry_run else 'removed'}: {sub.relative_to(root)}")
     return 0
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ChecksParams, FramesParams, PairsParams, WorldParams
+from ..frames_store import FramesError, read_manifest
 from ..io import finite_or_null, write_json, write_text
 from . import centricity, gate, leakage, suites
 from .report import render_html
@@ -33,12 +34,13 @@ def measure_corpora(corpora: Path, world: WorldParams | None, manifest: pd.DataF
         if (corpora / "scene_crops" / "annotations.csv").is_file():
             out["scene_crops"] = centricity.scene_crops(corpora / "scene_crops", corpora / "scenes",
                                                         world.corpora.crop_margin)
+    tracks_of = centricity.video_tracks(manifest, videos_root) if manifest is not None and len(manifest) else {}
     if manifest is not None and len(manifest):
-        frames = centricity.video_frames(manifest, videos_root, pairs)
+        frames = centricity.video_frames(manifest, videos_root, pairs, tracks_of)
         if len(frames):
             out["video_frames"] = frames
     if pairs is not None and len(pairs) and manifest is not None:
-        out["pair_crops"] = centricity.pair_crops(pairs, manifest, videos_root)
+        out["pair_crops"] = centricity.pair_crops(pairs, manifest, videos_root, tracks_of)
     return out
 
 
@@ -89,8 +91,10 @@ def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: 
     frames_root, pairs_path, corpora_root, out_dir = Path(frames_root), Path(pairs_path), Path(corpora_root), Path(out_dir)
     classification_annotations = Path(classification_annotations) if classification_annotations else None
     videos_root = Path(videos_root) if videos_root else None
-    manifest_path = frames_root / "manifest.parquet"
-    manifest = pd.read_parquet(manifest_path) if manifest_path.is_file() else None
+    try:
+        manifest = read_manifest(frames_root)  # every shard's
+    except FramesError:
+        manifest = None
     pairs = pd.read_parquet(pairs_path) if pairs_path.is_file() else None
 
     validator = suites.Validator()

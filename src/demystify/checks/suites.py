@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import CentricityRange, ChecksParams, FramesParams, PairsParams
+from ..frames_store import FrameStore
 
 
 @dataclass
@@ -101,7 +102,8 @@ def _observed(result: dict) -> str:
 
 def frames_manifest(v: Validator, manifest: pd.DataFrame, frames_root: Path, p: FramesParams) -> Outcome:
     df = manifest.copy()
-    df["file_exists"] = [(frames_root / str(path)).is_file() if isinstance(path, str) else False for path in df["path"]]
+    store = FrameStore(frames_root)
+    df["file_exists"] = [store.exists(path) if isinstance(path, str) else False for path in df["path"]]
     df["short_side"] = df[["width", "height"]].min(axis=1)
     df["frame_step"] = df.groupby("video")["frame"].diff().fillna(1)
     # Range checks skip nulls, and inf is in range: the box rules are on derived columns. A row has

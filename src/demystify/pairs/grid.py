@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ..frames_store import FramesError, FrameStore, decode_bgr
 from ..io import atomic_path
 
 TILE = 128  # height of one frame in the grid
@@ -44,11 +45,15 @@ def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> 
     a caption (video, frames, score, iou_gt, the object's viewpoint change). An empty table gives a small placeholder image."""
     picks = pairs.iloc[np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)] if len(pairs) else pairs
     rows = []
+    store = FrameStore(frames_root)
     for _, r in picks.iterrows():
         boxes = r[["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]].to_numpy(float)
         if not np.isfinite(boxes).all():  # a frame without a box: nothing to draw (never a crash)
             continue
-        a, b = cv2.imread(str(frames_root / r.path_a)), cv2.imread(str(frames_root / r.path_b))
+        try:
+            a, b = decode_bgr(store.read(r.path_a)), decode_bgr(store.read(r.path_b))
+        except FramesError:
+            continue
         if a is None or b is None:
             continue
         pair = np.concatenate([_tile(a, r[["a_x", "a_y", "a_w", "a_h"]].to_numpy(float), (0, 200, 0)),

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .. import machine
 from ..config import PairsParams
-from ..digests import file_md5s
+from ..frames_store import FramesError, FrameStore, decode_bgr, read_manifest
 from ..io import worker_context, write_json, write_parquet
 from . import ground_truth
 from .boxes import iou, outside_share
@@ -61,13 +61,17 @@ class Frames:
 
     def __init__(self, root: Path, paths: list[str]):
         self.root, self.paths, self._cache = root, paths, {}
+        self.store = FrameStore(root)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray:
         if i not in self._cache:
-            img = cv2.imread(str(self.root / self.paths[i]))
+            try:
+                img = decode_bgr(self.store.read(self.paths[i]))
+            except FramesError:
+                img = None
             if img is None:
                 raise OSError(f"cannot read frame {self.root / self.paths[i]}")
             self._cache[i] = img
@@ -304,19 +308,25 @@ def with_frame_hashes(pairs: pd.DataFrame, frames_root: Path) -> pd.DataFrame:
     """`md5_a`, `md5_b`: the content of both frames. Training on the pairs reads the frames, so the
     manifest must change when they do (a new JPEG quality can leave every box as it was)."""
     frames = pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel())
-    digests = file_md5s(str(frames_root / path) for path in frames)  # cached: pretraining reads them back
-    md5 = {path: digests[str(frames_root / path)] for path in frames}
+    store = FrameStore(frames_root)
+    md5 = {path: store.md5(path) for path in frames}
     return pairs.assign(md5_a=pairs["path_a"].map(md5).astype(str), md5_b=pairs["path_b"].map(md5).astype(str))
 
 
-def run_stage(*, manifest_path: str | Path, frames_root: str | Path, videos_root: str | Path | None,
+def run_stage(*, manifest_path: str | Path | None = None, frames_root: str | Path, videos_root: str | Path | None,
               out_pairs: str | Path, out_dir: str | Path, p: PairsParams, workers: int | None = None) -> dict:
     """Write pairs.parquet, metrics.json and the pairs.png grid; raise PairsError when no pair was mined
-    (after writing the metrics, which say why). `workers`: as mine_all."""
-    manifest_path = Path(manifest_path)
-    if not manifest_path.is_file():
-        raise PairsError(f"{manifest_path}: frames manifest not found (run extract_frames first)")
-    manifest = pd.read_parquet(manifest_path)
+    (after writing the metrics, which say why; `workers`: as mine_all). The manifest: `manifest_path`, else every shard's."""
+    if manifest_path is None:
+        try:
+            manifest = read_manifest(frames_root)
+        except FramesError as exc:
+            raise PairsError(str(exc)) from None
+    else:
+        manifest_path = Path(manifest_path)
+        if not manifest_path.is_file():
+            raise PairsError(f"{manifest_path}: frames manifest not found (run extract_frames first)")
+        manifest = pd.read_parquet(manifest_path)
     pairs, metrics = mine_all(manifest, frames_root, videos_root, p, workers=workers)
     pairs = with_frame_hashes(pairs, Path(frames_root))
     out_dir = Path(out_dir)

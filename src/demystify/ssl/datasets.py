@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..digests import file_md5s
+from .. import frames_store
 from ..images import IMAGE_SUFFIXES, decode_rgb, report_skipped, split_images  # noqa: F401 - the one list, re-exported
 
 
@@ -82,12 +82,26 @@ def _images(folder: Path) -> list[Path]:
 
 
 def image_items(folder: Path, labelled: bool = False) -> tuple[list[Item], list[str]]:
-    """Every image under `folder`; with `labelled`, the ImageFolder class (parent folder name)."""
+    """Every image under `folder`; with `labelled`, the ImageFolder class (parent folder name). A
+    frames folder of zips (extract_frames') is read as its frames, in frame order (`<video>/NNNNNN.jpg`)."""
+    if frames_store.is_sharded(folder):
+        return _frame_items(folder, labelled)
     paths = _images(folder)
     classes = sorted({p.parent.name for p in paths}) if labelled else []
     index = {c: i for i, c in enumerate(classes)}
     items = [Item(str(p), label=index[p.parent.name] if labelled else -1) for p in paths]
     return items, classes
+
+
+def _frame_items(folder: Path, labelled: bool) -> tuple[list[Item], list[str]]:
+    try:
+        frames = frames_store.FrameStore(folder).frame_addresses()
+    except frames_store.FramesError as exc:
+        raise DataError(str(exc)) from None
+    videos = [PurePath(frame).parent.name for frame, _ in frames]
+    classes = sorted(set(videos)) if labelled else []
+    index = {c: i for i, c in enumerate(classes)}
+    return [Item(address, label=index[v] if labelled else -1) for (_, address), v in zip(frames, videos, strict=True)], classes
 
 
 def read_pairs(pairs_path: Path) -> pd.DataFrame:
@@ -115,19 +129,20 @@ def pair_items(pairs_path: Path, frames_root: Path, crops: bool, same_crop: bool
     if outside:
         raise DataError(f"{pairs_path}: {len(outside)} frame path(s) point outside {frames_root} (absolute, "
                         f"'..' or not a name), e.g. {', '.join(outside[:3])}")
-    missing = [p for p in frames if not (frames_root / p).is_file()]
+    store = frames_store.FrameStore(frames_root)
+    missing = [p for p in frames if not store.exists(p)]
     if missing:
         raise DataError(f"{pairs_path}: {len(missing)} frame(s) it points at are missing under {frames_root}, "
                         f"e.g. {', '.join(missing[:3])}")
     if has_frame_hashes(pairs.columns):
-        _verify_frames(pairs, pairs_path, frames_root)
+        _verify_frames(pairs, pairs_path, store)
     items = []
     for r in pairs.itertuples():
         boxes = ((r.a_x, r.a_y, r.a_w, r.a_h), (r.b_x, r.b_y, r.b_w, r.b_h)) if crops else (None, None)
         if same_crop:  # path_b None: the second view is drawn from the first view's image and box
-            items.append(Item(str(frames_root / r.path_a), None, boxes[0]))
+            items.append(Item(store.address(r.path_a), None, boxes[0]))
         else:
-            items.append(Item(str(frames_root / r.path_a), str(frames_root / r.path_b), *boxes))
+            items.append(Item(store.address(r.path_a), store.address(r.path_b), *boxes))
     return items
 
 
@@ -180,10 +195,9 @@ def has_frame_hashes(columns) -> bool:
     return {"md5_a", "md5_b"} <= set(columns)
 
 
-def _verify_frames(pairs: pd.DataFrame, pairs_path: Path, frames_root: Path) -> None:
+def _verify_frames(pairs: pd.DataFrame, pairs_path: Path, store: frames_store.FrameStore) -> None:
     recorded = dict(zip(pairs["path_a"], pairs["md5_a"], strict=True)) | dict(zip(pairs["path_b"], pairs["md5_b"], strict=True))
-    actual = file_md5s(str(frames_root / p) for p in recorded)  # the node's digest cache: read once
-    changed = [p for p, md5 in sorted(recorded.items()) if actual[str(frames_root / p)] != md5]
+    changed = [p for p, md5 in sorted(recorded.items()) if store.md5(p) != md5]
     if changed:
         raise DataError(f"{pairs_path}: {len(changed)} frame(s) changed since the pairs were mined, e.g. "
                         f"{', '.join(changed[:3])} (rerun mine_pairs: `dvc repro mine_pairs`)")

@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from .. import frames_store
 from .. import machine as machine_settings
 from ..checks.gate import require_passed
 from ..config import PretrainParams, VariantParams
@@ -207,11 +208,11 @@ def build_data(variant: VariantParams, p: PretrainParams,
     data = Path(variant.data)
     if variant.positives in ("images", "labels", "none"):
         items, classes = image_items(data, labelled=variant.positives == "labels")
-        files = [it.path_a for it in items]
+        files = [frames_store.container(it.path_a) for it in items]  # a frame's zip, not the frame
     else:
         items, classes = pair_items(data, Path(p.frames_root), **PAIR_VIEWS[variant.positives]), []
         hashed = has_frame_hashes(pq.read_schema(data).names)
-        files = [str(data)] if hashed else [f for it in items for f in (it.path_a, it.path_b) if f]
+        files = [str(data)] if hashed else [frames_store.container(f) for it in items for f in (it.path_a, it.path_b) if f]
     if not items:
         raise DataError(f"{data}: no training images (empty corpus)")
     labelled = variant.positives == "labels"

@@ -1,8 +1,11 @@
-"""Frame extraction: a folder of videos -> `<out>/<video>/NNNNNN.jpg` + the frames manifest.
+"""Frame extraction: a folder of videos -> `<out>/<video>.zip` (members NNNNNN.jpg) + the frames manifest.
 
 ffmpeg does all per-frame work (decode, resample to `fps`, resize, JPEG encode); Python only
-plans, checks and records. Each video is written through `atomic_dir`, so a killed run leaves
-only dot-prefixed temporaries (removed at the next start), never a half-written video folder.
+plans, checks and records. Each video is decoded into a temporary folder and stored, uncompressed,
+as one zip written to a temporary name and renamed (demystify.frames_store), so a killed run leaves
+only dot-prefixed temporaries (removed at the next start), never a half-written video.
+With a shard (index, count), only the videos whose id hashes to that shard are decoded (names are
+still planned over every video, so the rules below hold across shards).
 A bad video is rejected with ffmpeg's reason and never stops the others. A fault of the output
 side (a full disk, a read-only or unwritable frames folder) is never the video's: it stops the
 stage (OutputError) before any table is written, and every frames folder already in place stays.
@@ -28,6 +31,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -37,7 +41,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from demystify import machine
+from demystify import frames_store, machine
 from demystify.config import FramesParams
 from demystify.data import got10k, trackingnet
 from demystify.io import (
@@ -90,7 +94,7 @@ class _Job:
     path: Path
     file: str  # relative to the videos root, for the rejected table
     video: str
-    out_dir: Path
+    out_zip: Path  # <out>/<video>.zip
     fps: float
     size: int
     quality: int
@@ -412,28 +416,49 @@ def _process(job: _Job) -> tuple[str, pd.DataFrame | None, str | None]:
         _check_readable(job.path)
         info = probe(job.path)
         gt = read_sidecar(job.path)  # a bad sidecar fails before any decoding
-        frames = extract_video(
-            job.path, job.out_dir, job.fps, job.size, job.quality, info, job.threads, job.timeout_s,
-            job.max_duplicate_share,
-        )
+        frames = _extract_zip(job, info)
         frames = attach_ground_truth(frames, gt, info)
     except (VideoError, got10k.AnnotationError) as exc:
         # An older run's frames of this video must not outlive its rejection.
-        shutil.rmtree(job.out_dir, ignore_errors=True)
+        job.out_zip.unlink(missing_ok=True)
         return job.file, None, str(exc)
     frames.insert(0, "video", job.video)
     frames.insert(3, "path", [f"{job.video}/{i:06d}.jpg" for i in frames["frame"]])
     return job.file, frames, None
 
 
-def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesParams, workers: int):
-    """Jobs for the videos whose frames folder is theirs alone; (file, reason) for the others,
-    decided here, before any decoding (sorted order: the first file keeps a contested folder)."""
+def _extract_zip(job: _Job, info: VideoInfo) -> pd.DataFrame:
+    """extract_video into a temporary folder beside the zip, then the frames as `job.out_zip`."""
+    try:
+        job.out_zip.parent.mkdir(parents=True, exist_ok=True)
+        scratch = tempfile.TemporaryDirectory(prefix=f".{job.out_zip.stem}.tmp-", dir=job.out_zip.parent)
+    except OSError as exc:
+        raise OutputError(_output_message(job.out_zip.parent, _strerror(exc), job.path)) from None
+    with scratch as tmp:
+        folder = Path(tmp) / "frames"
+        try:
+            frames = extract_video(job.path, folder, job.fps, job.size, job.quality, info, job.threads,
+                                   job.timeout_s, job.max_duplicate_share)
+        except OutputError as exc:  # it names the scratch folder, ours: name the frames folder instead
+            raise OutputError(str(exc).replace(tmp, str(job.out_zip.parent), 1)) from None
+        try:
+            frame_files = [folder / f"{i:06d}.jpg" for i in frames["frame"]]
+            frames_store.write_video_zip(job.out_zip, frame_files)
+        except OSError as exc:
+            raise OutputError(_output_message(job.out_zip.parent, _strerror(exc), job.path)) from None
+    return frames
+
+
+def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesParams, workers: int,
+          shard: tuple[int, int] | None = None):
+    """Jobs for the videos whose frames are theirs alone; (file, reason) for the others, decided
+    here, before any decoding (sorted order: the first file keeps a contested name). With a shard
+    (index, count), the names are planned over every video and only that shard's are returned."""
     jobs: list[_Job] = []
     rejected: list[tuple[str, str]] = []
     owner: dict[str, str] = {}  # frames folder (video id) -> the file decoded into it
     under: dict[str, str] = {}  # every parent folder of an accepted id -> one file below it
-    threads = 0 if workers <= 1 else max(1, (os.cpu_count() or 1) // workers)
+    threads = 0 if workers <= 1 else max(1, (machine.available_cpus()) // workers)
     for path in videos:
         file, vid = path.relative_to(root).as_posix(), video_id(path, root)
         reason = _name_problem(file, vid, owner, under)
@@ -444,10 +469,19 @@ def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesPara
         parts = vid.split("/")
         for i in range(1, len(parts)):
             under.setdefault("/".join(parts[:i]), file)
-        job = _Job(path, file, vid, out_root / vid, params.fps, params.size, params.jpeg_quality, threads,
+        job = _Job(path, file, vid, out_root / f"{vid}{frames_store.ZIP_SUFFIX}", params.fps, params.size, params.jpeg_quality, threads,
                    params.decode_timeout_s, params.max_duplicate_share)
         jobs.append(job)
+    if shard is not None:
+        index, count = shard
+        jobs = [j for j in jobs if frames_store.shard_of(j.video, count) == index]
+        rejected = [r for r in rejected if frames_store.shard_of(_id_of(r[0]), count) == index]
     return jobs, rejected
+
+
+def _id_of(file: str) -> str:
+    """The video id of a rejected file's name (relative to the videos root), for its shard."""
+    return Path(file).with_suffix("").as_posix()
 
 
 def printable(name: str) -> str:
@@ -484,14 +518,15 @@ def extract_all(
     params: FramesParams,
     progress: bool = True,
     workers: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Extract every video under `videos_root` with `workers` processes (None: machine.yaml's
-    frames.workers); returns (manifest, rejected[file, reason])."""
+    """Extract every video under `videos_root` (with `shard` (index, count): that shard's videos) with
+    `workers` processes (None: machine.yaml's frames.workers); returns (manifest, rejected[file, reason])."""
     root, out_root = Path(videos_root), Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     workers = workers or machine.load().frames_workers
-    jobs, rejected = _plan(find_videos(root), root, out_root, params, workers)
-    for parent in {out_root, *(job.out_dir.parent for job in jobs)}:
+    jobs, rejected = _plan(find_videos(root), root, out_root, params, workers, shard)
+    for parent in {out_root, *(job.out_zip.parent for job in jobs)}:
         remove_stale_temporaries(parent)  # leftovers of a killed run
     parts: list[pd.DataFrame] = []
     bar = tqdm(
@@ -535,16 +570,21 @@ def run_stage(
     metrics_path: str | Path,
     params: FramesParams,
     workers: int | None = None,
+    shard: int | None = None,
 ) -> dict[str, float | int]:
-    """extract_frames: write manifest.parquet, rejected.csv and metrics, then fail if the
-    batch as a whole is unusable (the good work stays on disk either way). `workers`: as extract_all."""
+    """extract_frames (of one shard of `frames.shards`, or of every video): write manifest.parquet,
+    rejected.csv and metrics, then fail if the batch as a whole is unusable (the good work stays on
+    disk either way); `frames.max_rejected` is judged per shard. `workers`: as extract_all."""
     root, out_root = Path(videos_root), Path(out_root)
     workers = workers or machine.load().frames_workers  # a bad machine.yaml stops before any work
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot make the frames folder {out_root}: {_strerror(exc)}") from None
-    manifest, rejected = extract_all(root, out_root, params, workers=workers)
+    if shard is not None and shard not in params.shards:
+        raise ExtractionError(f"shard {shard} is not one of frames.shards {params.shards}")
+    manifest, rejected = extract_all(root, out_root, params, workers=workers,
+                                     shard=None if shard is None else (shard, len(params.shards)))
     found = manifest["video"].nunique() + len(rejected)
     share = len(rejected) / found if found else 0.0
     metrics = {
@@ -561,6 +601,8 @@ def run_stage(
             write(target, value)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_strerror(exc)}") from None
+    if found == 0 and shard is not None and root.is_dir() and find_videos(root):
+        return metrics  # a shard no video hashes to (few videos, many shards): empty, not an error
     if found == 0:
         if not root.is_dir():
             raise ExtractionError(f"videos folder not found: {root}")
