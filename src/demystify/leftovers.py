@@ -61,6 +61,9 @@ def prune(root: str | Path, variants: list[str], dry_run: bool = False, shards: 
     return found
 
 
+SHOWN = 20  # paths listed one by one; the rest counted
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml", help="the params file whose variants are kept")
@@ -73,8 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leftovers: {exc}", file=sys.stderr)
         return 1
     root = Path(args.params).resolve().parent
-    for sub in prune(root, variants, args.dry_run, shards):
-        print(f"{'leftover' if args.dry_run else 'removed'}: {sub.relative_to(root)}")
+    found = prune(root, variants, args.dry_run, shards)
+    verb = "leftover" if args.dry_run else "removed"
+    for sub in found[:SHOWN]:
+        print(f"{verb}: {sub.relative_to(root)}")
+    if len(found) > SHOWN:  # the old loose frames layout leaves one folder per video: thousands
+        print(f"{verb}: {len(found) - SHOWN} more under {sorted({str(s.parent.relative_to(root)) for s in found[SHOWN:]})}")
     return 0
 
 
