@@ -71,7 +71,7 @@ def shards(work: Path, videos: int, count: int, kill_at: int) -> dict:
     for i in range(1, videos):
         shutil.copy(clip, clip.with_name(f"v{i:05d}.mp4"))
     first = [f"extract_frames@{k}" for k in range(kill_at)]
-    t_first, _ = _dvc(["repro", "--single-item", *first], repo, env)
+    t_first, _ = _dvc(["repro", "--single-item", "plan_shards", *first], repo, env)  # the lists, then shards
     # shard `kill_at` killed part-way: once a third of its videos are written
     proc = subprocess.Popen(["dvc", "repro", "--single-item", f"extract_frames@{kill_at}"], cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -256,6 +256,8 @@ def run_script(cwd: Path, max_rejected: float) -> subprocess.CompletedProcess:
         " decode_timeout_s: 60.0}\n"
     )
     (cwd / "machine.yaml").write_text("frames: {workers: 1}\n")  # one ffmpeg at a time, as DVC would run it here
+    plan = subprocess.run(stage_argv("plan_shards", cwd / "params.yaml"), cwd=cwd, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr  # extract_frames@0 reads its list, as under DVC
     return subprocess.run(stage_argv("extract_frames", cwd / "params.yaml", "0"), cwd=cwd, capture_output=True, text=True)
 
 
@@ -270,3 +272,80 @@ def test_stage_script(clips, tmp_path: Path):
     assert failed.returncode == 1
     assert "b.mp4: moov atom not found" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def _shard_videos(clips, root: Path) -> None:
+    """Videos over two shards (frames_store.shard_of of 2: 'b' 0, 'c' 1, 'v' 1, 'v/x' 0), one unreadable
+    and one whose frames folder is inside another's ('v/x' in 'v', across shards)."""
+    put(clips["good"], root / "c.mp4")
+    put(clips["portrait"], root / "v.mp4")
+    put(clips["good"], root / "v" / "x.mp4")
+    (root / "b.mp4").write_bytes(b"")
+
+
+def test_plan_shards_lists_each_video_once_and_shards_extract_what_one_run_does(clips, tmp_path: Path):
+    """plan_shards puts every video in its shard's list, with its MD5 and any name rejection judged over
+    every video; extracting each shard from its list gives the one-run manifest and rejections."""
+    from demystify.frames_store import shard_of
+    from demystify.io import file_md5
+    from demystify.video.shards import read_plan
+    from demystify.video.shards import run_stage as plan_stage
+
+    root = tmp_path / "videos"
+    _shard_videos(clips, root)
+    assert [shard_of(v, 2) for v in ("b", "c", "v", "v/x")] == [0, 1, 1, 0]
+    assert plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1]) == {0: 2, 1: 2}
+    lists = {k: pd.read_csv(tmp_path / f"shards/shard-{k}.csv", dtype=str, keep_default_na=False) for k in (0, 1)}
+    assert lists[1].to_dict("list") == {"file": ["c.mp4", "v.mp4"], "md5": [file_md5(root / "c.mp4"),
+                                        file_md5(root / "v.mp4")], "rejected": ["", ""]}
+    assert lists[0]["file"].tolist() == ["b.mp4", "v/x.mp4"] and lists[0]["md5"][0] == file_md5(root / "b.mp4")
+    assert "would collide with v.mp4's" in lists[0]["rejected"][1] and lists[0]["md5"][1] == ""  # rival: shard 1
+
+    whole = extract_all(root, tmp_path / "whole", params(), progress=False, workers=1)
+    shards = [extract_all(root, tmp_path / f"s{k}", params(), progress=False, workers=1,
+                          planned=read_plan(tmp_path / f"shards/shard-{k}.csv")) for k in (0, 1)]
+    manifest = pd.concat([m for m, _ in shards]).sort_values(["video", "frame"], ignore_index=True)
+    pd.testing.assert_frame_equal(manifest, whole[0])
+    rejected = pd.concat([r for _, r in shards]).sort_values("file", ignore_index=True)
+    assert rejected.to_dict("list") == whole[1].to_dict("list")  # (an empty shard's table has no str dtype)
+    assert rejected["file"].tolist() == ["b.mp4", "v/x.mp4"]
+
+    # a shard no longer in frames.shards loses its list; the kept lists are rewritten as they were
+    (tmp_path / "shards/shard-2.csv").write_text("file,md5,rejected\n")
+    before = (tmp_path / "shards/shard-0.csv").read_bytes()
+    plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1])
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["shard-0.csv", "shard-1.csv"]
+    assert (tmp_path / "shards/shard-0.csv").read_bytes() == before
+
+
+def test_a_stale_shard_list_is_an_error_naming_the_video(clips, tmp_path: Path):
+    """A video changed or removed since plan_shards listed it stops its shard before any decoding, by
+    name: the shard's earlier frames, manifest and metrics stay as they were; a new plan passes."""
+    from demystify.video.shards import read_plan
+    from demystify.video.shards import run_stage as plan_stage
+
+    root, out, metrics = tmp_path / "videos", tmp_path / "frames", tmp_path / "m.json"
+    _shard_videos(clips, root)
+    plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1])
+    listed = tmp_path / "shards/shard-1.csv"  # c.mp4, v.mp4
+    m = run_stage(videos_root=root, out_root=out, metrics_path=metrics, params=params(shards=[0, 1]),
+                  workers=1, shard=1, planned=read_plan(listed))
+    assert (m["videos_extracted"], m["videos_rejected"]) == (2, 0)
+    kept = {p.name: p.read_bytes() for p in (*out.iterdir(), metrics)}
+    put(clips["portrait"], root / "c.mp4")  # other bytes under the listed name
+    with pytest.raises(ExtractionError, match=r"video list is stale: c\.mp4 under .*videos changed since plan_shards"):
+        run_stage(videos_root=root, out_root=out, metrics_path=metrics, params=params(shards=[0, 1]),
+                  workers=1, shard=1, planned=read_plan(listed))
+    (root / "c.mp4").unlink()
+    with pytest.raises(ExtractionError, match=r"stale: c\.mp4 .*or it is gone"):
+        run_stage(videos_root=root, out_root=out, metrics_path=metrics, params=params(shards=[0, 1]),
+                  workers=1, shard=1, planned=read_plan(listed))
+    assert {p.name: p.read_bytes() for p in (*out.iterdir(), metrics)} == kept  # nothing good lost
+    put(clips["portrait"], root / "c.mp4")
+    plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1])
+    m = run_stage(videos_root=root, out_root=out, metrics_path=metrics, params=params(shards=[0, 1]),
+                  workers=1, shard=1, planned=read_plan(listed))
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert m["videos_extracted"] == 2 and manifest[manifest["video"] == "c"]["width"].iloc[0] == 32  # portrait now
+    with pytest.raises(ExtractionError, match=r"shard-9\.csv: cannot read the shard's video list"):
+        read_plan(tmp_path / "shards/shard-9.csv")

@@ -124,15 +124,17 @@ def test_leftovers_remove_shards_no_longer_in_params(tmp_path):
     for rel in ["data/frames/shard-0/a.zip", "data/frames/shard-1/b.zip", "data/frames/shard-2/c.zip",
                 "data/frames/old_video/000000.jpg", "data/frames/manifest.parquet", "results/frames/metrics.json",
                 "results/frames/shard-0/metrics.json", "results/frames/shard-2/metrics.json",
-                "results/pretrain/gone/summary.json", "results/pretrain/kept/summary.json"]:
+                "results/pretrain/gone/summary.json", "results/pretrain/kept/summary.json",
+                "data/shards/shard-0.csv", "data/shards/shard-2.csv"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     (tmp_path / "data/frames/.gitignore").write_text("/shard-0\n/shard-1\n/shard-2\n")
     removed = prune(tmp_path, ["kept"], shards=[0, 1])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
-        "data/frames/manifest.parquet", "data/frames/old_video", "data/frames/shard-2", "results/frames/metrics.json",
+        "data/frames/manifest.parquet", "data/frames/old_video", "data/frames/shard-2", "data/shards/shard-2.csv",
+        "results/frames/metrics.json",
         "results/frames/shard-2", "results/pretrain/gone"]
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert left == ["data/frames/.gitignore", "data/frames/shard-0/a.zip", "data/frames/shard-1/b.zip",
-                    "results/frames/shard-0/metrics.json", "results/pretrain/kept/summary.json"]
+                    "data/shards/shard-0.csv", "results/frames/shard-0/metrics.json", "results/pretrain/kept/summary.json"]
     assert (tmp_path / "data/frames/.gitignore").read_text() == "/shard-0\n/shard-1\n"

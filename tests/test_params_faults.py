@@ -228,6 +228,8 @@ def test_a_videos_folder_with_quotes_and_spaces_runs_through_dvc(repo):
     data["data"]["videos"] = videos
     _write(root / "params.yaml", data)
     (root / "machine.yaml").write_text("frames: {workers: 1}\n")  # one ffmpeg process (machine.yaml)
+    plan = _repro(root, env, "plan_shards")  # the shards' video lists, which extract_frames reads
+    assert plan.returncode == 0 and "--videos 'vids/my \"odd\" dir'" in plan.stdout, plan.stdout + plan.stderr
     proc = _repro(root, env, "extract_frames")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--videos 'vids/my \"odd\" dir'" in proc.stdout

@@ -59,9 +59,10 @@ def test_repro_then_noop_then_only_what_changed(repo):
     assert PARAMS_CHECK in _stages_run(first)
     ran = _work(first)
     shards = [f"extract_frames@{k}" for k in yaml.safe_load((path / "params.yaml").read_text())["frames"]["shards"]]
-    assert ran[0] == "synthesize" and sorted(ran[1:1 + len(shards)]) == shards  # readers of data/frames after all shards
-    assert ran[1 + len(shards):3 + len(shards)] == ["mine_pairs", "check_data"]
-    assert sorted(ran[3 + len(shards):]) == sorted(ALL_PRETRAIN + downstream(VARIANTS) + [TRAINING_SUMMARY])
+    assert ran[:2] == ["synthesize", "plan_shards"]  # the shards' video lists, then the shards
+    assert sorted(ran[2:2 + len(shards)]) == shards  # readers of data/frames after all shards
+    assert ran[2 + len(shards):4 + len(shards)] == ["mine_pairs", "check_data"]
+    assert sorted(ran[4 + len(shards):]) == sorted(ALL_PRETRAIN + downstream(VARIANTS) + [TRAINING_SUMMARY])
     params = yaml.safe_load((path / "params.yaml").read_text())
     for v in VARIANTS:  # every variant trained and exported a torchvision backbone
         assert (path / "models" / v / "backbone.pt").stat().st_size > 0
@@ -149,16 +150,23 @@ def _shard_files(path) -> dict[str, dict[str, bytes]]:
 
 
 def test_a_new_video_or_a_failed_shard_costs_one_shard(repo):
-    """A new video changes only its own shard's outputs; a shard that fails (too many rejected) leaves
-    every other shard's outputs and dvc.lock entry in place; taking both back restores every shard
-    from the run-cache and leaves the pipeline up to date."""
+    """A new video reruns plan_shards and then its own shard alone (the other shard's list keeps its
+    bytes: up to date), changing only that shard's outputs; a shard that fails (too many rejected)
+    leaves every other shard's outputs and dvc.lock entry in place; taking both back restores every
+    shard from the run-cache and leaves the pipeline up to date."""
     path, env = repo
     videos = path / "data/world/videos"
     before = _shard_files(path)
     new, bad = "zz_new2", "zz_bad2"  # frames_store.shard_of: shard 0 and shard 1 of 2
     assert (shard_of(new, 2), shard_of(bad, 2)) == (0, 1) and len(before) == 2
     (videos / f"{new}.mp4").write_bytes((videos / "GOT-10k_Train_000002.mp4").read_bytes())
-    _run(["dvc", "repro", "--single-item", "extract_frames"], path, env)
+    stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
+    assert "plan_shards" in stale and not any(s.startswith("extract_frames") for s in stale)  # only the lists
+    assert _stages_run(_run(["dvc", "repro", "--single-item", "plan_shards"], path, env)) == ["plan_shards"]
+    stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
+    assert "extract_frames@0" in stale and "extract_frames@1" not in stale  # shard 1's list: the same bytes
+    proc = _run(["dvc", "repro", "--single-item", "extract_frames"], path, env)
+    assert _stages_run(proc) == ["extract_frames@0"]
     after = _shard_files(path)
     assert after["shard-1"] == before["shard-1"]  # byte for byte
     assert set(after["shard-0"]) - set(before["shard-0"]) == {f"{new}.zip"}
@@ -166,6 +174,7 @@ def test_a_new_video_or_a_failed_shard_costs_one_shard(repo):
     (videos / f"{new}.mp4").unlink()
 
     (videos / f"{bad}.mp4").write_bytes(b"")  # 1 of 3 videos of shard 1 rejected: over frames.max_rejected
+    _run(["dvc", "repro", "--single-item", "plan_shards"], path, env)  # shard 0: its list before the new video
     proc = subprocess.run(["dvc", "repro", "--keep-going", "--single-item", "extract_frames"], cwd=path, env=env,
                           capture_output=True, text=True)
     assert proc.returncode != 0 and f"{bad}.mp4: moov atom not found" in proc.stderr
@@ -173,6 +182,7 @@ def test_a_new_video_or_a_failed_shard_costs_one_shard(repo):
     stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
     assert "extract_frames@1" in stale and "extract_frames@0" not in stale
     (videos / f"{bad}.mp4").unlink()
+    _run(["dvc", "repro", "--single-item", "plan_shards"], path, env)
     proc = _run(["dvc", "repro", "--single-item", "extract_frames"], path, env)
     assert "extract_frames@1" in _stages_cached(proc) and _shard_files(path) == before
     assert json.loads(_run(["dvc", "status", "--json"], path, env).stdout) == {}

@@ -6,8 +6,8 @@ apply` of a run without it), and a `results/<kind>/NAME/` folder inside a folder
 run` runs it first); `--dry-run` only lists them. Cached outputs stay in DVC's cache, so trying the
 variant again restores them from the run-cache. (DVC's own .gitignore files are in .dvcignore.)
 
-The same for frames: a shard no longer in `frames.shards` (data/frames/shard-K, results/frames/shard-K)
-and what the unsharded layout left in those folders (<video>/ folders, manifest.parquet,
+The same for frames: a shard no longer in `frames.shards` (data/frames/shard-K, results/frames/shard-K,
+its list data/shards/shard-K.csv) and what the unsharded layout left in those folders (<video>/ folders, manifest.parquet,
 rejected.csv, metrics.json): the readers depend on data/frames as a whole and glob its shards."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from . import config
 FOLDERS = ("results/pretrain", "results/invariance", "results/classification", "results/segmentation")
 # the folders of per-shard subfolders (extract_frames@K); nothing else belongs in them
 SHARD_FOLDERS = ("data/frames", "results/frames")
+# plan_shards' per-shard lists (data/shards/shard-K.csv); nothing else belongs there either
+SHARD_LISTS = "data/shards"
 
 
 def find(root: str | Path, variants: list[str], shards: list[int] | None = None) -> list[Path]:
@@ -35,6 +37,9 @@ def find(root: str | Path, variants: list[str], shards: list[int] | None = None)
         kept = {f"shard-{k}" for k in shards} | {".gitignore"}
         found += [sub for folder in SHARD_FOLDERS if (Path(root) / folder).is_dir()
                   for sub in (Path(root) / folder).iterdir() if sub.name not in kept]
+        lists = Path(root) / SHARD_LISTS
+        if lists.is_dir():
+            found += [sub for sub in lists.iterdir() if sub.name not in {f"shard-{k}.csv" for k in shards}]
     return sorted(found)
 
 

@@ -5,7 +5,9 @@ plans, checks and records. Each video is decoded into a temporary folder and sto
 as one zip written to a temporary name and renamed (demystify.frames_store), so a killed run leaves
 only dot-prefixed temporaries (removed at the next start), never a half-written video.
 With a shard (index, count), only the videos whose id hashes to that shard are decoded (names are
-still planned over every video, so the rules below hold across shards).
+still planned over every video, so the rules below hold across shards). Under DVC the shard's videos
+come from plan_shards' list (video.shards): named there over every video, decoded here only if
+their MD5 still matches it, so a new video reruns its own shard alone.
 A bad video is rejected with ffmpeg's reason and never stops the others. A fault of the output
 side (a full disk, a read-only or unwritable frames folder) is never the video's: it stops the
 stage (OutputError) before any table is written, and every frames folder already in place stays.
@@ -41,7 +43,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from demystify import frames_store, machine
+from demystify import digests, frames_store, machine
 from demystify.config import FramesParams
 from demystify.data import got10k, trackingnet
 from demystify.io import (
@@ -454,11 +456,22 @@ def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesPara
     """Jobs for the videos whose frames are theirs alone; (file, reason) for the others, decided
     here, before any decoding (sorted order: the first file keeps a contested name). With a shard
     (index, count), the names are planned over every video and only that shard's are returned."""
-    jobs: list[_Job] = []
+    accepted, rejected = plan_names(videos, root)
+    jobs = _jobs(accepted, root, out_root, params, workers)
+    if shard is not None:
+        index, count = shard
+        jobs = [j for j in jobs if frames_store.shard_of(j.video, count) == index]
+        rejected = [r for r in rejected if frames_store.shard_of(_id_of(r[0]), count) == index]
+    return jobs, rejected
+
+
+def plan_names(videos: Iterable[Path], root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the files, relative to `root`, whose frames folder is theirs alone; (file, reason) for the
+    others): the naming rules, decided over every video at once, in sorted order."""
+    accepted: list[str] = []
     rejected: list[tuple[str, str]] = []
     owner: dict[str, str] = {}  # frames folder (video id) -> the file decoded into it
     under: dict[str, str] = {}  # every parent folder of an accepted id -> one file below it
-    threads = 0 if workers <= 1 else max(1, (machine.available_cpus()) // workers)
     for path in videos:
         file, vid = path.relative_to(root).as_posix(), video_id(path, root)
         reason = _name_problem(file, vid, owner, under)
@@ -469,14 +482,64 @@ def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesPara
         parts = vid.split("/")
         for i in range(1, len(parts)):
             under.setdefault("/".join(parts[:i]), file)
-        job = _Job(path, file, vid, out_root / f"{vid}{frames_store.ZIP_SUFFIX}", params.fps, params.size, params.jpeg_quality, threads,
-                   params.decode_timeout_s, params.max_duplicate_share)
-        jobs.append(job)
-    if shard is not None:
-        index, count = shard
-        jobs = [j for j in jobs if frames_store.shard_of(j.video, count) == index]
-        rejected = [r for r in rejected if frames_store.shard_of(_id_of(r[0]), count) == index]
-    return jobs, rejected
+        accepted.append(file)
+    return accepted, rejected
+
+
+def _jobs(files: list[str], root: Path, out_root: Path, params: FramesParams, workers: int) -> list[_Job]:
+    threads = 0 if workers <= 1 else max(1, (machine.available_cpus()) // workers)
+    jobs = []
+    for file in files:
+        vid = video_id(root / file, root)
+        jobs.append(_Job(root / file, file, vid, out_root / f"{vid}{frames_store.ZIP_SUFFIX}", params.fps, params.size,
+                         params.jpeg_quality, threads, params.decode_timeout_s, params.max_duplicate_share))
+    return jobs
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One shard's videos as plan_shards listed them (video.shards.read_plan): accepted files
+    (relative to the videos root) with their MD5 ('' for a file that is not a readable regular
+    file: rejected at decoding, by its reason), and the files rejected by name, with the reason."""
+    accepted: dict[str, str]
+    rejected: list[tuple[str, str]]
+
+
+def video_md5s(root: Path, files: Iterable[str]) -> dict[str, str]:
+    """{file: MD5} of files relative to `root`, through the node's digest cache (a stat on a file
+    hashed before); '' for what is not a readable regular file (a FIFO is never opened: reading it
+    blocks), which decoding then rejects with its reason."""
+    regular = []
+    out = {}
+    for file in files:
+        try:
+            ok = stat.S_ISREG(os.stat(root / file).st_mode)
+        except OSError:
+            ok = False
+        out[file] = ""
+        if ok:
+            regular.append(file)
+    try:
+        found = digests.file_md5s(root / f for f in regular)
+        out.update({f: found[str(root / f)] for f in regular})
+    except OSError:  # one unreadable file: ask one by one
+        for f in regular:
+            try:
+                out[f] = digests.file_md5(root / f)
+            except OSError:
+                pass
+    return out
+
+
+def check_planned(root: Path, planned: Planned) -> None:
+    """A plan that no longer matches the videos (one changed, removed or became readable since
+    plan_shards ran) is an error naming them: never a silent extraction of other bytes."""
+    now = video_md5s(root, planned.accepted)
+    stale = [f for f, md5 in planned.accepted.items() if now[f] != md5]
+    if stale:
+        shown = ", ".join(printable(f) for f in stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise ExtractionError(f"the shard's video list is stale: {shown} under {root} changed since plan_shards "
+                              f"listed it (its MD5 differs or it is gone); run plan_shards again (dvc repro)")
 
 
 def _id_of(file: str) -> str:
@@ -519,13 +582,19 @@ def extract_all(
     progress: bool = True,
     workers: int | None = None,
     shard: tuple[int, int] | None = None,
+    planned: Planned | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Extract every video under `videos_root` (with `shard` (index, count): that shard's videos) with
-    `workers` processes (None: machine.yaml's frames.workers); returns (manifest, rejected[file, reason])."""
+    """Extract every video under `videos_root` (with `shard` (index, count): that shard's videos; with
+    `planned`: its videos, none else, after check_planned) with `workers` processes (None: machine.yaml's
+    frames.workers); returns (manifest, rejected[file, reason])."""
     root, out_root = Path(videos_root), Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     workers = workers or machine.load().frames_workers
-    jobs, rejected = _plan(find_videos(root), root, out_root, params, workers, shard)
+    if planned is None:
+        jobs, rejected = _plan(find_videos(root), root, out_root, params, workers, shard)
+    else:  # plan_shards named them already, over every video; decode only unchanged files
+        check_planned(root, planned)
+        jobs, rejected = _jobs(list(planned.accepted), root, out_root, params, workers), list(planned.rejected)
     for parent in {out_root, *(job.out_zip.parent for job in jobs)}:
         remove_stale_temporaries(parent)  # leftovers of a killed run
     parts: list[pd.DataFrame] = []
@@ -571,10 +640,11 @@ def run_stage(
     params: FramesParams,
     workers: int | None = None,
     shard: int | None = None,
+    planned: Planned | None = None,
 ) -> dict[str, float | int]:
     """extract_frames (of one shard of `frames.shards`, or of every video): write manifest.parquet,
     rejected.csv and metrics, then fail if the batch as a whole is unusable (the good work stays on
-    disk either way); `frames.max_rejected` is judged per shard. `workers`: as extract_all."""
+    disk either way); `frames.max_rejected` is judged per shard. `workers`, `planned`: as extract_all."""
     root, out_root = Path(videos_root), Path(out_root)
     workers = workers or machine.load().frames_workers  # a bad machine.yaml stops before any work
     try:
@@ -584,7 +654,7 @@ def run_stage(
     if shard is not None and shard not in params.shards:
         raise ExtractionError(f"shard {shard} is not one of frames.shards {params.shards}")
     manifest, rejected = extract_all(root, out_root, params, workers=workers,
-                                     shard=None if shard is None else (shard, len(params.shards)))
+                                     shard=None if shard is None else (shard, len(params.shards)), planned=planned)
     found = manifest["video"].nunique() + len(rejected)
     share = len(rejected) / found if found else 0.0
     metrics = {
@@ -601,7 +671,7 @@ def run_stage(
             write(target, value)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_strerror(exc)}") from None
-    if found == 0 and shard is not None and root.is_dir() and find_videos(root):
+    if found == 0 and (planned is not None or shard is not None and root.is_dir() and find_videos(root)):
         return metrics  # a shard no video hashes to (few videos, many shards): empty, not an error
     if found == 0:
         if not root.is_dir():
