@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 
 import cv2
@@ -12,7 +13,7 @@ import video_fixtures
 from video_fixtures import put, stored_frames
 
 from demystify import frames_store
-from demystify.frames_store import FramesError, FrameStore
+from demystify.frames_store import FramesError, FrameStore, read_manifest
 from demystify.images import decode_rgb, image_size
 from demystify.io import file_md5
 from demystify.pairs.mine import Frames, with_frame_hashes
@@ -138,3 +139,20 @@ def test_leftovers_remove_shards_no_longer_in_params(tmp_path):
     assert left == ["data/frames/.gitignore", "data/frames/shard-0/a.zip", "data/frames/shard-1/b.zip",
                     "data/shards/shard-0.csv", "results/frames/shard-0/metrics.json", "results/pretrain/kept/summary.json"]
     assert (tmp_path / "data/frames/.gitignore").read_text() == "/shard-0\n/shard-1\n"
+
+
+def test_a_video_left_in_an_older_shard_folder_is_refused_by_name(zipped, tmp_path):
+    """frames.shards shrunk and a plain `dvc repro` run: the removed shard's folder still holds its
+    videos, now also in their new shard; counted twice they would weigh double, so readers refuse."""
+    d, manifest = zipped
+    root = tmp_path / "frames"
+    for shard in ("shard-0", "shard-1"):  # the same video in both: one of them is a leftover
+        (root / shard).mkdir(parents=True)
+        shutil.copy(d / "frames" / "a.zip", root / shard / "a.zip")
+        manifest[manifest["video"] == "a"].to_parquet(root / shard / "manifest.parquet")
+    for read in (lambda: read_manifest(root), lambda: FrameStore(root).frame_addresses()):
+        with pytest.raises(FramesError, match=r"1 video\(s\) in more than one shard folder \(first: a\).*leftovers"):
+            read()
+    shutil.rmtree(root / "shard-1")  # what `python -m demystify.leftovers` does
+    assert len(read_manifest(root)) == (manifest["video"] == "a").sum()
+    assert [f for f, _ in FrameStore(root).frame_addresses()] == manifest.loc[manifest["video"] == "a", "path"].tolist()

@@ -70,7 +70,24 @@ def read_manifest(root: str | Path) -> pd.DataFrame:
         if not path.is_file():
             raise FramesError(f"{path}: frames manifest not found (run extract_frames first)")
         tables.append(pd.read_parquet(path))
+    if len(tables) > 1:
+        _one_part_each([v for t in tables if "video" in t for v in t["video"].unique()], root)
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+
+
+def _one_part_each(videos: list[str], root: str | Path) -> None:
+    """A video in two shard folders: a shard of an older `frames.shards` is still there (plain `dvc repro`
+    never deletes a removed shard's output); its frames would count twice, so refuse by name."""
+    seen: set[str] = set()
+    twice = []
+    for video in videos:
+        if video in seen:
+            twice.append(video)
+        seen.add(video)
+    if twice:
+        raise FramesError(f"{root}: {len(twice)} video(s) in more than one shard folder (first: {twice[0]}): a "
+                          "shard of an earlier frames.shards is left over; remove it with `python -m "
+                          "demystify.leftovers` (make run does) and rerun")
 
 
 # ---------------------------------------------------------------- writing
@@ -228,6 +245,7 @@ class FrameStore:
         for part in self.parts:
             found += [(z.relative_to(part).with_suffix("").as_posix(), z) for z in part.rglob(f"*{ZIP_SUFFIX}")
                       if not z.name.startswith(".")]
+        _one_part_each([v for v, _ in found], self.root)
         return iter(sorted(found))
 
     def frame_addresses(self) -> list[tuple[str, str]]:
