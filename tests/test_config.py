@@ -165,7 +165,8 @@ def test_stage_stops_before_work(tmp_path, params, stage, key, expected):
     _set(bad, key, -2.0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run(stage_argv(stage, tmp_path / "params.yaml"), cwd=tmp_path,  # as dvc.yaml runs it
+    item = "0" if stage == "extract_frames" else None  # a foreach over frames.shards: shard 0's command
+    proc = subprocess.run(stage_argv(stage, tmp_path / "params.yaml", item), cwd=tmp_path,  # as dvc.yaml runs it
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 1
     assert expected in proc.stderr
