@@ -96,3 +96,40 @@ def test_a_stage_stops_on_a_bad_machine_file_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "extract_frames: machine.yaml: frames.workers = 'lots': expected an integer >= 1 or auto"]
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_stage_waits_for_cores_another_stage_holds(tmp_path):
+    """Slots are per core: a process holding both of 2 makes the next stage wait, saying so, until it
+    ends, then the waiting one takes them; one thread's worth fits beside another's. Processes of a
+    torchrun run never wait."""
+    from demystify import cores
+
+    env = {**os.environ, "DEMYSTIFY_CORES_DIR": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
+    claim = ("import sys; from demystify import cores; cores.claim(sys.argv[1], 2, 2); "
+             "print('held', flush=True); sys.stdin.readline()")
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", claim, name], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    held = []
+    holder = start("holder")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waiter = start("stage@x")
+        assert "stage@x: waiting for 2 of 2 cores" in waiter.stderr.readline()
+        assert cores._try_take(tmp_path, 2, 1) == []  # none free
+        holder.communicate("\n", timeout=30)  # the holder ends; its slots free with it
+        assert waiter.stdout.readline().strip() == "held" and "took 2 core(s)" in waiter.stderr.readline()
+        waiter.communicate("\n", timeout=30)
+        held = cores._try_take(tmp_path, 2, 1) + cores._try_take(tmp_path, 2, 1)
+        assert len(held) == 2  # one thread's worth each: both fit
+    finally:
+        holder.kill()
+        for fd in held:
+            os.close(fd)
+    os.environ["WORLD_SIZE"] = "2"
+    try:
+        assert cores.claim("rank", 2, 2) == 0  # a torchrun rank takes no slot
+    finally:
+        del os.environ["WORLD_SIZE"]

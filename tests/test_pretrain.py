@@ -394,6 +394,31 @@ def test_external_checkpoint_becomes_a_model(workspace, tmp_path):
     assert proc.returncode == 1 and "moco.pth.tar: does not fit the model (another architecture?)" in proc.stderr
 
 
+def test_a_narrow_network_trains_exports_and_evaluates_at_its_width(workspace, tmp_path):
+    """pretrain.width 0.5 halves every layer's channels: the stage trains and exports torchvision's
+    key names at the narrow shapes, and evaluation builds the network at the width its file was
+    trained at (256 features) without being told; a width that is not a whole number of channels
+    stops the stage naming the value."""
+    from demystify.evaluation.features import extract, load_model
+
+    root = _copy_workspace(workspace, tmp_path / "ws")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrain"]["width"] = 0.5
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _run(root, "moco_object_centric")
+    assert proc.returncode == 0, proc.stderr
+    exported = torch.load(root / "models" / "moco_object_centric" / "backbone.pt", weights_only=True)
+    assert exported.keys() == plain_backbone_state(backbone("resnet18")).keys()
+    assert exported["conv1.weight"].shape[0] == 32 and exported["layer4.1.bn2.weight"].shape == (256,)
+    model = load_model(root / "models" / "moco_object_centric" / "backbone.pt", "resnet18", "cpu")
+    image = next((root / "data/world/corpora/object_centric").rglob("*.png"))
+    assert extract(model, [str(image)], None, 32, "cpu").shape == (1, 256)
+    params["pretrain"]["width"] = 0.3  # 19.2 channels
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _run(root, "moco_object_centric")
+    assert proc.returncode == 1 and "width 0.3: 64 x width must be a whole number of channels" in proc.stderr
+
+
 def test_stream_sampler_gives_every_variant_the_same_steps_whatever_its_corpus():
     """Steps, not passes: corpora of 10 and 37 items give the same number of batches; the stream is
     one seeded permutation per pass, read in whatever pieces (a resumed run's range), and the

@@ -259,6 +259,7 @@ def memory_bytes() -> int:
 
 class PretrainParams(Section):
     arch: Literal["resnet18", "resnet34", "resnet50"]
+    width: float = Field(gt=0, le=4)  # every layer's channels x this (0.5: 32-64-128-256 for resnet18)
     image_size: int = Field(ge=16, le=1024)
     steps: int = PositiveInt  # optimizer steps, the same for every trained variant (equal budgets)
     warmup_steps: int = Field(ge=0)  # linear warm-up of the learning rate, then cosine to 0
@@ -285,6 +286,8 @@ class PretrainParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> PretrainParams:
+        if not float(64 * self.width).is_integer():
+            raise ValueError(f"width {self.width}: 64 x width must be a whole number of channels (e.g. 0.25, 0.5, 0.75)")
         if self.batch_size % self.bn_splits:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of bn_splits {self.bn_splits}")
         if self.batch_size // self.bn_splits < 2:  # BatchNorm of one sample: no statistics (or a traceback)
@@ -293,7 +296,7 @@ class PretrainParams(Section):
         # what the queue and the head's last layer alone hold before any image is read: the queue
         # (cloned each step) and the layer's weights in the query encoder (with gradient and SGD
         # momentum) and the key encoder, float32
-        need = 4 * self.dim * (2 * self.queue_size + 4 * (FEATURE_WIDTH[self.arch] + 1))
+        need = 4 * self.dim * (2 * self.queue_size + 4 * (FEATURE_WIDTH[self.arch] * self.width + 1))
         ram = memory_bytes()
         if ram and need > ram:
             raise ValueError(f"dim {self.dim} x queue_size {self.queue_size}: the queue and projection head "
@@ -489,16 +492,18 @@ def _check_ks(data: dict[str, Any], ks: list[int], source: str) -> None:
     """K is a number of the representation's units: more than the backbone's width cannot be scored."""
     pretrain = data.get("pretrain")
     archs = {"pretrain.arch": pretrain.get("arch") if isinstance(pretrain, dict) else None}
+    scale = pretrain.get("width", 1.0) if isinstance(pretrain, dict) else 1.0
+    scale = scale if isinstance(scale, (int, float)) and scale > 0 else 1.0
     variants = data.get("variants")
     for name, v in variants.items() if isinstance(variants, dict) else ():
         if isinstance(v, dict) and v.get("arch") is not None:
             archs[f"variants.{name}.arch"] = v["arch"]
     for key, arch in archs.items():
-        width = FEATURE_WIDTH.get(arch) if isinstance(arch, str) else None
+        width = int(FEATURE_WIDTH[arch] * scale) if arch in FEATURE_WIDTH else None
         too_big = [k for k in ks if width and k > width]
         if too_big:
             raise ConfigError(f"{source}: invariance.ks = {ks}: K {', '.join(map(str, too_big))} > the {width} "
-                              f"feature units of {arch} ({key}); the top-K units need K <= {width}")
+                              f"feature units of {arch} at pretrain.width {scale} ({key}); the top-K units need K <= {width}")
 
 
 def _check_replicates(variants: dict[str, VariantParams], pretrain_seed: Any, section: str, source: str) -> None:

@@ -25,7 +25,7 @@ LOADER_AUTO_MAX = 8  # loader processes `auto` starts at most: more only contend
 
 # section -> key -> (default, kind); kinds: "pool" (>= 1 process, auto: one per CPU), "loader"
 # (>= 0 processes, 0: in the main process; auto: one per CPU less the main one's, at most 8),
-# "mb" (>= 0 MiB; auto: half the machine's memory), "steps" (>= 1, no auto)
+# "mb" (>= 0 MiB; auto: half the machine's memory), "steps" (>= 1, no auto), "bool" (true | false)
 SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     "frames": {"workers": ("auto", "pool")},
     "pairs": {"workers": ("auto", "pool")},
@@ -33,6 +33,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     "invariance": {"workers": (0, "loader")},
     "classification": {"workers": (0, "loader")},
     "segmentation": {"workers": (0, "loader")},
+    "stages": {"wait_for_cores": (True, "bool")},
 }
 
 
@@ -50,6 +51,7 @@ class Machine:
     invariance_workers: int
     classification_workers: int
     segmentation_workers: int
+    wait_for_cores: bool = True
 
 
 def available_cpus() -> int:
@@ -69,7 +71,11 @@ def _auto(kind: str) -> int:
     return memory_bytes() // 2 // 2**20  # "mb"
 
 
-def _value(source: str, key: str, value: Any, kind: str) -> int:
+def _value(source: str, key: str, value: Any, kind: str) -> int | bool:
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise MachineError(f"{source}: {key} = {value!r}: expected true or false")
+        return value
     if value == "auto" and kind != "steps":
         return _auto(kind)
     least = {"pool": 1, "loader": 0, "mb": 0, "steps": 1}[kind]
@@ -97,7 +103,7 @@ def parse(data: dict[str, Any], source: str) -> Machine:
         if extra:
             raise MachineError(f"{source}: {section}.{extra[0]}: unknown key (known: {', '.join(keys)})")
         for key, (default, kind) in keys.items():
-            name = key if key in ("resident_mb", "checkpoint_every") else f"{section}_{key}"
+            name = key if key in ("resident_mb", "checkpoint_every", "wait_for_cores") else f"{section}_{key}"
             out[name] = _value(source, f"{section}.{key}", given.get(key, default), kind)
     return Machine(**out)
 

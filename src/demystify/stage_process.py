@@ -16,7 +16,9 @@ does nothing outside DVC (no DVC_STAGE in the environment); under DVC it
   must not kill a healthy stage;
 - holds an exclusive lock `.dvc/tmp/stage-locks/<stage>.lock` (one per rank under torchrun) for
   the process's life, so a later run of the same stage refuses by name while an earlier one is
-  still running, instead of racing it.
+  still running, instead of racing it;
+- waits for its share of the machine's cores (demystify.cores), so stages run at once only when
+  their threads fit the cores.
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ def guard() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(1) from None
     watch(stage)
+    share_cores(stage)
+
+
+def share_cores(stage: str) -> None:
+    """Wait for this stage's share of the machine's cores (demystify.cores; machine.yaml
+    stages.wait_for_cores)."""
+    from . import cores, machine
+
+    try:
+        wait = machine.load().wait_for_cores
+    except machine.MachineError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
+    if wait:
+        cores.claim(stage, machine.available_cpus())
 
 
 def lock_stage(stage: str, root: str | None) -> Path | None:

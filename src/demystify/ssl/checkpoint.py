@@ -118,9 +118,9 @@ def plain_resnet_state(state: dict) -> dict:
     return out
 
 
-def load_backbone(path: str | Path, model: torch.nn.Module) -> None:
-    """Load a backbone (exported, or a foreign ResNet checkpoint) strictly; a mismatch names the
-    file and the offending keys or shapes, never leaving a silent random init."""
+def read_backbone(path: str | Path) -> dict:
+    """A backbone's plain ResNet state dict (exported, or a foreign ResNet checkpoint); a file that
+    is missing or not a state dict is refused by name."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: backbone not found (run its pretrain stage, or check the path)")
@@ -131,6 +131,16 @@ def load_backbone(path: str | Path, model: torch.nn.Module) -> None:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
     state = plain_resnet_state(state)
+    if not isinstance(state.get("conv1.weight"), torch.Tensor):
+        raise CheckpointError(f"{path}: no ResNet stem (conv1.weight) among its keys {sorted(state)[:4]}")
+    return state
+
+
+def load_backbone(path: str | Path, model: torch.nn.Module, state: dict | None = None) -> None:
+    """Load a backbone (exported, or a foreign ResNet checkpoint) strictly; a mismatch names the
+    file and the offending keys or shapes, never leaving a silent random init. `state`: the file's
+    read_backbone, when already read."""
+    state = read_backbone(path) if state is None else state
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
@@ -140,3 +150,18 @@ def load_backbone(path: str | Path, model: torch.nn.Module) -> None:
                               f"unexpected {unexpected[:4]}, shapes {shapes[:2]}")
     require_finite(state, f"{path}")
     model.load_state_dict(state, strict=True)
+
+
+def backbone_from(path: str | Path, arch: str) -> torch.nn.Module:
+    """`arch` (fc = Identity) at the width its file was trained at (pretrain.width), loaded strictly."""
+    # moco imports torchvision: only where a model is built
+    from .moco import backbone, backbone_width
+
+    state = read_backbone(path)
+    width = backbone_width(state)
+    try:
+        net = backbone(arch, width=width)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    load_backbone(path, net, state)
+    return net

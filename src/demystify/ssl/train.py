@@ -302,8 +302,8 @@ def process_share(name: str, method: str, p: PretrainParams, world: int) -> tupl
 
 def _model(variant: VariantParams, p: PretrainParams, queue: int, classes: int, bn_splits: int) -> nn.Module:
     if variant.method == "moco":  # bn_splits: this process's groups
-        return MoCo(p.arch, p.dim, queue, p.moco_momentum, p.temperature, bn_splits, p.mlp, p.head_bn)
-    return backbone(p.arch, num_classes=classes if variant.method == "supervised" else None)
+        return MoCo(p.arch, p.dim, queue, p.moco_momentum, p.temperature, bn_splits, p.mlp, p.head_bn, p.width)
+    return backbone(p.arch, num_classes=classes if variant.method == "supervised" else None, width=p.width)
 
 
 def _backbone_of(model: nn.Module) -> nn.Module:
@@ -351,9 +351,8 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     monitor = KnnMonitor(p.monitor, p.image_size, p.monitor_per_class, p.knn_k) if rt.main else None
 
     if variant.method in ("random", "external"):  # nothing to train: the init, or a given checkpoint
-        model = backbone(p.arch)
-        if variant.method == "external":
-            ckpt.load_backbone(variant.data, model)
+        # the external checkpoint at the width it was trained at; the init at pretrain.width
+        model = ckpt.backbone_from(variant.data, p.arch) if variant.method == "external" else backbone(p.arch, width=p.width)
         model = model.to(rt.device)
         floor = [{"step": 0, "knn_top1": monitor(_backbone_of(model), rt.device)}] if rt.main else []
         if rt.main:  # its kNN monitor at step 0, logged like a trained variant's curves
