@@ -18,5 +18,7 @@ def pytest_configure(config):
     import os
     import tempfile
 
+    if not os.environ.get("DEMYSTIFY_CORES_DIR"):  # core slots (demystify.cores) of this worker alone
+        os.environ["DEMYSTIFY_CORES_DIR"] = tempfile.mkdtemp(prefix="cores-")
     if not os.environ.get("DEMYSTIFY_DIGESTS"):
         os.environ["DEMYSTIFY_DIGESTS"] = os.path.join(tempfile.mkdtemp(prefix="digests-"), "digests.sqlite")

@@ -117,7 +117,7 @@ def test_the_sampler_interleaves_the_global_batch():
 
 
 def _pretrain(**change) -> PretrainParams:
-    values = dict(arch="resnet18", image_size=32, steps=8, warmup_steps=1, log_every=4, batch_size=8, lr=0.03,
+    values = dict(arch="resnet18", width=1.0, image_size=32, steps=8, warmup_steps=1, log_every=4, batch_size=8, lr=0.03,
                   weight_decay=1e-4, sgd_momentum=0.9, moco_momentum=0.99, temperature=0.2, queue_size=16, dim=16,
                   mlp=True, head_bn=False, bn_splits=2, min_crop_scale=0.2,
                   monitor="m", monitor_per_class=2, knn_k=3, frames_root="f", compile=False,

@@ -192,7 +192,8 @@ def test_a_stage_still_running_refuses_a_second_run_of_it_by_name(tmp_path):
     first is gone the stage runs again."""
     (tmp_path / ".dvc").mkdir()
     stage = "pretrain@moco_object_centric"
-    env = _env(DVC_STAGE=stage, DVC_ROOT=str(tmp_path))
+    (tmp_path / "machine.yaml").write_text("stages: {wait_for_cores: false}\n")  # the stage lock alone
+    env = _env(DVC_STAGE=stage, DVC_ROOT=str(tmp_path), DEMYSTIFY_MACHINE=str(tmp_path / "machine.yaml"))
     first = subprocess.Popen([sys.executable, "-c", HOLDER], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline().strip() == "holding"
@@ -200,7 +201,7 @@ def test_a_stage_still_running_refuses_a_second_run_of_it_by_name(tmp_path):
                                 text=True, timeout=120)
         assert second.returncode == 1 and "holding" not in second.stdout
         assert f"stage {stage} is still running as pid {first.pid}" in second.stderr, second.stderr
-        others = [_env(DVC_STAGE="pretrain@supervised", DVC_ROOT=str(tmp_path)),
+        others = [{**env, "DVC_STAGE": "pretrain@supervised"},
                   {**env, "WORLD_SIZE": "2", "RANK": "1"}]
         for other in others:
             ran = subprocess.run([sys.executable, "-c", HOLDER.replace("120", "0")], env=other,

@@ -89,7 +89,7 @@ def test_queue_and_head_memory(monkeypatch):
         config.validate(data, "pretrain")
     data["pretrain"]["dim"] = 128
     assert config.validate(data, "pretrain")["pretrain"].dim == 128
-    monkeypatch.setattr(config, "memory_bytes", lambda: 2**20)  # a 1 MiB machine
+    monkeypatch.setattr(config, "memory_bytes", lambda: 2**19)  # a 512 KiB machine
     with pytest.raises(config.ConfigError, match=r"dim 128 x queue_size 256: .* 0\.0 GiB"):
         config.validate(data, "pretrain")
 
@@ -97,13 +97,13 @@ def test_queue_and_head_memory(monkeypatch):
 def test_k_beyond_the_feature_width():
     data = _params()
     data["invariance"]["ks"] = [10, 1000]
-    with pytest.raises(config.ConfigError, match=r"invariance\.ks = \[10, 1000\]: K 1000 > the 512 feature units "
-                                                  r"of resnet18 \(pretrain\.arch\)"):
+    with pytest.raises(config.ConfigError, match=r"invariance\.ks = \[10, 1000\]: K 1000 > the 256 feature units "
+                                                  r"of resnet18 at pretrain\.width 0\.5 \(pretrain\.arch\)"):
         config.validate(data, "invariance", "pretrain", "variants")
-    data["pretrain"]["arch"] = "resnet50"  # 2048 units: K 1000 fits
+    data["pretrain"]["arch"] = "resnet50"  # 2048 x 0.5 units: K 1000 fits
     assert config.validate(data, "invariance", "pretrain", "variants")["invariance"].ks == [10, 1000]
     data["variants"]["moco_frames"]["arch"] = "resnet34"
-    with pytest.raises(config.ConfigError, match=r"K 1000 > the 512 feature units of resnet34 "
+    with pytest.raises(config.ConfigError, match=r"K 1000 > the 256 feature units of resnet34 at pretrain\.width 0\.5 "
                                                   r"\(variants\.moco_frames\.arch\)"):
         config.validate(data, "invariance")
 

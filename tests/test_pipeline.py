@@ -255,7 +255,8 @@ def test_evaluation_outputs(repo):
     import numpy as np
 
     with np.load(path / "results/invariance/moco_object_centric/features/aloi_view.npz") as f:
-        assert f["feat"].shape[1] == 512 and len(f["path"]) == len(f["instance"])
+        width = yaml.safe_load((path / "params.yaml").read_text())["pretrain"]["width"]  # of resnet18's 512
+        assert f["feat"].shape[1] == int(512 * width) and len(f["path"]) == len(f["instance"])
         recomputed = invariance_scores(f["feat"], f["instance"], f["classes"], (10, 25))
     assert recomputed[10] == pytest.approx(inv["aloi_view"]["top10"], abs=1e-6)
     assert (path / "results/segmentation/supervised/examples.png").is_file()
