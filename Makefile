@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test lint bench params install clean-venv clean-checkpoints pr-report sweep-table exp-table
+.PHONY: run test test-fast lint bench params install clean-venv clean-checkpoints pr-report sweep-table exp-table
 
 # DVC's site cache inside the project, as an absolute path in the (untracked) local config: a
 # relative one breaks queued experiments, which run in a temporary copy of the repository
@@ -35,6 +35,11 @@ run: $(STAMP) $(SITE_CACHE)
 # end-to-end modules first, one per worker (tests/conftest.py; --no-loadscope-reorder needs pytest-xdist 3.8)
 test: $(STAMP)
 	python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+
+# the inner loop: every module but the two end-to-end ones (a real DVC repository reproduced at the
+# smoke scale each); docs/develop.md
+test-fast: $(STAMP)
+	python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_pipeline.py --ignore=tests/test_recipes.py
 
 lint: $(STAMP)
 	ruff check src stages tests bench
