@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 WORKER = r"""
-import hashlib, sys, time
+import hashlib, os, sys
 import torch
 sys.path.insert(0, sys.argv[3])
 from demystify import cores
 from demystify.ssl.moco import MoCo
 if sys.argv[4] == "wait":
-    cores.claim("worker", cores.os.cpu_count())
+    cores.claim("worker", os.cpu_count())
 torch.manual_seed(0)
 m = MoCo("resnet18", 128, 256, 0.99, 0.1, 2, True, False, float(sys.argv[2])).train()
 opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)

@@ -83,6 +83,15 @@ def _copy_workspace(src: Path, dst: Path, copy_data: bool = False) -> Path:
     return dst
 
 
+def _workspace_with(workspace: Path, dst: Path, **pretrain) -> Path:
+    """A copy of the workspace whose params.yaml sets these `pretrain` keys."""
+    root = _copy_workspace(workspace, dst)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretrain"].update(pretrain)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
 def _checkpoints(root: Path, variant: str) -> list[Path]:
     return sorted((root / ".checkpoints" / "pretrain" / variant).glob("*.pt"))
 
@@ -302,10 +311,7 @@ def test_bad_inputs_stop_before_training(workspace, tmp_path, variant, change, e
 
 
 def test_queue_larger_than_corpus_is_clipped(workspace, tmp_path):
-    root = _copy_workspace(workspace, tmp_path / "ws")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretrain"]["queue_size"] = 4096
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    root = _workspace_with(workspace, tmp_path / "ws", queue_size=4096)
     proc = _run(root, "moco_object_centric")
     assert proc.returncode == 0, proc.stderr
     assert "queue_size 4096 clipped to 24 (corpus of 24 images, global batch 4)" in proc.stderr
@@ -401,10 +407,7 @@ def test_a_narrow_network_trains_exports_and_evaluates_at_its_width(workspace, t
     stops the stage naming the value."""
     from demystify.evaluation.features import extract, load_model
 
-    root = _copy_workspace(workspace, tmp_path / "ws")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretrain"]["width"] = 0.5
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    root = _workspace_with(workspace, tmp_path / "ws", width=0.5)
     proc = _run(root, "moco_object_centric")
     assert proc.returncode == 0, proc.stderr
     exported = torch.load(root / "models" / "moco_object_centric" / "backbone.pt", weights_only=True)
@@ -413,9 +416,7 @@ def test_a_narrow_network_trains_exports_and_evaluates_at_its_width(workspace, t
     model = load_model(root / "models" / "moco_object_centric" / "backbone.pt", "resnet18", "cpu")
     image = next((root / "data/world/corpora/object_centric").rglob("*.png"))
     assert extract(model, [str(image)], None, 32, "cpu").shape == (1, 256)
-    params["pretrain"]["width"] = 0.3  # 19.2 channels
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = _run(root, "moco_object_centric")
+    proc = _run(_workspace_with(workspace, tmp_path / "ws3", width=0.3), "moco_object_centric")  # 19.2 channels
     assert proc.returncode == 1 and "width 0.3: 64 x width must be a whole number of channels" in proc.stderr
 
 
@@ -638,10 +639,7 @@ def test_a_worker_killed_once_is_restarted_and_resumes(workspace, ddp, tmp_path)
 def test_ddp_refuses_a_bn_setting_that_leaks(workspace, tmp_path):
     """bn_splits 1 under 2 processes: one BN group of the global batch split over both, where a key
     would share statistics with its query (was: accepted). Refused by name before any data is read."""
-    root = _copy_workspace(workspace, tmp_path / "ws")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretrain"]["bn_splits"] = 1
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    root = _workspace_with(workspace, tmp_path / "ws", bn_splits=1)
     proc = _run(root, "moco_object_centric", torchrun=2)
     assert proc.returncode != 0
     assert ("pretrain: pretrain@moco_object_centric: pretrain.bn_splits 1 (BN groups of the global batch) is not a "
@@ -696,10 +694,7 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss(workspace, tmp_path,
     """An absurd learning rate: the stage stops with one line naming the step and the likely cause,
     exits 1, and exports no backbone (was: exit 0, a backbone of NaN weights; lr 1e4 on supervised
     was exit 0 with a finite loss of 4e16, which the ceiling now catches)."""
-    root = _copy_workspace(workspace, tmp_path / "ws")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretrain"]["lr"] = lr
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    root = _workspace_with(workspace, tmp_path / "ws", lr=lr)
     proc = _run(root, variant)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "training diverged" in proc.stderr and f"pretrain.lr = {lr}" in proc.stderr and "at step" in proc.stderr

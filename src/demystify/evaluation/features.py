@@ -20,10 +20,10 @@ class FeatureError(ValueError):
     """An image or model that cannot give features; the message names the file."""
 
 
-def load_model(path: str | Path, arch: str, device: str, width: float = 1.0) -> torch.nn.Module:
+def load_model(path: str | Path, arch: str, device: str) -> torch.nn.Module:
     """torchvision `arch` with fc = Identity, weights from `path` at the width they were trained at
-    (None: the untrained init at `width`)."""
-    net = backbone(arch, width=width) if path is None else backbone_from(path, arch)
+    (None: the untrained full-width init)."""
+    net = backbone(arch) if path is None else backbone_from(path, arch)
     return net.to(device).eval()
 
 
