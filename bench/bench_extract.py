@@ -88,7 +88,10 @@ def main() -> None:
     args = ap.parse_args()
     workers = args.workers or os.cpu_count() or 1
     params = FramesParams(
-        fps=args.fps, size=args.size, jpeg_quality=args.quality, max_rejected=0.0,
+        fps=args.fps,
+        size=args.size,
+        jpeg_quality=args.quality,
+        max_rejected=0.0,
         decode_timeout_s=600.0,
     )
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:

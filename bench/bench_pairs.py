@@ -27,11 +27,17 @@ def run(manifest: pd.DataFrame, frames: Path, videos: Path, p, workers: int) -> 
 
 
 def line(label: str, m: dict, seconds: float | None = None) -> str:
-    text = (f"  {label:>12}  pairs {m['pairs']:4d}  mean iou_gt {m['mean_iou']:.3f}  "
-            f"iou>=0.5 {m['share_iou_050']:.3f}  tracking-only iou {m['mean_tracking_iou']:.3f}")
+    text = (
+        f"  {label:>12}  pairs {m['pairs']:4d}  mean iou_gt {m['mean_iou']:.3f}  "
+        f"iou>=0.5 {m['share_iou_050']:.3f}  tracking-only iou {m['mean_tracking_iou']:.3f}"
+    )
     if seconds is not None:
-        tracked = m["pairs"] + sum(v for k, v in m.items() if k.startswith("rejected_") and k not in (
-            "rejected_too_short", "rejected_no_proposals", "rejected_absent"))
+        tracked = m["pairs"] + sum(
+            v
+            for k, v in m.items()
+            if k.startswith("rejected_")
+            and k not in ("rejected_too_short", "rejected_no_proposals", "rejected_absent")
+        )
         text += f"  {seconds:6.2f} s  {tracked / seconds:6.1f} tracked regions/s"
     return text
 
@@ -47,12 +53,16 @@ def main() -> None:
     manifest = read_manifest(frames)  # every shard's
     p = config.load("pairs")["pairs"].model_copy(update={"source": "tracker"})
     workers = os.cpu_count() or 1
-    print(f"{manifest['video'].nunique()} videos, {len(manifest)} frames "
-          f"({manifest['width'].iloc[0]}x{manifest['height'].iloc[0]}); {workers} workers; tracker {p.tracker}")
+    print(
+        f"{manifest['video'].nunique()} videos, {len(manifest)} frames "
+        f"({manifest['width'].iloc[0]}x{manifest['height'].iloc[0]}); {workers} workers; tracker {p.tracker}"
+    )
 
     print("quality by gap (frames of the extracted rate, min_gap = max_gap):")
     for gap in (int(g) for g in args.gaps.split(",")):
-        m, _ = run(manifest, frames, videos, p.model_copy(update={"min_gap": gap, "max_gap": gap}), workers)
+        m, _ = run(
+            manifest, frames, videos, p.model_copy(update={"min_gap": gap, "max_gap": gap}), workers
+        )
         print(line(f"gap {gap}", m))
 
     print(f"by tracker (gap {p.min_gap}-{p.max_gap}):")
@@ -76,8 +86,10 @@ def main() -> None:
         _, seconds = run(manifest, frames, videos, p, 1)
     finally:
         mine.track_checked = original
-    print(f"one process, {p.tracker}: {seconds:.2f} s for the stage's work, {spent[0]:.2f} s tracking "
-          f"({100 * spent[0] / seconds:.0f} %)")
+    print(
+        f"one process, {p.tracker}: {seconds:.2f} s for the stage's work, {spent[0]:.2f} s tracking "
+        f"({100 * spent[0] / seconds:.0f} %)"
+    )
 
 
 if __name__ == "__main__":

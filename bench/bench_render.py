@@ -40,8 +40,10 @@ def main() -> None:
     keep_freed_memory()
     catalog = make_catalog(10, 20, 8, 0)
     renderer = Renderer(catalog, args.size, args.size)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     for kind in ("one object", "four objects"):
         scenes = items(kind, args.frames, 200, 200)
         batches = [sc.stack(scenes[i : i + args.batch]) for i in range(0, len(scenes), args.batch)]
@@ -50,8 +52,10 @@ def main() -> None:
         for b in batches:
             renderer(b)
         elapsed = time.perf_counter() - start
-        print(f"{kind:>13}: {args.frames / elapsed:7.1f} frames/s at {args.size}x{args.size} "
-              f"(batch {args.batch}, {args.frames} frames, {elapsed:.2f} s)")
+        print(
+            f"{kind:>13}: {args.frames / elapsed:7.1f} frames/s at {args.size}x{args.size} "
+            f"(batch {args.batch}, {args.frames} frames, {elapsed:.2f} s)"
+        )
 
 
 if __name__ == "__main__":

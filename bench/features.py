@@ -30,7 +30,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--limit", type=int, default=2000)
     args = ap.parse_args()
-    paths = sorted(str(p) for p in Path(args.set).rglob("*") if p.suffix.lower() in SUFFIXES)[: args.limit]
+    paths = sorted(str(p) for p in Path(args.set).rglob("*") if p.suffix.lower() in SUFFIXES)[
+        : args.limit
+    ]
     if not paths:
         raise SystemExit(f"{args.set}: no images")
     model = load_model(None, args.arch, args.device)
@@ -41,9 +43,13 @@ def main() -> None:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine()
-    print(f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}; {args.arch}, "
-          f"{args.size} px, batch {args.batch}, {args.workers} workers")
-    print(f"  {len(paths)} images -> {feat.shape} features in {seconds:.1f} s = {len(paths) / seconds:.0f} images/s")
+    print(
+        f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}; {args.arch}, "
+        f"{args.size} px, batch {args.batch}, {args.workers} workers"
+    )
+    print(
+        f"  {len(paths)} images -> {feat.shape} features in {seconds:.1f} s = {len(paths) / seconds:.0f} images/s"
+    )
 
 
 if __name__ == "__main__":

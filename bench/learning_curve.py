@@ -50,22 +50,41 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--variant", default="moco_object_centric")
-    ap.add_argument("--steps", type=int, nargs="+", default=[600, 1200], help="budgets of a candidate without steps=")
-    ap.add_argument("--candidate", action="append", help="'LABEL: KEY=VALUE ...' (default: the built-in list)")
-    ap.add_argument("--set", action="append", default=[], help="a pretrain param for every candidate, KEY=VALUE")
-    ap.add_argument("--out", default="bench/results/frontier", help="folder for frontier.csv and frontier.png")
-    ap.add_argument("--append", action="store_true", help="keep the rows already in --out's frontier.csv")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[600, 1200],
+        help="budgets of a candidate without steps=",
+    )
+    ap.add_argument(
+        "--candidate", action="append", help="'LABEL: KEY=VALUE ...' (default: the built-in list)"
+    )
+    ap.add_argument(
+        "--set", action="append", default=[], help="a pretrain param for every candidate, KEY=VALUE"
+    )
+    ap.add_argument(
+        "--out", default="bench/results/frontier", help="folder for frontier.csv and frontier.png"
+    )
+    ap.add_argument(
+        "--append", action="store_true", help="keep the rows already in --out's frontier.csv"
+    )
     args = ap.parse_args()
     params = config.load("pretrain", "variants", "classification", path=args.params)
     base, variant = params["pretrain"], params["variants"][args.variant]
-    cp = params["classification"].model_copy(update={"test_split": "val"})  # tuning never sees the test split
+    cp = params["classification"].model_copy(
+        update={"test_split": "val"}
+    )  # tuning never sees the test split
     fixed = {k: config.parse_yaml(v) for k, v in (s.split("=", 1) for s in args.set)}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = read(out / "frontier.csv") if args.append else []
-    print(f"{args.variant} on {device}, {torch.get_num_threads()} threads; validation split; margin = top-1 minus "
-          "the untrained network's at the same width [95 % paired bootstrap]", flush=True)
+    print(
+        f"{args.variant} on {device}, {torch.get_num_threads()} threads; validation split; margin = top-1 minus "
+        "the untrained network's at the same width [95 % paired bootstrap]",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for text in args.candidate or CANDIDATES:
@@ -73,28 +92,67 @@ def main() -> None:
             overrides = {**sets, **fixed}
             results = tmp / label.replace(" ", "_").replace(",", "") / "results"
             width = overrides.get("width", base.width)
-            torch.manual_seed(base.seed)  # the untrained network of pretrain@random at this width: the seeded init
+            torch.manual_seed(
+                base.seed
+            )  # the untrained network of pretrain@random at this width: the seeded init
             model = backbone(base.arch, width=width)
             untrained = tmp / f"untrained-{width}.pt"
             torch.save(model.state_dict(), untrained)
-            classify("random", base.arch, untrained, cp, results / "classification" / "random", device, progress=False)
+            classify(
+                "random",
+                base.arch,
+                untrained,
+                cp,
+                results / "classification" / "random",
+                device,
+                progress=False,
+            )
             for steps in budgets:
-                p = base.model_validate({**base.model_dump(), **overrides, "steps": steps, "log_every": steps,
-                                         "warmup_steps": min(base.warmup_steps, steps - 1)})
+                p = base.model_validate(
+                    {
+                        **base.model_dump(),
+                        **overrides,
+                        "steps": steps,
+                        "log_every": steps,
+                        "warmup_steps": min(base.warmup_steps, steps - 1),
+                    }
+                )
                 run = results.parent / str(steps)
                 wall, cpu = time.perf_counter(), time.process_time()
                 trainer.train(args.variant, variant, p, run / "m", run / "r", progress=False)
                 wall, cpu = (time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60
-                m = classify(args.variant, p.arch, run / "m" / "backbone.pt", cp,
-                             results / "classification" / args.variant, device, progress=False)
+                m = classify(
+                    args.variant,
+                    p.arch,
+                    run / "m" / "backbone.pt",
+                    cp,
+                    results / "classification" / args.variant,
+                    device,
+                    progress=False,
+                )
                 evidence = Evidence(results)  # the learning gate's own paired bootstrap
-                row = {"candidate": label, "steps": steps, "wall_min": round(wall, 2), "cpu_min": round(cpu, 2)}
+                row = {
+                    "candidate": label,
+                    "steps": steps,
+                    "wall_min": round(wall, 2),
+                    "cpu_min": round(cpu, 2),
+                }
                 shown = [f"{label:34s} {steps:5d} steps {wall:5.1f} min ({cpu:5.1f} CPU)"]
                 for probe in PROBES:
-                    i = evidence.difference(("classification", "all", probe), args.variant, "random")
-                    row.update({probe: round(m[probe], 4), f"{probe}_margin": round(i.difference, 4),
-                                f"{probe}_low": round(i.low, 4), f"{probe}_high": round(i.high, 4)})
-                    shown.append(f"{probe} {m[probe]:.3f} ({i.difference:+.3f} [{i.low:+.3f}, {i.high:+.3f}])")
+                    i = evidence.difference(
+                        ("classification", "all", probe), args.variant, "random"
+                    )
+                    row.update(
+                        {
+                            probe: round(m[probe], 4),
+                            f"{probe}_margin": round(i.difference, 4),
+                            f"{probe}_low": round(i.low, 4),
+                            f"{probe}_high": round(i.high, 4),
+                        }
+                    )
+                    shown.append(
+                        f"{probe} {m[probe]:.3f} ({i.difference:+.3f} [{i.low:+.3f}, {i.high:+.3f}])"
+                    )
                 rows.append(row)
                 print("  ".join(shown), flush=True)
                 write(rows, out)
@@ -104,7 +162,10 @@ def read(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: (v if k == "candidate" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: (v if k == "candidate" else float(v)) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 def write(rows: list[dict], out: Path) -> None:
@@ -123,8 +184,10 @@ def write(rows: list[dict], out: Path) -> None:
             mine = sorted((r for r in rows if r["candidate"] == label), key=lambda r: r["steps"])
             x = [r["wall_min"] for r in mine]
             y = [100 * r[f"{probe}_margin"] for r in mine]
-            err = [[100 * (r[f"{probe}_margin"] - r[f"{probe}_low"]) for r in mine],
-                   [100 * (r[f"{probe}_high"] - r[f"{probe}_margin"]) for r in mine]]
+            err = [
+                [100 * (r[f"{probe}_margin"] - r[f"{probe}_low"]) for r in mine],
+                [100 * (r[f"{probe}_high"] - r[f"{probe}_margin"]) for r in mine],
+            ]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
         ax.axhline(10, color="grey", linestyle="--", linewidth=1)
         ax.set_title(f"{probe.split('_')[0]} probe (validation split)")

@@ -56,6 +56,7 @@ def main() -> None:
         update = {k: _value(v) for k, v in (kv.split("=", 1) for kv in body.split(",") if kv)}
         p = base.model_validate({**base.model_dump(), **update})
         live = _MemoryLive()
+
         def replay(results_dir, history, _live=live):  # stands in for the dvclive folder
             for record in history:
                 trainer._log_period(_live, record)
@@ -64,11 +65,18 @@ def main() -> None:
         trainer._write_live = replay
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            result = trainer.train(args.variant, variant, p, Path(tmp) / "m", Path(tmp) / "r", progress=False)
+            result = trainer.train(
+                args.variant, variant, p, Path(tmp) / "m", Path(tmp) / "r", progress=False
+            )
         seconds = time.perf_counter() - started
-        curve = " ".join(f"{r.get('train/loss', float('nan')):.2f}/{r.get('monitor/knn_top1', 0):.2f}" for r in live.rows)
+        curve = " ".join(
+            f"{r.get('train/loss', float('nan')):.2f}/{r.get('monitor/knn_top1', 0):.2f}"
+            for r in live.rows
+        )
         print(f"{name:>14} {update} {seconds:.0f}s  loss/knn per period: {curve}", flush=True)
-        summary.append((name, live.rows[0].get("train/loss"), result.get("final_loss"), result.get("knn_top1")))
+        summary.append(
+            (name, live.rows[0].get("train/loss"), result.get("final_loss"), result.get("knn_top1"))
+        )
     print("\nconfig          first-period loss  last-period loss  final kNN", file=sys.stderr)
     for name, first, last, knn in summary:
         print(f"{name:>14}  {first:16.3f}  {last:15.3f}  {knn:9.3f}", file=sys.stderr)

@@ -31,20 +31,41 @@ STAGE = re.compile(r"^Running stage '([^']+)'")
 
 
 def copy_repo(dest: Path) -> None:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for rel in listed:
         src = ROOT / rel
-        outputs = rel.startswith(("data/", "results/", "reports/", "models/")) and not rel.startswith("results/sweep/")
+        outputs = rel.startswith(
+            ("data/", "results/", "reports/", "models/")
+        ) and not rel.startswith("results/sweep/")
         if src.is_file() and not outputs and rel != "dvc.lock":  # results/sweep: the report's input
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"],
-                ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")]):
-        subprocess.run(cmd, cwd=dest, check=True, env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-                                                                       f"{os.environ['PATH']}"}, capture_output=True)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@example.com",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.com",
+    }
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "bench"],
+        ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")],
+    ):
+        subprocess.run(
+            cmd,
+            cwd=dest,
+            check=True,
+            env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+            capture_output=True,
+        )
 
 
 class Sampler(threading.Thread):
@@ -60,7 +81,11 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                procs = [p for p in self.root.children(recursive=True) if "dvc" not in " ".join(p.cmdline()[:2])]
+                procs = [
+                    p
+                    for p in self.root.children(recursive=True)
+                    if "dvc" not in " ".join(p.cmdline()[:2])
+                ]
                 rss = [p.memory_info().rss for p in procs]
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 rss = []
@@ -72,10 +97,14 @@ class Sampler(threading.Thread):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--override", action="append", default=[], help="a Hydra override, e.g. scale=smoke")
+    ap.add_argument(
+        "--override", action="append", default=[], help="a Hydra override, e.g. scale=smoke"
+    )
     ap.add_argument("--targets", nargs="*", default=[])
     ap.add_argument("--keep", action="store_true", help="keep the temporary repository")
-    ap.add_argument("--in-place", action="store_true", help="run in this repository, with its params.yaml")
+    ap.add_argument(
+        "--in-place", action="store_true", help="run in this repository, with its params.yaml"
+    )
     args = ap.parse_args()
     if args.in_place:
         work = ROOT
@@ -83,11 +112,22 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix="demystify-bench-"))
         copy_repo(work)
         compose(work / "params.yaml", args.override, config_dir=work / "conf")
-    env = {**os.environ, "PYTHONPATH": str(work / "src"), "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(work / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     start = time.perf_counter()
-    proc = subprocess.Popen(["dvc", "repro", *args.targets], cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        ["dvc", "repro", *args.targets],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     sampler = Sampler(proc.pid)
     sampler.start()
     starts: list[tuple[str, float]] = []
@@ -100,15 +140,23 @@ def main() -> int:
     end = time.perf_counter()
     sampler.stop.set()
     total = end - start
-    print(f"dvc repro {' '.join(args.targets)} ({' '.join(args.override) or 'default scale'}): "
-          f"{total / 60:.1f} min wall, exit {proc.returncode}, {os.cpu_count()} cores")
+    print(
+        f"dvc repro {' '.join(args.targets)} ({' '.join(args.override) or 'default scale'}): "
+        f"{total / 60:.1f} min wall, exit {proc.returncode}, {os.cpu_count()} cores"
+    )
     print(f"{'stage':40s} {'seconds':>8s} {'share':>6s} {'peak MiB':>9s} {'tree MiB':>9s}")
     groups: dict[str, float] = {}
     for i, (stage, t0) in enumerate(starts):
         t1 = starts[i + 1][1] if i + 1 < len(starts) else end
         single, tree = sampler.peaks.get(stage, (0, 0))
-        print(f"{stage:40s} {t1 - t0:8.1f} {(t1 - t0) / total:6.1%} {single / 2**20:9.0f} {tree / 2**20:9.0f}")
-        group = stage.split("@")[0] if stage.startswith(("pretrain@", "evaluate_", "summarize_", "report")) else "data"
+        print(
+            f"{stage:40s} {t1 - t0:8.1f} {(t1 - t0) / total:6.1%} {single / 2**20:9.0f} {tree / 2**20:9.0f}"
+        )
+        group = (
+            stage.split("@")[0]
+            if stage.startswith(("pretrain@", "evaluate_", "summarize_", "report"))
+            else "data"
+        )
         group = group.split("_")[0] if group.startswith(("summarize_", "evaluate_")) else group
         groups[group] = groups.get(group, 0.0) + t1 - t0
     print("shares: " + ", ".join(f"{g} {t:.0f} s ({t / total:.1%})" for g, t in groups.items()))

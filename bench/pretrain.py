@@ -70,22 +70,30 @@ def main() -> None:
     batch = args.batch or (256 if cuda else 64)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     name = torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine())
-    print(f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}; {arch}, {size} px, "
-          f"batch {batch}, queue {args.queue}, bn_splits {args.bn_splits}")
+    print(
+        f"device {args.device} ({name}), {os.cpu_count()} cores, torch {torch.__version__}; {arch}, {size} px, "
+        f"batch {batch}, queue {args.queue}, bn_splits {args.bn_splits}"
+    )
 
     def make(cls):
         torch.manual_seed(0)
         model = cls(arch, 128, args.queue, 0.999, 0.2, args.bn_splits).to(args.device)
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9,
-                              weight_decay=1e-4)
+        opt = torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=0.03,
+            momentum=0.9,
+            weight_decay=1e-4,
+        )
         return model, opt
 
     x = torch.randn(batch, 3, size, size, device=args.device)
     y = torch.randn(batch, 3, size, size, device=args.device)
     rt = Runtime(device=args.device)
     bf16 = use_bf16(args.precision, rt)
-    print(f"  trainer: {'bf16 autocast' if bf16 else 'fp32'}{', channels_last' if cuda else ''}"
-          f"{', torch.compile' if args.compile and cuda else ''}")
+    print(
+        f"  trainer: {'bf16 autocast' if bf16 else 'fp32'}{', channels_last' if cuda else ''}"
+        f"{', torch.compile' if args.compile and cuda else ''}"
+    )
 
     model, opt = make(MoCo)
     if cuda:
@@ -126,9 +134,14 @@ def main() -> None:
     def batches(count: int):
         sampler.set_range(0, count)
         collate = functools.partial(collate_views, crop_boxes=augment.crop_boxes)
-        for b in DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True):
+        for b in DataLoader(
+            dataset, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True
+        ):
             images = b["images"].to(args.device)
-            yield tuple(augment(images, b["sources"][v], b["regions"][v], b["uniforms"][v]) for v in range(2))
+            yield tuple(
+                augment(images, b["sources"][v], b["regions"][v], b["uniforms"][v])
+                for v in range(2)
+            )
 
     t_data, t_loop, t_step = [], [], []
     for _ in range(3):  # interleaved again: loop and step timed on the same warm machine
@@ -136,10 +149,14 @@ def main() -> None:
         t_loop.append(_timed(lambda: [ours(v) for v in batches(args.steps)], sync))
         t_step.append(_timed(lambda: [ours() for _ in range(args.steps)], sync))
     data, loop, step = (batch * args.steps / min(t) for t in (t_data, t_loop, t_step))
-    print(f"  data path only      {data:8.1f} images/s (decoded once, batched augmentation; {len(items)} images of "
-          f"{args.corpus}) = {data / step:.1f}x the trainer step")
-    print(f"  training loop       {loop:8.1f} images/s (data path + step) = {loop / step:.2f}x the trainer step "
-          f"({step:.1f} images/s in this round)")
+    print(
+        f"  data path only      {data:8.1f} images/s (decoded once, batched augmentation; {len(items)} images of "
+        f"{args.corpus}) = {data / step:.1f}x the trainer step"
+    )
+    print(
+        f"  training loop       {loop:8.1f} images/s (data path + step) = {loop / step:.2f}x the trainer step "
+        f"({step:.1f} images/s in this round)"
+    )
     if cuda:
         print(f"  peak GPU memory     {torch.cuda.max_memory_allocated() / 2**30:8.2f} GiB")
 

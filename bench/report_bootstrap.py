@@ -32,15 +32,22 @@ def timing(draws: int, rng: np.random.Generator) -> None:
     print(f"seconds for {draws} draws of one model and set (D = 512):")
     for name, (units, views) in SIZES.items():
         ids = np.repeat(np.arange(units), views)
-        c = set_contributions(rng.normal(size=(len(ids), 512)).astype(np.float32), ids, None, 25,
-                              np.array([f"aloi:{i}" for i in ids]))
+        c = set_contributions(
+            rng.normal(size=(len(ids), 512)).astype(np.float32),
+            ids,
+            None,
+            25,
+            np.array([f"aloi:{i}" for i in ids]),
+        )
         w = intervals.unit_draws(units, draws, "bench")
         start = time.perf_counter()
         c.scores(w, (10, 25))
         print(f"  {name}: {time.perf_counter() - start:.2f} s")
 
 
-def calibration(trials: int, draws: int, rng: np.random.Generator, d: int = 32, views: int = 8, n: int = 60) -> None:
+def calibration(
+    trials: int, draws: int, rng: np.random.Generator, d: int = 32, views: int = 8, n: int = 60
+) -> None:
     """Model B is noisier than A per object; the truth is the difference on 3 x 4,000 objects."""
 
     def population(size):
@@ -49,11 +56,17 @@ def calibration(trials: int, draws: int, rng: np.random.Generator, d: int = 32, 
 
     def contributions(mu, s):
         ids = np.repeat(np.arange(len(mu)), views)
-        feat = (mu[:, None, :] + s[:, None, None] * rng.normal(size=(len(mu), views, d))).reshape(-1, d)
+        feat = (mu[:, None, :] + s[:, None, None] * rng.normal(size=(len(mu), views, d))).reshape(
+            -1, d
+        )
         return set_contributions(feat, ids, None, 10, np.array([f"o:{i}" for i in ids]))
 
-    truth = np.mean([contributions(mu, a).full((10,))[10] - contributions(mu, b).full((10,))[10]
-                     for mu, a, b in (population(4000) for _ in range(3))])
+    truth = np.mean(
+        [
+            contributions(mu, a).full((10,))[10] - contributions(mu, b).full((10,))[10]
+            for mu, a, b in (population(4000) for _ in range(3))
+        ]
+    )
     covered, fulls, spreads, ratios = 0, [], [], []
     for t in range(trials):
         mu, a, b = population(n)
@@ -66,9 +79,11 @@ def calibration(trials: int, draws: int, rng: np.random.Generator, d: int = 32, 
         fulls.append(full)
         spreads.append(np.std(da - db))
         ratios.append(da.mean() / ca.full((10,))[10])
-    print(f"calibration ({trials} samples of {n} objects, {draws} draws each): coverage {covered / trials:.3f} "
-          f"(nominal 0.95), sampling SD {np.std(fulls):.3f}, mean bootstrap SD {np.mean(spreads):.3f}, "
-          f"draw mean / full score {np.mean(ratios):.4f}")
+    print(
+        f"calibration ({trials} samples of {n} objects, {draws} draws each): coverage {covered / trials:.3f} "
+        f"(nominal 0.95), sampling SD {np.std(fulls):.3f}, mean bootstrap SD {np.mean(spreads):.3f}, "
+        f"draw mean / full score {np.mean(ratios):.4f}"
+    )
 
 
 def main() -> None:

@@ -40,7 +40,9 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--override", action="append", default=None, help="Hydra overrides (default: scale=smoke)")
+    ap.add_argument(
+        "--override", action="append", default=None, help="Hydra overrides (default: scale=smoke)"
+    )
     ap.add_argument("--param", default="pretrain.lr")
     ap.add_argument("--values", nargs=2, default=["0.03", "0.1"])
     args = ap.parse_args()
@@ -48,8 +50,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="demystify-runcache-"))
     copy_repo(work)
     compose(work / "params.yaml", overrides, config_dir=work / "conf")
-    env = {**os.environ, "PYTHONPATH": str(work / "src"), "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(work / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     for key, value in (("user.name", "bench"), ("user.email", "bench@example.com")):
         subprocess.run(["git", "config", key, value], cwd=work, check=True)
 
@@ -63,8 +69,10 @@ def main() -> int:
         ran, cached = RAN.findall(log), CACHED.findall(log)
         rows.append(took)
         trained = sum(s.startswith("pretrain@") for s in ran)
-        print(f"dvc exp run -S {args.param}={value:<6s} {took:7.1f} s   stages run {len(ran):3d} "
-              f"(training {trained}), restored from the run-cache {len(cached):3d}")
+        print(
+            f"dvc exp run -S {args.param}={value:<6s} {took:7.1f} s   stages run {len(ran):3d} "
+            f"(training {trained}), restored from the run-cache {len(cached):3d}"
+        )
     print(f"repeated setting / its first run: {rows[2] / rows[0]:.3f} (target < 0.10)")
     shutil.rmtree(work, ignore_errors=True)
     return 0

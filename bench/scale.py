@@ -24,13 +24,25 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 QUICK = {
     "scale_resume.py": ["--files", "20000"],
-    "scale_frames.py": ["--videos", "400", "--shards", "8", "--kill-at", "4", "--status-videos", "400",
-                        "--check-sizes", "250,500,1000"],
+    "scale_frames.py": [
+        "--videos",
+        "400",
+        "--shards",
+        "8",
+        "--kill-at",
+        "4",
+        "--status-videos",
+        "400",
+        "--check-sizes",
+        "250,500,1000",
+    ],
 }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="smaller sizes (see QUICK)")
     args = ap.parse_args()
     for script in ("scale_resume.py", "scale_frames.py"):

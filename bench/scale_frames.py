@@ -40,8 +40,13 @@ RAN = re.compile(r"^Running stage '([^']+)'", re.M)
 
 
 def _env(root: Path) -> dict:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": str(root / "src"), "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false"}
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(root / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
 
 
 def _dvc(args: list[str], cwd: Path, env: dict) -> tuple[float, str]:
@@ -62,19 +67,51 @@ def shards(work: Path, videos: int, count: int, kill_at: int) -> dict:
     copy_repo(repo)
     env = _env(repo)
     shard_list = "[" + ",".join(map(str, range(count))) + "]"
-    compose(repo / "params.yaml", ["scale=smoke", "data=folder", "data.videos=videos", f"frames.shards={shard_list}",
-                                   "frames.workers=2"], config_dir=repo / "conf")
+    compose(
+        repo / "params.yaml",
+        [
+            "scale=smoke",
+            "data=folder",
+            "data.videos=videos",
+            f"frames.shards={shard_list}",
+            "frames.workers=2",
+        ],
+        config_dir=repo / "conf",
+    )
     clip = repo / "videos" / "v00000.mp4"
     clip.parent.mkdir()
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(clip)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x48:rate=10:duration=1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            str(clip),
+        ],
+        check=True,
+    )
     for i in range(1, videos):
         shutil.copy(clip, clip.with_name(f"v{i:05d}.mp4"))
     first = [f"extract_frames@{k}" for k in range(kill_at)]
-    t_first, _ = _dvc(["repro", "--single-item", "plan_shards", *first], repo, env)  # the lists, then shards
+    t_first, _ = _dvc(
+        ["repro", "--single-item", "plan_shards", *first], repo, env
+    )  # the lists, then shards
     # shard `kill_at` killed part-way: once a third of its videos are written
-    proc = subprocess.Popen(["dvc", "repro", "--single-item", f"extract_frames@{kill_at}"], cwd=repo, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "--single-item", f"extract_frames@{kill_at}"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     target = repo / "data" / "frames" / f"shard-{kill_at}"
     while proc.poll() is None and len(list(target.glob("*.zip"))) < videos / count / 3:
         time.sleep(0.05)
@@ -84,30 +121,61 @@ def shards(work: Path, videos: int, count: int, kill_at: int) -> dict:
     t_rest, out = _dvc(["repro", "--single-item", "extract_frames"], repo, env)
     ran = RAN.findall(out)
     t_status, _ = _dvc(["status"], repo, env)
-    return {"videos": videos, "shards": count, "kill_at": kill_at, "zips_before_kill": written,
-            "first_s": round(t_first, 1), "rerun_s": round(t_rest, 1), "rerun": ran,
-            "rerun_only_killed_and_later": sorted(ran) == sorted(f"extract_frames@{k}" for k in range(kill_at, count)),
-            "status_after_s": round(t_status, 1)}
+    return {
+        "videos": videos,
+        "shards": count,
+        "kill_at": kill_at,
+        "zips_before_kill": written,
+        "first_s": round(t_first, 1),
+        "rerun_s": round(t_rest, 1),
+        "rerun": ran,
+        "rerun_only_killed_and_later": sorted(ran)
+        == sorted(f"extract_frames@{k}" for k in range(kill_at, count)),
+        "status_after_s": round(t_status, 1),
+    }
 
 
 # ---------------------------------------------------------------- 2. check_data per video
 
 
-def synthetic_tables(videos: int, frames: int = 30, pairs: int = 32, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic_tables(
+    videos: int, frames: int = 30, pairs: int = 32, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A frames manifest (ground truth carried: x, y, w, h) and a pairs table of `videos` videos."""
     r = np.random.default_rng(seed)
     names = np.repeat([f"v{i:05d}" for i in range(videos)], frames)
     n = len(names)
-    manifest = pd.DataFrame({"video": names, "frame": np.tile(np.arange(frames), videos), "time_s": 0.0,
-                             "width": 160, "height": 120, "x": r.uniform(0, 80, n), "y": r.uniform(0, 60, n),
-                             "w": r.uniform(10, 60, n), "h": r.uniform(10, 50, n), "absence": 0})
+    manifest = pd.DataFrame(
+        {
+            "video": names,
+            "frame": np.tile(np.arange(frames), videos),
+            "time_s": 0.0,
+            "width": 160,
+            "height": 120,
+            "x": r.uniform(0, 80, n),
+            "y": r.uniform(0, 60, n),
+            "w": r.uniform(10, 60, n),
+            "h": r.uniform(10, 50, n),
+            "absence": 0,
+        }
+    )
     manifest["time_s"] = manifest["frame"] / 5.0
     m = videos * pairs
     pv = np.repeat([f"v{i:05d}" for i in range(videos)], pairs)
     fa = r.integers(0, frames - 5, m)
-    table = pd.DataFrame({"video": pv, "frame_a": fa, "frame_b": fa + 3, "source": "tracker", "track": 0,
-                          "a_x": r.uniform(0, 80, m), "a_y": r.uniform(0, 60, m), "a_w": r.uniform(10, 60, m),
-                          "a_h": r.uniform(10, 50, m)})
+    table = pd.DataFrame(
+        {
+            "video": pv,
+            "frame_a": fa,
+            "frame_b": fa + 3,
+            "source": "tracker",
+            "track": 0,
+            "a_x": r.uniform(0, 80, m),
+            "a_y": r.uniform(0, 60, m),
+            "a_w": r.uniform(10, 60, m),
+            "a_h": r.uniform(10, 50, m),
+        }
+    )
     return manifest, table
 
 
@@ -144,7 +212,7 @@ def check_data(sizes: list[int], old_upto: int) -> list[dict]:
 # ---------------------------------------------------------------- 3. dvc status
 
 
-WRITE = '''import sys, zipfile
+WRITE = """import sys, zipfile
 from pathlib import Path
 layout, videos, frames, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 shard = int(sys.argv[5]) if len(sys.argv) > 5 else None
@@ -163,7 +231,7 @@ for v in range(videos):
         with zipfile.ZipFile(d / f"v{v:05d}.zip", "w", zipfile.ZIP_STORED) as zf:
             for f in range(frames):
                 zf.writestr(f"{f:06d}.jpg", jpeg + v.to_bytes(4, "big") + f.to_bytes(4, "big"))
-'''
+"""
 
 
 def status(work: Path, videos: int, frames: int, count: int) -> dict:
@@ -173,35 +241,55 @@ def status(work: Path, videos: int, frames: int, count: int) -> dict:
         repo.mkdir()
         (repo / "write.py").write_text(WRITE)
         if layout == "loose":
-            writer = (f"  write:\n    cmd: python write.py loose {videos} {frames} 1\n    deps: [write.py]\n"
-                      "    outs: [data/frames]\n")
+            writer = (
+                f"  write:\n    cmd: python write.py loose {videos} {frames} 1\n    deps: [write.py]\n"
+                "    outs: [data/frames]\n"
+            )
         else:
             items = ", ".join(map(str, range(count)))
-            writer = (f"  write:\n    foreach: [{items}]\n    do:\n      cmd: python write.py zip {videos} {frames} {count} ${{item}}\n"
-                      "      deps: [write.py]\n      outs:\n        - data/frames/shard-${item}\n")
-        (repo / "dvc.yaml").write_text("stages:\n" + writer + "  read:\n    cmd: ls data/frames > listed.txt\n"
-                                       "    deps: [data/frames]\n    outs: [listed.txt]\n")
+            writer = (
+                f"  write:\n    foreach: [{items}]\n    do:\n      cmd: python write.py zip {videos} {frames} {count} ${{item}}\n"
+                "      deps: [write.py]\n      outs:\n        - data/frames/shard-${item}\n"
+            )
+        (repo / "dvc.yaml").write_text(
+            "stages:\n" + writer + "  read:\n    cmd: ls data/frames > listed.txt\n"
+            "    deps: [data/frames]\n    outs: [listed.txt]\n"
+        )
         env = _env(repo)
-        for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                    ["dvc", "config", "--local", "core.site_cache_dir", str(repo / ".dvc" / "site_cache")]):
+        for cmd in (
+            ["git", "init", "-q"],
+            ["dvc", "init", "-q"],
+            ["dvc", "config", "--local", "core.site_cache_dir", str(repo / ".dvc" / "site_cache")],
+        ):
             subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
         t_repro, _ = _dvc(["repro"], repo, env)
         cold, _ = _dvc(["status"], repo, env)
         warm, _ = _dvc(["status"], repo, env)
         files = sum(1 for p in (repo / "data" / "frames").rglob("*") if p.is_file())
-        out[layout] = {"files": files, "repro_s": round(t_repro, 1), "status_s": round(cold, 2),
-                       "status_again_s": round(warm, 2)}
+        out[layout] = {
+            "files": files,
+            "repro_s": round(t_repro, 1),
+            "status_s": round(cold, 2),
+            "status_again_s": round(warm, 2),
+        }
         print(layout, out[layout], flush=True)
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--videos", type=int, default=2000)
     ap.add_argument("--shards", type=int, default=20)
     ap.add_argument("--kill-at", type=int, default=10)
     ap.add_argument("--check-sizes", default="1000,2000,4000")
-    ap.add_argument("--masks-upto", type=int, default=2000, help="time the replaced per-video masks up to this size")
+    ap.add_argument(
+        "--masks-upto",
+        type=int,
+        default=2000,
+        help="time the replaced per-video masks up to this size",
+    )
     ap.add_argument("--status-videos", type=int, default=2000)
     ap.add_argument("--status-frames", type=int, default=50)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: shards,check,status")
@@ -210,9 +298,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scale_frames_") as tmp:
         work = Path(tmp)
         if "check" not in skip:
-            print("check_data per video:", check_data([int(s) for s in args.check_sizes.split(",")], args.masks_upto))
+            print(
+                "check_data per video:",
+                check_data([int(s) for s in args.check_sizes.split(",")], args.masks_upto),
+            )
         if "status" not in skip:
-            print("no-op dvc status:", status(work, args.status_videos, args.status_frames, args.shards), flush=True)
+            print(
+                "no-op dvc status:",
+                status(work, args.status_videos, args.status_frames, args.shards),
+                flush=True,
+            )
         if "shards" not in skip:
             print("shards:", shards(work, args.videos, args.shards, args.kill_at), flush=True)
 

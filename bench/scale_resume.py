@@ -51,10 +51,14 @@ def timed(fn):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--files", type=int, default=200_000, help="training files (default 200,000)")
     ap.add_argument("--size", type=int, default=1024, help="bytes per file (default 1 KiB)")
-    ap.add_argument("--dir", default=None, help="where to write them (default: a temporary folder, removed)")
+    ap.add_argument(
+        "--dir", default=None, help="where to write them (default: a temporary folder, removed)"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="scale_resume_", dir=args.dir) as tmp:
         tmp = Path(tmp)
@@ -64,9 +68,11 @@ def main() -> int:
 
         made, files = timed(lambda: make_files(tmp / "corpus", args.files, args.size))
         items = [Item(f) for f in files]
-        print(f"{args.files} files of {args.size} B written in {made:.1f} s; {os.cpu_count()} CPUs "
-              f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
-              f"SQLite {digests.sqlite3.sqlite_version}")
+        print(
+            f"{args.files} files of {args.size} B written in {made:.1f} s; {os.cpu_count()} CPUs "
+            f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
+            f"SQLite {digests.sqlite3.sqlite_version}"
+        )
 
         first, key1 = timed(lambda: resume.data_digest(items, files))
         first_cache = digests.cache()
@@ -74,20 +80,36 @@ def main() -> int:
         second, key2 = timed(lambda: resume.data_digest(items, files))
         second_cache = digests.cache()
         digests._shared.clear()
-        lookup, _ = timed(lambda: digests.list_digest(files))  # the files alone, without the items' JSON
+        lookup, _ = timed(
+            lambda: digests.list_digest(files)
+        )  # the files alone, without the items' JSON
         stat, _ = timed(lambda: [os.stat(f) for f in files])
         old, _ = timed(lambda: [file_md5(f) for f in sorted(files)])
         assert key1 == key2, "the second start's digest differs from the first's"
-        assert second_cache.misses == 0 and second_cache.hashed_bytes == 0, "the second start read files"
+        assert second_cache.misses == 0 and second_cache.hashed_bytes == 0, (
+            "the second start read files"
+        )
         per = 1e6 / args.files
-        print(f"first start (hash every file, fill the cache): {first:8.2f} s  ({first * per:6.1f} us/file; "
-              f"{first_cache.misses} read, {first_cache.hashed_bytes / 2**20:.0f} MiB)")
-        print(f"second start (cache hits, stat only):          {second:8.2f} s  ({second * per:6.1f} us/file; "
-              f"{second_cache.hits} hits, 0 bytes read)")
-        print(f"  of which the files' digest (stat + lookup):  {lookup:8.2f} s  ({lookup * per:6.1f} us/file)")
-        print(f"plain stat pass over the same files:           {stat:8.2f} s  ({stat * per:6.1f} us/file)")
-        print(f"the old way (MD5 of every byte, every start):  {old:8.2f} s  ({old * per:6.1f} us/file)")
-        cache_mib = sum(f.stat().st_size for f in tmp.glob("digests.sqlite*")) / 2**20  # with its WAL
+        print(
+            f"first start (hash every file, fill the cache): {first:8.2f} s  ({first * per:6.1f} us/file; "
+            f"{first_cache.misses} read, {first_cache.hashed_bytes / 2**20:.0f} MiB)"
+        )
+        print(
+            f"second start (cache hits, stat only):          {second:8.2f} s  ({second * per:6.1f} us/file; "
+            f"{second_cache.hits} hits, 0 bytes read)"
+        )
+        print(
+            f"  of which the files' digest (stat + lookup):  {lookup:8.2f} s  ({lookup * per:6.1f} us/file)"
+        )
+        print(
+            f"plain stat pass over the same files:           {stat:8.2f} s  ({stat * per:6.1f} us/file)"
+        )
+        print(
+            f"the old way (MD5 of every byte, every start):  {old:8.2f} s  ({old * per:6.1f} us/file)"
+        )
+        cache_mib = (
+            sum(f.stat().st_size for f in tmp.glob("digests.sqlite*")) / 2**20
+        )  # with its WAL
         print(f"second start / stat pass: {second / stat:.2f}x; cache file {cache_mib:.1f} MiB")
     return 0
 

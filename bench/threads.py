@@ -62,18 +62,33 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--width", type=float, default=0.5)
-    ap.add_argument("--modes", nargs="+", default=["spin", "passive", "wait"], choices=["spin", "passive", "wait"])
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=["spin", "passive", "wait"],
+        choices=["spin", "passive", "wait"],
+    )
     args = ap.parse_args()
-    print(f"{os.cpu_count()} CPUs; {args.processes} processes x {args.steps} MoCo steps (resnet18 x{args.width}, "
-          f"64 px, batch 64, bf16 autocast), torch's default threads each", flush=True)
-    names = {"spin": "as they are", "passive": "OMP_WAIT_POLICY=PASSIVE", "wait": "waiting for cores"}
+    print(
+        f"{os.cpu_count()} CPUs; {args.processes} processes x {args.steps} MoCo steps (resnet18 x{args.width}, "
+        f"64 px, batch 64, bf16 autocast), torch's default threads each",
+        flush=True,
+    )
+    names = {
+        "spin": "as they are",
+        "passive": "OMP_WAIT_POLICY=PASSIVE",
+        "wait": "waiting for cores",
+    }
     with tempfile.TemporaryDirectory() as slots:
         for mode in args.modes:
             alone, d1 = run(1, args.steps, args.width, mode, slots)
             together, dk = run(args.processes, args.steps, args.width, mode, slots)
-            print(f"  {names[mode]:24s} one alone {alone:6.1f} s, sequential {args.processes * alone:6.1f} s, "
-                  f"{args.processes} at once {together:6.1f} s = {together / (args.processes * alone):.2f}x sequential; "
-                  f"MD5 {sorted(d1 | dk)}", flush=True)
+            print(
+                f"  {names[mode]:24s} one alone {alone:6.1f} s, sequential {args.processes * alone:6.1f} s, "
+                f"{args.processes} at once {together:6.1f} s = {together / (args.processes * alone):.2f}x sequential; "
+                f"MD5 {sorted(d1 | dk)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

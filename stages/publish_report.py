@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(args.out) as tmp:
             shutil.copyfile(args.report, tmp)
     except OSError as exc:
-        print(f"publish_report: {exc.filename or args.report}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"publish_report: {exc.filename or args.report}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -17,8 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         p = config.load("invariance", "variants")
-        table = run_stage(kind=args.kind, results_dir=args.results, models=list(p["variants"]), out_dir=args.out,
-                          ks=p["invariance"].ks)
+        table = run_stage(
+            kind=args.kind,
+            results_dir=args.results,
+            models=list(p["variants"]),
+            out_dir=args.out,
+            ks=p["invariance"].ks,
+        )
     except (config.ConfigError, SummaryError) as exc:
         print(f"summarize: {exc}", file=sys.stderr)
         return 1

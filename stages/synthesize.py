@@ -10,7 +10,9 @@ from demystify.world.synthesize import run_stage
 def main(argv: list[str] | None = None) -> int:
     stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", required=True, help="the world's folder (videos, corpora, evaluation sets)")
+    ap.add_argument(
+        "--out", required=True, help="the world's folder (videos, corpora, evaluation sets)"
+    )
     args = ap.parse_args(argv)
     try:
         p = config.load("world")

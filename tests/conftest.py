@@ -8,7 +8,9 @@ SLOW_FIRST = ("test_pipeline.py", "test_recipes.py")
 
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: order within a module kept
+    items.sort(
+        key=lambda item: rank.get(item.path.name, len(SLOW_FIRST))
+    )  # stable: order within a module kept
 
 
 def pytest_configure(config):
@@ -18,7 +20,11 @@ def pytest_configure(config):
     import os
     import tempfile
 
-    if not os.environ.get("DEMYSTIFY_CORES_DIR"):  # core slots (demystify.cores) of this worker alone
+    if not os.environ.get(
+        "DEMYSTIFY_CORES_DIR"
+    ):  # core slots (demystify.cores) of this worker alone
         os.environ["DEMYSTIFY_CORES_DIR"] = tempfile.mkdtemp(prefix="cores-")
     if not os.environ.get("DEMYSTIFY_DIGESTS"):
-        os.environ["DEMYSTIFY_DIGESTS"] = os.path.join(tempfile.mkdtemp(prefix="digests-"), "digests.sqlite")
+        os.environ["DEMYSTIFY_DIGESTS"] = os.path.join(
+            tempfile.mkdtemp(prefix="digests-"), "digests.sqlite"
+        )

@@ -13,7 +13,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def stage_argv(stage: str, params_path: str | Path, key: str | None = None, root: Path = ROOT) -> list[str]:
+def stage_argv(
+    stage: str, params_path: str | Path, key: str | None = None, root: Path = ROOT
+) -> list[str]:
     """argv of `stage` (for a foreach stage, its entry `key`) in the repository `root`, with this
     interpreter for `python`."""
     body = yaml.safe_load((root / "dvc.yaml").read_text())["stages"][stage]

@@ -15,8 +15,12 @@ import yaml
 from demystify.params_file import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = list(yaml.safe_load((ROOT / "params.yaml").read_text())["variants"])  # whatever params declares
-VARIANT_DATA = {v: s["data"] for v, s in yaml.safe_load((ROOT / "params.yaml").read_text())["variants"].items()}
+VARIANTS = list(
+    yaml.safe_load((ROOT / "params.yaml").read_text())["variants"]
+)  # whatever params declares
+VARIANT_DATA = {
+    v: s["data"] for v, s in yaml.safe_load((ROOT / "params.yaml").read_text())["variants"].items()
+}
 PAIR_VARIANTS = sorted(v for v, data in VARIANT_DATA.items() if data == "data/pairs/pairs.parquet")
 
 
@@ -28,26 +32,42 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 def _output(rel: str) -> bool:
     """A pipeline output (left behind), not an input: the sweep table is the report's input."""
-    return (rel.startswith(("data/", "results/", "reports/", "models/")) and not rel.startswith("results/sweep/")) \
-        or rel == "dvc.lock"
+    return (
+        rel.startswith(("data/", "results/", "reports/", "models/"))
+        and not rel.startswith("results/sweep/")
+    ) or rel == "dvc.lock"
 
 
 def make_repo(dest: Path) -> tuple[Path, dict]:
     """A git repo at `dest` holding the project's files (tracked and new, not ignored), smoke params."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for rel in listed:
         src = ROOT / rel
         if src.is_file() and not _output(rel):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     compose(dest / "params.yaml", ["scale=smoke"], config_dir=dest / "conf")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(dest / "src"), "DVC_NO_ANALYTICS": "1",
-           "OMP_NUM_THREADS": "1"}  # two test workers on two cores: more threads per stage only contend
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "test@example.com"],
-                ["git", "config", "user.name", "test"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
-                ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")]):
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(dest / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "OMP_NUM_THREADS": "1",
+    }  # two test workers on two cores: more threads per stage only contend
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "test@example.com"],
+        ["git", "config", "user.name", "test"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "init"],
+        ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")],
+    ):
         _run(cmd, dest, env)
     return dest, env
 
@@ -68,4 +88,7 @@ def _write_params(path: Path, params: dict) -> None:
 
 
 def _backbones(path: Path) -> dict[str, str]:
-    return {v: hashlib.md5((path / "models" / v / "backbone.pt").read_bytes()).hexdigest() for v in VARIANTS}
+    return {
+        v: hashlib.md5((path / "models" / v / "backbone.pt").read_bytes()).hexdigest()
+        for v in VARIANTS
+    }

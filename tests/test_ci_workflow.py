@@ -53,11 +53,16 @@ def test_hosted_runners_get_cpu_torch_and_a_pip_cache():
         for job_name, job in wf["jobs"].items():
             env = {**wf.get("env", {}), **job.get("env", {})}
             assert env.get("TORCH_INDEX_URL") == CPU_INDEX, (name, job_name)
-            setups = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
+            setups = [
+                s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")
+            ]
             assert setups, (name, job_name)
             for s in setups:
                 assert s["with"]["cache"] == "pip", (name, job_name)
-                assert set(s["with"]["cache-dependency-path"].split()) == {"pyproject.toml", "constraints.txt"}
+                assert set(s["with"]["cache-dependency-path"].split()) == {
+                    "pyproject.toml",
+                    "constraints.txt",
+                }
             installs = [s["run"] for s in job["steps"] if "make install" in s.get("run", "")]
             assert all(r.startswith("bash .ci/venv && ") for r in installs), (name, job_name)
 
@@ -71,14 +76,18 @@ def test_the_run_cache_is_written_from_main_only_with_secret_credentials():
         run = step.get("run", "")
         if "dvc push" in run:
             pushes += 1
-            assert "github.event_name == 'push'" in job["if"] and "refs/heads/main" in job["if"], job_name
+            assert "github.event_name == 'push'" in job["if"] and "refs/heads/main" in job["if"], (
+                job_name
+            )
             assert "pull_request" not in job["if"]
         if "dvc push" in run or "dvc pull" in run:
             env = step.get("env", {})
             assert env["AWS_ACCESS_KEY_ID"].startswith("${{ secrets."), (job_name, step)
             assert env["AWS_SECRET_ACCESS_KEY"].startswith("${{ secrets."), (job_name, step)
             before = job["steps"][: job["steps"].index(step) + 1]
-            assert any(".ci/dvc-remote" in s.get("run", "") for s in before), job_name  # the remote's plugin
+            assert any(".ci/dvc-remote" in s.get("run", "") for s in before), (
+                job_name
+            )  # the remote's plugin
         if "dvc pull" in run and job["if"] == "github.event_name == 'pull_request'":
             read_only += 1
             assert "DVC_READ_" in step["env"]["AWS_ACCESS_KEY_ID"]  # never the key that can write
@@ -93,7 +102,10 @@ def test_every_job_has_a_timeout_and_runs_are_grouped():
         assert "github.event.pull_request.number" in group["group"], name
         assert group["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}", name
         for job_name, job in wf["jobs"].items():
-            assert isinstance(job["timeout-minutes"], int) and 0 < job["timeout-minutes"] <= 90, (name, job_name)
+            assert isinstance(job["timeout-minutes"], int) and 0 < job["timeout-minutes"] <= 90, (
+                name,
+                job_name,
+            )
 
 
 def test_actions_are_pinned_to_commit_shas():
@@ -102,29 +114,42 @@ def test_actions_are_pinned_to_commit_shas():
         assert uses, path
         for ref, rest in uses:
             assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref), (path.name, ref)
-            assert re.search(r"#\s*v\d+\.\d+\.\d+", rest), (path.name, ref)  # the tag, for whoever bumps it
+            assert re.search(r"#\s*v\d+\.\d+\.\d+", rest), (
+                path.name,
+                ref,
+            )  # the tag, for whoever bumps it
 
 
 def test_plots_never_go_to_a_public_third_party_host():
     for path in sorted(WORKFLOWS.glob("*.yml")):
         text = path.read_text()
-        assert "setup-cml" not in text and "cml comment" not in text and "asset.cml.dev" not in text, path.name
+        assert (
+            "setup-cml" not in text and "cml comment" not in text and "asset.cml.dev" not in text
+        ), path.name
     report = _workflows()["pr-report.yml"]["jobs"]["report"]
-    uploads = [s for s in report["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    uploads = [
+        s for s in report["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")
+    ]
     assert len(uploads) == 1 and "reports/pr/" in uploads[0]["with"]["path"]
 
 
 # ------------------------------------------------------------------------------- the scripts
 
+
 def _wheel(index: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
     """A pure-Python wheel `name` (its module holds only __version__) in a PEP 503 file index."""
     dist = f"{name}-{version}.dist-info"
-    files = {f"{name}/__init__.py": f"__version__ = {version!r}\n",
-             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                                 + "".join(f"Requires-Dist: {r}\n" for r in requires),
-             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
-              f"{len(t.encode())}" for p, t in files.items()] + [f"{dist}/RECORD,,"]
+    files = {
+        f"{name}/__init__.py": f"__version__ = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [
+        f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
+        f"{len(t.encode())}"
+        for p, t in files.items()
+    ] + [f"{dist}/RECORD,,"]
     files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
     folder = index / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -148,24 +173,44 @@ def test_ci_venv_installs_the_pinned_torch_from_the_given_index(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / ".ci", repo / ".ci")
     shutil.copy(ROOT / "constraints.txt", repo / "constraints.txt")
-    pins = dict(re.findall(r"^(torch|torchvision)==(\S+)$", (repo / "constraints.txt").read_text(), re.M))
+    pins = dict(
+        re.findall(r"^(torch|torchvision)==(\S+)$", (repo / "constraints.txt").read_text(), re.M)
+    )
     index = tmp_path / "whl-cpu"
     _wheel(index, "torch", f"{pins['torch']}+cpu")
     _wheel(index, "torchvision", f"{pins['torchvision']}+cpu", (f"torch=={pins['torch']}",))
     _wheel(index, "torch", "9.9.9+cpu")  # a newer release the pin must not take
-    proc = subprocess.run(["bash", ".ci/venv"], cwd=repo, env=_isolated_pip_env(PYTHON=sys.executable),
-                          capture_output=True, text=True)
-    assert proc.returncode == 0 and not (repo / ".venv").exists(), proc.stderr  # no TORCH_INDEX_URL: nothing
+    proc = subprocess.run(
+        ["bash", ".ci/venv"],
+        cwd=repo,
+        env=_isolated_pip_env(PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and not (repo / ".venv").exists(), (
+        proc.stderr
+    )  # no TORCH_INDEX_URL: nothing
     env = _isolated_pip_env(PYTHON=sys.executable, TORCH_INDEX_URL=index.as_uri())
     proc = subprocess.run(["bash", ".ci/venv"], cwd=repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     py = str(repo / ".venv" / "bin" / "python")
-    versions = subprocess.run([py, "-c", "import torch, torchvision; print(torch.__version__, torchvision.__version__)"],
-                              capture_output=True, text=True, check=True).stdout.split()
+    versions = subprocess.run(
+        [py, "-c", "import torch, torchvision; print(torch.__version__, torchvision.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert versions == [f"{pins['torch']}+cpu", f"{pins['torchvision']}+cpu"]
-    proc = subprocess.run([py, "-m", "pip", "install", "--no-index", "-c", "constraints.txt", "torch", "torchvision"],
-                          cwd=repo, env=_isolated_pip_env(), capture_output=True, text=True)
-    assert proc.returncode == 0 and "Requirement already satisfied: torch" in proc.stdout, proc.stdout + proc.stderr
+    proc = subprocess.run(
+        [py, "-m", "pip", "install", "--no-index", "-c", "constraints.txt", "torch", "torchvision"],
+        cwd=repo,
+        env=_isolated_pip_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and "Requirement already satisfied: torch" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
     (repo / "constraints.txt").write_text("torch>=2\n")  # an unpinned torch: refused, not guessed
     shutil.rmtree(repo / ".venv")
     proc = subprocess.run(["bash", ".ci/venv"], cwd=repo, env=env, capture_output=True, text=True)
@@ -191,21 +236,37 @@ def test_pr_comment_keeps_one_comment_and_links_images_to_the_artifact(tmp_path,
     (bin_dir / "gh").write_text(FAKE_GH)
     (bin_dir / "gh").chmod(0o755)
     report = tmp_path / "pr.md"
-    report.write_text("## demystify\n\n| metric | base | head |\n|---|---|---|\n| knn | 0.5 | 0.6 |\n\n"
-                      "base ![results/pairs/pairs.png (base)](pr/pairs.base.png) head "
-                      "![results/pairs/pairs.png (head)](pr/pairs.head.png)\n")
+    report.write_text(
+        "## demystify\n\n| metric | base | head |\n|---|---|---|\n| knn | 0.5 | 0.6 |\n\n"
+        "base ![results/pairs/pairs.png (base)](pr/pairs.base.png) head "
+        "![results/pairs/pairs.png (head)](pr/pairs.head.png)\n"
+    )
     url = "https://github.com/o/r/actions/runs/9/artifacts/123?a=1&b=2"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "log"),
-           "FAKE_BODY": str(tmp_path / "body"), "FAKE_EXISTING": existing, "GITHUB_REPOSITORY": "o/r",
-           "ARTIFACT_URL": url, "GH_TOKEN": "t"}
-    proc = subprocess.run(["bash", str(ROOT / ".ci" / "pr-comment"), "12", str(report)], env=env,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_LOG": str(tmp_path / "log"),
+        "FAKE_BODY": str(tmp_path / "body"),
+        "FAKE_EXISTING": existing,
+        "GITHUB_REPOSITORY": "o/r",
+        "ARTIFACT_URL": url,
+        "GH_TOKEN": "t",
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "pr-comment"), "12", str(report)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     calls = (tmp_path / "log").read_text().splitlines()
     assert calls[0].startswith("api --paginate repos/o/r/issues/12/comments --jq")
     assert "github-actions[bot]" in calls[0] and "<!-- demystify pr-report -->" in calls[0]
-    expected = ("api --method PATCH repos/o/r/issues/comments/77" if existing
-                else "api --method POST repos/o/r/issues/12/comments")
+    expected = (
+        "api --method PATCH repos/o/r/issues/comments/77"
+        if existing
+        else "api --method POST repos/o/r/issues/12/comments"
+    )
     assert len(calls) == 2 and calls[1].startswith(expected)
     body = (tmp_path / "body").read_text()
     assert body.startswith("<!-- demystify pr-report -->\n## demystify\n")

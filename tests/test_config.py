@@ -54,10 +54,22 @@ def _set(d: dict, dotted: str, value) -> None:
         ("world.evaluation.aloi_view_step_deg", 7, "does not divide 360"),
         ("world.evaluation.instance_per_bin", 99, "instance_per_bin: 99 > instances_per_category"),
         # disjoint classification train, val and test instances need three per category
-        ("world.instances_per_category", 2, "instances_per_category: 2 is too few for disjoint classification"),
+        (
+            "world.instances_per_category",
+            2,
+            "instances_per_category: 2 is too few for disjoint classification",
+        ),
         # claim 2's equal data: object-centric images = scenes = scene crops
-        ("world.corpora.scenes", 999, "object_centric_per_category = 10 x 200 = 2000 != corpora.scenes 999"),
-        ("world.corpora.objects_per_scene", [3, 200], "corpora.objects_per_scene: maximum 200 > the 150 instances"),
+        (
+            "world.corpora.scenes",
+            999,
+            "object_centric_per_category = 10 x 200 = 2000 != corpora.scenes 999",
+        ),
+        (
+            "world.corpora.objects_per_scene",
+            [3, 200],
+            "corpora.objects_per_scene: maximum 200 > the 150 instances",
+        ),
         ("data.source", "s3", "data.source = 's3'"),
         ("data.videos", "???", "data.videos"),
     ],
@@ -77,9 +89,17 @@ def test_bad_value_is_named(params, key, value, expected):
         ("frames.fps", ".inf", "frames.fps = inf: Input should be a finite number"),
         ("frames.fps", ".nan", "frames.fps = nan: Input should be a finite number"),
         ("pretrain.lr", ".inf", "pretrain.lr = inf"),
-        ("pretrain.weight_decay", ".inf", "pretrain.weight_decay = inf"),  # ge=0 alone lets inf through
+        (
+            "pretrain.weight_decay",
+            ".inf",
+            "pretrain.weight_decay = inf",
+        ),  # ge=0 alone lets inf through
         ("pairs.max_scale_change", ".inf", "pairs.max_scale_change = inf"),
-        ("classification.linear.weight_decays", "[0.0, .inf]", "classification.linear.weight_decays.1 = inf"),
+        (
+            "classification.linear.weight_decays",
+            "[0.0, .inf]",
+            "classification.linear.weight_decays.1 = inf",
+        ),
         ("classification.svm.costs", "[-.inf]", "classification.svm.costs.0 = -inf"),
     ],
 )
@@ -104,7 +124,9 @@ def test_unknown_top_level_and_missing_sections(params):
     bad["frame"] = {}
     with pytest.raises(config.ConfigError, match="unknown top-level key.*frame"):
         config.validate(bad, "frames")
-    with pytest.raises(config.ConfigError, match="unknown top-level key.*seed"):  # no stage reads one
+    with pytest.raises(
+        config.ConfigError, match="unknown top-level key.*seed"
+    ):  # no stage reads one
         config.validate({**params, "seed": 1}, "frames")
     del bad["frame"], bad["frames"]
     with pytest.raises(config.ConfigError, match="missing section 'frames'"):
@@ -115,12 +137,20 @@ def test_an_unknown_key_anywhere_stops_every_stage(params):
     """`dvc exp run -S +seed=1` (Hydra's `+` adds any key) wrote a key no stage reads: before, only a
     stage validating that very section refused it, so nothing reran and an experiment was recorded.
     Now the whole tree is checked against the schema by whatever section a stage loads."""
-    for dotted, value in (("seed", 1), ("pretrain.foo", 1), ("world.videos.spin", 3),
-                          ("variants.moco_frames.lr", 0.1), ("classification.knn.kk", 5)):
+    for dotted, value in (
+        ("seed", 1),
+        ("pretrain.foo", 1),
+        ("world.videos.spin", 3),
+        ("variants.moco_frames.lr", 0.1),
+        ("classification.knn.kk", 5),
+    ):
         bad = copy.deepcopy(params)
         _set(bad, dotted, value)
-        expected = (f"unknown top-level key(s): {dotted} " if "." not in dotted
-                    else f"{dotted} = {value!r}: unknown key")
+        expected = (
+            f"unknown top-level key(s): {dotted} "
+            if "." not in dotted
+            else f"{dotted} = {value!r}: unknown key"
+        )
         with pytest.raises(config.ConfigError, match=re.escape(expected)):
             config.validate(bad, "frames")  # a section that does not hold the key
     assert config.validate(params, "frames")["frames"].fps > 0  # the committed tree still passes
@@ -132,11 +162,21 @@ def test_the_whole_file_check_names_the_key(tmp_path, params):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({**params, "seed": 1}))
-    proc = subprocess.run([sys.executable, "-m", "demystify.config", str(path)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "demystify.config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 1 and "unknown top-level key(s): seed" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     path.write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, "-m", "demystify.config", str(path)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "demystify.config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0 and not proc.stderr, proc.stderr
 
 
@@ -155,53 +195,108 @@ def test_unreadable_params_file(tmp_path):
         config.load("world", path=tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize(("stage", "key", "expected"), [
-    ("synthesize", "world.videos.fps", "world.videos.fps = -2.0"),
-    ("extract_frames", "frames.fps", "frames.fps = -2.0"),
-    ("extract_frames", "seed", "unknown top-level key(s): seed"),  # `-S +seed=...`: no stage reads it
-])
+@pytest.mark.parametrize(
+    ("stage", "key", "expected"),
+    [
+        ("synthesize", "world.videos.fps", "world.videos.fps = -2.0"),
+        ("extract_frames", "frames.fps", "frames.fps = -2.0"),
+        (
+            "extract_frames",
+            "seed",
+            "unknown top-level key(s): seed",
+        ),  # `-S +seed=...`: no stage reads it
+    ],
+)
 def test_stage_stops_before_work(tmp_path, params, stage, key, expected):
     bad = copy.deepcopy(params)
     _set(bad, key, -2.0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    item = "0" if stage == "extract_frames" else None  # a foreach over frames.shards: shard 0's command
-    proc = subprocess.run(stage_argv(stage, tmp_path / "params.yaml", item), cwd=tmp_path,  # as dvc.yaml runs it
-                          capture_output=True, text=True, env=env)
+    item = (
+        "0" if stage == "extract_frames" else None
+    )  # a foreach over frames.shards: shard 0's command
+    proc = subprocess.run(
+        stage_argv(stage, tmp_path / "params.yaml", item),
+        cwd=tmp_path,  # as dvc.yaml runs it
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 1
     assert expected in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
 
 
-
 # --- variants: names, per-variant seeds and seed replicates ---------------------------------------
 
+
 def _variants(**extra) -> dict:
-    base = {"moco_object_centric": {"method": "moco", "positives": "images", "data": "data/oc"},
-            "moco_tracker": {"method": "moco", "positives": "tracker", "data": "data/pairs.parquet"}}
+    base = {
+        "moco_object_centric": {"method": "moco", "positives": "images", "data": "data/oc"},
+        "moco_tracker": {"method": "moco", "positives": "tracker", "data": "data/pairs.parquet"},
+    }
     return {"pretrain": {"seed": 0}, "variants": {**base, **extra}}
 
 
 def test_a_seed_replicate_is_valid():
-    out = config.validate(_variants(moco_object_centric_s1={"method": "moco", "positives": "images", "data": "data/oc",
-                                                            "seed": 1, "replicate_of": "moco_object_centric"}),
-                          "variants")
+    out = config.validate(
+        _variants(
+            moco_object_centric_s1={
+                "method": "moco",
+                "positives": "images",
+                "data": "data/oc",
+                "seed": 1,
+                "replicate_of": "moco_object_centric",
+            }
+        ),
+        "variants",
+    )
     replicate = out["variants"]["moco_object_centric_s1"]
     assert replicate.seed == 1 and replicate.replicate_of == "moco_object_centric"
     assert out["variants"]["moco_object_centric"].seed is None  # pretrain.seed
 
 
-@pytest.mark.parametrize(("replicate", "expected"), [
-    ({"replicate_of": "nope", "seed": 1}, "variants.moco_object_centric_s1.replicate_of = 'nope': names no other variant"),
-    ({"replicate_of": "moco_object_centric_s1", "seed": 1}, "replicate_of = 'moco_object_centric_s1': names no other"),
-    ({"replicate_of": "moco_object_centric"}, "its seed 0 is the seed of 'moco_object_centric'"),  # pretrain.seed twice
-    ({"replicate_of": "moco_object_centric", "seed": 0}, "its seed 0 is the seed of 'moco_object_centric'"),
-    ({"replicate_of": "moco_object_centric", "seed": 1, "data": "data/other"}, "data 'data/other' != 'data/oc'"),
-    ({"replicate_of": "moco_tracker", "seed": 1}, "positives 'images' != 'tracker', data 'data/oc' != 'data/pairs.parquet'"),
-    ({"replicate_of": "moco_object_centric", "seed": 1, "arch": "resnet50"}, "arch 'resnet50' != None"),
-    ({"replicate_of": "moco_object_centric", "seed": -1}, "variants.moco_object_centric_s1.seed = -1"),
-    ({"replicate_of": "moco_object_centric", "seed": True}, "variants.moco_object_centric_s1.seed = True"),
-])
+@pytest.mark.parametrize(
+    ("replicate", "expected"),
+    [
+        (
+            {"replicate_of": "nope", "seed": 1},
+            "variants.moco_object_centric_s1.replicate_of = 'nope': names no other variant",
+        ),
+        (
+            {"replicate_of": "moco_object_centric_s1", "seed": 1},
+            "replicate_of = 'moco_object_centric_s1': names no other",
+        ),
+        (
+            {"replicate_of": "moco_object_centric"},
+            "its seed 0 is the seed of 'moco_object_centric'",
+        ),  # pretrain.seed twice
+        (
+            {"replicate_of": "moco_object_centric", "seed": 0},
+            "its seed 0 is the seed of 'moco_object_centric'",
+        ),
+        (
+            {"replicate_of": "moco_object_centric", "seed": 1, "data": "data/other"},
+            "data 'data/other' != 'data/oc'",
+        ),
+        (
+            {"replicate_of": "moco_tracker", "seed": 1},
+            "positives 'images' != 'tracker', data 'data/oc' != 'data/pairs.parquet'",
+        ),
+        (
+            {"replicate_of": "moco_object_centric", "seed": 1, "arch": "resnet50"},
+            "arch 'resnet50' != None",
+        ),
+        (
+            {"replicate_of": "moco_object_centric", "seed": -1},
+            "variants.moco_object_centric_s1.seed = -1",
+        ),
+        (
+            {"replicate_of": "moco_object_centric", "seed": True},
+            "variants.moco_object_centric_s1.seed = True",
+        ),
+    ],
+)
 def test_a_bad_replicate_is_named(replicate, expected):
     entry = {"method": "moco", "positives": "images", "data": "data/oc", **replicate}
     with pytest.raises(config.ConfigError) as err:
@@ -210,11 +305,25 @@ def test_a_bad_replicate_is_named(replicate, expected):
 
 
 def test_replicates_of_one_variant_need_distinct_seeds_and_name_the_original():
-    entry = {"method": "moco", "positives": "images", "data": "data/oc", "replicate_of": "moco_object_centric"}
-    with pytest.raises(config.ConfigError, match=r"variants\.s2\.replicate_of = 'moco_object_centric': its seed 1 is the seed of 's1'"):
+    entry = {
+        "method": "moco",
+        "positives": "images",
+        "data": "data/oc",
+        "replicate_of": "moco_object_centric",
+    }
+    with pytest.raises(
+        config.ConfigError,
+        match=r"variants\.s2\.replicate_of = 'moco_object_centric': its seed 1 is the seed of 's1'",
+    ):
         config.validate(_variants(s1={**entry, "seed": 1}, s2={**entry, "seed": 1}), "variants")
-    with pytest.raises(config.ConfigError, match=r"variants\.s2\.replicate_of = 's1': is itself a replicate; name its original"):
-        config.validate(_variants(s1={**entry, "seed": 1}, s2={**entry, "seed": 2, "replicate_of": "s1"}), "variants")
+    with pytest.raises(
+        config.ConfigError,
+        match=r"variants\.s2\.replicate_of = 's1': is itself a replicate; name its original",
+    ):
+        config.validate(
+            _variants(s1={**entry, "seed": 1}, s2={**entry, "seed": 2, "replicate_of": "s1"}),
+            "variants",
+        )
     # the original's own seed counts: pretrain.seed 0 overridden to 5 frees 0 for a replicate
     params = _variants(s1={**entry, "seed": 0})
     params["variants"]["moco_object_centric"]["seed"] = 5
@@ -225,28 +334,50 @@ def test_replicates_of_one_variant_need_distinct_seeds_and_name_the_original():
 def test_an_unsafe_variant_name_is_named(name):
     params = _variants(**{})
     params["variants"][name] = {"method": "moco", "positives": "images", "data": "data/oc"}
-    with pytest.raises(config.ConfigError, match=rf"variants\.{re.escape(str(name))}: a variant name may hold only"):
+    with pytest.raises(
+        config.ConfigError, match=rf"variants\.{re.escape(str(name))}: a variant name may hold only"
+    ):
         config.validate(params, "variants")
 
 
 def test_crops_positives_go_with_moco_only():
-    ok = config.validate(_variants(moco_tracker_crops={"method": "moco", "positives": "crops",
-                                                       "data": "data/pairs.parquet"}), "variants")
+    ok = config.validate(
+        _variants(
+            moco_tracker_crops={
+                "method": "moco",
+                "positives": "crops",
+                "data": "data/pairs.parquet",
+            }
+        ),
+        "variants",
+    )
     assert ok["variants"]["moco_tracker_crops"].positives == "crops"
-    with pytest.raises(config.ConfigError, match="positives 'crops' does not go with method 'supervised'"):
-        config.validate(_variants(bad={"method": "supervised", "positives": "crops", "data": "d"}), "variants")
+    with pytest.raises(
+        config.ConfigError, match="positives 'crops' does not go with method 'supervised'"
+    ):
+        config.validate(
+            _variants(bad={"method": "supervised", "positives": "crops", "data": "d"}), "variants"
+        )
 
 
 def test_the_check_params_stage_names_a_key_no_stage_reads(tmp_path):
     """`dvc exp run -S +seed=1` adds a top-level key that no stage reads: the check_params stage (every
     key of params.yaml is its param) fails naming it; the committed params.yaml passes."""
     script = ROOT / "stages" / "check_params.py"
-    good = subprocess.run([sys.executable, str(script), "--params", str(ROOT / "params.yaml")],
-                          capture_output=True, text=True)
+    good = subprocess.run(
+        [sys.executable, str(script), "--params", str(ROOT / "params.yaml")],
+        capture_output=True,
+        text=True,
+    )
     assert good.returncode == 0, good.stderr
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["seed"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    bad = subprocess.run([sys.executable, str(script), "--params", str(tmp_path / "params.yaml")],
-                         capture_output=True, text=True)
-    assert bad.returncode == 1 and "seed" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    bad = subprocess.run(
+        [sys.executable, str(script), "--params", str(tmp_path / "params.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "seed" in bad.stderr and "Traceback" not in bad.stderr, (
+        bad.stderr
+    )

@@ -77,14 +77,20 @@ def test_two_processes_compute_what_one_does(two_and_one):
     two, one = two_and_one
     for step in range(STEPS):
         for rank in (0, 1):
-            torch.testing.assert_close(two[rank]["logits"][step], one["logits"][step][rank::2], atol=1e-8, rtol=1e-8)
-            torch.testing.assert_close(two[rank]["grad"][step], one["grad"][step], atol=1e-8, rtol=1e-8)
+            torch.testing.assert_close(
+                two[rank]["logits"][step], one["logits"][step][rank::2], atol=1e-8, rtol=1e-8
+            )
+            torch.testing.assert_close(
+                two[rank]["grad"][step], one["grad"][step], atol=1e-8, rtol=1e-8
+            )
         global_loss = (two[0]["loss"][step] + two[1]["loss"][step]) / 2
         assert global_loss == pytest.approx(one["loss"][step], rel=1e-10)
     assert one["state"].keys() == two[0]["state"].keys()
     for key, value in one["state"].items():
         for rank in (0, 1):
-            torch.testing.assert_close(two[rank]["state"][key], value, atol=1e-8, rtol=1e-8, msg=key)
+            torch.testing.assert_close(
+                two[rank]["state"][key], value, atol=1e-8, rtol=1e-8, msg=key
+            )
     assert int(one["state"]["queue_ptr"]) == (STEPS * B) % 32  # all the global batch's keys, once
 
 
@@ -104,6 +110,7 @@ def test_keys_are_encoded_across_processes(two_and_one):
 def test_the_sampler_interleaves_the_global_batch():
     """Process r of W takes positions r, r + W, ... of each global batch: together the processes
     draw exactly the one-process stream, step by step."""
+
     def drawn(rank: int, world: int) -> list:
         s = StreamSampler(10, 4, Runtime(rank=rank, world=world), seed=3)
         s.set_range(0, 9)
@@ -113,27 +120,72 @@ def test_the_sampler_interleaves_the_global_batch():
     assert len(one) == 36 and [len(x) for x in two] == [18, 18]
     assert two == [one[0::2], one[1::2]]
     s = StreamSampler(10, 4, Runtime(rank=1, world=2), seed=3)
-    assert s.step_items(5) == one[5 * 4 + 1:6 * 4:2]
+    assert s.step_items(5) == one[5 * 4 + 1 : 6 * 4 : 2]
 
 
 def _pretrain(**change) -> PretrainParams:
-    values = dict(arch="resnet18", width=1.0, image_size=32, steps=8, warmup_steps=1, log_every=4, batch_size=8, lr=0.03,
-                  weight_decay=1e-4, sgd_momentum=0.9, moco_momentum=0.99, temperature=0.2, queue_size=16, dim=16,
-                  mlp=True, head_bn=False, bn_splits=2, min_crop_scale=0.2,
-                  monitor="m", monitor_per_class=2, knn_k=3, frames_root="f", compile=False,
-                  precision="fp32", seed=0)
+    values = dict(
+        arch="resnet18",
+        width=1.0,
+        image_size=32,
+        steps=8,
+        warmup_steps=1,
+        log_every=4,
+        batch_size=8,
+        lr=0.03,
+        weight_decay=1e-4,
+        sgd_momentum=0.9,
+        moco_momentum=0.99,
+        temperature=0.2,
+        queue_size=16,
+        dim=16,
+        mlp=True,
+        head_bn=False,
+        bn_splits=2,
+        min_crop_scale=0.2,
+        monitor="m",
+        monitor_per_class=2,
+        knn_k=3,
+        frames_root="f",
+        compile=False,
+        precision="fp32",
+        seed=0,
+    )
     return PretrainParams(**(values | change))
 
 
-@pytest.mark.parametrize(("method", "change", "world", "expected"), [
-    ("moco", {"bn_splits": 1}, 2, "pretrain.bn_splits 1 (BN groups of the global batch) is not a multiple of the 2 "
-                                  "processes (remainder 1): a key would share BN statistics with its own query"),
-    ("moco", {"bn_splits": 4}, 8, "pretrain.bn_splits 4 (BN groups of the global batch) is not a multiple of the 8"),
-    ("moco", {"batch_size": 6, "bn_splits": 3}, 4, "pretrain.batch_size 6 (the global batch) does not divide among "
-                                                   "4 processes (remainder 2)"),
-    ("supervised", {"batch_size": 9, "bn_splits": 1}, 2, "pretrain.batch_size 9 (the global batch) does not divide "
-                                                         "among 2 processes (remainder 1)"),
-])
+@pytest.mark.parametrize(
+    ("method", "change", "world", "expected"),
+    [
+        (
+            "moco",
+            {"bn_splits": 1},
+            2,
+            "pretrain.bn_splits 1 (BN groups of the global batch) is not a multiple of the 2 "
+            "processes (remainder 1): a key would share BN statistics with its own query",
+        ),
+        (
+            "moco",
+            {"bn_splits": 4},
+            8,
+            "pretrain.bn_splits 4 (BN groups of the global batch) is not a multiple of the 8",
+        ),
+        (
+            "moco",
+            {"batch_size": 6, "bn_splits": 3},
+            4,
+            "pretrain.batch_size 6 (the global batch) does not divide among "
+            "4 processes (remainder 2)",
+        ),
+        (
+            "supervised",
+            {"batch_size": 9, "bn_splits": 1},
+            2,
+            "pretrain.batch_size 9 (the global batch) does not divide "
+            "among 2 processes (remainder 1)",
+        ),
+    ],
+)
 def test_a_leaking_or_uneven_share_is_refused_by_name(method, change, world, expected):
     with pytest.raises(PretrainError, match="^pretrain@v: ") as err:
         process_share("v", method, _pretrain(**change), world)

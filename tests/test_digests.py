@@ -65,8 +65,9 @@ def test_a_second_digest_reads_no_byte_and_a_changed_file_is_rehashed(tmp_path, 
     got = third.md5s(files)
     assert got[str(files[3])] == file_md5(files[3]) != truth[str(files[3])]
     assert got[str(files[7])] == file_md5(files[7]) != truth[str(files[7])]
-    assert {k: v for k, v in got.items() if k not in (str(files[3]), str(files[7]))} == \
-        {k: v for k, v in truth.items() if k not in (str(files[3]), str(files[7]))}
+    assert {k: v for k, v in got.items() if k not in (str(files[3]), str(files[7]))} == {
+        k: v for k, v in truth.items() if k not in (str(files[3]), str(files[7]))
+    }
     assert (third.hits, third.misses, third.hashed_bytes) == (48, 2, 600)
     fourth = digests.DigestCache(tmp_path / "d.sqlite")
     assert fourth.md5s(files) == got and fourth.misses == 0  # the rehashed ones are cached anew
@@ -78,7 +79,9 @@ def test_a_file_list_seen_before_is_one_lookup_and_any_change_misses_it(tmp_path
     import hashlib
 
     files = _files(tmp_path / "data", 30)
-    expected = hashlib.md5("".join(f"{f}\0{file_md5(f)}\n" for f in sorted(map(str, files))).encode()).hexdigest()
+    expected = hashlib.md5(
+        "".join(f"{f}\0{file_md5(f)}\n" for f in sorted(map(str, files))).encode()
+    ).hexdigest()
     assert digests.DigestCache(tmp_path / "d.sqlite").list_digest(files) == expected
     again = digests.DigestCache(tmp_path / "d.sqlite")
     assert again.list_digest(reversed(files)) == expected  # the order given does not matter
@@ -88,8 +91,15 @@ def test_a_file_list_seen_before_is_one_lookup_and_any_change_misses_it(tmp_path
     third = digests.DigestCache(tmp_path / "d.sqlite")
     changed = third.list_digest(files)
     assert changed != expected and (third.hits, third.misses, third.hashed_bytes) == (29, 1, 300)
-    assert changed == hashlib.md5("".join(f"{f}\0{file_md5(f)}\n" for f in sorted(map(str, files))).encode()).hexdigest()
-    (tmp_path / "data" / "new.bin").write_bytes(b"n" * 10)  # written just now: neither it nor its list is cached
+    assert (
+        changed
+        == hashlib.md5(
+            "".join(f"{f}\0{file_md5(f)}\n" for f in sorted(map(str, files))).encode()
+        ).hexdigest()
+    )
+    (tmp_path / "data" / "new.bin").write_bytes(
+        b"n" * 10
+    )  # written just now: neither it nor its list is cached
     fresh = [*files, tmp_path / "data" / "new.bin"]
     digests.DigestCache(tmp_path / "d.sqlite").list_digest(fresh)
     last = digests.DigestCache(tmp_path / "d.sqlite")
@@ -125,12 +135,18 @@ def test_a_cache_that_cannot_be_opened_falls_back_with_one_line(tmp_path, capsys
     assert cache.md5s(files) == {str(f): file_md5(f) for f in files}
     assert cache.md5s(files) == {str(f): file_md5(f) for f in files}
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"digests: cannot use the digest cache {tmp_path}/blocker/d.sqlite (")
+    assert len(err) == 1 and err[0].startswith(
+        f"digests: cannot use the digest cache {tmp_path}/blocker/d.sqlite ("
+    )
     assert "hashing every file in full" in err[0]
     (tmp_path / "junk.sqlite").write_bytes(b"not a database" * 100)  # a damaged cache file
-    assert digests.DigestCache(tmp_path / "junk.sqlite").md5s(files) == {str(f): file_md5(f) for f in files}
+    assert digests.DigestCache(tmp_path / "junk.sqlite").md5s(files) == {
+        str(f): file_md5(f) for f in files
+    }
     assert "digests: cannot use the digest cache" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError):  # a missing file is the reader's error, as without a cache
+    with pytest.raises(
+        FileNotFoundError
+    ):  # a missing file is the reader's error, as without a cache
         digests.DigestCache(tmp_path / "d.sqlite").md5s([tmp_path / "gone.bin"])
 
 
@@ -146,8 +162,16 @@ FILL = textwrap.dedent("""
 def test_processes_fill_and_read_one_cache_at_once(tmp_path):
     files = [str(f) for f in _files(tmp_path / "data", 400, size=2000)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    procs = [subprocess.Popen([sys.executable, "-c", FILL, str(tmp_path / "d.sqlite"), *files[i::2], *files[:50]],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FILL, str(tmp_path / "d.sqlite"), *files[i::2], *files[:50]],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     truth = {f: file_md5(f) for f in files}
     for proc, (out, err) in zip(procs, outs, strict=True):
@@ -163,19 +187,31 @@ def test_the_resume_key_digest_is_the_plain_one_and_hashed_once_per_node(tmp_pat
     monkeypatch.setenv(digests.ENV, str(tmp_path / "node.sqlite"))
     files = [str(f) for f in _files(tmp_path / "data", 20)]
     items = [Item(f) for f in files]
-    expected = hashlib.md5(json.dumps([list(vars(it).values()) for it in items], default=str).encode())
+    expected = hashlib.md5(
+        json.dumps([list(vars(it).values()) for it in items], default=str).encode()
+    )
     listed = hashlib.md5()
     for f in sorted(files):
         listed.update(f"{f}\0{file_md5(f)}\n".encode())
     expected.update(listed.hexdigest().encode())
     waited = []
-    assert resume.node_data_digest(items, files, first=True, barrier=lambda: waited.append(1)) == expected.hexdigest()
+    assert (
+        resume.node_data_digest(items, files, first=True, barrier=lambda: waited.append(1))
+        == expected.hexdigest()
+    )
     assert waited == [1]
     assert resume.data_digest(items, files) == expected.hexdigest()
     # another process of the node, after the barrier (its own connection): every file a hit, no byte read
     monkeypatch.setattr(digests, "_shared", {})
-    assert resume.node_data_digest(items, files, first=False, barrier=lambda: None) == expected.hexdigest()
-    assert (digests.cache().hits, digests.cache().misses, digests.cache().hashed_bytes) == (20, 0, 0)
+    assert (
+        resume.node_data_digest(items, files, first=False, barrier=lambda: None)
+        == expected.hexdigest()
+    )
+    assert (digests.cache().hits, digests.cache().misses, digests.cache().hashed_bytes) == (
+        20,
+        0,
+        0,
+    )
     # one process alone: no barrier
     assert resume.node_data_digest(items, files, first=False, barrier=None) == expected.hexdigest()
 
@@ -197,7 +233,10 @@ def test_pairs_hashes_and_the_frame_check_share_the_cache(tmp_path, monkeypatch)
     assert digests.cache().hits - before == 6
     (frames / names[2]).write_bytes(b"z" * 300)
     os.utime(frames / names[2], (HOUR_AGO + 5, HOUR_AGO + 5))
-    with pytest.raises(DataError, match=r"pairs\.parquet: 1 frame\(s\) changed since the pairs were mined, e\.g\. v/0002"):
+    with pytest.raises(
+        DataError,
+        match=r"pairs\.parquet: 1 frame\(s\) changed since the pairs were mined, e\.g\. v/0002",
+    ):
         pair_items(tmp_path / "pairs.parquet", frames, crops=False)
 
 
@@ -220,10 +259,22 @@ GLOO = textwrap.dedent("""
 def test_two_gloo_processes_of_one_node_hash_once(tmp_path):
     """Under DDP: local rank 0 hashes, the real barrier, then rank 1 finds every file cached."""
     files = [str(f) for f in _files(tmp_path / "data", 30)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), digests.ENV: str(tmp_path / "node.sqlite"),
-           "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", GLOO, str(r), str(tmp_path / "store"), *files], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        digests.ENV: str(tmp_path / "node.sqlite"),
+        "OMP_NUM_THREADS": "1",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", GLOO, str(r), str(tmp_path / "store"), *files],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     (d0, hits0, misses0), (d1, hits1, misses1) = (json.loads(out) for out, _ in outs)
@@ -245,7 +296,10 @@ def test_a_zips_member_md5s_are_read_once_and_a_rewritten_zip_again(tmp_path):
         os.utime(archive, (mtime, mtime))
 
     write(b"frame", HOUR_AGO)
-    truth = {"000000.jpg": hashlib.md5(b"frame").hexdigest(), "000001.jpg": hashlib.md5(b"frame!").hexdigest()}
+    truth = {
+        "000000.jpg": hashlib.md5(b"frame").hexdigest(),
+        "000001.jpg": hashlib.md5(b"frame!").hexdigest(),
+    }
     assert digests.DigestCache(tmp_path / "d.sqlite").member_md5s(archive) == truth
     again = digests.DigestCache(tmp_path / "d.sqlite")
     assert again.member_md5s(archive) == truth and again.hits == 1

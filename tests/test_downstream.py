@@ -25,13 +25,18 @@ def _separable(n_per=20, classes=4, dim=16, seed=0):
 
 # --- protocols -----------------------------------------------------------------------------------
 
+
 def test_linear_probe_and_knn_reach_100_on_separable_features():
     x, y = _separable()
     tx, ty = _separable(seed=1)
-    pred = protocols.linear_probe(x, y, tx, epochs=30, lr=0.05, weight_decay=0.0, batch_size=16, seed=0)
+    pred = protocols.linear_probe(
+        x, y, tx, epochs=30, lr=0.05, weight_decay=0.0, batch_size=16, seed=0
+    )
     assert (pred == ty).mean() == 1.0
     assert (protocols.knn_predict(x, y, tx, k=5, temperature=0.07) == ty).mean() == 1.0
-    again = protocols.linear_probe(x, y, tx, epochs=30, lr=0.05, weight_decay=0.0, batch_size=16, seed=0)
+    again = protocols.linear_probe(
+        x, y, tx, epochs=30, lr=0.05, weight_decay=0.0, batch_size=16, seed=0
+    )
     assert np.array_equal(pred, again)
 
 
@@ -40,14 +45,22 @@ def test_knn_centres_features_with_the_training_mean():
     all near 1; centred on the training mean, the class structure decides again."""
     x, y = _separable()
     tx, ty = _separable(seed=1)
-    shift = np.full(x.shape[1], 1e5)  # uncentred, float32 cosines cannot tell the classes apart (0.39 here)
-    assert (protocols.knn_predict(x + shift, y, tx + shift, k=5, temperature=0.07) == ty).mean() == 1.0
+    shift = np.full(
+        x.shape[1], 1e5
+    )  # uncentred, float32 cosines cannot tell the classes apart (0.39 here)
+    assert (
+        protocols.knn_predict(x + shift, y, tx + shift, k=5, temperature=0.07) == ty
+    ).mean() == 1.0
 
 
 def test_weight_decay_is_chosen_on_the_training_split():
     x, y = _separable()
-    decay, scores = protocols.choose_weight_decay(x, y, [50.0, 0.0], folds=2, epochs=30, lr=0.05, batch_size=16, seed=0)
-    assert decay == 0.0 and scores[0.0] > scores[50.0]  # a huge decay underfits; cross-validation sees it
+    decay, scores = protocols.choose_weight_decay(
+        x, y, [50.0, 0.0], folds=2, epochs=30, lr=0.05, batch_size=16, seed=0
+    )
+    assert (
+        decay == 0.0 and scores[0.0] > scores[50.0]
+    )  # a huge decay underfits; cross-validation sees it
     assert protocols.choose_weight_decay(x, y, [0.1], 2, 30, 0.05, 16, 0) == (0.1, {})
 
 
@@ -73,11 +86,14 @@ def test_voc07_svm_separable_multilabel_reaches_map_1():
     labels, test_labels = np.eye(4, dtype=np.int8)[y], np.eye(4, dtype=np.int8)[ty]
     labels[:, 3] = np.where(y == 3, 1, 0)  # unchanged; and an image carrying two labels:
     labels[0, 1] = -1  # difficult: left out of training
-    mean_ap, per_class = protocols.voc07_svm(x, labels, tx, test_labels, [0.1, 1.0], folds=3, seed=0)
+    mean_ap, per_class = protocols.voc07_svm(
+        x, labels, tx, test_labels, [0.1, 1.0], folds=3, seed=0
+    )
     assert mean_ap == pytest.approx(1.0) and len(per_class) == 4
 
 
 # --- readers -------------------------------------------------------------------------------------
+
 
 def _png(path, size=(24, 24), value=(10, 200, 30), mode="RGB"):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,10 +121,14 @@ def test_voc07_reader(tmp_path):
     names = ["000005", "000007", "000009"]
     for c, cls in enumerate(labelled.VOC_CLASSES):
         marks = ["1" if c == i else ("0" if (c, i) == (4, 2) else "-1") for i in range(3)]
-        (main / f"{cls}_trainval.txt").write_text("".join(f"{n} {m}\n" for n, m in zip(names, marks, strict=True)))
+        (main / f"{cls}_trainval.txt").write_text(
+            "".join(f"{n} {m}\n" for n, m in zip(names, marks, strict=True))
+        )
     data = labelled.voc07_classification(tmp_path, "trainval")
     assert data.paths[0].endswith("JPEGImages/000005.jpg") and data.labels.shape == (3, 20)
-    assert data.labels[0, 0] == 1 and data.labels[1, 1] == 1 and data.labels[2, 4] == -1  # "0" = difficult
+    assert (
+        data.labels[0, 0] == 1 and data.labels[1, 1] == 1 and data.labels[2, 4] == -1
+    )  # "0" = difficult
     assert data.labels[0, 1] == 0
     (main / "bus_trainval.txt").write_text("000005 2\n")
     with pytest.raises(labelled.LabelError, match="bus_trainval.txt:1"):
@@ -133,7 +153,9 @@ def test_voc2012_and_ade20k_masks(tmp_path):
         labelled.read_mask(data.masks[0], data, (8, 8))
     mask[0, 0] = 30
     palette = Image.fromarray(mask, mode="P")
-    palette.putpalette([0, 0, 0, 128, 0, 0] * 128)  # VOC masks carry a palette (PIL remaps indices without one)
+    palette.putpalette(
+        [0, 0, 0, 128, 0, 0] * 128
+    )  # VOC masks carry a palette (PIL remaps indices without one)
     palette.save(voc / "SegmentationClass" / "2007_000033.png")
     with pytest.raises(labelled.LabelError, match="label 30 outside the 21 classes"):
         labelled.read_mask(data.masks[0], data)
@@ -153,6 +175,7 @@ def test_voc2012_and_ade20k_masks(tmp_path):
 
 # --- segmentation head and scores ----------------------------------------------------------------
 
+
 def test_iou_by_hand_and_a_head_that_fits():
     target = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 255]])
     pred = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 2]])
@@ -164,23 +187,62 @@ def test_iou_by_hand_and_a_head_that_fits():
     g = torch.Generator().manual_seed(0)
     masks = (torch.rand(16, 8, 8, generator=g) > 0.5).long()
     maps = [torch.cat([masks[:, None].float() * 4 - 2, torch.randn(16, 3, 8, 8, generator=g)], 1)]
-    head = seg.train_head(maps, masks, 2, "linear", epochs=60, lr=0.05, weight_decay=0.0, batch_size=8, seed=0,
-                          ignore_index=255, device="cpu")
+    head = seg.train_head(
+        maps,
+        masks,
+        2,
+        "linear",
+        epochs=60,
+        lr=0.05,
+        weight_decay=0.0,
+        batch_size=8,
+        seed=0,
+        ignore_index=255,
+        device="cpu",
+    )
     pred = torch.cat(list(seg.predict(head, maps, (8, 8), 8, "cpu")))
     assert seg.scores(seg.confusion(pred, masks, 2, 255))["miou"] == 1.0
 
 
 # --- the stage functions -------------------------------------------------------------------------
 
+
 def _params(kind, data, **kw):
     if kind == "classification":
-        base = dict(format="folder", data=str(data), train_split="train", test_split="test", size=32, batch_size=8,
-                    linear={"epochs": 5, "lr": 0.01, "weight_decays": [0.0, 0.01], "folds": 2, "batch_size": 8},
-                    knn={"k": 3, "temperature": 0.07}, svm={"costs": [0.1, 1.0], "folds": 2}, seed=0)
+        base = dict(
+            format="folder",
+            data=str(data),
+            train_split="train",
+            test_split="test",
+            size=32,
+            batch_size=8,
+            linear={
+                "epochs": 5,
+                "lr": 0.01,
+                "weight_decays": [0.0, 0.01],
+                "folds": 2,
+                "batch_size": 8,
+            },
+            knn={"k": 3, "temperature": 0.07},
+            svm={"costs": [0.1, 1.0], "folds": 2},
+            seed=0,
+        )
         return ClassificationParams.model_validate({**base, **kw})
-    base = dict(format="world", data=str(data), train_split="train", test_split="test", size=32,
-                layers=["layer2", "layer3"], head="linear", epochs=3, lr=0.01, weight_decay=0.0, batch_size=4,
-                examples=2, seed=0)
+    base = dict(
+        format="world",
+        data=str(data),
+        train_split="train",
+        test_split="test",
+        size=32,
+        layers=["layer2", "layer3"],
+        head="linear",
+        epochs=3,
+        lr=0.01,
+        weight_decay=0.0,
+        batch_size=4,
+        examples=2,
+        seed=0,
+    )
     return SegmentationParams.model_validate({**base, **kw})
 
 
@@ -197,13 +259,20 @@ def test_classify_end_to_end(tmp_path, model_file):
     for split in ("train", "test"):
         for cls, colour in colours.items():
             for i in range(4):
-                _png(tmp_path / "data" / split / cls / f"{i}.png", value=tuple(c + 5 * i for c in colour))
+                _png(
+                    tmp_path / "data" / split / cls / f"{i}.png",
+                    value=tuple(c + 5 * i for c in colour),
+                )
     p = _params("classification", tmp_path / "data")
     m = classify("m", "resnet18", model_file, p, tmp_path / "out", "cpu", progress=False)
-    assert set(m) >= {"linear_top1", "knn_top1", "svm_map", "chance"} and m["chance"] == pytest.approx(1 / 3)
+    assert set(m) >= {"linear_top1", "knn_top1", "svm_map", "chance"} and m[
+        "chance"
+    ] == pytest.approx(1 / 3)
     assert m["knn_top1"] == 1.0  # flat colours: even random features separate them
     assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
-    assert classify("m", "resnet18", model_file, p, tmp_path / "out2", "cpu", progress=False) == m  # deterministic
+    assert (
+        classify("m", "resnet18", model_file, p, tmp_path / "out2", "cpu", progress=False) == m
+    )  # deterministic
     (tmp_path / "data" / "test" / "red" / "0.png").write_bytes(b"garbage")
     with pytest.raises(Exception, match="test/red/0.png: cannot read image"):
         classify("m", "resnet18", model_file, p, tmp_path / "out3", "cpu", progress=False)
@@ -229,10 +298,14 @@ def test_segment_end_to_end_and_bad_masks(tmp_path, model_file):
     assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["pixel_accuracy"] <= 1.0 and m["images_test"] == 4
     assert (tmp_path / "out" / "examples.png").is_file()
     assert segment("m", "resnet18", model_file, p, tmp_path / "out2", "cpu", progress=False) == m
-    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(root / "test" / "masks" / "00002.png")
+    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(
+        root / "test" / "masks" / "00002.png"
+    )
     with pytest.raises(labelled.LabelError, match="00002.png: label 7 outside the 2 classes"):
         segment("m", "resnet18", model_file, p, tmp_path / "out3", "cpu", progress=False)
-    Image.fromarray(np.zeros((16, 32), np.uint8), mode="L").save(root / "test" / "masks" / "00002.png")
+    Image.fromarray(np.zeros((16, 32), np.uint8), mode="L").save(
+        root / "test" / "masks" / "00002.png"
+    )
     with pytest.raises(labelled.LabelError, match="00002.png: mask is 32x16, its image 32x32"):
         segment("m", "resnet18", model_file, p, tmp_path / "out4", "cpu", progress=False)
     for f in (root / "test" / "images").iterdir():
@@ -271,8 +344,19 @@ def _reference_segment(arch, model_path, p):
             masks.append(y)
         out[split] = [torch.cat(m) for m in zip(*maps, strict=True)], torch.cat(masks), data
     (train_maps, train_masks, train), (test_maps, test_masks, _) = out["train"], out["test"]
-    head = seg.train_head(train_maps, train_masks, len(train.classes), p.head, p.epochs, p.lr, p.weight_decay,
-                          p.batch_size, p.seed, train.ignore_index, "cpu")
+    head = seg.train_head(
+        train_maps,
+        train_masks,
+        len(train.classes),
+        p.head,
+        p.epochs,
+        p.lr,
+        p.weight_decay,
+        p.batch_size,
+        p.seed,
+        train.ignore_index,
+        "cpu",
+    )
     pred = torch.cat(list(seg.predict(head, test_maps, (p.size, p.size), p.batch_size, "cpu")))
     per_image = np.stack([seg.confusion(pred[i], test_masks[i], 2, 255) for i in range(len(pred))])
     return seg.scores(seg.confusion(pred, test_masks, 2, 255)), per_image
@@ -286,37 +370,85 @@ def test_segment_streams_maps_through_files_it_removes(tmp_path, model_file, mon
     from demystify.evaluation import downstream_stage
 
     root = _segmentation_set(tmp_path / "seg", n=5)
-    p = _params("segmentation", root, batch_size=2, head="fcn", epochs=2, layers=["layer1", "layer3"])
+    p = _params(
+        "segmentation", root, batch_size=2, head="fcn", epochs=2, layers=["layer1", "layer3"]
+    )
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     seen = []
     train_head = seg.train_head
 
     def spy(maps, masks, *args, **kw):
-        seen.append((maps, masks, sorted(str(q.relative_to(scratch)).split("/", 1)[1] for q in scratch.rglob("*.npy"))))
+        seen.append(
+            (
+                maps,
+                masks,
+                sorted(
+                    str(q.relative_to(scratch)).split("/", 1)[1] for q in scratch.rglob("*.npy")
+                ),
+            )
+        )
         return train_head(maps, masks, *args, **kw)
 
     monkeypatch.setattr(downstream_stage.seg, "train_head", spy)
-    m = segment("m", "resnet18", model_file, p, tmp_path / "out", "cpu", progress=False, scratch=scratch)
+    m = segment(
+        "m", "resnet18", model_file, p, tmp_path / "out", "cpu", progress=False, scratch=scratch
+    )
     maps, masks, files = seen[0]
-    assert all(isinstance(x, seg.MapFile) for x in (*maps, masks)) and maps[0].shape == (5, 64, 8, 8)
-    assert files == ["test/layer1.npy", "test/layer3.npy", "test/masks.npy",
-                     "train/layer1.npy", "train/layer3.npy", "train/masks.npy"]
+    assert all(isinstance(x, seg.MapFile) for x in (*maps, masks)) and maps[0].shape == (
+        5,
+        64,
+        8,
+        8,
+    )
+    assert files == [
+        "test/layer1.npy",
+        "test/layer3.npy",
+        "test/masks.npy",
+        "train/layer1.npy",
+        "train/layer3.npy",
+        "train/masks.npy",
+    ]
     assert list(scratch.iterdir()) == []
     ref, ref_per_image = _reference_segment("resnet18", model_file, p)
     assert np.array_equal(np.load(tmp_path / "out" / "per_image.npz")["confusion"], ref_per_image)
-    assert m["miou"] == round(ref["miou"], 6) and m["pixel_accuracy"] == round(ref["pixel_accuracy"], 6)
-    assert json.loads((tmp_path / "out" / "per_class_iou.json").read_text()) == dict(zip(["background", "thing"],
-                                                                                         ref["iou"], strict=True))
+    assert m["miou"] == round(ref["miou"], 6) and m["pixel_accuracy"] == round(
+        ref["pixel_accuracy"], 6
+    )
+    assert json.loads((tmp_path / "out" / "per_class_iou.json").read_text()) == dict(
+        zip(["background", "thing"], ref["iou"], strict=True)
+    )
 
     def fail(*args, **kw):
         raise RuntimeError("head failed")
 
     monkeypatch.setattr(downstream_stage.seg, "train_head", fail)
     with pytest.raises(RuntimeError, match="head failed"):
-        segment("m", "resnet18", model_file, p, tmp_path / "out2", "cpu", progress=False, scratch=scratch)
+        segment(
+            "m",
+            "resnet18",
+            model_file,
+            p,
+            tmp_path / "out2",
+            "cpu",
+            progress=False,
+            scratch=scratch,
+        )
     assert list(scratch.iterdir()) == []
-    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(root / "test" / "masks" / "00003.png")
-    with pytest.raises(labelled.LabelError, match="label 7"):  # while the test split's maps are written
-        segment("m", "resnet18", model_file, p, tmp_path / "out3", "cpu", progress=False, scratch=scratch)
+    Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(
+        root / "test" / "masks" / "00003.png"
+    )
+    with pytest.raises(
+        labelled.LabelError, match="label 7"
+    ):  # while the test split's maps are written
+        segment(
+            "m",
+            "resnet18",
+            model_file,
+            p,
+            tmp_path / "out3",
+            "cpu",
+            progress=False,
+            scratch=scratch,
+        )
     assert list(scratch.iterdir()) == []

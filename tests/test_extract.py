@@ -31,7 +31,9 @@ params, put = video_fixtures.frames_params, video_fixtures.put
 
 @pytest.mark.parametrize("fps, frames", [(5, 10), (2.5, 5), (3, 6), (12.5, 25), (0.5, 1)])
 def test_frame_count_is_duration_times_fps(clips, tmp_path: Path, fps: float, frames: int):
-    rows = extract_video(clips["good"], tmp_path / "v", fps, 32, 5)  # the folder a video's zip is made of
+    rows = extract_video(
+        clips["good"], tmp_path / "v", fps, 32, 5
+    )  # the folder a video's zip is made of
     assert len(rows) == frames
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
         f"{i:06d}.jpg" for i in range(frames)
@@ -119,7 +121,11 @@ def test_bad_videos_rejected_good_ones_kept(mixed: Path, tmp_path: Path):
         assert reasons.pop("locked.mp4") == "unreadable: [Errno 13] Permission denied"
     assert reasons == {}
     assert manifest.groupby("video").size().to_dict() == {"good": 10, "sub/tall": 10}
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["good.zip", "sub", "sub/tall.zip"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "good.zip",
+        "sub",
+        "sub/tall.zip",
+    ]
     assert dict(manifest.dtypes.astype(str)) == MANIFEST_DTYPES
     row = manifest.iloc[3]
     assert (row.video, row.frame, row.path, row.width, row.height) == (
@@ -131,13 +137,21 @@ def test_bad_videos_rejected_good_ones_kept(mixed: Path, tmp_path: Path):
     )
     assert row.time_s == pytest.approx(0.6)
     assert manifest["x"].isna().all() and manifest["track"].isna().all()
-    assert list(video_fixtures.stored_frames(out)) == manifest["path"].tolist()  # every frame, nothing else
+    assert (
+        list(video_fixtures.stored_frames(out)) == manifest["path"].tolist()
+    )  # every frame, nothing else
 
 
 def test_too_many_rejected_fails_after_writing(mixed: Path, tmp_path: Path):
     out, metrics = tmp_path / "frames", tmp_path / "results" / "metrics.json"
     with pytest.raises(ExtractionError) as err:
-        run_stage(videos_root=mixed, out_root=out, metrics_path=metrics, params=params(max_rejected=0.5), workers=1)
+        run_stage(
+            videos_root=mixed,
+            out_root=out,
+            metrics_path=metrics,
+            params=params(max_rejected=0.5),
+            workers=1,
+        )
     assert "frames.max_rejected 0.5" in str(err.value)
     assert "audio.mp4: no video stream" in str(err.value)
     written = pd.read_parquet(out / "manifest.parquet")
@@ -154,8 +168,13 @@ def test_accepted_share_passes(clips, tmp_path: Path):
     root = tmp_path / "videos"
     put(clips["good"], root / "a.mp4")
     (root / "b.mp4").write_bytes(b"")
-    m = run_stage(videos_root=root, out_root=tmp_path / "out", metrics_path=tmp_path / "m.json",
-                  params=params(max_rejected=0.5), workers=1)
+    m = run_stage(
+        videos_root=root,
+        out_root=tmp_path / "out",
+        metrics_path=tmp_path / "m.json",
+        params=params(max_rejected=0.5),
+        workers=1,
+    )
     assert (m["videos_found"], m["videos_rejected"], m["frames"]) == (2, 1, 10)
 
 
@@ -163,11 +182,23 @@ def test_no_video_fails_with_empty_outputs(tmp_path: Path):
     (tmp_path / "videos").mkdir()
     out = tmp_path / "out"
     with pytest.raises(ExtractionError, match="no video found"):
-        run_stage(videos_root=tmp_path / "videos", out_root=out, metrics_path=tmp_path / "m.json", params=params(), workers=1)
+        run_stage(
+            videos_root=tmp_path / "videos",
+            out_root=out,
+            metrics_path=tmp_path / "m.json",
+            params=params(),
+            workers=1,
+        )
     assert (out / "rejected.csv").read_text().strip() == "file,reason"
     assert pd.read_parquet(out / "manifest.parquet").empty
     with pytest.raises(ExtractionError, match="videos folder not found"):
-        run_stage(videos_root=tmp_path / "nowhere", out_root=out, metrics_path=tmp_path / "m.json", params=params(), workers=1)
+        run_stage(
+            videos_root=tmp_path / "nowhere",
+            out_root=out,
+            metrics_path=tmp_path / "m.json",
+            params=params(),
+            workers=1,
+        )
 
 
 def test_stale_temporaries_removed(clips, tmp_path: Path):
@@ -186,9 +217,14 @@ def test_stale_temporaries_removed(clips, tmp_path: Path):
 def test_duplicate_ids_rejected(clips, tmp_path: Path):
     put(clips["good"], tmp_path / "v" / "clip.mp4")
     put(clips["portrait"], tmp_path / "v" / "clip.mkv")
-    manifest, rejected = extract_all(tmp_path / "v", tmp_path / "o", params(), progress=False, workers=1)
+    manifest, rejected = extract_all(
+        tmp_path / "v", tmp_path / "o", params(), progress=False, workers=1
+    )
     assert rejected.to_dict("records") == [
-        {"file": "clip.mp4", "reason": "frames folder of clip.mp4 ('clip/') would collide with clip.mkv's; rename one"}
+        {
+            "file": "clip.mp4",
+            "reason": "frames folder of clip.mp4 ('clip/') would collide with clip.mkv's; rename one",
+        }
     ]
     assert manifest["width"].unique().tolist() == [32]
 
@@ -203,7 +239,9 @@ def test_ground_truth_sidecar(clips, tmp_path: Path):
     (seq / "cover.label").write_text("".join(f"{i % 9}\n" for i in k))
     (seq / "absence.label").write_text("".join(f"{i % 2}\n" for i in k))
     (seq / "meta_info.ini").write_text("[METAINFO]\nanno_fps: 10Hz\nresolution: (64, 48)\n")
-    manifest, rejected = extract_all(root, tmp_path / "out", params(size=24), progress=False, workers=1)
+    manifest, rejected = extract_all(
+        root, tmp_path / "out", params(size=24), progress=False, workers=1
+    )
     assert rejected.empty
     assert (manifest["width"].iloc[0], manifest["height"].iloc[0]) == (32, 24)  # scale 0.5
     row = 2 * manifest["frame"].to_numpy()[:8]  # t = i/5 s -> row round(10 t)
@@ -214,7 +252,10 @@ def test_ground_truth_sidecar(clips, tmp_path: Path):
     assert manifest["absence"][:8].tolist() == (row % 2).tolist()
     assert manifest["track"][:8].tolist() == [0] * 8
     past = manifest.iloc[8:]  # no annotation at all: no box, no labels
-    assert past[["x", "y", "w", "h"]].isna().all().all() and past[["cover", "absence", "track"]].isna().all().all()
+    assert (
+        past[["x", "y", "w", "h"]].isna().all().all()
+        and past[["cover", "absence", "track"]].isna().all().all()
+    )
 
 
 def test_ground_truth_defaults_to_video_rate(clips, tmp_path: Path):
@@ -245,7 +286,10 @@ def test_parallel_equals_serial(mixed: Path, tmp_path: Path):
     pd.testing.assert_frame_equal(serial[0], parallel[0])
     pd.testing.assert_frame_equal(serial[1], parallel[1])
     assert list(video_fixtures.stored_frames(tmp_path / "a")) == serial[0]["path"].tolist()
-    for name in ("good.zip", "sub/tall.zip"):  # fixed member times: the same frames, the same zip bytes
+    for name in (
+        "good.zip",
+        "sub/tall.zip",
+    ):  # fixed member times: the same frames, the same zip bytes
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
@@ -255,10 +299,19 @@ def run_script(cwd: Path, max_rejected: float) -> subprocess.CompletedProcess:
         f"frames: {{fps: 5.0, size: 32, jpeg_quality: 5, max_rejected: {max_rejected},"
         " decode_timeout_s: 60.0}\n"
     )
-    (cwd / "machine.yaml").write_text("frames: {workers: 1}\n")  # one ffmpeg at a time, as DVC would run it here
-    plan = subprocess.run(stage_argv("plan_shards", cwd / "params.yaml"), cwd=cwd, capture_output=True, text=True)
+    (cwd / "machine.yaml").write_text(
+        "frames: {workers: 1}\n"
+    )  # one ffmpeg at a time, as DVC would run it here
+    plan = subprocess.run(
+        stage_argv("plan_shards", cwd / "params.yaml"), cwd=cwd, capture_output=True, text=True
+    )
     assert plan.returncode == 0, plan.stderr  # extract_frames@0 reads its list, as under DVC
-    return subprocess.run(stage_argv("extract_frames", cwd / "params.yaml", "0"), cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(
+        stage_argv("extract_frames", cwd / "params.yaml", "0"),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_stage_script(clips, tmp_path: Path):
@@ -266,7 +319,9 @@ def test_stage_script(clips, tmp_path: Path):
     (tmp_path / "videos" / "b.mp4").write_bytes(b"")
     ok = run_script(tmp_path, 0.5)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads((tmp_path / "results/frames/shard-0/metrics.json").read_text())["frames"] == 10  # one shard
+    assert (
+        json.loads((tmp_path / "results/frames/shard-0/metrics.json").read_text())["frames"] == 10
+    )  # one shard
     assert FrameStore(tmp_path / "data/frames").exists("a/000009.jpg")
     failed = run_script(tmp_path, 0.0)
     assert failed.returncode == 1
@@ -283,7 +338,9 @@ def _shard_videos(clips, root: Path) -> None:
     (root / "b.mp4").write_bytes(b"")
 
 
-def test_plan_shards_lists_each_video_once_and_shards_extract_what_one_run_does(clips, tmp_path: Path):
+def test_plan_shards_lists_each_video_once_and_shards_extract_what_one_run_does(
+    clips, tmp_path: Path
+):
     """plan_shards puts every video in its shard's list, with its MD5 and any name rejection judged over
     every video; extracting each shard from its list gives the one-run manifest and rejections."""
     from demystify.frames_store import shard_of
@@ -295,19 +352,40 @@ def test_plan_shards_lists_each_video_once_and_shards_extract_what_one_run_does(
     _shard_videos(clips, root)
     assert [shard_of(v, 2) for v in ("b", "c", "v", "v/x")] == [0, 1, 1, 0]
     assert plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1]) == {0: 2, 1: 2}
-    lists = {k: pd.read_csv(tmp_path / f"shards/shard-{k}.csv", dtype=str, keep_default_na=False) for k in (0, 1)}
-    assert lists[1].to_dict("list") == {"file": ["c.mp4", "v.mp4"], "md5": [file_md5(root / "c.mp4"),
-                                        file_md5(root / "v.mp4")], "rejected": ["", ""]}
-    assert lists[0]["file"].tolist() == ["b.mp4", "v/x.mp4"] and lists[0]["md5"][0] == file_md5(root / "b.mp4")
-    assert "would collide with v.mp4's" in lists[0]["rejected"][1] and lists[0]["md5"][1] == ""  # rival: shard 1
+    lists = {
+        k: pd.read_csv(tmp_path / f"shards/shard-{k}.csv", dtype=str, keep_default_na=False)
+        for k in (0, 1)
+    }
+    assert lists[1].to_dict("list") == {
+        "file": ["c.mp4", "v.mp4"],
+        "md5": [file_md5(root / "c.mp4"), file_md5(root / "v.mp4")],
+        "rejected": ["", ""],
+    }
+    assert lists[0]["file"].tolist() == ["b.mp4", "v/x.mp4"] and lists[0]["md5"][0] == file_md5(
+        root / "b.mp4"
+    )
+    assert (
+        "would collide with v.mp4's" in lists[0]["rejected"][1] and lists[0]["md5"][1] == ""
+    )  # rival: shard 1
 
     whole = extract_all(root, tmp_path / "whole", params(), progress=False, workers=1)
-    shards = [extract_all(root, tmp_path / f"s{k}", params(), progress=False, workers=1,
-                          planned=read_plan(tmp_path / f"shards/shard-{k}.csv")) for k in (0, 1)]
+    shards = [
+        extract_all(
+            root,
+            tmp_path / f"s{k}",
+            params(),
+            progress=False,
+            workers=1,
+            planned=read_plan(tmp_path / f"shards/shard-{k}.csv"),
+        )
+        for k in (0, 1)
+    ]
     manifest = pd.concat([m for m, _ in shards]).sort_values(["video", "frame"], ignore_index=True)
     pd.testing.assert_frame_equal(manifest, whole[0])
     rejected = pd.concat([r for _, r in shards]).sort_values("file", ignore_index=True)
-    assert rejected.to_dict("list") == whole[1].to_dict("list")  # (an empty shard's table has no str dtype)
+    assert rejected.to_dict("list") == whole[1].to_dict(
+        "list"
+    )  # (an empty shard's table has no str dtype)
     assert rejected["file"].tolist() == ["b.mp4", "v/x.mp4"]
 
     # a shard no longer in frames.shards loses its list; the kept lists are rewritten as they were
@@ -328,24 +406,57 @@ def test_a_stale_shard_list_is_an_error_naming_the_video(clips, tmp_path: Path):
     _shard_videos(clips, root)
     plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1])
     listed = tmp_path / "shards/shard-1.csv"  # c.mp4, v.mp4
-    m = run_stage(videos_root=root, out_root=out, metrics_path=metrics, params=params(shards=[0, 1]),
-                  workers=1, shard=1, planned=read_plan(listed))
+    m = run_stage(
+        videos_root=root,
+        out_root=out,
+        metrics_path=metrics,
+        params=params(shards=[0, 1]),
+        workers=1,
+        shard=1,
+        planned=read_plan(listed),
+    )
     assert (m["videos_extracted"], m["videos_rejected"]) == (2, 0)
     kept = {p.name: p.read_bytes() for p in (*out.iterdir(), metrics)}
     put(clips["portrait"], root / "c.mp4")  # other bytes under the listed name
-    with pytest.raises(ExtractionError, match=r"video list is stale: c\.mp4 under .*videos changed since plan_shards"):
-        run_stage(videos_root=root, out_root=out, metrics_path=metrics, params=params(shards=[0, 1]),
-                  workers=1, shard=1, planned=read_plan(listed))
+    with pytest.raises(
+        ExtractionError,
+        match=r"video list is stale: c\.mp4 under .*videos changed since plan_shards",
+    ):
+        run_stage(
+            videos_root=root,
+            out_root=out,
+            metrics_path=metrics,
+            params=params(shards=[0, 1]),
+            workers=1,
+            shard=1,
+            planned=read_plan(listed),
+        )
     (root / "c.mp4").unlink()
     with pytest.raises(ExtractionError, match=r"stale: c\.mp4 .*or it is gone"):
-        run_stage(videos_root=root, out_root=out, metrics_path=metrics, params=params(shards=[0, 1]),
-                  workers=1, shard=1, planned=read_plan(listed))
+        run_stage(
+            videos_root=root,
+            out_root=out,
+            metrics_path=metrics,
+            params=params(shards=[0, 1]),
+            workers=1,
+            shard=1,
+            planned=read_plan(listed),
+        )
     assert {p.name: p.read_bytes() for p in (*out.iterdir(), metrics)} == kept  # nothing good lost
     put(clips["portrait"], root / "c.mp4")
     plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1])
-    m = run_stage(videos_root=root, out_root=out, metrics_path=metrics, params=params(shards=[0, 1]),
-                  workers=1, shard=1, planned=read_plan(listed))
+    m = run_stage(
+        videos_root=root,
+        out_root=out,
+        metrics_path=metrics,
+        params=params(shards=[0, 1]),
+        workers=1,
+        shard=1,
+        planned=read_plan(listed),
+    )
     manifest = pd.read_parquet(out / "manifest.parquet")
-    assert m["videos_extracted"] == 2 and manifest[manifest["video"] == "c"]["width"].iloc[0] == 32  # portrait now
+    assert (
+        m["videos_extracted"] == 2 and manifest[manifest["video"] == "c"]["width"].iloc[0] == 32
+    )  # portrait now
     with pytest.raises(ExtractionError, match=r"shard-9\.csv: cannot read the shard's video list"):
         read_plan(tmp_path / "shards/shard-9.csv")

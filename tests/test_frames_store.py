@@ -34,7 +34,13 @@ def zipped(clips, tmp_path_factory):
     assert rejected.empty
     manifest.to_parquet(d / "frames" / "manifest.parquet")  # as run_stage writes it
     for vid in ("a", "sub/b"):  # ffmpeg's own files, for comparison
-        extract_video(d / "videos" / f"{vid}.mp4", d / "loose" / vid, params.fps, params.size, params.jpeg_quality)
+        extract_video(
+            d / "videos" / f"{vid}.mp4",
+            d / "loose" / vid,
+            params.fps,
+            params.size,
+            params.jpeg_quality,
+        )
     return d, manifest
 
 
@@ -56,7 +62,9 @@ def test_every_reader_reads_the_same_pixels_and_md5(zipped):
         address = store.address(frame)
         assert address.endswith(".zip/" + frame.rsplit("/", 1)[1])
         assert store.md5(frame) == file_md5(loose)
-        assert np.array_equal(decode_rgb(address).numpy(), decode_rgb(loose).numpy())  # training, evaluation
+        assert np.array_equal(
+            decode_rgb(address).numpy(), decode_rgb(loose).numpy()
+        )  # training, evaluation
         assert image_size(address) == image_size(loose)
         frames = Frames(d / "frames", [frame])  # mine_pairs
         assert np.array_equal(frames[0], cv2.imread(str(loose)))
@@ -70,10 +78,14 @@ def test_pairs_keep_their_addresses_and_hashes(zipped):
     path = d / "pairs.parquet"
     hashed.to_parquet(path)
     (item,) = pair_items(path, d / "frames", crops=False)
-    assert np.array_equal(decode_rgb(item.path_b).numpy(), decode_rgb(d / "loose" / "a/000003.jpg").numpy())
+    assert np.array_equal(
+        decode_rgb(item.path_b).numpy(), decode_rgb(d / "loose" / "a/000003.jpg").numpy()
+    )
     # a frame whose bytes changed since mining is still refused, by name
     hashed.assign(md5_b="0" * 32).to_parquet(path)
-    with pytest.raises(DataError, match=r"1 frame\(s\) changed since the pairs were mined, e.g. a/000003.jpg"):
+    with pytest.raises(
+        DataError, match=r"1 frame\(s\) changed since the pairs were mined, e.g. a/000003.jpg"
+    ):
         pair_items(path, d / "frames", crops=False)
     hashed.assign(path_b="a/000999.jpg").to_parquet(path)
     with pytest.raises(DataError, match="1 frame.s. it points at are missing under .*a/000999.jpg"):
@@ -85,7 +97,9 @@ def test_frames_folder_as_an_image_corpus(zipped):
     items, _ = image_items(d / "frames")  # the moco_frames variant
     assert len(items) == len(manifest)
     first = items[0].path_a
-    assert np.array_equal(decode_rgb(first).numpy(), decode_rgb(d / "loose" / "a/000000.jpg").numpy())
+    assert np.array_equal(
+        decode_rgb(first).numpy(), decode_rgb(d / "loose" / "a/000000.jpg").numpy()
+    )
 
 
 def test_a_missing_member_or_zip_is_named(zipped, tmp_path):
@@ -111,9 +125,15 @@ def test_shard_of_is_stable_and_spreads():
 
 
 def test_shards_must_be_0_to_n_minus_1():
-    with pytest.raises(ValueError, match=r"shards \[0, 2\] must be 0, 1, ..., n-1 in order \(n = 2\)"):
+    with pytest.raises(
+        ValueError, match=r"shards \[0, 2\] must be 0, 1, ..., n-1 in order \(n = 2\)"
+    ):
         video_fixtures.frames_params(shards=[0, 2])
-    assert video_fixtures.frames_params(shards=[0, 1, 2]).shards == [0, 1, 2]  # and the default: one shard
+    assert video_fixtures.frames_params(shards=[0, 1, 2]).shards == [
+        0,
+        1,
+        2,
+    ]  # and the default: one shard
     assert video_fixtures.frames_params().shards == [0]
 
 
@@ -122,22 +142,42 @@ def test_leftovers_remove_shards_no_longer_in_params(tmp_path):
     the current shards and DVC's .gitignore stay, and a variant folder is judged as before."""
     from demystify.leftovers import prune
 
-    for rel in ["data/frames/shard-0/a.zip", "data/frames/shard-1/b.zip", "data/frames/shard-2/c.zip",
-                "data/frames/old_video/000000.jpg", "data/frames/manifest.parquet", "results/frames/metrics.json",
-                "results/frames/shard-0/metrics.json", "results/frames/shard-2/metrics.json",
-                "results/pretrain/gone/summary.json", "results/pretrain/kept/summary.json",
-                "data/shards/shard-0.csv", "data/shards/shard-2.csv"]:
+    for rel in [
+        "data/frames/shard-0/a.zip",
+        "data/frames/shard-1/b.zip",
+        "data/frames/shard-2/c.zip",
+        "data/frames/old_video/000000.jpg",
+        "data/frames/manifest.parquet",
+        "results/frames/metrics.json",
+        "results/frames/shard-0/metrics.json",
+        "results/frames/shard-2/metrics.json",
+        "results/pretrain/gone/summary.json",
+        "results/pretrain/kept/summary.json",
+        "data/shards/shard-0.csv",
+        "data/shards/shard-2.csv",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     (tmp_path / "data/frames/.gitignore").write_text("/shard-0\n/shard-1\n/shard-2\n")
     removed = prune(tmp_path, ["kept"], shards=[0, 1])
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
-        "data/frames/manifest.parquet", "data/frames/old_video", "data/frames/shard-2", "data/shards/shard-2.csv",
+        "data/frames/manifest.parquet",
+        "data/frames/old_video",
+        "data/frames/shard-2",
+        "data/shards/shard-2.csv",
         "results/frames/metrics.json",
-        "results/frames/shard-2", "results/pretrain/gone"]
+        "results/frames/shard-2",
+        "results/pretrain/gone",
+    ]
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert left == ["data/frames/.gitignore", "data/frames/shard-0/a.zip", "data/frames/shard-1/b.zip",
-                    "data/shards/shard-0.csv", "results/frames/shard-0/metrics.json", "results/pretrain/kept/summary.json"]
+    assert left == [
+        "data/frames/.gitignore",
+        "data/frames/shard-0/a.zip",
+        "data/frames/shard-1/b.zip",
+        "data/shards/shard-0.csv",
+        "results/frames/shard-0/metrics.json",
+        "results/pretrain/kept/summary.json",
+    ]
     assert (tmp_path / "data/frames/.gitignore").read_text() == "/shard-0\n/shard-1\n"
 
 
@@ -151,8 +191,12 @@ def test_a_video_left_in_an_older_shard_folder_is_refused_by_name(zipped, tmp_pa
         shutil.copy(d / "frames" / "a.zip", root / shard / "a.zip")
         manifest[manifest["video"] == "a"].to_parquet(root / shard / "manifest.parquet")
     for read in (lambda: read_manifest(root), lambda: FrameStore(root).frame_addresses()):
-        with pytest.raises(FramesError, match=r"1 video\(s\) in more than one shard folder \(first: a\).*leftovers"):
+        with pytest.raises(
+            FramesError, match=r"1 video\(s\) in more than one shard folder \(first: a\).*leftovers"
+        ):
             read()
     shutil.rmtree(root / "shard-1")  # what `python -m demystify.leftovers` does
     assert len(read_manifest(root)) == (manifest["video"] == "a").sum()
-    assert [f for f, _ in FrameStore(root).frame_addresses()] == manifest.loc[manifest["video"] == "a", "path"].tolist()
+    assert [f for f, _ in FrameStore(root).frame_addresses()] == manifest.loc[
+        manifest["video"] == "a", "path"
+    ].tolist()

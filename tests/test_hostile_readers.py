@@ -38,8 +38,17 @@ def _link(target: Path, link: Path) -> None:
 
 def test_listing_without_symlinks_is_sorted_rglob(tmp_path):
     """The order the committed results depend on: Path-sorted, exactly what rglob gave."""
-    for rel in ("b/x.png", "a/2.jpg", "a/10.JPG", "a/sub/1.png", "a-b/0.png", "a.b/0.jpeg", "top.png",
-                "a/notes.txt", ".hidden/3.png"):
+    for rel in (
+        "b/x.png",
+        "a/2.jpg",
+        "a/10.JPG",
+        "a/sub/1.png",
+        "a-b/0.png",
+        "a.b/0.jpeg",
+        "top.png",
+        "a/notes.txt",
+        ".hidden/3.png",
+    ):
         _png(tmp_path / rel) if not rel.endswith(".txt") else (tmp_path / rel).write_text("x")
     old = sorted(p for p in tmp_path.rglob("*") if p.suffix.lower() in datasets.IMAGE_SUFFIXES)
     assert datasets._images(tmp_path) == old and len(old) == 8
@@ -64,9 +73,14 @@ def test_symlink_loop_terminates_and_is_reported(tmp_path, capsys):
     _png(corpus / "a" / "1.png")
     _png(corpus / "b" / "2.png")
     _link(corpus, corpus / "a" / "back_to_root")  # a/back_to_root -> corpus: a loop
-    _link(corpus / "a" / "self", corpus / "a" / "self")  # a link to itself: broken, a file, not an image
+    _link(
+        corpus / "a" / "self", corpus / "a" / "self"
+    )  # a link to itself: broken, a file, not an image
     paths = [p.relative_to(corpus).as_posix() for p in datasets._images(corpus)]
-    assert paths == ["a/1.png", "b/2.png"]  # the link leads to one of its own ancestors: not entered
+    assert paths == [
+        "a/1.png",
+        "b/2.png",
+    ]  # the link leads to one of its own ancestors: not entered
     err = capsys.readouterr().err
     assert "symlink loop" in err and "back_to_root" in err
 
@@ -82,7 +96,9 @@ def test_unlistable_folder_is_named(tmp_path, monkeypatch):
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", refusing)
-    with pytest.raises(datasets.DataError, match=r"locked: cannot list folder \(Permission denied\)"):
+    with pytest.raises(
+        datasets.DataError, match=r"locked: cannot list folder \(Permission denied\)"
+    ):
         datasets._images(tmp_path)
 
 
@@ -115,10 +131,14 @@ def test_pairs_manifest_paths_stay_in_the_frames_folder(tmp_path):
     assert len(datasets.pair_items(manifest, frames, crops=True)) == 1
     for bad in ("../secret.jpg", str(tmp_path / "secret.jpg"), None):
         pd.DataFrame({"path_a": ["v/1.jpg"], "path_b": [bad], **box}).to_parquet(manifest)
-        with pytest.raises(datasets.DataError, match=r"pairs\.parquet: 1 frame path\(s\) point outside"):
+        with pytest.raises(
+            datasets.DataError, match=r"pairs\.parquet: 1 frame path\(s\) point outside"
+        ):
             datasets.pair_items(manifest, frames, crops=False)
     pd.DataFrame({"path_a": ["v/1.jpg"], "path_b": ["v/2.jpg"]}).to_parquet(manifest)
-    with pytest.raises(datasets.DataError, match=r"pairs\.parquet: not a pairs manifest \(no column a_x"):
+    with pytest.raises(
+        datasets.DataError, match=r"pairs\.parquet: not a pairs manifest \(no column a_x"
+    ):
         datasets.pair_items(manifest, frames, crops=True)
     manifest.write_bytes(b"PAR1 not really")
     with pytest.raises(datasets.DataError, match=r"pairs\.parquet: not a readable parquet file"):
@@ -172,12 +192,17 @@ def _pascal3d(root: Path, names: list[str]) -> None:
     for name in names:
         _png(root / "Images" / "car_imagenet" / f"{name}.JPEG")
         objects = np.zeros((1, 1), dtype=[("bbox", object), ("viewpoint", object)])
-        objects[0, 0] = (np.array([[1.0, 1.0, 6.0, 6.0]]), {"azimuth_coarse": 40.0, "elevation_coarse": 10.0})
+        objects[0, 0] = (
+            np.array([[1.0, 1.0, 6.0, 6.0]]),
+            {"azimuth_coarse": 40.0, "elevation_coarse": 10.0},
+        )
         path = root / "Annotations" / "car_imagenet" / f"{name}.mat"
         path.parent.mkdir(parents=True, exist_ok=True)
         savemat(path, {"record": {"objects": objects}})
     (root / "Image_sets").mkdir(parents=True, exist_ok=True)
-    (root / "Image_sets" / "car_imagenet_train.txt").write_text("".join(f"{n}\n" for n in names[:-1]))
+    (root / "Image_sets" / "car_imagenet_train.txt").write_text(
+        "".join(f"{n}\n" for n in names[:-1])
+    )
     (root / "Image_sets" / "car_imagenet_val.txt").write_text(f"{names[-1]}\n")
 
 
@@ -204,7 +229,9 @@ def test_pascal3d_good_then_hostile(tmp_path):
         readers.pascal3d(root)
     _pascal3d(tmp_path, ["secret"])  # a real annotated image outside the root
     (lists / "car_imagenet_val.txt").write_text("c\n../../Annotations/car_imagenet/secret\n")
-    with pytest.raises(readers.SetError, match=r"car_imagenet_val\.txt: entry '\.\./\.\./.*secret' points outside"):
+    with pytest.raises(
+        readers.SetError, match=r"car_imagenet_val\.txt: entry '\.\./\.\./.*secret' points outside"
+    ):
         readers.pascal3d(root)
     (lists / "car_imagenet_val.txt").write_text(f"{tmp_path}/Annotations/car_imagenet/secret\n")
     with pytest.raises(readers.SetError, match="points outside"):
@@ -212,13 +239,17 @@ def test_pascal3d_good_then_hostile(tmp_path):
     (lists / "car_imagenet_val.txt").write_text("c\n")
 
     (lists / "car_pascal.txt").write_text("\nb\n")
-    with pytest.raises(readers.SetError, match=r"car_pascal\.txt:2: expected 'name box_index', got 'b'"):
+    with pytest.raises(
+        readers.SetError, match=r"car_pascal\.txt:2: expected 'name box_index', got 'b'"
+    ):
         readers.pascal3d(root)
     (lists / "car_pascal.txt").write_text("a -1\n")
     with pytest.raises(readers.SetError, match=r"car_pascal\.txt:1: expected 'name box_index'"):
         readers.pascal3d(root)
     (lists / "car_pascal.txt").write_text("../car_imagenet/a 0\n")
-    with pytest.raises(readers.SetError, match=r"car_pascal\.txt:1: entry '\.\./car_imagenet/a' points outside"):
+    with pytest.raises(
+        readers.SetError, match=r"car_pascal\.txt:1: entry '\.\./car_imagenet/a' points outside"
+    ):
         readers.pascal3d(root)
 
 
@@ -236,7 +267,10 @@ def test_voc_lists(tmp_path):
         labelled.voc07_classification(tmp_path, "trainval")
     for cls in labelled.VOC_CLASSES:
         (main / f"{cls}_trainval.txt").write_text("000001 1\n../../etc/x -1\n")
-    with pytest.raises(labelled.LabelError, match=r"aeroplane_trainval\.txt: entry '\.\./\.\./etc/x' points outside"):
+    with pytest.raises(
+        labelled.LabelError,
+        match=r"aeroplane_trainval\.txt: entry '\.\./\.\./etc/x' points outside",
+    ):
         labelled.voc07_classification(tmp_path, "trainval")
 
     seg = tmp_path / "ImageSets" / "Segmentation"
@@ -266,7 +300,9 @@ def test_world_and_ade20k_tables(tmp_path):
     assert labelled.ade20k_segmentation(ade, "train", num_classes=1).classes == ["wall"]
     for content in (b"", b"Idx,Ratio\n1,0.1\n", b"Idx,Name\n1,\xff\xfe\n"):
         (ade / "objectInfo150.csv").write_bytes(content)
-        with pytest.raises(labelled.LabelError, match=r"objectInfo150\.csv: not ADE20K's class table"):
+        with pytest.raises(
+            labelled.LabelError, match=r"objectInfo150\.csv: not ADE20K's class table"
+        ):
             labelled.ade20k_segmentation(ade, "train")
 
 
@@ -279,13 +315,31 @@ def test_evaluate_stage_prints_one_line(tmp_path, monkeypatch, capsys):
         _png(tmp_path / "aloi" / f"aloi_red2_{kind}" / "png2" / "1" / "1_r0.png")
     _got_split(tmp_path / "got", ["seq1"])
     (tmp_path / "got" / "list.txt").write_text("seq1\n../../../etc\n")
-    spec = importlib.util.spec_from_file_location("evaluate_stage_script", ROOT / "stages" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_stage_script", ROOT / "stages" / "evaluate.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     monkeypatch.chdir(ROOT)  # params.yaml
-    rc = script.main(["invariance", "moco_tracker", "--backbone", str(tmp_path / "none.pt"), "--aloi",
-                      str(tmp_path / "aloi"), "--got10k", str(tmp_path / "got"), "--pascal3d", str(tmp_path / "p3d"),
-                      "--out", str(tmp_path / "o1")])
+    rc = script.main(
+        [
+            "invariance",
+            "moco_tracker",
+            "--backbone",
+            str(tmp_path / "none.pt"),
+            "--aloi",
+            str(tmp_path / "aloi"),
+            "--got10k",
+            str(tmp_path / "got"),
+            "--pascal3d",
+            str(tmp_path / "p3d"),
+            "--out",
+            str(tmp_path / "o1"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "Traceback" not in err
-    assert err.startswith("evaluate_invariance@moco_tracker: ") and "got/list.txt: entry '../../../etc'" in err
+    assert (
+        err.startswith("evaluate_invariance@moco_tracker: ")
+        and "got/list.txt: entry '../../../etc'" in err
+    )

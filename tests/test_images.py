@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _pattern(h: int = 12, w: int = 16) -> np.ndarray:
     """(h, w, 3) uint8 RGB, every pixel different."""
     y, x = np.mgrid[:h, :w]
-    return np.stack([(7 * x + 3 * y) % 256, (5 * y + 11) % 256, (x * y + 40) % 256], axis=2).astype(np.uint8)
+    return np.stack([(7 * x + 3 * y) % 256, (5 * y + 11) % 256, (x * y + 40) % 256], axis=2).astype(
+        np.uint8
+    )
 
 
 def _save(path: Path, rgb: np.ndarray, mode: str = "RGB") -> Path:
@@ -52,7 +54,12 @@ def test_16_bit_pngs_reach_training_and_evaluation_at_8_bits(tmp_path):
     grey16 = tmp_path / "c" / "grey16.png"
     cv2.imwrite(str(grey16), rgb[..., 0].astype(np.uint16) * 257)
     red = tmp_path / "c" / "red.png"  # the tester's constant red 200, at 16 bits
-    cv2.imwrite(str(red), np.dstack([np.zeros((8, 8)), np.zeros((8, 8)), np.full((8, 8), 200 * 257)]).astype(np.uint16))
+    cv2.imwrite(
+        str(red),
+        np.dstack([np.zeros((8, 8)), np.zeros((8, 8)), np.full((8, 8), 200 * 257)]).astype(
+            np.uint16
+        ),
+    )
 
     expected = torch.from_numpy(rgb).permute(2, 0, 1)
     items, _ = image_items(tmp_path)
@@ -63,7 +70,9 @@ def test_16_bit_pngs_reach_training_and_evaluation_at_8_bits(tmp_path):
         assert torch.equal(reader(sixteen), expected)  # not the low byte
         assert torch.equal(reader(grey16), expected[:1].expand(3, -1, -1))
         red8 = reader(red)
-        assert red8.dtype == torch.uint8 and red8[0].unique().tolist() == [200] and red8[1:].max() == 0
+        assert (
+            red8.dtype == torch.uint8 and red8[0].unique().tolist() == [200] and red8[1:].max() == 0
+        )
 
     between = tmp_path / "between.png"  # a grey that is no multiple of 257: scaled and rounded
     cv2.imwrite(str(between), np.array([[0, 255, 32767, 51600, 65535]], np.uint16))
@@ -80,7 +89,10 @@ def test_every_mode_becomes_rgb_uint8(tmp_path, mode):
     assert out.dtype == torch.uint8 and out.shape == (3, 12, 16)
     assert torch.equal(out, torch.from_numpy(reference).permute(2, 0, 1))
     if mode in ("RGBA", "LA"):  # the colour kept, the alpha dropped
-        assert torch.equal(out, images.decode_rgb(_save(tmp_path / "y.png", rgb, mode[:-1] if mode == "LA" else "RGB")))
+        assert torch.equal(
+            out,
+            images.decode_rgb(_save(tmp_path / "y.png", rgb, mode[:-1] if mode == "LA" else "RGB")),
+        )
 
 
 # --- one list of image suffixes -----------------------------------------------------------------
@@ -128,27 +140,37 @@ def test_files_skipped_for_their_suffix_are_counted_and_named(tmp_path, capsys):
     assert len(items) == 3  # every image kept
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0].startswith(f"corpus {corpus}: skipped 3 file(s) that are not images by suffix "
-                             "(.gif: cat/anim.gif; .txt: cat/notes.txt; no suffix: cat/README;")
+    assert err[0].startswith(
+        f"corpus {corpus}: skipped 3 file(s) that are not images by suffix "
+        "(.gif: cat/anim.gif; .txt: cat/notes.txt; no suffix: cat/README;"
+    )
     assert "annotations.csv" not in err[0] and ".gitkeep" not in err[0]
 
     (tmp_path / "split" / "dog").mkdir(parents=True)
     _save(tmp_path / "split" / "dog" / "0.png", _pattern())
     (tmp_path / "split" / "dog" / "a.txt").write_text("x")
     assert len(folder_classification(tmp_path, "split").paths) == 1
-    assert "skipped 1 file(s) that are not images by suffix (.txt: dog/a.txt;" in capsys.readouterr().err
+    assert (
+        "skipped 1 file(s) that are not images by suffix (.txt: dog/a.txt;"
+        in capsys.readouterr().err
+    )
 
 
 # --- the pixel cap ------------------------------------------------------------------------------
 
 
 def test_an_image_over_the_pixel_cap_is_named_before_decoding(tmp_path, monkeypatch):
-    small, big = _save(tmp_path / "c" / "a.png", _pattern(8, 8)), _save(tmp_path / "c" / "b.png", _pattern(20, 30))
+    small, big = (
+        _save(tmp_path / "c" / "a.png", _pattern(8, 8)),
+        _save(tmp_path / "c" / "b.png", _pattern(20, 30)),
+    )
     monkeypatch.setattr(images, "MAX_PIXELS", 400)
     decoded = []
     real = images._rgb8
     monkeypatch.setattr(images, "_rgb8", lambda im: decoded.append(im.size) or real(im))
-    with pytest.raises(images.ImageError, match=r"b\.png: image of 30x20 = 600 pixels is over the cap of 400"):
+    with pytest.raises(
+        images.ImageError, match=r"b\.png: image of 30x20 = 600 pixels is over the cap of 400"
+    ):
         images.decode_rgb(big)
     assert decoded == []  # refused from its header
     with pytest.raises(FeatureError, match=r"b\.png: image of 30x20"):
@@ -179,9 +201,14 @@ def _padded_reference(samples: list[dict]) -> dict[str, torch.Tensor]:
         stack[k, :, ih:, :iw] = im[:, -1:, :]
         stack[k, :, :, iw:] = stack[k, :, :, iw - 1 : iw]
     views = len(samples[0]["paths"])
-    return {"images": stack, "sources": torch.tensor([[slots[s["paths"][v]] for s in samples] for v in range(views)]),
-            "regions": torch.tensor([[s["regions"][v] for s in samples] for v in range(views)], dtype=torch.float64),
-            "uniforms": torch.from_numpy(np.stack([s["uniforms"] for s in samples], axis=1))}
+    return {
+        "images": stack,
+        "sources": torch.tensor([[slots[s["paths"][v]] for s in samples] for v in range(views)]),
+        "regions": torch.tensor(
+            [[s["regions"][v] for s in samples] for v in range(views)], dtype=torch.float64
+        ),
+        "uniforms": torch.from_numpy(np.stack([s["uniforms"] for s in samples], axis=1)),
+    }
 
 
 def _mixed_items(tmp_path: Path) -> list[Item]:
@@ -190,23 +217,37 @@ def _mixed_items(tmp_path: Path) -> list[Item]:
     crop box, some cut at the image's edge."""
     rng = np.random.default_rng(0)
     paths = []
-    for k, (w, h, suffix) in enumerate([(64, 64, ".png")] * 5 + [(128, 128, ".png")] * 5 + [(160, 120, ".jpg")] * 5
-                                       + [(420, 300, ".png")]):
-        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 3)  # texture, not noise
-        cv2.rectangle(img, (w // 4, h // 4), (w // 2 + k, h // 2 + k), (int(rng.integers(256)), 40, 200), -1)
+    for k, (w, h, suffix) in enumerate(
+        [(64, 64, ".png")] * 5
+        + [(128, 128, ".png")] * 5
+        + [(160, 120, ".jpg")] * 5
+        + [(420, 300, ".png")]
+    ):
+        img = cv2.GaussianBlur(
+            rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 3
+        )  # texture, not noise
+        cv2.rectangle(
+            img, (w // 4, h // 4), (w // 2 + k, h // 2 + k), (int(rng.integers(256)), 40, 200), -1
+        )
         cv2.imwrite(str(tmp_path / f"{k:02d}{suffix}"), img)
         paths.append(tmp_path / f"{k:02d}{suffix}")
     boxes = [None, (3.2, 4.0, 30.5, 20.0), (40.0, 30.0, 88.0, 98.0), None]
     return [Item(str(p), box_a=boxes[i % 4]) for i, p in enumerate(paths)]
 
 
-@pytest.mark.parametrize("method, size, min_scale", [("moco", 48, 0.5), ("moco", 96, 0.2), ("supervised", 32, 0.2)])
+@pytest.mark.parametrize(
+    "method, size, min_scale", [("moco", 48, 0.5), ("moco", 96, 0.2), ("supervised", 32, 0.2)]
+)
 def test_crop_batches_equal_whole_image_batches(tmp_path, monkeypatch, method, size, min_scale):
     aug = ba.for_method(method, size, min_scale)
     dataset = DecodedViews(_mixed_items(tmp_path), seed=5, labelled=method == "supervised")
     samples = [dataset[(i, 3)] for i in range(len(dataset))]
     whole = _padded_reference(samples)
-    assert all(torch.equal(whole[k], v) for k, v in collate_views(samples, aug.crop_boxes).items() if k in whole)
+    assert all(
+        torch.equal(whole[k], v)
+        for k, v in collate_views(samples, aug.crop_boxes).items()
+        if k in whole
+    )
     monkeypatch.setattr(datasets, "WHOLE_BATCH_BYTES", 0)  # force the crops
     crops = collate_views(samples, aug.crop_boxes)
     assert crops["images"].numel() < whole["images"].numel() / 2
@@ -225,28 +266,41 @@ def test_crop_batches_equal_whole_image_batches(tmp_path, monkeypatch, method, s
 def test_one_huge_image_no_longer_pads_its_batch(tmp_path):
     """A batch of 8 small images and a large one: the whole-image batch is 9 large images, the crop
     batch a page for the large crop and one for the small ones; the same views either way."""
-    paths = [_save(tmp_path / f"{i}.png", np.roll(_pattern(48, 64), 3 * i, axis=0)) for i in range(8)]
+    paths = [
+        _save(tmp_path / f"{i}.png", np.roll(_pattern(48, 64), 3 * i, axis=0)) for i in range(8)
+    ]
     paths.append(_save(tmp_path / "huge.png", cv2.resize(_pattern(48, 64), (2600, 2000))))
     aug = ba.for_method("moco", 32, 0.2)
     dataset = DecodedViews([Item(str(p)) for p in paths], seed=1)
     batch = collate_views([dataset[(i, 0)] for i in range(len(paths))], aug.crop_boxes)
-    assert batch["images"].numel() <= 2 * 3 * 2002 * 2602 and batch["images"].numel() < 9 * 3 * 2000 * 2600 / 4
+    assert (
+        batch["images"].numel() <= 2 * 3 * 2002 * 2602
+        and batch["images"].numel() < 9 * 3 * 2000 * 2600 / 4
+    )
     single = collate_views([dataset[(0, 0)]], aug.crop_boxes)  # sample 0 alone: whole images
     for v in range(2):
-        alone = aug(single["images"], single["sources"][v], single["regions"][v], single["uniforms"][v])
-        inside = aug(batch["images"], batch["sources"][v], batch["regions"][v], batch["uniforms"][v])[:1]
+        alone = aug(
+            single["images"], single["sources"][v], single["regions"][v], single["uniforms"][v]
+        )
+        inside = aug(
+            batch["images"], batch["sources"][v], batch["regions"][v], batch["uniforms"][v]
+        )[:1]
         assert torch.allclose(alone, inside, atol=1e-4, rtol=0)
 
 
 def test_batches_do_not_depend_on_the_number_of_workers(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "WHOLE_BATCH_BYTES", 0)  # the crop path (workers inherit it by fork)
+    monkeypatch.setattr(
+        datasets, "WHOLE_BATCH_BYTES", 0
+    )  # the crop path (workers inherit it by fork)
     dataset = DecodedViews(_mixed_items(tmp_path), seed=2, resident=False)
     collate = functools.partial(collate_views, crop_boxes=ba.for_method("moco", 48, 0.5).crop_boxes)
 
     def batches(workers: int) -> list[dict]:
         sampler = train.StreamSampler(len(dataset), 4, train.Runtime(), seed=0)
         sampler.set_range(0, 3)
-        loader = DataLoader(dataset, batch_size=4, sampler=sampler, collate_fn=collate, num_workers=workers)
+        loader = DataLoader(
+            dataset, batch_size=4, sampler=sampler, collate_fn=collate, num_workers=workers
+        )
         return list(train._batches(loader))
 
     for a, b in zip(batches(0), batches(2), strict=True):
@@ -283,7 +337,9 @@ def test_a_worker_error_is_the_one_line_it_is_without_workers(tmp_path):
             list(train._batches(loader))
         messages.append(str(caught.value))
     assert messages[0] == messages[1]
-    assert "\n" not in messages[1] and messages[1].startswith(f"{tmp_path / '3.png'}: cannot read image")
+    assert "\n" not in messages[1] and messages[1].startswith(
+        f"{tmp_path / '3.png'}: cannot read image"
+    )
     assert train.worker_message("plain message") == "plain message"
 
 

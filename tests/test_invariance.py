@@ -54,6 +54,7 @@ def reference_score(feat, instance, classes, k):
 
 # --- the score -----------------------------------------------------------------------------------
 
+
 def test_ties_use_ge_globally_and_gt_locally():
     # C = 2 -> P = 50; N = 6 -> index 3; t = s = 1; G = 4/6.
     # set a (0, 0, 1): none > 1, two < 1 -> 2/3; set b (1, 1, 2): one > 1 -> 1/3.
@@ -86,7 +87,9 @@ def test_small_sets_are_skipped_and_empty_classes_count_zero():
     instance = np.array([0, 0, 0, 1, 1, 1, 2, 2])
     classes = np.array(["a", "a", "a", "b", "b", "b", "c", "c"])
     expected = 16 / 27 * (100 - 200 / 3)
-    assert invariance_scores(feat, instance, classes, ks=(1,))[1] == pytest.approx(expected, abs=1e-9)
+    assert invariance_scores(feat, instance, classes, ks=(1,))[1] == pytest.approx(
+        expected, abs=1e-9
+    )
     assert reference_score(feat, instance, classes, 1) == pytest.approx(expected, abs=1e-9)
 
 
@@ -99,7 +102,10 @@ def test_class_mean_before_scaling_and_top_k():
         classes = np.repeat(rng.integers(0, 4, n_sets), per).astype(str)
         got = invariance_scores(feat, instance, classes, ks=(10, 25))
         for k in (10, 25):
-            assert got[k] == pytest.approx(reference_score(feat, instance, classes, k), abs=1e-6), (trial, k)
+            assert got[k] == pytest.approx(reference_score(feat, instance, classes, k), abs=1e-6), (
+                trial,
+                k,
+            )
 
 
 def test_bad_score_inputs_are_named():
@@ -113,6 +119,7 @@ def test_bad_score_inputs_are_named():
 
 
 # --- readers on tiny fixtures in the public layouts ----------------------------------------------
+
 
 def _image(path, size=(24, 32), value=0):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +157,9 @@ def test_got10k_occlusion_reader_keeps_the_papers_rules(tmp_path):
     _got_video(root, "GOT-10k_Train_000001", covers_a)
     _got_video(root, "GOT-10k_Train_000002", covers_b)
     _got_video(root, "GOT-10k_Train_000003", covers_c, cls="sea turtle")
-    (root / "list.txt").write_text("GOT-10k_Train_000001\nGOT-10k_Train_000002\nGOT-10k_Train_000003\n")
+    (root / "list.txt").write_text(
+        "GOT-10k_Train_000001\nGOT-10k_Train_000002\nGOT-10k_Train_000003\n"
+    )
     s = readers.got10k_occlusion(root, seed=1992)
     assert s.instance.tolist() == [0] * 4 + [1] * 4  # levels 1, 3, 7, 8 and 0, 2, 4, 8
     assert s.classes.tolist() == ["mug"] * 4 + ["sea_turtle"] * 4
@@ -174,26 +183,38 @@ def _pascal3d_record(path, objects):
     dtype = [("class", object), ("bbox", object), ("viewpoint", object)]
     arr = np.zeros((1, len(objects)), dtype=dtype)
     for i, (cls, box, az, el) in enumerate(objects):
-        arr[0, i] = (cls, np.array([box], float), {"azimuth_coarse": az, "elevation_coarse": el, "distance": 5.0})
+        arr[0, i] = (
+            cls,
+            np.array([box], float),
+            {"azimuth_coarse": az, "elevation_coarse": el, "distance": 5.0},
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     savemat(path, {"record": {"filename": path.stem + ".JPEG", "objects": arr}})
 
 
 def test_pascal3d_reader_bins_and_sets(tmp_path):
     root = tmp_path / "PASCAL3D+_release1.1"
-    views = {"car": [(10, 5), (190, 35), (40, 10), (220, 40), (70, 80)], "chair": [(15, 5), (100, 50), (195, 10)]}
+    views = {
+        "car": [(10, 5), (190, 35), (40, 10), (220, 40), (70, 80)],
+        "chair": [(15, 5), (100, 50), (195, 10)],
+    }
     for cls, vs in views.items():
         names = [f"n0000_{i}" for i in range(len(vs))]
         for name, (az, el) in zip(names, vs, strict=True):
             _image(root / "Images" / f"{cls}_imagenet" / f"{name}.JPEG")
-            _pascal3d_record(root / "Annotations" / f"{cls}_imagenet" / f"{name}.mat", [(cls, [3, 4, 20, 18], az, el)])
+            _pascal3d_record(
+                root / "Annotations" / f"{cls}_imagenet" / f"{name}.mat",
+                [(cls, [3, 4, 20, 18], az, el)],
+            )
         (root / "Image_sets").mkdir(parents=True, exist_ok=True)
         (root / "Image_sets" / f"{cls}_imagenet_train.txt").write_text("\n".join(names[:-1]) + "\n")
         (root / "Image_sets" / f"{cls}_imagenet_val.txt").write_text(names[-1] + "\n")
     # the PASCAL part: "name object_index" lines, the second object of a two-object record
     _image(root / "Images" / "car_pascal" / "2008_000001.jpg")
-    _pascal3d_record(root / "Annotations" / "car_pascal" / "2008_000001.mat",
-                     [("car", [1, 1, 5, 5], 300, 0), ("car", [2, 2, 22, 20], 100, 20)])
+    _pascal3d_record(
+        root / "Annotations" / "car_pascal" / "2008_000001.mat",
+        [("car", [1, 1, 5, 5], 300, 0), ("car", [2, 2, 22, 20], 100, 20)],
+    )
     (root / "Image_sets" / "car_pascal.txt").write_text("2008_000001 1\n")
     sets = readers.pascal3d(root)
     inst, view = sets["pascal3d_instance"], sets["pascal3d_instance_viewpoint"]
@@ -214,17 +235,23 @@ def test_pascal3d_reader_bins_and_sets(tmp_path):
 
 # --- features, files, bad inputs -----------------------------------------------------------------
 
+
 def test_feature_file_recomputes_the_same_score(tmp_path):
     rng = np.random.default_rng(1)
     feat = rng.normal(size=(30, 32)).astype(np.float32)
-    s = readers.EvalSet("x", [f"img{i}.png" for i in range(30)], np.repeat(np.arange(10), 3),
-                        np.repeat(np.arange(5), 6).astype(str))
+    s = readers.EvalSet(
+        "x",
+        [f"img{i}.png" for i in range(30)],
+        np.repeat(np.arange(10), 3),
+        np.repeat(np.arange(5), 6).astype(str),
+    )
     write_features(tmp_path / "x.npz", feat, s)
     with np.load(tmp_path / "x.npz") as f:
         assert f["feat"].dtype == np.float32 and f["path"].tolist() == s.paths
         for k in (10, 25):
             assert reference_score(f["feat"], f["instance"], f["classes"], k) == pytest.approx(
-                score_file(tmp_path / "x.npz")[k], abs=1e-6)
+                score_file(tmp_path / "x.npz")[k], abs=1e-6
+            )
 
 
 def test_features_and_bad_models(tmp_path):
@@ -238,8 +265,14 @@ def test_features_and_bad_models(tmp_path):
     model = load_model(tmp_path / "r18.pt", "resnet18", "cpu")
     feat = extract(model, paths, [None, (2, 2, 10, 10), None], 32, "cpu", batch_size=2)
     assert feat.shape == (3, 512) and np.isfinite(feat).all()
-    again = extract(load_model(tmp_path / "r18.pt", "resnet18", "cpu"), paths, [None, (2, 2, 10, 10), None], 32,
-                    "cpu", batch_size=2)
+    again = extract(
+        load_model(tmp_path / "r18.pt", "resnet18", "cpu"),
+        paths,
+        [None, (2, 2, 10, 10), None],
+        32,
+        "cpu",
+        batch_size=2,
+    )
     assert np.array_equal(feat, again)  # deterministic
     assert not np.allclose(feat[0], feat[1])  # the crop and the image both matter
     with pytest.raises(CheckpointError, match="r18.pt: does not fit the model"):
@@ -248,7 +281,9 @@ def test_features_and_bad_models(tmp_path):
     with pytest.raises(FeatureError, match="bad.png: cannot read image"):
         extract(model, [str(tmp_path / "bad.png")], None, 32, "cpu")
     # an official-MoCo-style checkpoint (DDP + encoder_q prefixes, a classifier) loads as a backbone
-    official = {"state_dict": {f"module.encoder_q.{k}": v for k, v in plain_backbone_state(net).items()}}
+    official = {
+        "state_dict": {f"module.encoder_q.{k}": v for k, v in plain_backbone_state(net).items()}
+    }
     official["state_dict"]["module.encoder_q.fc.0.weight"] = torch.zeros(2, 512)
     official["state_dict"]["module.encoder_k.conv1.weight"] = torch.zeros(1)
     torch.save(official, tmp_path / "moco_v2_200ep.pth.tar")

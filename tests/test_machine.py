@@ -22,30 +22,51 @@ def test_the_committed_file_is_the_defaults_and_auto_follows_the_cpu_set():
     assert committed == machine.parse({}, "none")  # a missing file or key: the committed values
     cpus = len(os.sched_getaffinity(0))
     assert committed.frames_workers == committed.pairs_workers == cpus
-    assert (committed.pretrain_workers, committed.resident_mb, committed.checkpoint_every) == (2, 4096, 50)
+    assert (committed.pretrain_workers, committed.resident_mb, committed.checkpoint_every) == (
+        2,
+        4096,
+        50,
+    )
     loader = machine.parse({"pretrain": {"workers": "auto", "resident_mb": "auto"}}, "m.yaml")
     assert loader.pretrain_workers == min(machine.LOADER_AUTO_MAX, cpus - 1)
     assert loader.resident_mb == config.memory_bytes() // 2 // 2**20 > 0
     assert loader.checkpoint_every == 50  # the keys not given keep their defaults
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("pretrain: {workers: -1}", r"m\.yaml: pretrain\.workers = -1: expected an integer >= 0 or auto"),
-    ("frames: {workers: 0}", r"m\.yaml: frames\.workers = 0: expected an integer >= 1 or auto"),
-    ("pretrain: {checkpoint_every: auto}", r"m\.yaml: pretrain\.checkpoint_every = 'auto': expected an integer >= 1$"),
-    ("pretrain: {resident_mb: '4096'}", r"m\.yaml: pretrain\.resident_mb = '4096': expected an integer"),
-    ("pretrain: {workers: true}", r"m\.yaml: pretrain\.workers = True: expected"),
-    ("pretrain: {worker: 2}", r"m\.yaml: pretrain\.worker: unknown key \(known: workers, resident_mb"),
-    ("pretrian: {workers: 2}", r"m\.yaml: unknown section\(s\) pretrian"),
-    ("pretrain: 2", r"m\.yaml: pretrain = 2: expected a mapping"),
-    ("[1, 2]", r"m\.yaml: expected a mapping at the top level"),
-    ("pretrain: {workers: 2", r"m\.yaml: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "pretrain: {workers: -1}",
+            r"m\.yaml: pretrain\.workers = -1: expected an integer >= 0 or auto",
+        ),
+        ("frames: {workers: 0}", r"m\.yaml: frames\.workers = 0: expected an integer >= 1 or auto"),
+        (
+            "pretrain: {checkpoint_every: auto}",
+            r"m\.yaml: pretrain\.checkpoint_every = 'auto': expected an integer >= 1$",
+        ),
+        (
+            "pretrain: {resident_mb: '4096'}",
+            r"m\.yaml: pretrain\.resident_mb = '4096': expected an integer",
+        ),
+        ("pretrain: {workers: true}", r"m\.yaml: pretrain\.workers = True: expected"),
+        (
+            "pretrain: {worker: 2}",
+            r"m\.yaml: pretrain\.worker: unknown key \(known: workers, resident_mb",
+        ),
+        ("pretrian: {workers: 2}", r"m\.yaml: unknown section\(s\) pretrian"),
+        ("pretrain: 2", r"m\.yaml: pretrain = 2: expected a mapping"),
+        ("[1, 2]", r"m\.yaml: expected a mapping at the top level"),
+        ("pretrain: {workers: 2", r"m\.yaml: not valid YAML"),
+    ],
+)
 def test_a_bad_value_names_the_file_and_the_key(tmp_path, text, expected):
     (tmp_path / "m.yaml").write_text(text + "\n")
     with pytest.raises(machine.MachineError, match=expected):
         machine.load(tmp_path / "m.yaml")
-    assert isinstance(machine.MachineError("x"), config.ConfigError)  # every stage reports it as a params error
+    assert isinstance(
+        machine.MachineError("x"), config.ConfigError
+    )  # every stage reports it as a params error
 
 
 def test_the_environment_names_another_file_which_must_exist(tmp_path, monkeypatch):
@@ -58,14 +79,19 @@ def test_the_environment_names_another_file_which_must_exist(tmp_path, monkeypat
     node = machine.load()
     assert (node.checkpoint_every, node.frames_workers) == (9, 3)
     monkeypatch.setenv(machine.ENV, str(tmp_path / "gone.yaml"))
-    with pytest.raises(machine.MachineError, match=r"gone\.yaml: file not found \(named by \$DEMYSTIFY_MACHINE\)"):
+    with pytest.raises(
+        machine.MachineError, match=r"gone\.yaml: file not found \(named by \$DEMYSTIFY_MACHINE\)"
+    ):
         machine.load()
 
 
 def test_an_old_params_key_says_it_moved_to_machine_yaml():
     data = config.read_yaml(ROOT / "params.yaml")
     assert not {k.split(".")[1] for k in config.MOVED_TO_MACHINE} & {
-        k for name in ("frames", "pairs", "pretrain", "invariance", "classification", "segmentation") for k in data[name]}
+        k
+        for name in ("frames", "pairs", "pretrain", "invariance", "classification", "segmentation")
+        for k in data[name]
+    }
     config.validate(data, "pretrain", "frames")  # the committed params pass
     data["pretrain"]["workers"] = 12
     data["frames"]["workers"] = 4
@@ -73,10 +99,15 @@ def test_an_old_params_key_says_it_moved_to_machine_yaml():
         config.validate(data, "pretrain")
     lines = str(err.value).splitlines()
     assert lines[0] == "params.yaml: invalid parameters:"
-    assert "frames.workers = 4: frames.workers moved to machine.yaml (changes speed, never results" in lines[1]
+    assert (
+        "frames.workers = 4: frames.workers moved to machine.yaml (changes speed, never results"
+        in lines[1]
+    )
     assert "pretrain.workers = 12: pretrain.workers moved to machine.yaml" in lines[2]
     data["pretrain"]["wrokers"] = 1  # another unknown key keeps the plain message
-    with pytest.raises(config.ConfigError, match=r"pretrain\.wrokers = 1: unknown key \(not in the schema"):
+    with pytest.raises(
+        config.ConfigError, match=r"pretrain\.wrokers = 1: unknown key \(not in the schema"
+    ):
         config.validate(data, "pretrain")
 
 
@@ -85,16 +116,30 @@ def test_a_stage_stops_on_a_bad_machine_file_with_one_line(tmp_path):
     the file and the key, nothing written."""
     (tmp_path / "videos").mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {**params["data"], "videos": "videos"},
-                                                          "frames": params["frames"]}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump({"data": {**params["data"], "videos": "videos"}, "frames": params["frames"]})
+    )
     (tmp_path / "machine.yaml").write_text("frames: {workers: lots}\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "extract_frames.py"), "--videos", "videos",
-                           "--out", "data/frames", "--metrics", "results/frames/metrics.json"],
-                          cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "stages" / "extract_frames.py"),
+            "--videos",
+            "videos",
+            "--out",
+            "data/frames",
+            "--metrics",
+            "results/frames/metrics.json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "extract_frames: machine.yaml: frames.workers = 'lots': expected an integer >= 1 or auto"]
+        "extract_frames: machine.yaml: frames.workers = 'lots': expected an integer >= 1 or auto"
+    ]
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
 
 
@@ -105,12 +150,20 @@ def test_a_stage_waits_for_cores_another_stage_holds(tmp_path):
     from demystify import cores
 
     env = {**os.environ, "DEMYSTIFY_CORES_DIR": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
-    claim = ("import sys; from demystify import cores; cores.claim(sys.argv[1], 2, 2); "
-             "print('held', flush=True); sys.stdin.readline()")
+    claim = (
+        "import sys; from demystify import cores; cores.claim(sys.argv[1], 2, 2); "
+        "print('held', flush=True); sys.stdin.readline()"
+    )
 
     def start(name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", claim, name], env=env, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", claim, name],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     held = []
     holder = start("holder")
@@ -120,7 +173,10 @@ def test_a_stage_waits_for_cores_another_stage_holds(tmp_path):
         assert "stage@x: waiting for 2 of 2 cores" in waiter.stderr.readline()
         assert cores._try_take(tmp_path, 2, 1) == []  # none free
         holder.communicate("\n", timeout=30)  # the holder ends; its slots free with it
-        assert waiter.stdout.readline().strip() == "held" and "took 2 core(s)" in waiter.stderr.readline()
+        assert (
+            waiter.stdout.readline().strip() == "held"
+            and "took 2 core(s)" in waiter.stderr.readline()
+        )
         waiter.communicate("\n", timeout=30)
         held = cores._try_take(tmp_path, 2, 1) + cores._try_take(tmp_path, 2, 1)
         assert len(held) == 2  # one thread's worth each: both fit

@@ -40,8 +40,18 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def params(tmp_path_factory):
     out = tmp_path_factory.mktemp("conf") / "params.yaml"
-    compose(out, ["scale=smoke", "world.videos.count=3", "world.videos.frames=80", "world.videos.width=160",
-                  "world.videos.height=120", "frames.size=120"], config_dir=ROOT / "conf")
+    compose(
+        out,
+        [
+            "scale=smoke",
+            "world.videos.count=3",
+            "world.videos.frames=80",
+            "world.videos.width=160",
+            "world.videos.height=120",
+            "frames.size=120",
+        ],
+        config_dir=ROOT / "conf",
+    )
     return config.load("world", "frames", "pairs", path=out)
 
 
@@ -50,7 +60,9 @@ def clips(tmp_path_factory, params):
     """Tiny synthetic clips, really encoded and decoded: (manifest, frames root, videos root)."""
     root = tmp_path_factory.mktemp("pairs")
     write_videos(World(params["world"]), root, progress=False)
-    manifest, rejected = extract_all(root / "videos", root / "frames", params["frames"], progress=False, workers=1)
+    manifest, rejected = extract_all(
+        root / "videos", root / "frames", params["frames"], progress=False, workers=1
+    )
     assert rejected.empty
     return manifest, root / "frames", root / "videos"
 
@@ -60,6 +72,7 @@ def _with(p, **changes):
 
 
 # --- sampling ----------------------------------------------------------------------------------
+
 
 def test_sampling_spreads_and_respects_gaps():
     rng = video_rng(0, "clip")
@@ -79,6 +92,7 @@ def test_sampling_short_video():
 
 # --- each source -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("source", ["frames", "tracker", "annotations"])
 def test_each_source(clips, params, source):
     manifest, frames_root, videos_root = clips
@@ -92,8 +106,12 @@ def test_each_source(clips, params, source):
     w, h = int(manifest["width"].iloc[0]), int(manifest["height"].iloc[0])
     for side in "ab":
         assert (pairs[f"{side}_w"] > 0).all() and (pairs[f"{side}_h"] > 0).all()
-        assert (pairs[f"{side}_x"] >= 0).all() and (pairs[f"{side}_x"] + pairs[f"{side}_w"] <= w + 1e-6).all()
-        assert (pairs[f"{side}_y"] >= 0).all() and (pairs[f"{side}_y"] + pairs[f"{side}_h"] <= h + 1e-6).all()
+        assert (pairs[f"{side}_x"] >= 0).all() and (
+            pairs[f"{side}_x"] + pairs[f"{side}_w"] <= w + 1e-6
+        ).all()
+        assert (pairs[f"{side}_y"] >= 0).all() and (
+            pairs[f"{side}_y"] + pairs[f"{side}_h"] <= h + 1e-6
+        ).all()
     assert pairs["score"].between(0, 1).all()
     assert all(FrameStore(frames_root).exists(path) for path in pairs["path_a"])
     assert metrics["pairs"] == len(pairs) and metrics["source"] == source
@@ -102,8 +120,13 @@ def test_each_source(clips, params, source):
     view = pairs["view_change_deg"]
     if source in ("frames", "annotations"):  # the target's
         assert view.notna().all() and view.between(0, 180).all()
-        assert metrics["view_change_deg_median"] >= 15 and metrics["view_change_deg_p10"] <= metrics["view_change_deg_p90"]
-        assert (pairs["scale_change"] >= 1).all() and 1 <= metrics["scale_change_median"] <= metrics["scale_change_p90"]
+        assert (
+            metrics["view_change_deg_median"] >= 15
+            and metrics["view_change_deg_p10"] <= metrics["view_change_deg_p90"]
+        )
+        assert (pairs["scale_change"] >= 1).all() and 1 <= metrics[
+            "scale_change_median"
+        ] <= metrics["scale_change_p90"]
     if source == "frames":
         assert pairs["iou_gt"].isna().all()
         assert (pairs[["a_x", "a_y"]] == 0).all().all() and (pairs["a_w"] == w).all()
@@ -116,8 +139,12 @@ def test_each_source(clips, params, source):
 
 def test_parallel_and_serial_identical(clips, params):
     manifest, frames_root, videos_root = clips
-    one, m1 = mine_all(manifest, frames_root, videos_root, params["pairs"], progress=False, workers=1)
-    two, m2 = mine_all(manifest, frames_root, videos_root, params["pairs"], progress=False, workers=2)
+    one, m1 = mine_all(
+        manifest, frames_root, videos_root, params["pairs"], progress=False, workers=1
+    )
+    two, m2 = mine_all(
+        manifest, frames_root, videos_root, params["pairs"], progress=False, workers=2
+    )
     pd.testing.assert_frame_equal(one, two)
     assert m1 == m2
 
@@ -125,13 +152,22 @@ def test_parallel_and_serial_identical(clips, params):
 def test_run_stage_writes_outputs(clips, params, tmp_path):
     manifest, frames_root, videos_root = clips
     manifest.to_parquet(tmp_path / "manifest.parquet")
-    metrics = run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=frames_root, videos_root=videos_root,
-                        out_pairs=tmp_path / "pairs.parquet", out_dir=tmp_path / "results",
-                        p=params["pairs"], workers=1)
+    metrics = run_stage(
+        manifest_path=tmp_path / "manifest.parquet",
+        frames_root=frames_root,
+        videos_root=videos_root,
+        out_pairs=tmp_path / "pairs.parquet",
+        out_dir=tmp_path / "results",
+        p=params["pairs"],
+        workers=1,
+    )
     assert len(pd.read_parquet(tmp_path / "pairs.parquet")) == metrics["pairs"]
     grid = cv2.imread(str(tmp_path / "results" / "pairs.png"))
     assert grid is not None and grid.shape[0] > 100
-    assert yaml.safe_load((tmp_path / "results" / "metrics.json").read_text())["pairs"] == metrics["pairs"]
+    assert (
+        yaml.safe_load((tmp_path / "results" / "metrics.json").read_text())["pairs"]
+        == metrics["pairs"]
+    )
 
 
 def test_floats_rounded_and_bytes_repeat(clips, params, tmp_path):
@@ -141,9 +177,21 @@ def test_floats_rounded_and_bytes_repeat(clips, params, tmp_path):
     manifest.to_parquet(tmp_path / "manifest.parquet")
     outputs = []
     for run in ("one", "two"):
-        run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=frames_root, videos_root=videos_root,
-                  out_pairs=tmp_path / run / "pairs.parquet", out_dir=tmp_path / run, p=params["pairs"], workers=1)
-        outputs.append({f: (tmp_path / run / f).read_bytes() for f in ("pairs.parquet", "pairs.png", "metrics.json")})
+        run_stage(
+            manifest_path=tmp_path / "manifest.parquet",
+            frames_root=frames_root,
+            videos_root=videos_root,
+            out_pairs=tmp_path / run / "pairs.parquet",
+            out_dir=tmp_path / run,
+            p=params["pairs"],
+            workers=1,
+        )
+        outputs.append(
+            {
+                f: (tmp_path / run / f).read_bytes()
+                for f in ("pairs.parquet", "pairs.png", "metrics.json")
+            }
+        )
     assert outputs[0] == outputs[1]
     pairs = pd.read_parquet(tmp_path / "one" / "pairs.parquet")
     assert sorted(pairs.select_dtypes("float").columns) == sorted(FLOAT_COLUMNS)
@@ -151,7 +199,11 @@ def test_floats_rounded_and_bytes_repeat(clips, params, tmp_path):
         values = pairs[column].dropna()
         assert all(v == round(v, DECIMALS) for v in values), column
     # nothing lost: the scored columns are still there, in range, and not all whole numbers
-    assert len(pairs) > 0 and pairs["view_change_deg"].notna().all() and pairs["scale_change"].ge(1).all()
+    assert (
+        len(pairs) > 0
+        and pairs["view_change_deg"].notna().all()
+        and pairs["scale_change"].ge(1).all()
+    )
     assert pairs["iou_gt"].between(0, 1).all() and (pairs["score"] % 1 != 0).any()
 
 
@@ -161,11 +213,18 @@ def test_captions_do_not_depend_on_the_last_bits():
     low = pd.Series({**row, "score": 0.8949999999999999, "view_change_deg": 22.499999999999996})
     high = pd.Series({**row, "score": 0.8950000000000001, "view_change_deg": 22.500000000000004})
     assert caption_text(low) == caption_text(high) == "v 1->4 s 0.90 iou 0.50 view 22deg"
-    assert caption_text(pd.Series({**row, "score": 1.0, "iou_gt": float("nan"), "view_change_deg": float("nan")})) \
+    assert (
+        caption_text(
+            pd.Series(
+                {**row, "score": 1.0, "iou_gt": float("nan"), "view_change_deg": float("nan")}
+            )
+        )
         == "v 1->4 s 1.00"
+    )
 
 
 # --- scoring against ground truth --------------------------------------------------------------
+
 
 def test_wrong_box_lowers_quality(clips, params):
     manifest, frames_root, videos_root = clips
@@ -188,14 +247,21 @@ def test_ground_truth_follows_the_extracted_frames(clips):
     frames = manifest[manifest.video == manifest.video.iloc[0]]
     tracks = ground_truth.load_tracks(frames, videos_root)
     target = tracks[tracks.track == 0].set_index("frame")
-    carried = frames.set_index("frame")[["x", "y", "w", "h"]]  # carried by extract_frames from GOT-10k files
+    carried = frames.set_index("frame")[
+        ["x", "y", "w", "h"]
+    ]  # carried by extract_frames from GOT-10k files
     both = carried.join(target[["x", "y", "w", "h"]].add_suffix("_gt")).dropna()
     both = both[both.w > 0]
     assert len(both) > 0
-    np.testing.assert_allclose(both[["x", "y", "w", "h"]].to_numpy(), both[["x_gt", "y_gt", "w_gt", "h_gt"]].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        both[["x", "y", "w", "h"]].to_numpy(),
+        both[["x_gt", "y_gt", "w_gt", "h_gt"]].to_numpy(),
+        atol=1e-6,
+    )
 
 
 # --- bad input ---------------------------------------------------------------------------------
+
 
 def _write_clip(root: Path, name: str, frames: list[np.ndarray]) -> pd.DataFrame:
     (root / name).mkdir(parents=True, exist_ok=True)
@@ -203,12 +269,26 @@ def _write_clip(root: Path, name: str, frames: list[np.ndarray]) -> pd.DataFrame
     for i, img in enumerate(frames):
         rel = f"{name}/{i:06d}.jpg"
         cv2.imwrite(str(root / rel), img, [cv2.IMWRITE_JPEG_QUALITY, 98])
-        rows.append({"video": name, "frame": i, "time_s": i / 5, "path": rel, "width": img.shape[1],
-                     "height": img.shape[0], "x": np.nan, "y": np.nan, "w": np.nan, "h": np.nan})
+        rows.append(
+            {
+                "video": name,
+                "frame": i,
+                "time_s": i / 5,
+                "path": rel,
+                "width": img.shape[1],
+                "height": img.shape[0],
+                "x": np.nan,
+                "y": np.nan,
+                "w": np.nan,
+                "h": np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def _square_clip(positions: list[tuple[int, int]], size: int = 14, shape=(48, 64)) -> list[np.ndarray]:
+def _square_clip(
+    positions: list[tuple[int, int]], size: int = 14, shape=(48, 64)
+) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     bg = rng.integers(60, 90, (*shape, 3), dtype=np.uint8)
     frames = []
@@ -236,11 +316,15 @@ def test_too_short_is_counted(tmp_path, params):
 def test_leaving_the_frame_is_counted(tmp_path, params):
     clip = _square_clip([(10 + 9 * i, 15) for i in range(12)])  # runs off the right edge
     manifest = _write_clip(tmp_path, "exit", clip)
-    p = _with(params["pairs"], min_gap=3, max_gap=3, pairs_per_video=4, snap_iou=0.0, max_outside=0.1)
+    p = _with(
+        params["pairs"], min_gap=3, max_gap=3, pairs_per_video=4, snap_iou=0.0, max_outside=0.1
+    )
     res = mine_video(manifest, tmp_path, None, p)
     assert sum(res.rejected[r] for r in ("left_frame", "lost", "low_confidence")) > 0
     for row in res.rows:
-        assert outside_share(np.array([row["b_x"], row["b_y"], row["b_w"], row["b_h"]]), 64, 48) <= 0.1
+        assert (
+            outside_share(np.array([row["b_x"], row["b_y"], row["b_w"], row["b_h"]]), 64, 48) <= 0.1
+        )
 
 
 def test_lost_target_is_counted(tmp_path, params):
@@ -255,29 +339,49 @@ def test_lost_target_is_counted(tmp_path, params):
 
 
 def test_stage_fails_clearly_only_without_any_pair(tmp_path, params):
-    manifest = pd.concat([_write_clip(tmp_path, "still", _square_clip([(20, 15)] * 12)),
-                          _write_clip(tmp_path, "short", _square_clip([(5, 5), (8, 5)]))])
+    manifest = pd.concat(
+        [
+            _write_clip(tmp_path, "still", _square_clip([(20, 15)] * 12)),
+            _write_clip(tmp_path, "short", _square_clip([(5, 5), (8, 5)])),
+        ]
+    )
     manifest.to_parquet(tmp_path / "manifest.parquet")
     with pytest.raises(PairsError, match="no pair could be mined.*rejected_no_proposals"):
-        run_stage(manifest_path=tmp_path / "manifest.parquet", frames_root=tmp_path, videos_root=None,
-                  out_pairs=tmp_path / "pairs.parquet", out_dir=tmp_path / "out", p=params["pairs"], workers=1)
+        run_stage(
+            manifest_path=tmp_path / "manifest.parquet",
+            frames_root=tmp_path,
+            videos_root=None,
+            out_pairs=tmp_path / "pairs.parquet",
+            out_dir=tmp_path / "out",
+            p=params["pairs"],
+            workers=1,
+        )
     metrics = yaml.safe_load((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["rejected_too_short"] == 1 and metrics["rejected_no_proposals"] > 0
 
 
 def test_missing_manifest(tmp_path, params):
     with pytest.raises(PairsError, match="frames manifest not found"):
-        run_stage(manifest_path=tmp_path / "nope.parquet", frames_root=tmp_path, videos_root=None,
-                  out_pairs=tmp_path / "p.parquet", out_dir=tmp_path, p=params["pairs"])
+        run_stage(
+            manifest_path=tmp_path / "nope.parquet",
+            frames_root=tmp_path,
+            videos_root=None,
+            out_pairs=tmp_path / "p.parquet",
+            out_dir=tmp_path,
+            p=params["pairs"],
+        )
 
 
-@pytest.mark.parametrize(("key", "value", "expected"), [
-    ("min_gap", 6, "min_gap 6 > max_gap 5"),
-    ("min_confidence", 1.5, "pairs.min_confidence = 1.5"),
-    ("snap_iou", -0.1, "pairs.snap_iou = -0.1"),
-    ("source", "optical", "pairs.source = 'optical'"),
-    ("tracker", "goturn", "pairs.tracker = 'goturn'"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("min_gap", 6, "min_gap 6 > max_gap 5"),
+        ("min_confidence", 1.5, "pairs.min_confidence = 1.5"),
+        ("snap_iou", -0.1, "pairs.snap_iou = -0.1"),
+        ("source", "optical", "pairs.source = 'optical'"),
+        ("tracker", "goturn", "pairs.tracker = 'goturn'"),
+    ],
+)
 def test_invalid_params_rejected(key, value, expected):
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     bad = copy.deepcopy(data)
@@ -287,6 +391,7 @@ def test_invalid_params_rejected(key, value, expected):
 
 
 # --- readers -----------------------------------------------------------------------------------
+
 
 def test_trackingnet_reader(tmp_path):
     chunk = tmp_path / "TRAIN_0"
@@ -299,7 +404,12 @@ def test_trackingnet_reader(tmp_path):
     ann = trackingnet.read_annotations(chunk, "clip")
     assert ann[["x", "y", "w", "h"]].iloc[2].tolist() == [5.5, 6, 20, 10]
     assert ann["absence"].tolist() == [0, 1, 0]
-    assert [p.name for p in trackingnet.frame_paths(chunk, "clip")] == ["0.jpg", "1.jpg", "2.jpg", "10.jpg"]
+    assert [p.name for p in trackingnet.frame_paths(chunk, "clip")] == [
+        "0.jpg",
+        "1.jpg",
+        "2.jpg",
+        "10.jpg",
+    ]
     (chunk / "anno" / "bad.txt").write_text("1,2,3\n")
     with pytest.raises(AnnotationError, match=r"bad\.txt:1"):
         trackingnet.read_annotations(chunk, "bad")
@@ -314,29 +424,65 @@ def test_trackingnet_boxes_carried_by_extraction(tmp_path, clips):
     src = sorted(videos_root.glob("*.mp4"))[0]
     (chunk / "videos" / "clip.mp4").write_bytes(src.read_bytes())
     (chunk / "anno" / "clip.txt").write_text("".join(f"{i},{i},10,12\n" for i in range(80)))
-    manifest, rejected = extract_all(chunk / "videos", tmp_path / "frames", FramesParams(
-        fps=5.0, size=120, jpeg_quality=3, max_rejected=0.0, decode_timeout_s=60.0), progress=False,
-        workers=1)
+    manifest, rejected = extract_all(
+        chunk / "videos",
+        tmp_path / "frames",
+        FramesParams(fps=5.0, size=120, jpeg_quality=3, max_rejected=0.0, decode_timeout_s=60.0),
+        progress=False,
+        workers=1,
+    )
     assert rejected.empty and manifest["x"].notna().all()
-    assert manifest["x"].iloc[1] == pytest.approx(2.0)  # frame 1 at 0.2 s = source row 2 (10 fps), same size
+    assert manifest["x"].iloc[1] == pytest.approx(
+        2.0
+    )  # frame 1 at 0.2 s = source row 2 (10 fps), same size
 
 
 def test_view_change_is_the_angle_between_viewing_directions():
-    tracks = pd.DataFrame({"video": "v", "frame": [0, 1, 0, 1], "track": [0, 0, 1, 1], "x": 0.0, "y": 0.0, "w": 1.0,
-                           "h": 1.0, "azimuth_deg": [10.0, 100.0, 0.0, 0.0], "elevation_deg": [0.0, 0.0, 0.0, 90.0]})
+    tracks = pd.DataFrame(
+        {
+            "video": "v",
+            "frame": [0, 1, 0, 1],
+            "track": [0, 0, 1, 1],
+            "x": 0.0,
+            "y": 0.0,
+            "w": 1.0,
+            "h": 1.0,
+            "azimuth_deg": [10.0, 100.0, 0.0, 0.0],
+            "elevation_deg": [0.0, 0.0, 0.0, 90.0],
+        }
+    )
     assert ground_truth.view_change_deg(tracks, 0, 0, 1) == pytest.approx(90.0)
-    assert ground_truth.view_change_deg(tracks, 1, 0, 1) == pytest.approx(90.0)  # straight from above
+    assert ground_truth.view_change_deg(tracks, 1, 0, 1) == pytest.approx(
+        90.0
+    )  # straight from above
     assert ground_truth.view_change_deg(tracks, 0, 0, 0) == pytest.approx(0.0, abs=1e-6)
     assert np.isnan(ground_truth.view_change_deg(tracks, -1, 0, 1))  # no matched object
-    assert np.isnan(ground_truth.view_change_deg(tracks.drop(columns=["azimuth_deg"]), 0, 0, 1))  # real data: no poses
+    assert np.isnan(
+        ground_truth.view_change_deg(tracks.drop(columns=["azimuth_deg"]), 0, 0, 1)
+    )  # real data: no poses
 
 
 def test_scale_change_is_a_factor_of_at_least_one_either_way():
-    tracks = pd.DataFrame({"video": "v", "frame": [0, 1], "track": 0, "x": 0.0, "y": 0.0, "w": [10.0, 20.0],
-                           "h": [10.0, 5.0 * 4]})
-    assert ground_truth.scale_change(tracks, 0, 0, 1) == pytest.approx(2.0)  # sides doubled: area x4
-    assert ground_truth.scale_change(tracks, 0, 1, 0) == pytest.approx(2.0)  # shrinking reads the same
-    assert np.isnan(ground_truth.scale_change(tracks, 0, 0, 5)) and np.isnan(ground_truth.scale_change(tracks, -1, 0, 1))
+    tracks = pd.DataFrame(
+        {
+            "video": "v",
+            "frame": [0, 1],
+            "track": 0,
+            "x": 0.0,
+            "y": 0.0,
+            "w": [10.0, 20.0],
+            "h": [10.0, 5.0 * 4],
+        }
+    )
+    assert ground_truth.scale_change(tracks, 0, 0, 1) == pytest.approx(
+        2.0
+    )  # sides doubled: area x4
+    assert ground_truth.scale_change(tracks, 0, 1, 0) == pytest.approx(
+        2.0
+    )  # shrinking reads the same
+    assert np.isnan(ground_truth.scale_change(tracks, 0, 0, 5)) and np.isnan(
+        ground_truth.scale_change(tracks, -1, 0, 1)
+    )
 
 
 def test_iou_basics():

@@ -27,17 +27,27 @@ def test_conf_composes_to_committed_params(tmp_path):
 def test_every_scale_is_valid(tmp_path, scale, data):
     """Every composition of the scale and data presets passes the schema, keys and values."""
     out = tmp_path / "params.yaml"
-    compose(out, [f"scale={scale}", f"data={data}", *(["data.videos=/d/videos"] if data == "folder" else [])],
-            config_dir=ROOT / "conf")
+    compose(
+        out,
+        [
+            f"scale={scale}",
+            f"data={data}",
+            *(["data.videos=/d/videos"] if data == "folder" else []),
+        ],
+        config_dir=ROOT / "conf",
+    )
     sections = config.load(*config.SECTIONS, path=out)
     assert sections["world"].categories >= 8 and sections["data"].source == data
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("+seed=1", "unknown top-level key(s): seed"),
-    ("+pretrain.seeds=[0,1]", "pretrain.seeds = [0, 1]: unknown key"),
-    ("+variants.moco_frames.lr=0.1", "variants.moco_frames.lr = 0.1: unknown key"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("+seed=1", "unknown top-level key(s): seed"),
+        ("+pretrain.seeds=[0,1]", "pretrain.seeds = [0, 1]: unknown key"),
+        ("+variants.moco_frames.lr=0.1", "variants.moco_frames.lr = 0.1: unknown key"),
+    ],
+)
 def test_a_key_outside_the_schema_is_refused_even_with_plus(tmp_path, override, expected):
     """Before: Hydra refused `seed=1` but `+seed=1` composed silently (no stage reads it, so nothing
     reran). Now the key is named and params.yaml is left as it was; a `+` variant still composes."""
@@ -47,8 +57,11 @@ def test_a_key_outside_the_schema_is_refused_even_with_plus(tmp_path, override, 
     with pytest.raises(config.ConfigError, match=re.escape(expected)):
         compose(out, ["scale=smoke", override], config_dir=ROOT / "conf")
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
-    compose(out, ["scale=smoke", "+variants.moco_extra={method:moco,positives:images,data:data/frames}"],
-            config_dir=ROOT / "conf")
+    compose(
+        out,
+        ["scale=smoke", "+variants.moco_extra={method:moco,positives:images,data:data/frames}"],
+        config_dir=ROOT / "conf",
+    )
     assert config.load("variants", path=out)["variants"]["moco_extra"].positives == "images"
 
 

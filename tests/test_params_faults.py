@@ -45,7 +45,9 @@ def test_params_are_read_as_dvc_reads_them():
     from dvc.utils.serialize._yaml import parse_yaml
 
     assert config.parse_yaml(TRICKY) == parse_yaml(TRICKY, "params.yaml")
-    assert yaml.safe_load("a: 1e-3\nb: yes")["a"] == "1e-3"  # PyYAML (YAML 1.1): what went wrong before
+    assert (
+        yaml.safe_load("a: 1e-3\nb: yes")["a"] == "1e-3"
+    )  # PyYAML (YAML 1.1): what went wrong before
     assert config.parse_yaml("a: 1e-3\nb: yes") == {"a": 0.001, "b": "yes"}
 
 
@@ -57,7 +59,9 @@ def test_a_float_in_e_notation_is_a_float_and_yes_is_not_a_bool(tmp_path):
     p = config.load("pretrain", "frames", path=path)
     assert p["pretrain"].lr == 0.001 and p["pretrain"].mlp is True  # the rest as before
     path.write_text(text.replace("  mlp: true\n", "  mlp: yes\n"))
-    with pytest.raises(config.ConfigError, match=r"pretrain\.mlp = 'yes': Input should be a valid boolean"):
+    with pytest.raises(
+        config.ConfigError, match=r"pretrain\.mlp = 'yes': Input should be a valid boolean"
+    ):
         config.load("pretrain", path=path)
     assert config.load("frames", path=path)["frames"].fps == 5.0  # other sections still load
     path.write_text(text + "frames:\n  fps: 2.0\n")  # PyYAML kept the last of two; DVC refuses
@@ -67,11 +71,19 @@ def test_a_float_in_e_notation_is_a_float_and_yes_is_not_a_bool(tmp_path):
 
 # --- params that validate but cannot run -----------------------------------------------------------
 
-@pytest.mark.parametrize("batch, splits, match", [
-    (64, 64, r"pretrain: batch_size 64 / bn_splits 64 leaves 1 sample per BN group; each needs at least 2"),
-    (1, 1, r"pretrain: batch_size 1 / bn_splits 1 leaves 1 sample per BN group"),
-    (6, 4, r"pretrain: batch_size 6 is not a multiple of bn_splits 4"),
-])
+
+@pytest.mark.parametrize(
+    "batch, splits, match",
+    [
+        (
+            64,
+            64,
+            r"pretrain: batch_size 64 / bn_splits 64 leaves 1 sample per BN group; each needs at least 2",
+        ),
+        (1, 1, r"pretrain: batch_size 1 / bn_splits 1 leaves 1 sample per BN group"),
+        (6, 4, r"pretrain: batch_size 6 is not a multiple of bn_splits 4"),
+    ],
+)
 def test_batch_and_bn_groups(batch, splits, match):
     data = _params()
     data["pretrain"].update(batch_size=batch, bn_splits=splits)
@@ -84,8 +96,11 @@ def test_batch_and_bn_groups(batch, splits, match):
 def test_queue_and_head_memory(monkeypatch):
     data = _params()
     data["pretrain"]["dim"] = 10**9
-    with pytest.raises(config.ConfigError, match=r"pretrain: dim 1000000000 x queue_size 256: the queue and "
-                                                  r"projection head alone need \d+\.\d GiB, more than this machine's"):
+    with pytest.raises(
+        config.ConfigError,
+        match=r"pretrain: dim 1000000000 x queue_size 256: the queue and "
+        r"projection head alone need \d+\.\d GiB, more than this machine's",
+    ):
         config.validate(data, "pretrain")
     data["pretrain"]["dim"] = 128
     assert config.validate(data, "pretrain")["pretrain"].dim == 128
@@ -97,21 +112,34 @@ def test_queue_and_head_memory(monkeypatch):
 def test_k_beyond_the_feature_width():
     data = _params()
     data["invariance"]["ks"] = [10, 1000]
-    with pytest.raises(config.ConfigError, match=r"invariance\.ks = \[10, 1000\]: K 1000 > the 256 feature units "
-                                                  r"of resnet18 at pretrain\.width 0\.5 \(pretrain\.arch\)"):
+    with pytest.raises(
+        config.ConfigError,
+        match=r"invariance\.ks = \[10, 1000\]: K 1000 > the 256 feature units "
+        r"of resnet18 at pretrain\.width 0\.5 \(pretrain\.arch\)",
+    ):
         config.validate(data, "invariance", "pretrain", "variants")
     data["pretrain"]["arch"] = "resnet50"  # 2048 x 0.5 units: K 1000 fits
-    assert config.validate(data, "invariance", "pretrain", "variants")["invariance"].ks == [10, 1000]
+    assert config.validate(data, "invariance", "pretrain", "variants")["invariance"].ks == [
+        10,
+        1000,
+    ]
     data["variants"]["moco_frames"]["arch"] = "resnet34"
-    with pytest.raises(config.ConfigError, match=r"K 1000 > the 256 feature units of resnet34 at pretrain\.width 0\.5 "
-                                                  r"\(variants\.moco_frames\.arch\)"):
+    with pytest.raises(
+        config.ConfigError,
+        match=r"K 1000 > the 256 feature units of resnet34 at pretrain\.width 0\.5 "
+        r"\(variants\.moco_frames\.arch\)",
+    ):
         config.validate(data, "invariance")
 
 
 def test_scores_name_an_impossible_k():
     rng = np.random.default_rng(0)
-    c = set_contributions(rng.normal(size=(24, 16)), np.repeat(np.arange(8), 3), np.repeat(np.arange(4), 6), 10)
-    with pytest.raises(InvarianceError, match="top-K of 1000 neurons asked for, the features have 16"):
+    c = set_contributions(
+        rng.normal(size=(24, 16)), np.repeat(np.arange(8), 3), np.repeat(np.arange(4), 6), 10
+    )
+    with pytest.raises(
+        InvarianceError, match="top-K of 1000 neurons asked for, the features have 16"
+    ):
         c.full((10, 1000))  # was torch's "selected index k out of range"
     assert set(c.full((10, 16))) == {10, 16}
 
@@ -133,25 +161,46 @@ def test_a_set_with_one_impossible_k_keeps_the_others(tmp_path, capsys):
     architectures) is skipped with a note for the set; the other K is still scored and written.
     Before: the whole set was skipped, every set alike, and metrics.json was {} with exit 0."""
     _aloi(tmp_path / "aloi")
-    ip = config.InvarianceParams.model_validate({**_params()["invariance"], "sets": ["aloi_view"], "ks": [10, 1000],
-                                                 "aloi": str(tmp_path / "aloi"), "aloi_size": 16, "batch_size": 6})
+    ip = config.InvarianceParams.model_validate(
+        {
+            **_params()["invariance"],
+            "sets": ["aloi_view"],
+            "ks": [10, 1000],
+            "aloi": str(tmp_path / "aloi"),
+            "aloi_size": 16,
+            "batch_size": 6,
+        }
+    )
     out = tmp_path / "out"
     metrics = invariance_evaluate("m", "resnet18", None, ip, out, "cpu", progress=False)
-    assert set(metrics["aloi_view"]) == {"top10", "images", "sets"} and np.isfinite(metrics["aloi_view"]["top10"])
+    assert set(metrics["aloi_view"]) == {"top10", "images", "sets"} and np.isfinite(
+        metrics["aloi_view"]["top10"]
+    )
     assert json.loads((out / "metrics.json").read_text()) == metrics
     skipped = json.loads((out / "skipped.json").read_text())
     assert skipped["ks"] == {"aloi_view": {"top1000": "K 1000 > the 512 feature units"}}
     assert "invariance set aloi_view: top1000 skipped" in capsys.readouterr().err
     assert (out / "contributions" / "aloi_view.npz").is_file()
     # no K fits anywhere: a named error, never an empty metrics file with exit 0
-    with pytest.raises(InvarianceError, match=r"no invariance set could be scored: aloi_view: no K of "
-                                              r"invariance.ks \[1000\] fits the 512 feature units"):
-        invariance_evaluate("m", "resnet18", None, ip.model_copy(update={"ks": [1000]}), tmp_path / "o2", "cpu",
-                            progress=False)
+    with pytest.raises(
+        InvarianceError,
+        match=r"no invariance set could be scored: aloi_view: no K of "
+        r"invariance.ks \[1000\] fits the 512 feature units",
+    ):
+        invariance_evaluate(
+            "m",
+            "resnet18",
+            None,
+            ip.model_copy(update={"ks": [1000]}),
+            tmp_path / "o2",
+            "cpu",
+            progress=False,
+        )
     assert not (tmp_path / "o2" / "metrics.json").exists()
 
 
 # --- names and paths on the stage commands ---------------------------------------------------------
+
 
 def _cmds() -> dict[str, str]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -159,19 +208,26 @@ def _cmds() -> dict[str, str]:
 
 
 def test_every_interpolated_value_is_single_quoted_and_listed():
-    hostile = "it $(touch PWNED) `id` \"q\" ${HOME}"
+    hostile = 'it $(touch PWNED) `id` "q" ${HOME}'
     used = set()
     for name, cmd in _cmds().items():
         keys = re.findall(r"\$\{([^}]+)\}", cmd)
-        used |= {"variants.*." + k.removeprefix("item.") if k.startswith("item.") else k for k in keys
-                 if k not in ("key", "item")}  # a variant's name, a shard's index: both checked by config
+        used |= {
+            "variants.*." + k.removeprefix("item.") if k.startswith("item.") else k
+            for k in keys
+            if k not in ("key", "item")
+        }  # a variant's name, a shard's index: both checked by config
         words = shlex.split(re.sub(r"\$\{[^}]+\}", lambda m: hostile, cmd))  # as sh splits it
-        assert sum(w.count(hostile) for w in words) == len(keys), f"{name}: a ${{...}} outside single quotes: {cmd}"
+        assert sum(w.count(hostile) for w in words) == len(keys), (
+            f"{name}: a ${{...}} outside single quotes: {cmd}"
+        )
     assert used == set(config.CMD_KEYS)
 
 
-@pytest.mark.parametrize("key, value", [("data.videos", "/d/it's"), ("variants.moco_frames.data", "x'$(id)'"),
-                                        ("report.sweep", "'")])
+@pytest.mark.parametrize(
+    "key, value",
+    [("data.videos", "/d/it's"), ("variants.moco_frames.data", "x'$(id)'"), ("report.sweep", "'")],
+)
 def test_a_single_quote_is_refused_by_name(key, value):
     data = _params()
     node = data
@@ -179,14 +235,18 @@ def test_a_single_quote_is_refused_by_name(key, value):
     for part in parents:
         node = node[part]
     node[last] = value
-    with pytest.raises(config.ConfigError, match=re.escape(f"{key} = {value!r}: a single quote would end")):
+    with pytest.raises(
+        config.ConfigError, match=re.escape(f"{key} = {value!r}: a single quote would end")
+    ):
         config.validate(data, "frames")  # whatever section a stage loads
 
 
 def test_variant_names_are_checked_by_every_stage():
     data = _params()
     data["variants"]["x$(touch PWNED)"] = data["variants"]["moco_frames"]
-    with pytest.raises(config.ConfigError, match=r"variants\.x\$\(touch PWNED\): a variant name may hold only"):
+    with pytest.raises(
+        config.ConfigError, match=r"variants\.x\$\(touch PWNED\): a variant name may hold only"
+    ):
         config.validate(data, "frames")
 
 
@@ -194,8 +254,10 @@ def test_compose_refuses_before_any_command_and_keeps_params(tmp_path):
     out = tmp_path / "params.yaml"
     out.write_text("kept: 1\n")
     with pytest.raises(config.ConfigError, match=r"data\.videos = \"/d/it's\": a single quote"):
-        compose(out, ["data.videos=\"/d/it's\""], config_dir=ROOT / "conf")
-    assert out.read_text() == "kept: 1\n" and [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+        compose(out, ['data.videos="/d/it\'s"'], config_dir=ROOT / "conf")
+    assert out.read_text() == "kept: 1\n" and [p.name for p in tmp_path.iterdir()] == [
+        "params.yaml"
+    ]
     odd = 'my "odd" $(touch PWNED) dir'  # anything but a single quote: a path like any other
     compose(out, [f"data.videos='{odd}'"], config_dir=ROOT / "conf")
     assert config.load("data", path=out)["data"].videos == odd
@@ -210,14 +272,21 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "dvc.yaml", root / "dvc.yaml")
     compose(root / "params.yaml", ["scale=smoke"], config_dir=ROOT / "conf")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(root / "src"), "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(root / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     subprocess.run(["dvc", "init", "-q", "--no-scm"], cwd=root, env=env, check=True)
     return root, env
 
 
 def _repro(root: Path, env: dict, stage: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["dvc", "repro", "--single-item", stage], cwd=root, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        ["dvc", "repro", "--single-item", stage], cwd=root, env=env, capture_output=True, text=True
+    )
 
 
 def test_a_videos_folder_with_quotes_and_spaces_runs_through_dvc(repo):
@@ -227,9 +296,13 @@ def test_a_videos_folder_with_quotes_and_spaces_runs_through_dvc(repo):
     data = config.read_yaml(root / "params.yaml")
     data["data"]["videos"] = videos
     _write(root / "params.yaml", data)
-    (root / "machine.yaml").write_text("frames: {workers: 1}\n")  # one ffmpeg process (machine.yaml)
+    (root / "machine.yaml").write_text(
+        "frames: {workers: 1}\n"
+    )  # one ffmpeg process (machine.yaml)
     plan = _repro(root, env, "plan_shards")  # the shards' video lists, which extract_frames reads
-    assert plan.returncode == 0 and "--videos 'vids/my \"odd\" dir'" in plan.stdout, plan.stdout + plan.stderr
+    assert plan.returncode == 0 and "--videos 'vids/my \"odd\" dir'" in plan.stdout, (
+        plan.stdout + plan.stderr
+    )
     proc = _repro(root, env, "extract_frames")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--videos 'vids/my \"odd\" dir'" in proc.stdout
@@ -251,6 +324,9 @@ def test_a_variant_name_never_runs_as_shell(repo):
     (root / "results/checks/gate.json").write_text("{}")
     proc = _repro(root, env, f"pretrain@{name}")
     assert proc.returncode != 0
-    assert "pretrain: params.yaml: variants.x$(touch PWNED): a variant name may hold only letters" in proc.stderr
+    assert (
+        "pretrain: params.yaml: variants.x$(touch PWNED): a variant name may hold only letters"
+        in proc.stderr
+    )
     assert not list(root.rglob("PWNED")) and not (Path.cwd() / "PWNED").exists()
     assert not (root / "models").exists()  # nothing trained or written

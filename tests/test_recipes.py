@@ -34,8 +34,14 @@ def test_a_variant_added_by_one_line_gets_stages_curves_and_metrics(repo):
     path, env = repo
     line = "+variants.moco_extra={method:moco,positives:images,data:data/world/corpora/scene_crops}"
     proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", line], path, env)
-    assert {"pretrain@moco_extra", "evaluate_invariance@moco_extra", "evaluate_classification@moco_extra",
-            "evaluate_segmentation@moco_extra", TRAINING_SUMMARY, "report"} <= set(_stages_run(proc))
+    assert {
+        "pretrain@moco_extra",
+        "evaluate_invariance@moco_extra",
+        "evaluate_classification@moco_extra",
+        "evaluate_segmentation@moco_extra",
+        TRAINING_SUMMARY,
+        "report",
+    } <= set(_stages_run(proc))
     plots = json.loads(_run(["dvc", "plots", "show", "--json"], path, env).stdout)
     loss = plots["data"]["results/summary/training/loss.csv"][0]["content"]["data"]["values"]
     assert {"moco_extra", "moco_tracker", "supervised"} <= {row["variant"] for row in loss}
@@ -52,16 +58,24 @@ def test_sweep_value_seen_before_is_restored_not_retrained(repo):
     target = "pretrain@moco_object_centric"
     runs = {}
     for lr in ("0.03", "0.1", "0.03"):
-        proc = _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", f"pretrain.lr={lr}", target], path, env)
+        proc = _run(
+            ["dvc", "exp", "run", "-S", "scale=smoke", "-S", f"pretrain.lr={lr}", target], path, env
+        )
         runs.setdefault(lr, []).append((proc, _backbones(path)["moco_object_centric"]))
-        params = yaml.safe_load((path / "params.yaml").read_text())  # composed: the smoke scale, the override
+        params = yaml.safe_load(
+            (path / "params.yaml").read_text()
+        )  # composed: the smoke scale, the override
         assert params["pretrain"]["lr"] == float(lr) and params["world"]["image_size"] == 32
         assert params["pairs"]["source"] == "tracker" and params["classification"]["knn"]["k"] == 3
     (first, first_model), (again, again_model) = runs["0.03"]
-    (_, other_model), = runs["0.1"]
+    ((_, other_model),) = runs["0.1"]
     assert _stages_run(first) == [target] and first_model != other_model
-    assert _stages_run(again) == [] and target in _stages_cached(again) and again_model == first_model
-    assert '"lr":0.1' in _run(["dvc", "exp", "show", "--json"], path, env).stdout.replace(" ", "")  # the sweep listed
+    assert (
+        _stages_run(again) == [] and target in _stages_cached(again) and again_model == first_model
+    )
+    assert '"lr":0.1' in _run(["dvc", "exp", "show", "--json"], path, env).stdout.replace(
+        " ", ""
+    )  # the sweep listed
 
 
 def test_readme_recipe_own_videos_with_data_folder(repo, tmp_path):
@@ -70,14 +84,30 @@ def test_readme_recipe_own_videos_with_data_folder(repo, tmp_path):
     path, env = repo
     videos = tmp_path / "my videos"
     shutil.copytree(path / "data/world/videos", videos)
-    _run(["dvc", "exp", "run", "-S", "scale=smoke", "-S", "data=folder", "-S", f"data.videos={videos}", "mine_pairs"],
-         path, env)
+    _run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "scale=smoke",
+            "-S",
+            "data=folder",
+            "-S",
+            f"data.videos={videos}",
+            "mine_pairs",
+        ],
+        path,
+        env,
+    )
     params = yaml.safe_load((path / "params.yaml").read_text())
     assert params["data"] == {"source": "folder", "root": "data/world", "videos": str(videos)}
     manifest = read_manifest(path / "data/frames")  # every shard's
     assert manifest["video"].nunique() == params["world"]["videos"]["count"]
     assert len(pd.read_parquet(path / "data/pairs/pairs.parquet")) > 0
-    _run(["dvc", "exp", "run", "-S", "scale=smoke", "mine_pairs"], path, env)  # back to the world's videos
+    _run(
+        ["dvc", "exp", "run", "-S", "scale=smoke", "mine_pairs"], path, env
+    )  # back to the world's videos
 
 
 def test_a_backbone_is_fetched_from_another_repository_through_a_remote(repo, tmp_path):
@@ -91,8 +121,13 @@ def test_a_backbone_is_fetched_from_another_repository_through_a_remote(repo, tm
     _run(["git", "commit", "-qm", "results and a remote"], path, env)
     got = tmp_path / "elsewhere"
     got.mkdir()
-    _run(["dvc", "get", str(path), "models/moco_tracker/backbone.pt", "-o", "backbone.pt"], got, env)
-    assert (got / "backbone.pt").read_bytes() == (path / "models/moco_tracker/backbone.pt").read_bytes()
+    _run(
+        ["dvc", "get", str(path), "models/moco_tracker/backbone.pt", "-o", "backbone.pt"], got, env
+    )
+    assert (got / "backbone.pt").read_bytes() == (
+        path / "models/moco_tracker/backbone.pt"
+    ).read_bytes()
+
 
 def test_pr_report_shows_only_what_the_change_caused(repo):
     """`make pr-report`'s module: base and head reproduced in worktrees on the shared cache. A
@@ -114,12 +149,26 @@ def test_pr_report_shows_only_what_the_change_caused(repo):
     _run([*git, "commit", "-qam", "head: a lower learning-gate margin"], path, env)
     status = _run(["git", "status", "--porcelain"], path, env).stdout
 
-    proc = _run([sys.executable, "-m", "demystify.report.pr_comment", "--base", base, "--out", "reports/pr.md"],
-                path, env)
+    proc = _run(
+        [
+            sys.executable,
+            "-m",
+            "demystify.report.pr_comment",
+            "--base",
+            base,
+            "--out",
+            "reports/pr.md",
+        ],
+        path,
+        env,
+    )
     comment = (path / "reports/pr.md").read_text()
     assert proc.stdout == comment
     sections = dict(part.split("\n", 1) for part in comment.split("\n#### ")[1:])
-    assert sections["Pretraining"].strip() == "no change" and sections["Evaluation"].strip() == "no change"
+    assert (
+        sections["Pretraining"].strip() == "no change"
+        and sections["Evaluation"].strip() == "no change"
+    )
     assert sections["Data"].strip() == "no change"
     assert "| report.gate_margin | 0.05 | 0.04 |" in comment
     params = comment.split("### Params that changed")[1].split("###")[0]
@@ -135,14 +184,20 @@ def test_pr_report_shows_only_what_the_change_caused(repo):
     # .gitignore lines for moco_extra and its deleted folders change no dependency's hash
     base_line = next(line for line in comment.splitlines() if line.startswith("- base"))
     ran = re.search(r"\d+ stages run(?: \(([^)]*)\))?", base_line).group(1)  # "N stages run (a, b)"
-    assert set(ran.split(", ") if ran else []) <= {"publish_report"}, base_line  # a copy, never run-cached
+    assert set(ran.split(", ") if ran else []) <= {"publish_report"}, (
+        base_line
+    )  # a copy, never run-cached
     # the worktrees are gone and the workspace untouched
     worktrees = _run(["git", "worktree", "list", "--porcelain"], path, env).stdout
     assert worktrees.count("worktree ") == 1 and not (path / ".pr").exists()
     assert _run(["git", "status", "--porcelain"], path, env).stdout == status
 
 
-SUMMARIES = ["summarize_invariance", "summarize_classification", "summarize_segmentation"]  # what sweep-table reads
+SUMMARIES = [
+    "summarize_invariance",
+    "summarize_classification",
+    "summarize_segmentation",
+]  # what sweep-table reads
 
 
 def test_queued_seed_sweep_counted_right(repo):
@@ -159,14 +214,32 @@ def test_queued_seed_sweep_counted_right(repo):
     # queued experiment commits the backbones into git (45 MB each), minutes of packing
     _run(["git", "add", "-A"], path, env)
     _run(["git", "commit", "-qm", "the workspace's run"], path, env)
-    workspace = {k: json.loads((path / f"results/summary/{k}/metrics.json").read_text())
-                 for k in ("invariance", "classification", "segmentation")}
-    _run(["dvc", "exp", "run", "--queue", "-S", "scale=smoke", "-S", "pretrain.seed=0,1", *SUMMARIES], path, env)
+    workspace = {
+        k: json.loads((path / f"results/summary/{k}/metrics.json").read_text())
+        for k in ("invariance", "classification", "segmentation")
+    }
+    _run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "scale=smoke",
+            "-S",
+            "pretrain.seed=0,1",
+            *SUMMARIES,
+        ],
+        path,
+        env,
+    )
     _run(["dvc", "exp", "run", "--run-all"], path, env)
     (path / ".venv").mkdir(exist_ok=True)
     (path / ".venv/.installed").touch()  # `make install` done: the tests' interpreter is on PATH
     table_proc = _run(["make", "sweep-table"], path, env)
-    assert "2 runs, each counted once: the workspace and pretrain.seed=1 (" in table_proc.stderr, table_proc.stderr
+    assert "2 runs, each counted once: the workspace and pretrain.seed=1 (" in table_proc.stderr, (
+        table_proc.stderr
+    )
     assert "the workspace's seeds: the workspace's run, counted once" in table_proc.stderr
 
     table = pd.read_csv(path / "results/sweep/runs.csv")
@@ -174,15 +247,26 @@ def test_queued_seed_sweep_counted_right(repo):
     assert set(table["kind"]) == {"invariance", "classification", "segmentation"}
     assert not table["metric"].str.contains("/").any() and "loss" not in set(table["metric"])
     seed1 = {}
-    for rev in _run(["git", "for-each-ref", "--format=%(objectname)", "refs/exps"], path, env).stdout.split():
+    for rev in _run(
+        ["git", "for-each-ref", "--format=%(objectname)", "refs/exps"], path, env
+    ).stdout.split():
         params = yaml.safe_load(_run(["git", "show", f"{rev}:params.yaml"], path, env).stdout)
         if params["pretrain"]["seed"] == 1:
-            seed1 = json.loads(_run(["git", "show", f"{rev}:results/summary/classification/metrics.json"],
-                                    path, env).stdout)
+            seed1 = json.loads(
+                _run(
+                    ["git", "show", f"{rev}:results/summary/classification/metrics.json"], path, env
+                ).stdout
+            )
     knn = table[(table["kind"] == "classification") & (table["metric"] == "knn_top1")]
-    assert {r.model: r.value for r in knn.itertuples()} == {m: v["all"]["knn_top1"] for m, v in seed1.items()}
-    assert len(table) == sum(len(per_key) for per_model in workspace.values() for per_set in per_model.values()
-                             for per_key in per_set.values())  # every summary value, once
+    assert {r.model: r.value for r in knn.itertuples()} == {
+        m: v["all"]["knn_top1"] for m, v in seed1.items()
+    }
+    assert len(table) == sum(
+        len(per_key)
+        for per_model in workspace.values()
+        for per_set in per_model.values()
+        for per_key in per_set.values()
+    )  # every summary value, once
 
     _run(["dvc", "repro"], path, env)  # the report, now over the seeds
     for kind, values in workspace.items():  # the workspace's own run untouched
@@ -199,8 +283,10 @@ def test_queued_seed_sweep_counted_right(repo):
         if not kinds or kinds[0] == "invariance":
             continue  # a mean over invariance sets
         kind = kinds[0]
-        d = [workspace[kind][better][set_name][key] - workspace[kind][worse][set_name][key],
-             swept[kind, better, set_name, key] - swept[kind, worse, set_name, key]]
+        d = [
+            workspace[kind][better][set_name][key] - workspace[kind][worse][set_name][key],
+            swept[kind, better, set_name, key] - swept[kind, worse, set_name, key],
+        ]
         half = stats.t.ppf(0.975, 1) * abs(d[0] - d[1]) / 2  # sd of two / sqrt(2)
         assert metrics[name + ".seeds_low"] == pytest.approx(sum(d) / 2 - half, abs=2e-6), name
         assert metrics[name + ".seeds_high"] == pytest.approx(sum(d) / 2 + half, abs=2e-6), name

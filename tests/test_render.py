@@ -78,10 +78,33 @@ def test_nearer_object_hides_farther(catalog, renderer):
     pos_far, s_far = sc.place(0, 0, 0.5, 8.0)
     pos_near, s_near = sc.place(0, 0, 0.5, 4.0)
     light = sc.light_direction(0, 0.5)
-    item = sc.Item([0, 1], [pos_far, pos_near], [sc.pose(0, 0)] * 2, [s_far, s_near], light,
-                   sc.kelvin_to_rgb(6500), 0.3, sc.BLACK)
+    item = sc.Item(
+        [0, 1],
+        [pos_far, pos_near],
+        [sc.pose(0, 0)] * 2,
+        [s_far, s_near],
+        light,
+        sc.kelvin_to_rgb(6500),
+        0.3,
+        sc.BLACK,
+    )
     out = renderer(sc.stack([item]))
-    alone = renderer(sc.stack([sc.Item([0], [pos_far], [sc.pose(0, 0)], [s_far], light, sc.kelvin_to_rgb(6500), 0.3, sc.BLACK)]))
+    alone = renderer(
+        sc.stack(
+            [
+                sc.Item(
+                    [0],
+                    [pos_far],
+                    [sc.pose(0, 0)],
+                    [s_far],
+                    light,
+                    sc.kelvin_to_rgb(6500),
+                    0.3,
+                    sc.BLACK,
+                )
+            ]
+        )
+    )
     assert out.visible_area[0, 0] < alone.visible_area[0, 0]  # partly hidden
     assert out.amodal_area[0, 0] == alone.amodal_area[0, 0]  # same silhouette either way
     assert torch.equal(out.amodal[0, 0], alone.amodal[0, 0])
@@ -89,14 +112,30 @@ def test_nearer_object_hides_farther(catalog, renderer):
 
 def test_light_colour_changes_pixels_not_masks(renderer):
     pos, s = sc.place(0, 0, 0.7)
-    items = [sc.Item([3], [pos], [sc.pose(0.5, 0.3)], [s], sc.light_direction(0.3, 0.6), sc.kelvin_to_rgb(k), 0.3, sc.BLACK)
-             for k in (3000, 9000)]
+    items = [
+        sc.Item(
+            [3],
+            [pos],
+            [sc.pose(0.5, 0.3)],
+            [s],
+            sc.light_direction(0.3, 0.6),
+            sc.kelvin_to_rgb(k),
+            0.3,
+            sc.BLACK,
+        )
+        for k in (3000, 9000)
+    ]
     out = renderer(sc.stack(items))
     assert torch.equal(out.slot[0], out.slot[1])
-    warm, cool = out.rgb[0][out.slot[0] == 0].float().mean(0), out.rgb[1][out.slot[1] == 0].float().mean(0)
+    warm, cool = (
+        out.rgb[0][out.slot[0] == 0].float().mean(0),
+        out.rgb[1][out.slot[1] == 0].float().mean(0),
+    )
     assert warm[0] / warm[2] > cool[0] / cool[2]  # warmer light: redder object
 
 
-@pytest.mark.parametrize(("fraction", "label"), [(0.0, 0), (0.1, 1), (0.15, 1), (0.16, 2), (0.5, 4), (0.95, 7), (1.0, 8)])
+@pytest.mark.parametrize(
+    ("fraction", "label"), [(0.0, 0), (0.1, 1), (0.15, 1), (0.16, 2), (0.5, 4), (0.95, 7), (1.0, 8)]
+)
 def test_cover_label_levels(fraction, label):
     assert sc.cover_label(fraction) == label

@@ -89,14 +89,24 @@ def test_units_not_images_are_resampled(tmp_path):
     for model, right in (("a", correct), ("b", np.roll(correct, 150))):
         (tmp_path / "classification" / model).mkdir(parents=True)
         pred = np.where(right, truth, 1)
-        np.savez(tmp_path / "classification" / model / "per_image.npz", path=paths, truth=truth, linear=pred, knn=pred,
-                 unit=np.array([f"instance:{i // 5}" for i in range(300)]))
-    by_instance = Evidence(tmp_path, resamples=1000).difference(("classification", "all", "linear_top1"), "a", "b")
+        np.savez(
+            tmp_path / "classification" / model / "per_image.npz",
+            path=paths,
+            truth=truth,
+            linear=pred,
+            knn=pred,
+            unit=np.array([f"instance:{i // 5}" for i in range(300)]),
+        )
+    by_instance = Evidence(tmp_path, resamples=1000).difference(
+        ("classification", "all", "linear_top1"), "a", "b"
+    )
     for model in ("a", "b"):
         with np.load(tmp_path / "classification" / model / "per_image.npz") as f:
             files = {k: f[k] for k in f.files if k != "unit"}
         np.savez(tmp_path / "classification" / model / "per_image.npz", **files)
-    by_image = Evidence(tmp_path, resamples=1000).difference(("classification", "all", "linear_top1"), "a", "b")
+    by_image = Evidence(tmp_path, resamples=1000).difference(
+        ("classification", "all", "linear_top1"), "a", "b"
+    )
     width = lambda i: i.high - i.low  # noqa: E731
     assert width(by_instance) > 1.8 * width(by_image)
 
@@ -105,8 +115,13 @@ def _accuracy_files(root, model, correct):
     (root / "classification" / model).mkdir(parents=True, exist_ok=True)
     truth = np.zeros(len(correct), dtype=int)
     pred = np.where(correct, truth, 1)
-    np.savez(root / "classification" / model / "per_image.npz", path=np.array([f"i{i}" for i in range(len(correct))]),
-             truth=truth, linear=pred, knn=pred)
+    np.savez(
+        root / "classification" / model / "per_image.npz",
+        path=np.array([f"i{i}" for i in range(len(correct))]),
+        truth=truth,
+        linear=pred,
+        knn=pred,
+    )
 
 
 def test_two_level_interval_covers_seed_variation(tmp_path):
@@ -120,11 +135,16 @@ def test_two_level_interval_covers_seed_variation(tmp_path):
         shift = rng.normal(0, 0.05)
         _accuracy_files(tmp_path, f"m{s}", easy < 0.6 + shift)
     metric = ("classification", "all", "linear_top1")
-    pooled = Evidence(tmp_path, resamples=1000, replicates={"A": ["m0", "m1", "m2"], "B": ["m3", "m4", "m5"]})
+    pooled = Evidence(
+        tmp_path, resamples=1000, replicates={"A": ["m0", "m1", "m2"], "B": ["m3", "m4", "m5"]}
+    )
     two_level = pooled.difference(metric, "A", "B")
     assert two_level.seeds == 3
-    single = [Evidence(tmp_path, resamples=1000).difference(metric, f"m{a}", f"m{b}") for a in range(3)
-              for b in range(3, 6)]
+    single = [
+        Evidence(tmp_path, resamples=1000).difference(metric, f"m{a}", f"m{b}")
+        for a in range(3)
+        for b in range(3, 6)
+    ]
     assert all(i.seeds == 1 for i in single)
     assert two_level.high - two_level.low > max(i.high - i.low for i in single)
 
@@ -142,9 +162,18 @@ def test_decision_rule_controls_false_verdicts_under_the_null(primaries):
         b = np.where(rng.random(n) < 0.3, rng.random(n) < 0.6, u < 0.6)  # the shared reference
         for j in range(primaries):
             a = np.where(rng.random(n) < 0.3, rng.random(n) < 0.6, u < 0.6)
-            i = intervals.paired(intervals.accuracy(a), intervals.accuracy(b), n, resamples=400, seed=t * 100 + j)
-            outcomes.append(cl.Outcome(cl.Comparison(1, "x", "a", "b", ("classification", "all", "linear_top1")),
-                                       [], [], cl.INCONCLUSIVE, interval=i))
+            i = intervals.paired(
+                intervals.accuracy(a), intervals.accuracy(b), n, resamples=400, seed=t * 100 + j
+            )
+            outcomes.append(
+                cl.Outcome(
+                    cl.Comparison(1, "x", "a", "b", ("classification", "all", "linear_top1")),
+                    [],
+                    [],
+                    cl.INCONCLUSIVE,
+                    interval=i,
+                )
+            )
         uncorrected += any(o.interval.excludes_zero for o in outcomes)
         cl._decide(outcomes, 0.05, {})
         false += any(o.verdict in (cl.HOLDS, cl.FAILS) for o in outcomes)

@@ -37,7 +37,9 @@ def _imported_modules(path: Path, package: str) -> set[str]:
                 module = node.module or ""
             if module.split(".")[0] == "demystify":
                 found.add(module)
-                found |= {f"{module}.{a.name}" for a in node.names if _module_file(f"{module}.{a.name}")}
+                found |= {
+                    f"{module}.{a.name}" for a in node.names if _module_file(f"{module}.{a.name}")
+                }
     return found
 
 
@@ -53,7 +55,12 @@ def project_files_of(script: Path) -> set[Path]:
                 found = _module_file(".".join(parts[:i]))
                 if found and found not in seen:
                     seen.add(found)
-                    todo.append((found, ".".join(parts[:i] if found.name == "__init__.py" else parts[: i - 1])))
+                    todo.append(
+                        (
+                            found,
+                            ".".join(parts[:i] if found.name == "__init__.py" else parts[: i - 1]),
+                        )
+                    )
     return seen
 
 
@@ -76,9 +83,14 @@ SPEED_ONLY = {SRC / "demystify" / "machine.py", SRC / "demystify" / "cores.py"}
 def test_every_module_a_stage_imports_is_a_declared_dep(name, script, deps):
     assert script in deps, f"{name}: its own script {script} is not a dep"
     declared = [ROOT / d for d in deps if "${" not in d]
-    missing = sorted(str(f.relative_to(ROOT)) for f in project_files_of(ROOT / script) - SPEED_ONLY
-                     if not any(f == d or d in f.parents for d in declared))
-    assert not missing, f"dvc.yaml stage {name} imports modules it does not declare as deps: {missing}"
+    missing = sorted(
+        str(f.relative_to(ROOT))
+        for f in project_files_of(ROOT / script) - SPEED_ONLY
+        if not any(f == d or d in f.parents for d in declared)
+    )
+    assert not missing, (
+        f"dvc.yaml stage {name} imports modules it does not declare as deps: {missing}"
+    )
 
 
 def test_machine_settings_are_read_but_no_stage_depends_on_them():
@@ -88,10 +100,15 @@ def test_machine_settings_are_read_but_no_stage_depends_on_them():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        listed = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", []) + body.get("params", [])]
+        listed = [
+            d if isinstance(d, str) else next(iter(d))
+            for d in body.get("deps", []) + body.get("params", [])
+        ]
         for entry in listed:
-            assert not any(_related(entry, m) for m in ("machine.yaml", "src/demystify/machine.py",
-                                                        "src/demystify/cores.py")), (name, entry)
+            assert not any(
+                _related(entry, m)
+                for m in ("machine.yaml", "src/demystify/machine.py", "src/demystify/cores.py")
+            ), (name, entry)
             assert entry not in ("src", "src/demystify", "."), (name, entry)
     for script in ("extract_frames", "mine_pairs", "pretrain", "evaluate"):
         assert SPEED_ONLY <= project_files_of(ROOT / "stages" / f"{script}.py"), script
@@ -110,7 +127,11 @@ def _declared(body: dict) -> list[str]:
     paths = []
     for key in ("deps", "outs", "metrics", "plots"):
         paths += [d if isinstance(d, str) else next(iter(d)) for d in body.get(key, [])]
-    paths += [next(iter(d)) for d in body.get("params", []) if isinstance(d, dict) and not next(iter(d.values()))]
+    paths += [
+        next(iter(d))
+        for d in body.get("params", [])
+        if isinstance(d, dict) and not next(iter(d.values()))
+    ]
     return paths
 
 
@@ -136,8 +157,13 @@ def test_every_path_a_stage_reads_or_writes_is_on_its_cmd_line_and_declared(name
     on_cmd, declared = _cmd_paths(body["cmd"]), _declared(body)
     assert on_cmd, f"{name}: its cmd names no path"
     pinned = PINNED.get(name, {})
-    assert all(by in declared and by in on_cmd and path in on_cmd for path, by in pinned.items()), (name, pinned)
-    undeclared = [c for c in on_cmd if c not in pinned and not any(_related(c, d) for d in declared)]
+    assert all(by in declared and by in on_cmd and path in on_cmd for path, by in pinned.items()), (
+        name,
+        pinned,
+    )
+    undeclared = [
+        c for c in on_cmd if c not in pinned and not any(_related(c, d) for d in declared)
+    ]
     assert not undeclared, f"{name}: cmd paths not declared as deps or outputs: {undeclared}"
     data = [d for d in declared if not d.startswith(("src/", "stages/"))]
     unnamed = [d for d in data if not any(_related(d, c) for c in on_cmd)]
@@ -153,6 +179,8 @@ def test_each_evaluation_reads_only_its_own_params_section():
     assert "evaluate" not in stages
     for kind in kinds:
         body = stages[f"evaluate_{kind}"]["do"]
-        assert kind in body["params"] and not (set(kinds) - {kind}) & set(body["params"]), body["params"]
+        assert kind in body["params"] and not (set(kinds) - {kind}) & set(body["params"]), body[
+            "params"
+        ]
         assert body["outs"] == [f"results/{kind}/${{key}}"]
         assert body["cmd"].split()[2] == kind  # stages/evaluate.py KIND MODEL

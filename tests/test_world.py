@@ -24,7 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def smoke_params(tmp_path_factory):
     out = tmp_path_factory.mktemp("conf") / "params.yaml"
-    compose(out, ["scale=smoke", "world.evaluation.aloi_instances_per_category=1"], config_dir=ROOT / "conf")
+    compose(
+        out,
+        ["scale=smoke", "world.evaluation.aloi_instances_per_category=1"],
+        config_dir=ROOT / "conf",
+    )
     return config.load("world", path=out)["world"]
 
 
@@ -54,9 +58,15 @@ def test_got10k_videos_read_back(world_dir, smoke_params):
         assert got10k.anno_fps(meta) == v.fps
         objects = pd.read_csv(root / name / "objects.csv")
         target = objects[objects.track == 0].sort_values("frame")
-        np.testing.assert_allclose(target[["x", "y", "w", "h"]].to_numpy(), ann[["x", "y", "w", "h"]].to_numpy(), atol=1e-3)
+        np.testing.assert_allclose(
+            target[["x", "y", "w", "h"]].to_numpy(), ann[["x", "y", "w", "h"]].to_numpy(), atol=1e-3
+        )
         visible = ann[ann.absence == 0]
-        assert (visible.w > 0).all() and (visible.x + visible.w <= v.width).all() and (visible.y + visible.h <= v.height).all()
+        assert (
+            (visible.w > 0).all()
+            and (visible.x + visible.w <= v.width).all()
+            and (visible.y + visible.h <= v.height).all()
+        )
 
 
 def test_aloi_layout(world_dir, smoke_params):
@@ -109,7 +119,9 @@ def test_object_centric_is_large_and_centred(world_dir, smoke_params):
     centre = np.hypot(ann.x + ann.w / 2 - size / 2, ann.y + ann.h / 2 - size / 2) / size
     assert centre.median() < 0.15
     crops = pd.read_csv(world_dir / "corpora" / "scene_crops" / "annotations.csv")
-    assert len(crops) > 0 and all((world_dir / "corpora" / "scene_crops" / p).exists() for p in crops.path)
+    assert len(crops) > 0 and all(
+        (world_dir / "corpora" / "scene_crops" / p).exists() for p in crops.path
+    )
 
 
 def test_evaluation_splits(world_dir, smoke_params):
@@ -117,17 +129,26 @@ def test_evaluation_splits(world_dir, smoke_params):
     cls = world_dir / "eval" / "classification"
     ann = pd.read_csv(cls / "annotations.csv")
     assert list(ann.columns) == ["path", "split", "category", "instance"]
-    for split, per in (("train", e.classification_train_per_class), ("val", e.classification_val_per_class),
-                       ("test", e.classification_test_per_class)):
+    for split, per in (
+        ("train", e.classification_train_per_class),
+        ("val", e.classification_val_per_class),
+        ("test", e.classification_test_per_class),
+    ):
         folders = sorted(p for p in (cls / split).iterdir())
         assert len(folders) == smoke_params.categories
         assert all(len(list(f.glob("*.png"))) == per for f in folders)
-        assert sorted(ann.path[ann.split == split]) == sorted(p.relative_to(cls).as_posix()
-                                                            for p in (cls / split).rglob("*.png"))
+        assert sorted(ann.path[ann.split == split]) == sorted(
+            p.relative_to(cls).as_posix() for p in (cls / split).rglob("*.png")
+        )
     catalog = pd.read_csv(world_dir / "catalog.csv").set_index("index")
     assert (catalog.loc[ann.instance, "category_name"].to_numpy() == ann.category.to_numpy()).all()
     labels = pd.read_csv(world_dir / "eval" / "pascal3d" / "labels.csv")
-    assert labels.groupby(["category", "az_bin", "el_bin"]).instance.nunique().eq(e.instance_per_bin).all()
+    assert (
+        labels.groupby(["category", "az_bin", "el_bin"])
+        .instance.nunique()
+        .eq(e.instance_per_bin)
+        .all()
+    )
     assert ((labels.azimuth % 180) // 30 == labels.az_bin).all()
     assert ((labels.elevation % 90) // 30 == labels.el_bin).all()
     seg = world_dir / "eval" / "segmentation"
@@ -163,9 +184,13 @@ def test_no_test_instance_in_any_pretraining_source(world_dir, smoke_params):
         assert table.instance.notna().all(), name
         shown = set(table.instance.astype(int))
         assert shown and not shown & held_out, (name, sorted(shown & held_out))
-        objects = {i for i in shown if i < n_objects}  # videos also show occluders (ids past the objects)
+        objects = {
+            i for i in shown if i < n_objects
+        }  # videos also show occluders (ids past the objects)
         assert objects <= set(range(n_objects)) and objects, name
-    for seq in (world_dir / "videos").glob("*/objects.csv"):  # every track of every frame, not just the target
+    for seq in (world_dir / "videos").glob(
+        "*/objects.csv"
+    ):  # every track of every frame, not just the target
         assert not set(pd.read_csv(seq).instance) & held_out, seq
 
 
@@ -177,19 +202,27 @@ def test_claim2_corpora_have_equal_unique_images(world_dir, smoke_params):
     crops = list((corpora / "scene_crops").rglob("*.png"))
     expected = smoke_params.corpora.scenes
     assert len(object_centric) == len(scenes) == len(crops) == expected
-    digests = [{hashlib.sha256(p.read_bytes()).hexdigest() for p in files} for files in (object_centric, scenes, crops)]
+    digests = [
+        {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        for files in (object_centric, scenes, crops)
+    ]
     assert [len(d) for d in digests] == [expected] * 3  # unique images, not copies
     crop_ann = pd.read_csv(corpora / "scene_crops" / "annotations.csv")
     scene_ann = pd.read_csv(corpora / "scenes" / "annotations.csv")
     assert crop_ann.source.is_unique and len(crop_ann) == expected
     largest = scene_ann.loc[scene_ann.groupby("image").area_share.idxmax()].set_index("image")
     assert (largest.loc[crop_ann.source, "object"].to_numpy() == crop_ann.object.to_numpy()).all()
-    assert (largest.loc[crop_ann.source, "instance"].to_numpy() == crop_ann.instance.to_numpy()).all()
+    assert (
+        largest.loc[crop_ann.source, "instance"].to_numpy() == crop_ann.instance.to_numpy()
+    ).all()
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes(world_dir, tmp_path, smoke_params):
@@ -199,6 +232,8 @@ def test_same_seed_same_bytes(world_dir, tmp_path, smoke_params):
     again = tmp_path / "world"
     synthesize(smoke_params, again, progress=False)
     first, second = _digest(world_dir), _digest(again)
-    assert any(name.endswith(".mat") for name in first) and any(name.endswith(".mp4") for name in first)
+    assert any(name.endswith(".mat") for name in first) and any(
+        name.endswith(".mp4") for name in first
+    )
     assert first.keys() == second.keys()
     assert [name for name in first if first[name] != second[name]] == []

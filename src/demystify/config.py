@@ -61,7 +61,9 @@ class VideoWorld(Section):
     @model_validator(mode="after")
     def _check(self) -> VideoWorld:
         if self.width % 2 or self.height % 2:
-            raise ValueError(f"width/height must be even for H.264 (got {self.width}x{self.height})")
+            raise ValueError(
+                f"width/height must be even for H.264 (got {self.width}x{self.height})"
+            )
         return self
 
 
@@ -116,13 +118,19 @@ def instance_split(instances_per_category: int) -> dict[str, range]:
     n_test = max(1, int(round(n * CLASSIFICATION_TEST_SHARE)))
     n_val = max(1, int(round(n * CLASSIFICATION_VAL_SHARE)))
     first_val, first_test = max(0, n - n_test - n_val), max(0, n - n_test)
-    return {"train": range(0, first_val), "val": range(first_val, first_test), "test": range(first_test, n)}
+    return {
+        "train": range(0, first_val),
+        "val": range(first_val, first_test),
+        "test": range(first_test, n),
+    }
 
 
 class WorldParams(Section):
     seed: int = Field(ge=0)
     categories: int = Field(ge=2, le=10)
-    instances_per_category: int = Field(ge=2)  # >= 3: disjoint train, val and test instances (below)
+    instances_per_category: int = Field(
+        ge=2
+    )  # >= 3: disjoint train, val and test instances (below)
     image_size: int = Field(ge=16, le=1024)
     scene_size: int = Field(ge=16, le=2048)
     render_batch: int = PositiveInt
@@ -136,7 +144,8 @@ class WorldParams(Section):
         if not split["train"] or not split["val"] or not split["test"]:
             raise ValueError(
                 f"instances_per_category: {self.instances_per_category} is too few for disjoint classification "
-                "train, val and test instances (at least 3)")
+                "train, val and test instances (at least 3)"
+            )
         if self.evaluation.aloi_instances_per_category > self.instances_per_category:
             raise ValueError(
                 "evaluation.aloi_instances_per_category: "
@@ -148,18 +157,22 @@ class WorldParams(Section):
                 f"evaluation.instance_per_bin: {self.evaluation.instance_per_bin} > "
                 f"instances_per_category {self.instances_per_category}"
             )
-        pool = self.categories * split["test"].start  # what pretraining may draw from: train and val instances
+        pool = (
+            self.categories * split["test"].start
+        )  # what pretraining may draw from: train and val instances
         if self.corpora.objects_per_scene[1] > pool:
             raise ValueError(
                 f"corpora.objects_per_scene: maximum {self.corpora.objects_per_scene[1]} > the {pool} instances "
-                "pretraining may use (categories x the train and val instances of instances_per_category)")
+                "pretraining may use (categories x the train and val instances of instances_per_category)"
+            )
         object_centric = self.categories * self.corpora.object_centric_per_category
         if object_centric != self.corpora.scenes:
             raise ValueError(
                 f"categories x corpora.object_centric_per_category = {self.categories} x "
                 f"{self.corpora.object_centric_per_category} = {object_centric} != corpora.scenes {self.corpora.scenes}: "
                 "claim 2 compares the object-centric corpus, the scenes and the scene crops (one per scene) on "
-                "equal numbers of images")
+                "equal numbers of images"
+            )
         return self
 
     def instance_split(self) -> dict[str, range]:
@@ -169,8 +182,12 @@ class WorldParams(Section):
 
 class DataParams(Section):
     source: Literal["synthetic", "folder"]
-    root: str = Field(min_length=1)  # annotated image corpora under <root>/corpora (check_data); the world's by default
-    videos: str = Field(min_length=1)  # the training videos (extract_frames, mine_pairs, check_data)
+    root: str = Field(
+        min_length=1
+    )  # annotated image corpora under <root>/corpora (check_data); the world's by default
+    videos: str = Field(
+        min_length=1
+    )  # the training videos (extract_frames, mine_pairs, check_data)
 
     @model_validator(mode="after")
     def _check(self) -> DataParams:
@@ -185,7 +202,9 @@ class FramesParams(Section):
     size: int = Field(ge=8, le=4096)
     jpeg_quality: int = Field(ge=2, le=31)
     max_rejected: float = Field(ge=0, le=1)
-    decode_timeout_s: float = Field(gt=0)  # one video's ffmpeg decode; longer: rejected as timed out
+    decode_timeout_s: float = Field(
+        gt=0
+    )  # one video's ffmpeg decode; longer: rejected as timed out
     # share of a video's frames byte-identical to the one before (ffmpeg filling a timestamp gap, a
     # frozen picture); more: rejected. The default holds for frames built without params.yaml.
     max_duplicate_share: float = Field(default=0.5, ge=0, le=1)
@@ -196,7 +215,9 @@ class FramesParams(Section):
     @model_validator(mode="after")
     def _check_shards(self) -> FramesParams:
         if self.shards != list(range(len(self.shards))):
-            raise ValueError(f"shards {self.shards} must be 0, 1, ..., n-1 in order (n = {len(self.shards)})")
+            raise ValueError(
+                f"shards {self.shards} must be 0, 1, ..., n-1 in order (n = {len(self.shards)})"
+            )
         return self
 
 
@@ -213,7 +234,9 @@ class PairsParams(Section):
     max_area: float = Field(gt=0, le=1)
     tracker: Literal["csrt", "kcf", "mil", "medianflow"]
     min_confidence: float = Field(ge=0, le=1)  # forward-backward IoU
-    snap_iou: float = Field(ge=0, le=1)  # a proposal in frame b must overlap the tracked box this much; 0: off
+    snap_iou: float = Field(
+        ge=0, le=1
+    )  # a proposal in frame b must overlap the tracked box this much; 0: off
     max_scale_change: float = Field(ge=1)
     max_outside: float = Field(ge=0, le=1)  # share of the tracked box allowed outside the frame
     match_iou: float = Field(ge=0, le=1)  # proposal-to-ground-truth match for iou_gt
@@ -228,14 +251,14 @@ class PairsParams(Section):
         return self
 
 
-
-
 class CentricityRange(Section):
     """What "object-centric" means: medians over a corpus's images."""
 
     min_largest_share: float = Field(ge=0, le=1)  # box area of the largest object / image area
     max_objects: float = Field(ge=1)  # objects per image
-    max_center_offset: float = Field(ge=0, le=1)  # main object's centre from the image centre / half-diagonal
+    max_center_offset: float = Field(
+        ge=0, le=1
+    )  # main object's centre from the image centre / half-diagonal
 
 
 class ChecksParams(Section):
@@ -259,11 +282,15 @@ def memory_bytes() -> int:
 
 class PretrainParams(Section):
     arch: Literal["resnet18", "resnet34", "resnet50"]
-    width: float = Field(gt=0, le=4)  # every layer's channels x this (0.5: 32-64-128-256 for resnet18)
+    width: float = Field(
+        gt=0, le=4
+    )  # every layer's channels x this (0.5: 32-64-128-256 for resnet18)
     image_size: int = Field(ge=16, le=1024)
     steps: int = PositiveInt  # optimizer steps, the same for every trained variant (equal budgets)
     warmup_steps: int = Field(ge=0)  # linear warm-up of the learning rate, then cosine to 0
-    log_every: int = PositiveInt  # loss, lr and the kNN monitor every this many steps (and at the last)
+    log_every: int = (
+        PositiveInt  # loss, lr and the kNN monitor every this many steps (and at the last)
+    )
     batch_size: int = PositiveInt  # the global batch, shared by torchrun's processes
     lr: float = Field(gt=0)  # per 256 images of the global batch
     weight_decay: float = Field(ge=0)
@@ -276,33 +303,51 @@ class PretrainParams(Section):
     head_bn: bool  # BatchNorm in the projection head's hidden layer (SimCLR / MoCo v3 style)
     bn_splits: int = PositiveInt
     min_crop_scale: float = Field(gt=0, le=1)
-    monitor: str = Field(min_length=1)  # labelled set (train/ and val/ ImageFolders: bank and queries) for the kNN monitor
+    monitor: str = Field(
+        min_length=1
+    )  # labelled set (train/ and val/ ImageFolders: bank and queries) for the kNN monitor
     monitor_per_class: int = PositiveInt
     knn_k: int = PositiveInt
     frames_root: str = Field(min_length=1)
     compile: bool
-    precision: Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on CUDA and on CPUs with native bf16
+    precision: Literal[
+        "auto", "bf16", "fp32"
+    ]  # auto: bf16 autocast on CUDA and on CPUs with native bf16
     seed: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> PretrainParams:
         if not float(64 * self.width).is_integer():
-            raise ValueError(f"width {self.width}: 64 x width must be a whole number of channels (e.g. 0.25, 0.5, 0.75)")
+            raise ValueError(
+                f"width {self.width}: 64 x width must be a whole number of channels (e.g. 0.25, 0.5, 0.75)"
+            )
         if self.batch_size % self.bn_splits:
-            raise ValueError(f"batch_size {self.batch_size} is not a multiple of bn_splits {self.bn_splits}")
-        if self.batch_size // self.bn_splits < 2:  # BatchNorm of one sample: no statistics (or a traceback)
-            raise ValueError(f"batch_size {self.batch_size} / bn_splits {self.bn_splits} leaves "
-                             f"{self.batch_size // self.bn_splits} sample per BN group; each needs at least 2")
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of bn_splits {self.bn_splits}"
+            )
+        if (
+            self.batch_size // self.bn_splits < 2
+        ):  # BatchNorm of one sample: no statistics (or a traceback)
+            raise ValueError(
+                f"batch_size {self.batch_size} / bn_splits {self.bn_splits} leaves "
+                f"{self.batch_size // self.bn_splits} sample per BN group; each needs at least 2"
+            )
         # what the queue and the head's last layer alone hold before any image is read: the queue
         # (cloned each step) and the layer's weights in the query encoder (with gradient and SGD
         # momentum) and the key encoder, float32
-        need = 4 * self.dim * (2 * self.queue_size + 4 * (FEATURE_WIDTH[self.arch] * self.width + 1))
+        need = (
+            4 * self.dim * (2 * self.queue_size + 4 * (FEATURE_WIDTH[self.arch] * self.width + 1))
+        )
         ram = memory_bytes()
         if ram and need > ram:
-            raise ValueError(f"dim {self.dim} x queue_size {self.queue_size}: the queue and projection head "
-                             f"alone need {need / 2**30:.1f} GiB, more than this machine's {ram / 2**30:.1f} GiB")
+            raise ValueError(
+                f"dim {self.dim} x queue_size {self.queue_size}: the queue and projection head "
+                f"alone need {need / 2**30:.1f} GiB, more than this machine's {ram / 2**30:.1f} GiB"
+            )
         if self.warmup_steps >= self.steps:
-            raise ValueError(f"warmup_steps {self.warmup_steps} must be fewer than steps {self.steps}")
+            raise ValueError(
+                f"warmup_steps {self.warmup_steps} must be fewer than steps {self.steps}"
+            )
         return self
 
 
@@ -313,27 +358,43 @@ class VariantParams(Section):
     data: str = Field(min_length=1)  # corpus, pairs manifest, or (external) the checkpoint file
     arch: Literal["resnet18", "resnet34", "resnet50"] | None = None  # None: pretrain.arch
     seed: int | None = Field(default=None, ge=0)  # None: pretrain.seed
-    replicate_of: str | None = None  # the variant this one repeats with another seed (a label; checked in validate)
+    replicate_of: str | None = (
+        None  # the variant this one repeats with another seed (a label; checked in validate)
+    )
 
     @model_validator(mode="after")
     def _check(self) -> VariantParams:
-        allowed = {"moco": {"images", "temporal", "tracker", "crops"}, "supervised": {"labels"}, "random": {"none"},
-                   "external": {"none"}}
+        allowed = {
+            "moco": {"images", "temporal", "tracker", "crops"},
+            "supervised": {"labels"},
+            "random": {"none"},
+            "external": {"none"},
+        }
         if self.positives not in allowed[self.method]:
-            raise ValueError(f"positives {self.positives!r} does not go with method {self.method!r} "
-                             f"(allowed: {sorted(allowed[self.method])})")
+            raise ValueError(
+                f"positives {self.positives!r} does not go with method {self.method!r} "
+                f"(allowed: {sorted(allowed[self.method])})"
+            )
         return self
 
 
-INVARIANCE_SETS = ("aloi_view", "aloi_ill", "aloi_col", "got10k_occlusion", "pascal3d_instance",
-                   "pascal3d_instance_viewpoint")
+INVARIANCE_SETS = (
+    "aloi_view",
+    "aloi_ill",
+    "aloi_col",
+    "got10k_occlusion",
+    "pascal3d_instance",
+    "pascal3d_instance_viewpoint",
+)
 
 
 class InvarianceParams(Section):
     sets: list[Literal[INVARIANCE_SETS]] = Field(min_length=1)  # which of the paper's sets to score
     aloi: str = Field(min_length=1)  # folder holding aloi_red2_{view,ill,col}/png2/
     got10k: str = Field(min_length=1)  # a GOT-10k split folder (list.txt, sequences)
-    pascal3d: str = Field(min_length=1)  # a PASCAL3D+ release folder (Images, Annotations, Image_sets)
+    pascal3d: str = Field(
+        min_length=1
+    )  # a PASCAL3D+ release folder (Images, Annotations, Image_sets)
     aloi_size: int = Field(ge=16, le=1024)  # inputs are resized, without crop, to size x size
     got10k_size: int = Field(ge=16, le=1024)
     pascal3d_size: int = Field(ge=16, le=1024)
@@ -352,7 +413,9 @@ class InvarianceParams(Section):
 class LinearProbeParams(Section):
     epochs: int = PositiveInt
     lr: float = Field(gt=0)
-    weight_decays: list[float] = Field(min_length=1)  # the grid; chosen by cross-validation on the training split
+    weight_decays: list[float] = Field(
+        min_length=1
+    )  # the grid; chosen by cross-validation on the training split
     folds: int = Field(ge=2)
     batch_size: int = PositiveInt
 
@@ -406,11 +469,19 @@ class ReportParams(Section):
     invariance_k: int = PositiveInt  # which top-K invariance score the tables and claims use
     resamples: int = Field(ge=100)  # paired-bootstrap draws per interval
     level: float = Field(gt=0.5, lt=1)  # confidence level of the intervals
-    sweep: str = Field(min_length=1)  # CSV of more runs (run, kind, model, set, metric, value); header only: none
-    gate_margin: float = Field(ge=0, le=1)  # linear and kNN top-1 at least this far above the untrained network
-    record_gap_share: float = Field(ge=0, le=1)  # kNN gap to supervised a variant must close for verdicts of record
+    sweep: str = Field(
+        min_length=1
+    )  # CSV of more runs (run, kind, model, set, metric, value); header only: none
+    gate_margin: float = Field(
+        ge=0, le=1
+    )  # linear and kNN top-1 at least this far above the untrained network
+    record_gap_share: float = Field(
+        ge=0, le=1
+    )  # kNN gap to supervised a variant must close for verdicts of record
     record_seeds: int = Field(ge=1)  # pretraining seeds a variant needs for verdicts of record
-    ceiling: float = Field(gt=0)  # an invariance set on which the untrained network scores this much is at ceiling
+    ceiling: float = Field(
+        gt=0
+    )  # an invariance set on which the untrained network scores this much is at ceiling
 
 
 SECTIONS: dict[str, type[BaseModel] | type] = {
@@ -453,15 +524,27 @@ VARIANT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 def _check_variant_name(key: Any, section: str, source: str) -> None:
     if not isinstance(key, str) or not VARIANT_NAME.fullmatch(key):
-        raise ConfigError(f"{source}: {section}.{key}: a variant name may hold only letters, digits and "
-                          f"underscores (got {key!r})")
+        raise ConfigError(
+            f"{source}: {section}.{key}: a variant name may hold only letters, digits and "
+            f"underscores (got {key!r})"
+        )
 
 
 # every params value that dvc.yaml interpolates into a stage's cmd (tests/test_params_faults.py keeps
 # this in step with dvc.yaml). Each sits in single quotes there, so `$(...)`, backticks, `"` and
 # spaces pass to the script literally; only a single quote, which would end the quoting, is refused.
-CMD_KEYS = ("data.root", "data.videos", "pretrain.monitor", "variants.*.data", "invariance.aloi", "invariance.got10k",
-            "invariance.pascal3d", "classification.data", "segmentation.data", "report.sweep")
+CMD_KEYS = (
+    "data.root",
+    "data.videos",
+    "pretrain.monitor",
+    "variants.*.data",
+    "invariance.aloi",
+    "invariance.got10k",
+    "invariance.pascal3d",
+    "classification.data",
+    "segmentation.data",
+    "report.sweep",
+)
 
 
 def _cmd_values(data: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -470,8 +553,13 @@ def _cmd_values(data: dict[str, Any]) -> list[tuple[str, Any]]:
         section, *rest = key.split(".")
         nodes = [(section, data.get(section))]
         for part in rest:
-            nodes = [(f"{name}.{k}", v) for name, node in nodes if isinstance(node, dict)
-                     for k, v in node.items() if part in ("*", k)]
+            nodes = [
+                (f"{name}.{k}", v)
+                for name, node in nodes
+                if isinstance(node, dict)
+                for k, v in node.items()
+                if part in ("*", k)
+            ]
         out += nodes
     return out
 
@@ -484,8 +572,10 @@ def check_shell_safe(data: dict[str, Any], source: str = "params.yaml") -> None:
         _check_variant_name(key, "variants", source)
     for key, value in _cmd_values(data):
         if isinstance(value, str) and "'" in value:
-            raise ConfigError(f"{source}: {key} = {value!r}: a single quote would end the quoting of the stage "
-                              "command in dvc.yaml (rename the path)")
+            raise ConfigError(
+                f"{source}: {key} = {value!r}: a single quote would end the quoting of the stage "
+                "command in dvc.yaml (rename the path)"
+            )
 
 
 def _check_ks(data: dict[str, Any], ks: list[int], source: str) -> None:
@@ -502,14 +592,19 @@ def _check_ks(data: dict[str, Any], ks: list[int], source: str) -> None:
         width = int(FEATURE_WIDTH[arch] * scale) if arch in FEATURE_WIDTH else None
         too_big = [k for k in ks if width and k > width]
         if too_big:
-            raise ConfigError(f"{source}: invariance.ks = {ks}: K {', '.join(map(str, too_big))} > the {width} "
-                              f"feature units of {arch} at pretrain.width {scale} ({key}); the top-K units need K <= {width}")
+            raise ConfigError(
+                f"{source}: invariance.ks = {ks}: K {', '.join(map(str, too_big))} > the {width} "
+                f"feature units of {arch} at pretrain.width {scale} ({key}); the top-K units need K <= {width}"
+            )
 
 
-def _check_replicates(variants: dict[str, VariantParams], pretrain_seed: Any, section: str, source: str) -> None:
+def _check_replicates(
+    variants: dict[str, VariantParams], pretrain_seed: Any, section: str, source: str
+) -> None:
     """A replicate repeats an original variant with another seed and nothing else: the same method,
     positives and data, a seed none of its group has. It names the original, never another replicate,
     so a group is one original and its replicates."""
+
     def seed_of(v: VariantParams) -> Any:
         return pretrain_seed if v.seed is None else v.seed
 
@@ -522,15 +617,25 @@ def _check_replicates(variants: dict[str, VariantParams], pretrain_seed: Any, se
         if original is None or v.replicate_of == key:
             raise ConfigError(f"{where}: names no other variant (variants: {', '.join(variants)})")
         if original.replicate_of is not None:
-            raise ConfigError(f"{where}: is itself a replicate; name its original {original.replicate_of!r}")
-        differs = [f for f in ("method", "positives", "data", "arch") if getattr(v, f) != getattr(original, f)]
+            raise ConfigError(
+                f"{where}: is itself a replicate; name its original {original.replicate_of!r}"
+            )
+        differs = [
+            f
+            for f in ("method", "positives", "data", "arch")
+            if getattr(v, f) != getattr(original, f)
+        ]
         if differs:
-            raise ConfigError(f"{where}: a replicate differs from its original in the seed alone, but "
-                              f"{', '.join(f'{f} {getattr(v, f)!r} != {getattr(original, f)!r}' for f in differs)}")
+            raise ConfigError(
+                f"{where}: a replicate differs from its original in the seed alone, but "
+                f"{', '.join(f'{f} {getattr(v, f)!r} != {getattr(original, f)!r}' for f in differs)}"
+            )
         group = seen.setdefault(v.replicate_of, {seed_of(original): v.replicate_of})
         if seed_of(v) in group:
-            raise ConfigError(f"{where}: its seed {seed_of(v)!r} is the seed of {group[seed_of(v)]!r} "
-                              f"(set variants.{key}.seed to another)")
+            raise ConfigError(
+                f"{where}: its seed {seed_of(v)!r} is the seed of {group[seed_of(v)]!r} "
+                f"(set variants.{key}.seed to another)"
+            )
         group[seed_of(v)] = key
 
 
@@ -564,7 +669,11 @@ def _unknown_keys(value: Any, model: type, prefix: str) -> list[tuple[str, Any]]
     if not isinstance(value, dict):
         return []
     if model is dict:
-        return [u for name, entry in value.items() for u in _unknown_keys(entry, VariantParams, f"{prefix}.{name}")]
+        return [
+            u
+            for name, entry in value.items()
+            for u in _unknown_keys(entry, VariantParams, f"{prefix}.{name}")
+        ]
     out = []
     for key, sub in value.items():
         field = model.model_fields.get(key) if isinstance(key, str) else None
@@ -577,15 +686,24 @@ def _unknown_keys(value: Any, model: type, prefix: str) -> list[tuple[str, Any]]
 
 # settings that change speed, never results: in machine.yaml (demystify.machine), which no stage lists,
 # so tuning them reruns nothing; an old params.yaml naming one is told where it went
-MOVED_TO_MACHINE = ("frames.workers", "pairs.workers", "pretrain.workers", "pretrain.resident_mb",
-                    "pretrain.checkpoint_every", "invariance.workers", "classification.workers",
-                    "segmentation.workers")
+MOVED_TO_MACHINE = (
+    "frames.workers",
+    "pairs.workers",
+    "pretrain.workers",
+    "pretrain.resident_mb",
+    "pretrain.checkpoint_every",
+    "invariance.workers",
+    "classification.workers",
+    "segmentation.workers",
+)
 
 
 def _unknown_line(key: str, value: Any) -> str:
     if key in MOVED_TO_MACHINE:
-        return (f"  {key} = {value!r}: {key} moved to machine.yaml (changes speed, never results: no stage "
-                "lists it, so changing it reruns nothing); set it there")
+        return (
+            f"  {key} = {value!r}: {key} moved to machine.yaml (changes speed, never results: no stage "
+            "lists it, so changing it reruns nothing); set it there"
+        )
     return f"  {key} = {value!r}: unknown key (not in the schema; no stage reads it)"
 
 
@@ -595,9 +713,13 @@ def check_keys(data: dict[str, Any], source: str = "params.yaml") -> None:
     recorded as an experiment's param while changing nothing."""
     unknown = sorted(str(k) for k in set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s): {', '.join(unknown)} (not in the schema, "
-                          "src/demystify/config.py; no stage reads it)")
-    nested = [u for name, model in SECTIONS.items() for u in _unknown_keys(data.get(name), model, name)]
+        raise ConfigError(
+            f"{source}: unknown top-level key(s): {', '.join(unknown)} (not in the schema, "
+            "src/demystify/config.py; no stage reads it)"
+        )
+    nested = [
+        u for name, model in SECTIONS.items() for u in _unknown_keys(data.get(name), model, name)
+    ]
     if nested:
         lines = "\n".join(_unknown_line(key, value) for key, value in nested)
         raise ConfigError(f"{source}: invalid parameters:\n{lines}")
@@ -618,14 +740,18 @@ def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") 
         value = data[name]
         if model is dict:  # name -> variant
             if not isinstance(value, dict) or not value:
-                raise ConfigError(f"{source}: {name} must be a non-empty mapping of name -> settings")
+                raise ConfigError(
+                    f"{source}: {name} must be a non-empty mapping of name -> settings"
+                )
             out[name] = {}
             for key, entry in value.items():
                 _check_variant_name(key, name, source)
                 try:
                     out[name][key] = VariantParams.model_validate(entry)
                 except ValidationError as exc:
-                    raise ConfigError(f"{source}: invalid parameters:\n{_describe(exc.errors(), f'{name}.{key}')}") from None
+                    raise ConfigError(
+                        f"{source}: invalid parameters:\n{_describe(exc.errors(), f'{name}.{key}')}"
+                    ) from None
             _check_replicates(out[name], (data.get("pretrain") or {}).get("seed"), name, source)
             continue
         if model is int:
@@ -649,7 +775,9 @@ def load(*sections: str, path: str | Path = "params.yaml") -> dict[str, Any]:
     return validate(read_yaml(path), *sections, source=str(path))
 
 
-if __name__ == "__main__":  # `python -m demystify.config [params.yaml]`: the whole file's keys and cmd values
+if (
+    __name__ == "__main__"
+):  # `python -m demystify.config [params.yaml]`: the whole file's keys and cmd values
     import sys
 
     try:

@@ -32,7 +32,9 @@ _held: list[int] = []  # the slots' file descriptors, kept for the process's lif
 
 
 def slots_dir() -> Path:
-    return Path(os.environ.get(ENV) or Path(tempfile.gettempdir()) / f"demystify-cores-{os.getuid()}")
+    return Path(
+        os.environ.get(ENV) or Path(tempfile.gettempdir()) / f"demystify-cores-{os.getuid()}"
+    )
 
 
 def threads_wanted(cpus: int) -> int:
@@ -55,11 +57,17 @@ def claim(label: str, cpus: int, wanted: int | None = None) -> int:
         if got:
             _held.extend(got)
             if said:
-                print(f"{label}: took {need} core(s) after {time.monotonic() - started:.0f} s", file=sys.stderr)
+                print(
+                    f"{label}: took {need} core(s) after {time.monotonic() - started:.0f} s",
+                    file=sys.stderr,
+                )
             return need
         if not said:
-            print(f"{label}: waiting for {need} of {cpus} cores (other demystify stages hold them; machine.yaml "
-                  "stages.wait_for_cores: false runs at once)", file=sys.stderr)
+            print(
+                f"{label}: waiting for {need} of {cpus} cores (other demystify stages hold them; machine.yaml "
+                "stages.wait_for_cores: false runs at once)",
+                file=sys.stderr,
+            )
             said = True
         time.sleep(POLL_S)
 

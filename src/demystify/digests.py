@@ -52,20 +52,29 @@ class DigestCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # a lost last write costs one rehash, never a wrong digest
-            db.execute("CREATE TABLE IF NOT EXISTS md5 (dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,"
-                       " md5 TEXT NOT NULL, PRIMARY KEY (dev, ino)) WITHOUT ROWID")
+            db.execute(
+                "PRAGMA synchronous=NORMAL"
+            )  # a lost last write costs one rehash, never a wrong digest
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS md5 (dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,"
+                " md5 TEXT NOT NULL, PRIMARY KEY (dev, ino)) WITHOUT ROWID"
+            )
             # a whole file list's digest by the fingerprint of its paths' stats (list_digest)
-            db.execute("CREATE TABLE IF NOT EXISTS lists (fingerprint TEXT PRIMARY KEY, digest TEXT NOT NULL)"
-                       " WITHOUT ROWID")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS lists (fingerprint TEXT PRIMARY KEY, digest TEXT NOT NULL)"
+                " WITHOUT ROWID"
+            )
             self._db = db
         except (sqlite3.Error, OSError) as exc:
             self._give_up(exc)
 
     def _give_up(self, exc: Exception) -> None:
         if not self._warned:
-            print(f"digests: cannot use the digest cache {self.path} ({type(exc).__name__}: {exc}); "
-                  f"hashing every file in full (set ${ENV} to a writable node-local file)", file=sys.stderr)
+            print(
+                f"digests: cannot use the digest cache {self.path} ({type(exc).__name__}: {exc}); "
+                f"hashing every file in full (set ${ENV} to a writable node-local file)",
+                file=sys.stderr,
+            )
             self._warned = True
         if self._db is not None:
             self._db.close()
@@ -93,7 +102,9 @@ class DigestCache:
             out[p] = plain_md5(p)
             self.hashed_bytes += st.st_size
             if os.stat(p).st_mtime_ns == st.st_mtime_ns and now - st.st_mtime_ns >= RACY_S * 1e9:
-                fresh.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, out[p]))  # unchanged while read
+                fresh.append(
+                    (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, out[p])
+                )  # unchanged while read
         self.hits += len(found)
         self.misses += len(paths) - len(found)
         self._store(fresh)
@@ -109,14 +120,17 @@ class DigestCache:
             try:
                 for dev, inodes in _by_device(by_key).items():
                     for i in range(0, len(inodes), _BATCH):
-                        rows += self._rows(dev, inodes[i:i + _BATCH])
+                        rows += self._rows(dev, inodes[i : i + _BATCH])
             finally:
                 self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._give_up(exc)
             return {}
-        md5 = {(dev, ino): digest for dev, ino, size, mtime_ns, digest in rows
-               if by_key.get((dev, ino)) == (size, mtime_ns)}
+        md5 = {
+            (dev, ino): digest
+            for dev, ino, size, mtime_ns, digest in rows
+            if by_key.get((dev, ino)) == (size, mtime_ns)
+        }
         # every path of a cached inode (hard links, a path given twice) has its digest
         return {p: md5[k] for p, st in stats.items() if (k := (st.st_dev, st.st_ino)) in md5}
 
@@ -126,11 +140,15 @@ class DigestCache:
         that belong to other files are dropped by the caller); scattered inodes are asked one by one."""
         lo, hi = inodes[0], inodes[-1]
         if hi - lo <= _DENSE * len(inodes):
-            return self._db.execute("SELECT dev, ino, size, mtime_ns, md5 FROM md5 WHERE dev = ? AND ino BETWEEN ? AND ?",
-                                    (dev, lo, hi)).fetchall()
+            return self._db.execute(
+                "SELECT dev, ino, size, mtime_ns, md5 FROM md5 WHERE dev = ? AND ino BETWEEN ? AND ?",
+                (dev, lo, hi),
+            ).fetchall()
         marks = ",".join("?" * len(inodes))
-        return self._db.execute(f"SELECT dev, ino, size, mtime_ns, md5 FROM md5 WHERE dev = ? AND ino IN ({marks})",
-                                (dev, *inodes)).fetchall()
+        return self._db.execute(
+            f"SELECT dev, ino, size, mtime_ns, md5 FROM md5 WHERE dev = ? AND ino IN ({marks})",
+            (dev, *inodes),
+        ).fetchall()
 
     def _store(self, rows: list[tuple]) -> None:
         if self._db is None or not rows:
@@ -152,8 +170,12 @@ class DigestCache:
         paths' (device, inode, size, mtime_ns), as each file's is."""
         paths = sorted({str(p) for p in paths})
         stats = [os.stat(p) for p in paths]
-        fingerprint = hashlib.md5("".join(f"{p}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n"
-                                          for p, st in zip(paths, stats, strict=True)).encode()).hexdigest()
+        fingerprint = hashlib.md5(
+            "".join(
+                f"{p}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                for p, st in zip(paths, stats, strict=True)
+            ).encode()
+        ).hexdigest()
         known = self._get_list(fingerprint)
         if known is not None:
             self.hits += len(paths)
@@ -163,7 +185,9 @@ class DigestCache:
         for p in paths:
             h.update(f"{p}\0{md5[p]}\n".encode())
         oldest = time.time_ns() - RACY_S * 1e9
-        if all(st.st_mtime_ns <= oldest for st in stats):  # as md5s: no file written in the last seconds
+        if all(
+            st.st_mtime_ns <= oldest for st in stats
+        ):  # as md5s: no file written in the last seconds
             self._put_list(fingerprint, h.hexdigest())
         return h.hexdigest()
 
@@ -172,14 +196,18 @@ class DigestCache:
         archive's (device, inode, size, mtime_ns) as a file's digest is: verifying a pairs manifest's
         frames after mining reads each archive's members once per node."""
         st = os.stat(archive)
-        fingerprint = hashlib.md5(f"zip\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+        fingerprint = hashlib.md5(
+            f"zip\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+        ).hexdigest()
         known = self._get_list(fingerprint)
         if known is not None:
             self.hits += 1
             return json.loads(known)
         with zipfile.ZipFile(archive) as z:
             md5 = {name: hashlib.md5(z.read(name)).hexdigest() for name in z.namelist()}
-        if st.st_mtime_ns <= time.time_ns() - RACY_S * 1e9:  # as md5s: not an archive written seconds ago
+        if (
+            st.st_mtime_ns <= time.time_ns() - RACY_S * 1e9
+        ):  # as md5s: not an archive written seconds ago
             self._put_list(fingerprint, json.dumps(md5, sort_keys=True))
         return md5
 
@@ -187,7 +215,9 @@ class DigestCache:
         if self._db is None:
             return None
         try:
-            row = self._db.execute("SELECT digest FROM lists WHERE fingerprint = ?", (fingerprint,)).fetchone()
+            row = self._db.execute(
+                "SELECT digest FROM lists WHERE fingerprint = ?", (fingerprint,)
+            ).fetchone()
         except sqlite3.Error as exc:
             self._give_up(exc)
             return None

@@ -57,8 +57,12 @@ def shard_name(shard: int) -> str:
 def parts(root: str | Path) -> list[Path]:
     """The shard folders of `root` (by number), or [root] when it has none (one shard, or loose frames)."""
     root = Path(root)
-    found = [p for p in root.glob(f"{SHARD_PREFIX}*") if p.is_dir() and p.name[len(SHARD_PREFIX):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(SHARD_PREFIX):])) or [root]
+    found = [
+        p
+        for p in root.glob(f"{SHARD_PREFIX}*")
+        if p.is_dir() and p.name[len(SHARD_PREFIX) :].isdigit()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(SHARD_PREFIX) :])) or [root]
 
 
 def read_manifest(root: str | Path) -> pd.DataFrame:
@@ -85,9 +89,11 @@ def _one_part_each(videos: list[str], root: str | Path) -> None:
             twice.append(video)
         seen.add(video)
     if twice:
-        raise FramesError(f"{root}: {len(twice)} video(s) in more than one shard folder (first: {twice[0]}): a "
-                          "shard of an earlier frames.shards is left over; remove it with `python -m "
-                          "demystify.leftovers` (make run does) and rerun")
+        raise FramesError(
+            f"{root}: {len(twice)} video(s) in more than one shard folder (first: {twice[0]}): a "
+            "shard of an earlier frames.shards is left over; remove it with `python -m "
+            "demystify.leftovers` (make run does) and rerun"
+        )
 
 
 # ---------------------------------------------------------------- writing
@@ -222,7 +228,9 @@ class FrameStore:
         try:
             return read_bytes(self.address(frame))
         except OSError as exc:
-            raise FramesError(f"{self.root / frame}: cannot read frame ({exc.strerror or exc})") from None
+            raise FramesError(
+                f"{self.root / frame}: cannot read frame ({exc.strerror or exc})"
+            ) from None
 
     def md5(self, frame: str) -> str:
         """The frame's MD5 (of its JPEG bytes, as frame_md5) through the node's digest cache
@@ -234,17 +242,24 @@ class FrameStore:
                 return digests.file_md5(self.address(frame))
             members = digests.member_md5s(where[0])
         except (OSError, zipfile.BadZipFile) as exc:
-            raise FramesError(f"{self.root / frame}: cannot read frame ({getattr(exc, 'strerror', None) or exc})") from None
+            raise FramesError(
+                f"{self.root / frame}: cannot read frame ({getattr(exc, 'strerror', None) or exc})"
+            ) from None
         if name not in members:
-            raise FramesError(f"{self.root / frame}: cannot read frame (no member {name} in {where[0]})")
+            raise FramesError(
+                f"{self.root / frame}: cannot read frame (no member {name} in {where[0]})"
+            )
         return members[name]
 
     def videos(self) -> Iterator[tuple[str, Path]]:
         """(video id, zip) of every frames zip under the root, sorted by video id."""
         found = []
         for part in self.parts:
-            found += [(z.relative_to(part).with_suffix("").as_posix(), z) for z in part.rglob(f"*{ZIP_SUFFIX}")
-                      if not z.name.startswith(".")]
+            found += [
+                (z.relative_to(part).with_suffix("").as_posix(), z)
+                for z in part.rglob(f"*{ZIP_SUFFIX}")
+                if not z.name.startswith(".")
+            ]
         _one_part_each([v for v, _ in found], self.root)
         return iter(sorted(found))
 
@@ -260,7 +275,11 @@ class FrameStore:
 def is_sharded(root: str | Path) -> bool:
     """Whether `root` holds frames zips (shard folders of them, or a shard folder itself)."""
     root = Path(root)
-    return parts(root) != [root] or (root / MANIFEST).is_file() and next(root.rglob(f"*{ZIP_SUFFIX}"), None) is not None
+    return (
+        parts(root) != [root]
+        or (root / MANIFEST).is_file()
+        and next(root.rglob(f"*{ZIP_SUFFIX}"), None) is not None
+    )
 
 
 def decode_bgr(data: bytes):

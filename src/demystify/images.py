@@ -29,8 +29,19 @@ from . import frames_store
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff", ".webp")
 # files a dataset folder holds beside its images (the world's and the public layouts'): not reported
-SIDE_FILES = frozenset({"annotations.csv", "labels.csv", "classes.txt", "objects.csv", "manifest.parquet",
-                        "rejected.csv", "Thumbs.db", "desktop.ini", ".DS_Store"})
+SIDE_FILES = frozenset(
+    {
+        "annotations.csv",
+        "labels.csv",
+        "classes.txt",
+        "objects.csv",
+        "manifest.parquet",
+        "rejected.csv",
+        "Thumbs.db",
+        "desktop.ini",
+        ".DS_Store",
+    }
+)
 MAX_PIXELS = 2**26  # 64 megapixels (8192 x 8192): 192 MB decoded, 768 MB as float
 
 
@@ -54,20 +65,28 @@ def split_images(files: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     return images, skipped
 
 
-def skip_line(where: str, skipped: list[Path], root: Path | None = None, shown: int = 3) -> str | None:
+def skip_line(
+    where: str, skipped: list[Path], root: Path | None = None, shown: int = 3
+) -> str | None:
     """One line naming the files skipped for their suffix, grouped by suffix (None if none)."""
     if not skipped:
         return None
     groups: dict[str, list[str]] = {}
     for f in sorted(skipped):
-        name = f.relative_to(root).as_posix() if root is not None and f.is_relative_to(root) else f.name
+        name = (
+            f.relative_to(root).as_posix()
+            if root is not None and f.is_relative_to(root)
+            else f.name
+        )
         groups.setdefault(f.suffix.lower() or "no suffix", []).append(name)
     parts = []
     for suffix, names in sorted(groups.items()):
         more = f" and {len(names) - shown} more" if len(names) > shown else ""
         parts.append(f"{suffix}: {', '.join(names[:shown])}{more}")
-    return (f"{where}: skipped {len(skipped)} file(s) that are not images by suffix ({'; '.join(parts)}; "
-            f"images are {' '.join(IMAGE_SUFFIXES)})")
+    return (
+        f"{where}: skipped {len(skipped)} file(s) that are not images by suffix ({'; '.join(parts)}; "
+        f"images are {' '.join(IMAGE_SUFFIXES)})"
+    )
 
 
 def report_skipped(where: str, skipped: list[Path], root: Path | None = None) -> None:
@@ -83,14 +102,23 @@ def _open(path: str, error: type[Exception]) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(frames_store.image_source(path))
     except Image.DecompressionBombError:
-        raise error(f"{path}: image over the pixel cap of {MAX_PIXELS} (Pillow refused its header)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+        raise error(
+            f"{path}: image over the pixel cap of {MAX_PIXELS} (Pillow refused its header)"
+        ) from None
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+    ) as exc:  # UnidentifiedImageError is an OSError
         raise error(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     w, h = im.size
     if w * h > MAX_PIXELS:
         im.close()
-        raise error(f"{path}: image of {w}x{h} = {w * h} pixels is over the cap of {MAX_PIXELS} "
-                    "(demystify.images.MAX_PIXELS); downscale it or leave it out")
+        raise error(
+            f"{path}: image of {w}x{h} = {w * h} pixels is over the cap of {MAX_PIXELS} "
+            "(demystify.images.MAX_PIXELS); downscale it or leave it out"
+        )
     if w < 1 or h < 1:
         im.close()
         raise error(f"{path}: image of {w}x{h} pixels (empty)")
@@ -105,7 +133,13 @@ def image_size(path: str | Path, error: type[Exception] = ImageError) -> tuple[i
 
 def _rgb8(im: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 of any mode; samples over 8 bits scaled, not truncated."""
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey (Pillow holds it as integers)
+    if im.mode in (
+        "I;16",
+        "I;16L",
+        "I;16B",
+        "I;16N",
+        "I",
+    ):  # 16-bit grey (Pillow holds it as integers)
         grey = np.asarray(im, dtype=np.int64)
         grey = ((np.clip(grey, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
@@ -120,6 +154,11 @@ def decode_rgb(path: str | Path, error: type[Exception] = ImageError) -> torch.T
     with _open(path, error) as im:
         try:
             pixels = _rgb8(im)
-        except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated, corrupt, unsupported mode
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            EOFError,
+        ) as exc:  # truncated, corrupt, unsupported mode
             raise error(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy())

@@ -82,8 +82,11 @@ def write_json(path: str | Path, obj: Any) -> None:
     where: list[str] = []
     clean = finite_or_null(obj, "", where)
     if where:
-        print(f"{path}: non-finite values written as null at {', '.join(where[:5])}"
-              f"{f' (and {len(where) - 5} more)' if len(where) > 5 else ''}", file=sys.stderr)
+        print(
+            f"{path}: non-finite values written as null at {', '.join(where[:5])}"
+            f"{f' (and {len(where) - 5} more)' if len(where) > 5 else ''}",
+            file=sys.stderr,
+        )
     write_text(path, json.dumps(clean, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 

@@ -20,7 +20,12 @@ from pathlib import Path
 from . import config
 
 # the folders of per-variant subfolders that a stage depends on as a whole
-FOLDERS = ("results/pretrain", "results/invariance", "results/classification", "results/segmentation")
+FOLDERS = (
+    "results/pretrain",
+    "results/invariance",
+    "results/classification",
+    "results/segmentation",
+)
 # the folders of per-shard subfolders (extract_frames@K); nothing else belongs in them
 SHARD_FOLDERS = ("data/frames", "results/frames")
 # plan_shards' per-shard lists (data/shards/shard-K.csv); nothing else belongs there either
@@ -31,15 +36,27 @@ def find(root: str | Path, variants: list[str], shards: list[int] | None = None)
     """Subfolders of FOLDERS (under `root`) named after no variant of `variants`; with `shards`, every
     entry of SHARD_FOLDERS but the shard-K folders of `shards` (and DVC's .gitignore)."""
     keep = set(variants)
-    found = [sub for folder in FOLDERS if (Path(root) / folder).is_dir()
-             for sub in (Path(root) / folder).iterdir() if sub.is_dir() and sub.name not in keep]
+    found = [
+        sub
+        for folder in FOLDERS
+        if (Path(root) / folder).is_dir()
+        for sub in (Path(root) / folder).iterdir()
+        if sub.is_dir() and sub.name not in keep
+    ]
     if shards is not None:
         kept = {f"shard-{k}" for k in shards} | {".gitignore"}
-        found += [sub for folder in SHARD_FOLDERS if (Path(root) / folder).is_dir()
-                  for sub in (Path(root) / folder).iterdir() if sub.name not in kept]
+        found += [
+            sub
+            for folder in SHARD_FOLDERS
+            if (Path(root) / folder).is_dir()
+            for sub in (Path(root) / folder).iterdir()
+            if sub.name not in kept
+        ]
         lists = Path(root) / SHARD_LISTS
         if lists.is_dir():
-            found += [sub for sub in lists.iterdir() if sub.name not in {f"shard-{k}.csv" for k in shards}]
+            found += [
+                sub for sub in lists.iterdir() if sub.name not in {f"shard-{k}.csv" for k in shards}
+            ]
     return sorted(found)
 
 
@@ -53,7 +70,9 @@ def _drop_gitignore_line(folder: Path, name: str) -> None:
             path.write_text("".join(f"{line}\n" for line in kept))
 
 
-def prune(root: str | Path, variants: list[str], dry_run: bool = False, shards: list[int] | None = None) -> list[Path]:
+def prune(
+    root: str | Path, variants: list[str], dry_run: bool = False, shards: list[int] | None = None
+) -> list[Path]:
     """Delete what `find` lists (unless dry_run); returns it."""
     found = find(root, variants, shards)
     if not dry_run:
@@ -70,9 +89,15 @@ SHOWN = 20  # paths listed one by one; the rest counted
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml", help="the params file whose variants are kept")
-    ap.add_argument("--dry-run", action="store_true", help="list the leftover folders, delete nothing")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--params", default="params.yaml", help="the params file whose variants are kept"
+    )
+    ap.add_argument(
+        "--dry-run", action="store_true", help="list the leftover folders, delete nothing"
+    )
     args = ap.parse_args(argv)
     try:
         loaded = config.load("variants", "frames", path=args.params)
@@ -86,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     for sub in found[:SHOWN]:
         print(f"{verb}: {sub.relative_to(root)}")
     if len(found) > SHOWN:  # the old loose frames layout leaves one folder per video: thousands
-        print(f"{verb}: {len(found) - SHOWN} more under {sorted({str(s.parent.relative_to(root)) for s in found[SHOWN:]})}")
+        print(
+            f"{verb}: {len(found) - SHOWN} more under {sorted({str(s.parent.relative_to(root)) for s in found[SHOWN:]})}"
+        )
     return 0
 
 

@@ -21,7 +21,9 @@ from .config import ConfigError, memory_bytes, read_yaml
 
 ENV = "DEMYSTIFY_MACHINE"
 DEFAULT_FILE = "machine.yaml"
-LOADER_AUTO_MAX = 8  # loader processes `auto` starts at most: more only contend for memory bandwidth
+LOADER_AUTO_MAX = (
+    8  # loader processes `auto` starts at most: more only contend for memory bandwidth
+)
 
 # section -> key -> (default, kind); kinds: "pool" (>= 1 process, auto: one per CPU), "loader"
 # (>= 0 processes, 0: in the main process; auto: one per CPU less the main one's, at most 8),
@@ -29,7 +31,11 @@ LOADER_AUTO_MAX = 8  # loader processes `auto` starts at most: more only contend
 SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     "frames": {"workers": ("auto", "pool")},
     "pairs": {"workers": ("auto", "pool")},
-    "pretrain": {"workers": (2, "loader"), "resident_mb": (4096, "mb"), "checkpoint_every": (50, "steps")},
+    "pretrain": {
+        "workers": (2, "loader"),
+        "resident_mb": (4096, "mb"),
+        "checkpoint_every": (50, "steps"),
+    },
     "invariance": {"workers": (0, "loader")},
     "classification": {"workers": (0, "loader")},
     "segmentation": {"workers": (0, "loader")},
@@ -93,17 +99,27 @@ def parse(data: dict[str, Any], source: str) -> Machine:
     """Validate a machine.yaml mapping (sections and keys optional) and resolve its `auto` values."""
     unknown = [str(s) for s in data if s not in SCHEMA]
     if unknown:
-        raise MachineError(f"{source}: unknown section(s) {', '.join(unknown)} (known: {', '.join(SCHEMA)})")
+        raise MachineError(
+            f"{source}: unknown section(s) {', '.join(unknown)} (known: {', '.join(SCHEMA)})"
+        )
     out = {}
     for section, keys in SCHEMA.items():
         given = data.get(section) or {}
         if not isinstance(given, dict):
-            raise MachineError(f"{source}: {section} = {given!r}: expected a mapping of key -> value")
+            raise MachineError(
+                f"{source}: {section} = {given!r}: expected a mapping of key -> value"
+            )
         extra = [str(k) for k in given if k not in keys]
         if extra:
-            raise MachineError(f"{source}: {section}.{extra[0]}: unknown key (known: {', '.join(keys)})")
+            raise MachineError(
+                f"{source}: {section}.{extra[0]}: unknown key (known: {', '.join(keys)})"
+            )
         for key, (default, kind) in keys.items():
-            name = key if key in ("resident_mb", "checkpoint_every", "wait_for_cores") else f"{section}_{key}"
+            name = (
+                key
+                if key in ("resident_mb", "checkpoint_every", "wait_for_cores")
+                else f"{section}_{key}"
+            )
             out[name] = _value(source, f"{section}.{key}", given.get(key, default), kind)
     return Machine(**out)
 
@@ -118,5 +134,8 @@ def load(path: str | Path | None = None) -> Machine:
     try:
         data = read_yaml(path)
     except ConfigError as exc:
-        raise MachineError(f"{exc}" + (f" (named by ${ENV})" if path == machine_file() and os.environ.get(ENV) else "")) from None
+        raise MachineError(
+            f"{exc}"
+            + (f" (named by ${ENV})" if path == machine_file() and os.environ.get(ENV) else "")
+        ) from None
     return parse(data, str(path))

@@ -9,7 +9,9 @@ from .config import ConfigError, read_yaml, validate
 from .io import atomic_path
 
 
-def compose(output: str | Path, overrides: list[str] | None = None, config_dir: str | Path = "conf") -> None:
+def compose(
+    output: str | Path, overrides: list[str] | None = None, config_dir: str | Path = "conf"
+) -> None:
     """Compose into `output`; a key outside the schema (`+seed=1` included: Hydra's `+` adds any
     key), a variant name or a path the stage commands could not quote safely is refused by name and
     leaves `output` as it was, so no later `dvc repro` runs it."""
@@ -18,8 +20,14 @@ def compose(output: str | Path, overrides: list[str] | None = None, config_dir: 
     with atomic_path(output) as tmp:
         dumped = tmp.with_suffix(".yaml")  # compose_and_dump picks its writer by the suffix
         try:
-            compose_and_dump(dumped, str(Path(config_dir).resolve()), None, "config", str(Path(config_dir).resolve()),
-                             list(overrides or []))
+            compose_and_dump(
+                dumped,
+                str(Path(config_dir).resolve()),
+                None,
+                "config",
+                str(Path(config_dir).resolve()),
+                list(overrides or []),
+            )
             validate(read_yaml(dumped), source=str(output))  # the whole tree's keys, cmd values
             dumped.replace(tmp)
         finally:

@@ -76,9 +76,17 @@ def lock_stage(stage: str, root: str | None) -> Path | None:
     process (the kernel drops it when the process dies, however it dies)."""
     if not root or not (Path(root) / ".dvc").is_dir():
         return None
-    rank = f".rank{os.environ.get('RANK', '0')}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    rank = (
+        f".rank{os.environ.get('RANK', '0')}" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    )
     safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", stage)[:80]
-    path = Path(root) / ".dvc" / "tmp" / "stage-locks" / f"{safe}-{hashlib.sha1(stage.encode()).hexdigest()[:8]}{rank}.lock"
+    path = (
+        Path(root)
+        / ".dvc"
+        / "tmp"
+        / "stage-locks"
+        / f"{safe}-{hashlib.sha1(stage.encode()).hexdigest()[:8]}{rank}.lock"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -86,8 +94,10 @@ def lock_stage(stage: str, root: str | None) -> Path | None:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise StageBusy(f"stage {stage} is still running as pid {holder} (it holds {path}); wait for it to end "
-                        f"or stop it (kill {holder}) before running the stage again") from None
+        raise StageBusy(
+            f"stage {stage} is still running as pid {holder} (it holds {path}); wait for it to end "
+            f"or stop it (kill {holder}) before running the stage again"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held["lock"] = fd
@@ -106,7 +116,9 @@ def _stat(pid: int) -> tuple[str, int, str] | None:
 
 def _alive(pid: int, started: str) -> bool:
     st = _stat(pid)
-    return st is not None and st[0] not in "ZX" and st[2] == started  # a zombie or a reused pid is gone
+    return (
+        st is not None and st[0] not in "ZX" and st[2] == started
+    )  # a zombie or a reused pid is gone
 
 
 def _carries(pid: int, stage: str) -> bool:
@@ -124,7 +136,9 @@ def _is_dvc(pid: int) -> bool:
     except OSError:
         return False
     names = [os.path.basename(a) for a in argv]
-    return b"dvc" in names or any(a == b"-m" and b == b"dvc" for a, b in zip(argv, argv[1:], strict=False))
+    return b"dvc" in names or any(
+        a == b"-m" and b == b"dvc" for a, b in zip(argv, argv[1:], strict=False)
+    )
 
 
 def launcher(stage: str) -> int:
@@ -141,7 +155,9 @@ def launcher(stage: str) -> int:
 
 def descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:  # Linux; elsewhere none found
+    for entry in (
+        os.listdir("/proc") if os.path.isdir("/proc") else []
+    ):  # Linux; elsewhere none found
         if entry.isdigit() and (st := _stat(int(entry))) is not None:
             children.setdefault(st[1], []).append(int(entry))
     found, todo = [], [root]
@@ -163,8 +179,13 @@ def _die(stage: str, why: str) -> None:
             with_suppressed(os.kill, pid, signal.SIGKILL)
         killed.update(fresh)
     children = f" and its {len(killed)} child processes" if killed else ""
-    with_suppressed(print, f"{stage}: {why}; stopping this stage (pid {os.getpid()}){children}, so that it cannot "
-                           "overwrite a later run's outputs", file=sys.stderr, flush=True)
+    with_suppressed(
+        print,
+        f"{stage}: {why}; stopping this stage (pid {os.getpid()}){children}, so that it cannot "
+        "overwrite a later run's outputs",
+        file=sys.stderr,
+        flush=True,
+    )
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -178,7 +199,9 @@ def with_suppressed(fn, *args, **kwargs) -> None:
 def watch(stage: str) -> None:
     """Start the watchdog thread (and the parent-death signal where this is the main thread)."""
     parent, dvc = os.getppid(), launcher(stage)
-    if 1 in (parent, dvc) and not _is_dvc(1):  # orphaned while starting up: DVC died before this ran
+    if 1 in (parent, dvc) and not _is_dvc(
+        1
+    ):  # orphaned while starting up: DVC died before this ran
         _die(stage, f"the process that started it is gone (parent pid {parent})")
     watched = {pid: st[2] for pid in (parent, dvc) if (st := _stat(pid)) is not None}
     wake = threading.Event()
@@ -201,6 +224,10 @@ def watch(stage: str) -> None:
     thread.start()
     _held["thread"] = thread
     if threading.current_thread() is threading.main_thread() and sys.platform.startswith("linux"):
-        signal.signal(signal.SIGUSR2, lambda *_: wake.set())  # only re-checks: a spurious signal does nothing
-        with_suppressed(ctypes.CDLL(None, use_errno=True).prctl, _PR_SET_PDEATHSIG, int(signal.SIGUSR2), 0, 0, 0)
+        signal.signal(
+            signal.SIGUSR2, lambda *_: wake.set()
+        )  # only re-checks: a spurious signal does nothing
+        with_suppressed(
+            ctypes.CDLL(None, use_errno=True).prctl, _PR_SET_PDEATHSIG, int(signal.SIGUSR2), 0, 0, 0
+        )
         wake.set()  # the parent may have died just before the signal was armed

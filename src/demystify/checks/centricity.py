@@ -44,7 +44,11 @@ def _groups(table: pd.DataFrame, key: str, cols: list[str]) -> list[tuple[int, n
     keys, values = table[key].to_numpy(), table[cols].to_numpy(float)
     order = np.argsort(keys, kind="stable")
     unique, starts = np.unique(keys[order], return_index=True)
-    return list(zip(unique.tolist(), np.split(values[order], starts[1:]), strict=True)) if len(keys) else []
+    return (
+        list(zip(unique.tolist(), np.split(values[order], starts[1:]), strict=True))
+        if len(keys)
+        else []
+    )
 
 
 def _rows(corpus: str, groups, size_of, source: str) -> pd.DataFrame:
@@ -100,26 +104,51 @@ def video_tracks(manifest: pd.DataFrame, videos_root: Path | None) -> dict[str, 
     """Each video's ground-truth tracks (ground_truth.load_tracks), in one grouped pass over the
     manifest: video_frames and pair_crops share them instead of each masking the whole table per
     video (60 ms a mask at 30k videos)."""
-    return {str(video): ground_truth.load_tracks(frames, videos_root)
-            for video, frames in manifest.groupby("video", sort=True)}
+    return {
+        str(video): ground_truth.load_tracks(frames, videos_root)
+        for video, frames in manifest.groupby("video", sort=True)
+    }
 
 
-def video_frames(manifest: pd.DataFrame, videos_root: Path | None, pairs: pd.DataFrame | None,
-                 tracks_of: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+def video_frames(
+    manifest: pd.DataFrame,
+    videos_root: Path | None,
+    pairs: pd.DataFrame | None,
+    tracks_of: dict[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """Frames of the frames manifest: ground-truth tracks where a video has them, else the tracked
     box of its pairs (frames that start a pair only). `tracks_of`: video_tracks, if already made."""
     tracks_of = video_tracks(manifest, videos_root) if tracks_of is None else tracks_of
-    pairs_of = dict(tuple(pairs.groupby("video", sort=False))) if pairs is not None and len(pairs) else {}
+    pairs_of = (
+        dict(tuple(pairs.groupby("video", sort=False))) if pairs is not None and len(pairs) else {}
+    )
     parts = []
     for video, frames in manifest.groupby("video", sort=True):
         tracks = tracks_of[str(video)]
-        size = dict(zip(frames["frame"].tolist(), zip(frames["width"].tolist(), frames["height"].tolist(), strict=True),
-                        strict=True))
+        size = dict(
+            zip(
+                frames["frame"].tolist(),
+                zip(frames["width"].tolist(), frames["height"].tolist(), strict=True),
+                strict=True,
+            )
+        )
         if len(tracks):
-            part = _rows("video_frames", _groups(tracks, "frame", ["x", "y", "w", "h"]), size.__getitem__, "boxes")
+            part = _rows(
+                "video_frames",
+                _groups(tracks, "frame", ["x", "y", "w", "h"]),
+                size.__getitem__,
+                "boxes",
+            )
             missing = sorted(set(frames["frame"]) - set(tracks["frame"]))  # no object in view
-            part = pd.concat([part, pd.DataFrame([("video_frames", str(f), 0, 0.0, 1.0, "boxes") for f in missing],
-                                                 columns=COLUMNS)])
+            part = pd.concat(
+                [
+                    part,
+                    pd.DataFrame(
+                        [("video_frames", str(f), 0, 0.0, 1.0, "boxes") for f in missing],
+                        columns=COLUMNS,
+                    ),
+                ]
+            )
         elif pairs_of:
             mine = pairs_of.get(video, pairs.iloc[:0])
             groups = _groups(mine, "frame_a", ["a_x", "a_y", "a_w", "a_h"])
@@ -131,8 +160,12 @@ def video_frames(manifest: pd.DataFrame, videos_root: Path | None, pairs: pd.Dat
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
 
 
-def pair_crops(pairs: pd.DataFrame, manifest: pd.DataFrame, videos_root: Path | None,
-               tracks_of: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+def pair_crops(
+    pairs: pd.DataFrame,
+    manifest: pd.DataFrame,
+    videos_root: Path | None,
+    tracks_of: dict[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """Crops at each pair's box a: the ground-truth objects inside it where known, else the
     label-free estimate that the tracked region is the object (one object filling the crop).
     One grouped pass: each video's tracks once (`tracks_of`, else made here), its boxes by frame."""

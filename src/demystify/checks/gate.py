@@ -29,11 +29,17 @@ def require_passed(path: str | Path) -> None:
     try:
         gate = json.loads(path.read_text())
     except FileNotFoundError:
-        raise GateError(f"{path}: not found; run the data checks first (`dvc repro check_data`)") from None
+        raise GateError(
+            f"{path}: not found; run the data checks first (`dvc repro check_data`)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise GateError(f"{path}: unreadable ({exc}); rerun `dvc repro check_data`") from None
     if not isinstance(gate, dict) or not isinstance(gate.get("failures"), list):
-        raise GateError(f"{path}: not a data-gate file (expected passed and failures); rerun `dvc repro check_data`")
+        raise GateError(
+            f"{path}: not a data-gate file (expected passed and failures); rerun `dvc repro check_data`"
+        )
     if gate["failures"]:
-        raise GateError(f"{path}: the data checks named in checks.fail_on failed, so nothing is trained:\n"
-                        + "\n".join(f"  {f}" for f in gate["failures"]))
+        raise GateError(
+            f"{path}: the data checks named in checks.fail_on failed, so nothing is trained:\n"
+            + "\n".join(f"  {f}" for f in gate["failures"])
+        )

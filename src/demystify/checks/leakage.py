@@ -57,4 +57,6 @@ def classification_splits(annotations: Path) -> pd.DataFrame:
 
 
 def held_out_instances(classification: pd.DataFrame) -> list[int]:
-    return sorted(int(i) for i in classification.loc[classification["split"] == "test", "instance"].unique())
+    return sorted(
+        int(i) for i in classification.loc[classification["split"] == "test", "instance"].unique()
+    )

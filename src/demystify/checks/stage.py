@@ -22,19 +22,31 @@ class CheckError(RuntimeError):
     """A suite named in checks.fail_on failed; the message names every failed expectation."""
 
 
-def measure_corpora(corpora: Path, world: WorldParams | None, manifest: pd.DataFrame | None,
-                    pairs: pd.DataFrame | None, videos_root: Path | None) -> dict[str, pd.DataFrame]:
+def measure_corpora(
+    corpora: Path,
+    world: WorldParams | None,
+    manifest: pd.DataFrame | None,
+    pairs: pd.DataFrame | None,
+    videos_root: Path | None,
+) -> dict[str, pd.DataFrame]:
     """Per-image measures of every training corpus that exists (annotated image corpora under `corpora`,
     the world's layout: <name>/annotations.csv)."""
     out: dict[str, pd.DataFrame] = {}
     if world is not None and (corpora / "object_centric" / "annotations.csv").is_file():
-        out["object_centric"] = centricity.object_centric(corpora / "object_centric", world.image_size)
+        out["object_centric"] = centricity.object_centric(
+            corpora / "object_centric", world.image_size
+        )
     if world is not None and (corpora / "scenes" / "annotations.csv").is_file():
         out["scenes"] = centricity.scenes(corpora / "scenes", world.scene_size)
         if (corpora / "scene_crops" / "annotations.csv").is_file():
-            out["scene_crops"] = centricity.scene_crops(corpora / "scene_crops", corpora / "scenes",
-                                                        world.corpora.crop_margin)
-    tracks_of = centricity.video_tracks(manifest, videos_root) if manifest is not None and len(manifest) else {}
+            out["scene_crops"] = centricity.scene_crops(
+                corpora / "scene_crops", corpora / "scenes", world.corpora.crop_margin
+            )
+    tracks_of = (
+        centricity.video_tracks(manifest, videos_root)
+        if manifest is not None and len(manifest)
+        else {}
+    )
     if manifest is not None and len(manifest):
         frames = centricity.video_frames(manifest, videos_root, pairs, tracks_of)
         if len(frames):
@@ -52,7 +64,9 @@ def _corpus_summary(measures: pd.DataFrame, outcome: suites.Outcome, image_size:
     return {
         "images": len(measures),
         "unique_images": int(measures["image"].nunique()),
-        "object_side_px_median": round(float(np.sqrt(measures["largest_share"].astype(float)).median() * image_size), 2),
+        "object_side_px_median": round(
+            float(np.sqrt(measures["largest_share"].astype(float)).median() * image_size), 2
+        ),
         "largest_share_median": round(float(measures["largest_share"].median()), 4),
         "objects_median": float(measures["objects"].median()),
         "center_offset_median": round(float(measures["center_offset"].median()), 4),
@@ -64,32 +78,62 @@ def _corpus_summary(measures: pd.DataFrame, outcome: suites.Outcome, image_size:
 CLAIM2 = ("object_centric", "scenes", "scene_crops")  # claim 2's corpora: equal unique images
 
 
-def check_leakage(validator: suites.Validator, corpora_root: Path, videos_root: Path | None,
-                  classification_annotations: Path | None, data_source: str) -> tuple[list[suites.Outcome], str | None]:
+def check_leakage(
+    validator: suites.Validator,
+    corpora_root: Path,
+    videos_root: Path | None,
+    classification_annotations: Path | None,
+    data_source: str,
+) -> tuple[list[suites.Outcome], str | None]:
     """The leakage suites (no classification test instance in any pretraining source, disjoint
     classification splits), or none and the reason they were skipped."""
     if data_source == "folder":
-        return [], ("skipped: data.source is folder (videos of your own carry no world instance ids); the "
-                    "world's pretraining sources are checked under data=synthetic")
+        return [], (
+            "skipped: data.source is folder (videos of your own carry no world instance ids); the "
+            "world's pretraining sources are checked under data=synthetic"
+        )
     if classification_annotations is None or not classification_annotations.is_file():
-        return [], f"skipped: no classification annotations ({classification_annotations}) to take the test instances from"
+        return (
+            [],
+            f"skipped: no classification annotations ({classification_annotations}) to take the test instances from",
+        )
     splits = leakage.classification_splits(classification_annotations)
     held_out = leakage.held_out_instances(splits)
     outcomes = [suites.classification_splits(validator, splits)]
     sources = leakage.pretraining_instances(corpora_root, videos_root)
-    outcomes += [suites.leakage(validator, name, table, held_out) for name, table in sources.items()]
+    outcomes += [
+        suites.leakage(validator, name, table, held_out) for name, table in sources.items()
+    ]
     return outcomes, None
 
 
-def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: str | Path, videos_root: str | Path | None,
-              classification_annotations: str | Path | None, out_dir: str | Path, checks: ChecksParams,
-              frames: FramesParams, pairs_params: PairsParams, world: WorldParams | None, data_source: str,
-              image_size: int) -> dict:
+def run_stage(
+    *,
+    frames_root: str | Path,
+    pairs_path: str | Path,
+    corpora_root: str | Path,
+    videos_root: str | Path | None,
+    classification_annotations: str | Path | None,
+    out_dir: str | Path,
+    checks: ChecksParams,
+    frames: FramesParams,
+    pairs_params: PairsParams,
+    world: WorldParams | None,
+    data_source: str,
+    image_size: int,
+) -> dict:
     """Write results/checks/{summary.json, validations.json, report.html, gate.json}; raise CheckError
     when a suite named in checks.fail_on failed (after writing them all, the gate included).
     `image_size` is pretrain.image_size (object sizes as training sees them)."""
-    frames_root, pairs_path, corpora_root, out_dir = Path(frames_root), Path(pairs_path), Path(corpora_root), Path(out_dir)
-    classification_annotations = Path(classification_annotations) if classification_annotations else None
+    frames_root, pairs_path, corpora_root, out_dir = (
+        Path(frames_root),
+        Path(pairs_path),
+        Path(corpora_root),
+        Path(out_dir),
+    )
+    classification_annotations = (
+        Path(classification_annotations) if classification_annotations else None
+    )
     videos_root = Path(videos_root) if videos_root else None
     try:
         manifest = read_manifest(frames_root)  # every shard's
@@ -102,20 +146,32 @@ def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: 
     if manifest is not None:
         outcomes.append(suites.frames_manifest(validator, manifest, frames_root, frames))
     if pairs is not None and manifest is not None:
-        outcomes.append(suites.pairs_manifest(validator, pairs, manifest, pairs_params, checks.box_tolerance))
+        outcomes.append(
+            suites.pairs_manifest(validator, pairs, manifest, pairs_params, checks.box_tolerance)
+        )
     measures = measure_corpora(corpora_root, world, manifest, pairs, videos_root)
     corpora = {}
     for name, table in measures.items():
         outcome = suites.centricity(validator, name, table, checks.object_centric)
         outcomes.append(outcome)
         corpora[name] = _corpus_summary(table, outcome, image_size)
-    leak_outcomes, leak_skipped = check_leakage(validator, corpora_root, videos_root, classification_annotations,
-                                                data_source)
+    leak_outcomes, leak_skipped = check_leakage(
+        validator, corpora_root, videos_root, classification_annotations, data_source
+    )
     outcomes += leak_outcomes
 
-    summary = {"suites": {o.suite: o.success for o in outcomes}, "corpora": corpora,
-               "missing": sorted(n for n, found in (("frames manifest", manifest is not None),
-                                                    ("pairs manifest", pairs is not None)) if not found)}
+    summary = {
+        "suites": {o.suite: o.success for o in outcomes},
+        "corpora": corpora,
+        "missing": sorted(
+            n
+            for n, found in (
+                ("frames manifest", manifest is not None),
+                ("pairs manifest", pairs is not None),
+            )
+            if not found
+        ),
+    }
     if all(name in corpora for name in CLAIM2):
         counts = [corpora[name]["unique_images"] for name in CLAIM2]
         summary["claim2_equal_images"] = len(set(counts)) == 1
@@ -124,10 +180,17 @@ def run_stage(*, frames_root: str | Path, pairs_path: str | Path, corpora_root: 
     write_json(out_dir / "summary.json", summary)
     # GX reports an observed value it could not compute (an empty column) as NaN: null in JSON
     raw = finite_or_null({o.suite: o.raw for o in outcomes})
-    write_text(out_dir / "validations.json", json.dumps(raw, indent=1, sort_keys=True, default=str, allow_nan=False) + "\n")
-    write_text(out_dir / "report.html", render_html(outcomes, corpora, checks, summary.get("skipped", {})))
+    write_text(
+        out_dir / "validations.json",
+        json.dumps(raw, indent=1, sort_keys=True, default=str, allow_nan=False) + "\n",
+    )
+    write_text(
+        out_dir / "report.html", render_html(outcomes, corpora, checks, summary.get("skipped", {}))
+    )
     stopping = suites.stops(outcomes, checks)
     gate.write(out_dir / "gate.json", [str(f) for f in stopping])
     if stopping:
-        raise CheckError("data checks failed (checks.fail_on):\n" + "\n".join(f"  {f}" for f in stopping))
+        raise CheckError(
+            "data checks failed (checks.fail_on):\n" + "\n".join(f"  {f}" for f in stopping)
+        )
     return summary

@@ -59,15 +59,23 @@ class Validator:
     def __init__(self) -> None:
         gx, DataContextConfig, InMemory, ProgressBars = _gx()
         self.gx = gx
-        config = DataContextConfig(store_backend_defaults=InMemory(), analytics_enabled=False,
-                                   progress_bars=ProgressBars(globally=False, metric_calculations=False))
+        config = DataContextConfig(
+            store_backend_defaults=InMemory(),
+            analytics_enabled=False,
+            progress_bars=ProgressBars(globally=False, metric_calculations=False),
+        )
         self.context = gx.get_context(mode="ephemeral", project_config=config)
         self.source = self.context.data_sources.add_pandas("demystify")
 
     def validate(self, name: str, frame: pd.DataFrame, expectations: list) -> Outcome:
-        batch = (self.source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-                 .get_batch(batch_parameters={"dataframe": frame}))
-        suite = self.context.suites.add(self.gx.ExpectationSuite(name=name, expectations=expectations))
+        batch = (
+            self.source.add_dataframe_asset(name)
+            .add_batch_definition_whole_dataframe("all")
+            .get_batch(batch_parameters={"dataframe": frame})
+        )
+        suite = self.context.suites.add(
+            self.gx.ExpectationSuite(name=name, expectations=expectations)
+        )
         result = batch.validate(suite, result_format="SUMMARY")
         outcome = Outcome(name, bool(result.success))
         raw = result.to_json_dict()
@@ -80,9 +88,17 @@ class Validator:
             cfg = r.expectation_config
             column = cfg.kwargs.get("column", "")
             observed = _observed(r.result)
-            outcome.results.append({"expectation": cfg.type, "column": column, "success": bool(r.success),
-                                    "observed": observed, "kwargs": {k: v for k, v in cfg.kwargs.items()
-                                                                     if k not in ("batch_id", "column")}})
+            outcome.results.append(
+                {
+                    "expectation": cfg.type,
+                    "column": column,
+                    "success": bool(r.success),
+                    "observed": observed,
+                    "kwargs": {
+                        k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "column")
+                    },
+                }
+            )
             if not r.success:
                 outcome.failures.append(Failure(name, cfg.type, column, observed))
         return outcome
@@ -91,7 +107,11 @@ class Validator:
 def _observed(result: dict) -> str:
     if "observed_value" in result:
         value = result["observed_value"]
-        return f"{float(value):.4g}" if isinstance(value, (int, float, np.floating, np.integer)) else str(value)
+        return (
+            f"{float(value):.4g}"
+            if isinstance(value, (int, float, np.floating, np.integer))
+            else str(value)
+        )
     if result.get("unexpected_count"):
         sample = ", ".join(str(v) for v in result.get("partial_unexpected_list", [])[:5])
         return f"{result['unexpected_count']} of {result.get('element_count')} rows, e.g. {sample}"
@@ -100,10 +120,15 @@ def _observed(result: dict) -> str:
 
 # --- the suites ---------------------------------------------------------------------------------
 
-def frames_manifest(v: Validator, manifest: pd.DataFrame, frames_root: Path, p: FramesParams) -> Outcome:
+
+def frames_manifest(
+    v: Validator, manifest: pd.DataFrame, frames_root: Path, p: FramesParams
+) -> Outcome:
     df = manifest.copy()
     store = FrameStore(frames_root)
-    df["file_exists"] = [store.exists(path) if isinstance(path, str) else False for path in df["path"]]
+    df["file_exists"] = [
+        store.exists(path) if isinstance(path, str) else False for path in df["path"]
+    ]
     df["short_side"] = df[["width", "height"]].min(axis=1)
     df["frame_step"] = df.groupby("video")["frame"].diff().fillna(1)
     # Range checks skip nulls, and inf is in range: the box rules are on derived columns. A row has
@@ -115,13 +140,21 @@ def frames_manifest(v: Validator, manifest: pd.DataFrame, frames_root: Path, p: 
     df["box_finite"] = pd.Series(finite, index=df.index, dtype=object).where(values > 0, None)
     # Frames equal to their predecessor (ffmpeg filling a timestamp gap, a frozen picture), per video;
     # null for a manifest without extract_frames' `duplicate` flag, which the not-null rule names.
-    df["duplicate_share"] = (df.groupby("video")["duplicate"].transform("mean").astype(float)
-                             if "duplicate" in df else np.nan)
+    df["duplicate_share"] = (
+        df.groupby("video")["duplicate"].transform("mean").astype(float)
+        if "duplicate" in df
+        else np.nan
+    )
     e = v.gx.expectations
-    expectations = [e.ExpectColumnValuesToNotBeNull(column=c) for c in ("video", "frame", "time_s", "path", "width", "height")]
+    expectations = [
+        e.ExpectColumnValuesToNotBeNull(column=c)
+        for c in ("video", "frame", "time_s", "path", "width", "height")
+    ]
     expectations += [
         e.ExpectColumnValuesToBeInSet(column="short_side", value_set=[p.size]),
-        e.ExpectColumnValuesToBeBetween(column="frame_step", min_value=1),  # indices increase within a video
+        e.ExpectColumnValuesToBeBetween(
+            column="frame_step", min_value=1
+        ),  # indices increase within a video
         e.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
         e.ExpectColumnValuesToBeBetween(column="time_s", min_value=0),
         e.ExpectColumnValuesToBeInSet(column="box_values", value_set=[0, 4]),
@@ -133,65 +166,99 @@ def frames_manifest(v: Validator, manifest: pd.DataFrame, frames_root: Path, p: 
     return v.validate("frames_manifest", df, expectations)
 
 
-def pairs_manifest(v: Validator, pairs: pd.DataFrame, manifest: pd.DataFrame, p: PairsParams,
-                   tolerance: float) -> Outcome:
+def pairs_manifest(
+    v: Validator, pairs: pd.DataFrame, manifest: pd.DataFrame, p: PairsParams, tolerance: float
+) -> Outcome:
     sizes = manifest.groupby("video")[["width", "height"]].first()
     df = pairs.join(sizes, on="video")
     for s in "ab":
-        df[f"{s}_overflow"] = np.maximum.reduce([-df[f"{s}_x"], -df[f"{s}_y"], df[f"{s}_x"] + df[f"{s}_w"] - df["width"],
-                                                 df[f"{s}_y"] + df[f"{s}_h"] - df["height"]])
+        df[f"{s}_overflow"] = np.maximum.reduce(
+            [
+                -df[f"{s}_x"],
+                -df[f"{s}_y"],
+                df[f"{s}_x"] + df[f"{s}_w"] - df["width"],
+                df[f"{s}_y"] + df[f"{s}_h"] - df["height"],
+            ]
+        )
     e = v.gx.expectations
-    expectations = [e.ExpectColumnValuesToNotBeNull(column=c) for c in ("video", "frame_a", "frame_b", "path_a", "path_b",
-                                                                        "width")]
+    expectations = [
+        e.ExpectColumnValuesToNotBeNull(column=c)
+        for c in ("video", "frame_a", "frame_b", "path_a", "path_b", "width")
+    ]
     expectations += [
         e.ExpectColumnValuesToBeBetween(column="gap", min_value=p.min_gap, max_value=p.max_gap),
         e.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1),
-        e.ExpectColumnValuesToBeBetween(column="iou_gt", min_value=0, max_value=1),  # nulls: no ground truth
+        e.ExpectColumnValuesToBeBetween(
+            column="iou_gt", min_value=0, max_value=1
+        ),  # nulls: no ground truth
     ]
     if "view_change_deg" in df:  # nulls: no recorded poses (real data sets)
-        expectations.append(e.ExpectColumnValuesToBeBetween(column="view_change_deg", min_value=0, max_value=180))
+        expectations.append(
+            e.ExpectColumnValuesToBeBetween(column="view_change_deg", min_value=0, max_value=180)
+        )
     if "scale_change" in df:  # a factor >= 1; nulls: no ground-truth box
         expectations.append(e.ExpectColumnValuesToBeBetween(column="scale_change", min_value=1))
     for s in "ab":
-        expectations += [e.ExpectColumnValuesToBeBetween(column=f"{s}_{d}", min_value=0, strict_min=True) for d in "wh"]
-        expectations.append(e.ExpectColumnValuesToBeBetween(column=f"{s}_overflow", max_value=tolerance))
+        expectations += [
+            e.ExpectColumnValuesToBeBetween(column=f"{s}_{d}", min_value=0, strict_min=True)
+            for d in "wh"
+        ]
+        expectations.append(
+            e.ExpectColumnValuesToBeBetween(column=f"{s}_overflow", max_value=tolerance)
+        )
     return v.validate("pairs_manifest", df, expectations)
 
 
 def centricity(v: Validator, corpus: str, measures: pd.DataFrame, r: CentricityRange) -> Outcome:
     e = v.gx.expectations
-    return v.validate(f"centricity_{corpus}", measures, [
-        e.ExpectColumnMedianToBeBetween(column="largest_share", min_value=r.min_largest_share),
-        e.ExpectColumnMedianToBeBetween(column="objects", max_value=r.max_objects),
-        e.ExpectColumnMedianToBeBetween(column="center_offset", max_value=r.max_center_offset),
-    ])
+    return v.validate(
+        f"centricity_{corpus}",
+        measures,
+        [
+            e.ExpectColumnMedianToBeBetween(column="largest_share", min_value=r.min_largest_share),
+            e.ExpectColumnMedianToBeBetween(column="objects", max_value=r.max_objects),
+            e.ExpectColumnMedianToBeBetween(column="center_offset", max_value=r.max_center_offset),
+        ],
+    )
 
 
 def leakage(v: Validator, source: str, instances: pd.DataFrame, held_out: list[int]) -> Outcome:
     """No classification test instance in a pretraining source (`instances`: item, instance), and
     every item names its instance."""
     e = v.gx.expectations
-    return v.validate(f"leakage_{source}", instances, [
-        e.ExpectColumnValuesToNotBeNull(column="instance"),
-        e.ExpectColumnValuesToNotBeInSet(column="instance", value_set=held_out),
-    ])
+    return v.validate(
+        f"leakage_{source}",
+        instances,
+        [
+            e.ExpectColumnValuesToNotBeNull(column="instance"),
+            e.ExpectColumnValuesToNotBeInSet(column="instance", value_set=held_out),
+        ],
+    )
 
 
 def classification_splits(v: Validator, annotations: pd.DataFrame) -> Outcome:
     """The classification evaluation's train, val and test splits are on disjoint instances."""
     e = v.gx.expectations
-    return v.validate("leakage_classification_splits", annotations, [
-        e.ExpectColumnValuesToNotBeNull(column="instance"),
-        e.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val", "test"]),
-        e.ExpectColumnValuesToBeInSet(column="splits_of_instance", value_set=[1]),
-    ])
+    return v.validate(
+        "leakage_classification_splits",
+        annotations,
+        [
+            e.ExpectColumnValuesToNotBeNull(column="instance"),
+            e.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val", "test"]),
+            e.ExpectColumnValuesToBeInSet(column="splits_of_instance", value_set=[1]),
+        ],
+    )
 
 
-FAMILIES = ("centricity", "leakage")  # `checks.fail_on` names a family for all its suites (`leakage_scenes`, ...)
+FAMILIES = (
+    "centricity",
+    "leakage",
+)  # `checks.fail_on` names a family for all its suites (`leakage_scenes`, ...)
 
 
 def stops(outcomes: list[Outcome], checks: ChecksParams) -> list[Failure]:
     """Failures of the suites named in `checks.fail_on` (centricity, leakage: every suite of the family)."""
+
     def family(name: str) -> str:
         return next((f for f in FAMILIES if name.startswith(f + "_")), name)
 

@@ -36,5 +36,7 @@ def check_entry(entry: str, list_path: str | Path, error: type[Exception]) -> st
     DVC's symlink cache, is followed like any other file.)"""
     parts = PurePath(entry).parts
     if not entry or "\0" in entry or PurePath(entry).is_absolute() or ".." in parts:
-        raise error(f"{list_path}: entry {entry!r} points outside its folder (an absolute path or '..')")
+        raise error(
+            f"{list_path}: entry {entry!r} points outside its folder (an absolute path or '..')"
+        )
     return entry

@@ -24,8 +24,28 @@ import numpy as np
 from ..images import report_skipped, split_images
 from . import check_entry, read_list
 
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-               "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 class LabelError(ValueError):
@@ -60,7 +80,9 @@ def _images(folder: Path) -> list[Path]:
     return sorted(images)
 
 
-def folder_classification(root: str | Path, split: str, classes: list[str] | None = None) -> LabelledImages:
+def folder_classification(
+    root: str | Path, split: str, classes: list[str] | None = None
+) -> LabelledImages:
     folder = Path(root) / split
     if not folder.is_dir():
         raise LabelError(f"{folder}: split folder not found")
@@ -68,7 +90,9 @@ def folder_classification(root: str | Path, split: str, classes: list[str] | Non
     classes = list(classes) if classes is not None else found
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise LabelError(f"{folder / unknown[0]}: class {unknown[0]!r} is not in the class list {classes}")
+        raise LabelError(
+            f"{folder / unknown[0]}: class {unknown[0]!r} is not in the class list {classes}"
+        )
     paths, index, skipped = [], [], []
     for i, cls in enumerate(classes):
         listed = sorted((folder / cls).glob("*")) if (folder / cls).is_dir() else []
@@ -99,7 +123,9 @@ def voc07_classification(root: str | Path, split: str) -> LabelledImages:
         if names is None:
             names = [r[0] for r in rows]
         elif [r[0] for r in rows] != names:
-            raise LabelError(f"{path}: lists other images than {main / (VOC_CLASSES[0] + '_' + split + '.txt')}")
+            raise LabelError(
+                f"{path}: lists other images than {main / (VOC_CLASSES[0] + '_' + split + '.txt')}"
+            )
         # VOC: 1 present, -1 absent, 0 difficult -> ours: 1 present, 0 absent, -1 difficult
         columns.append([{"1": 1, "-1": 0, "0": -1}[r[1]] for r in rows])
     if not names:
@@ -128,8 +154,11 @@ def voc2012_segmentation(root: str | Path, split: str) -> MaskedImages:
     names = [check_entry(n, path, LabelError) for n in read_list(path, LabelError).split()]
     if not names:
         raise LabelError(f"{path}: empty split")
-    return MaskedImages([str(root / "JPEGImages" / f"{n}.jpg") for n in names],
-                        [str(root / "SegmentationClass" / f"{n}.png") for n in names], ["background", *VOC_CLASSES])
+    return MaskedImages(
+        [str(root / "JPEGImages" / f"{n}.jpg") for n in names],
+        [str(root / "SegmentationClass" / f"{n}.png") for n in names],
+        ["background", *VOC_CLASSES],
+    )
 
 
 def ade20k_segmentation(root: str | Path, split: str, num_classes: int = 150) -> MaskedImages:
@@ -150,14 +179,26 @@ def ade20k_segmentation(root: str | Path, split: str, num_classes: int = 150) ->
         try:
             table = pd.read_csv(objects, encoding="utf-8")
             names = table["Name"]
-        except (ValueError, KeyError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError: ValueErrors
-            raise LabelError(f"{objects}: not ADE20K's class table with a 'Name' column "
-                             f"({type(exc).__name__}: {exc})") from None
+        except (
+            ValueError,
+            KeyError,
+            OSError,
+        ) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError: ValueErrors
+            raise LabelError(
+                f"{objects}: not ADE20K's class table with a 'Name' column "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         classes = [str(n).split(";")[0] for n in names][:num_classes]
-    return MaskedImages([str(p) for p in images], [str(m) for m in masks], classes, ignore_index=255, shift=-1)
+    return MaskedImages(
+        [str(p) for p in images], [str(m) for m in masks], classes, ignore_index=255, shift=-1
+    )
 
 
-SEGMENTATION_READERS = {"world": world_segmentation, "voc2012": voc2012_segmentation, "ade20k": ade20k_segmentation}
+SEGMENTATION_READERS = {
+    "world": world_segmentation,
+    "voc2012": voc2012_segmentation,
+    "ade20k": ade20k_segmentation,
+}
 
 
 def read_mask(path: str, data: MaskedImages, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -167,11 +208,15 @@ def read_mask(path: str, data: MaskedImages, size: tuple[int, int] | None = None
 
     try:
         with Image.open(path) as im:
-            mask = np.asarray(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L")).astype(np.int64)
+            mask = np.asarray(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L")).astype(
+                np.int64
+            )
     except (OSError, ValueError) as exc:
         raise LabelError(f"{path}: cannot read mask ({exc})") from None
     if size is not None and mask.shape != tuple(size):
-        raise LabelError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {size[1]}x{size[0]}")
+        raise LabelError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {size[1]}x{size[0]}"
+        )
     ignore = mask == data.ignore_index
     if data.shift:
         ignore |= mask == 0

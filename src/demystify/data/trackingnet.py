@@ -24,8 +24,17 @@ def read_annotations(chunk: str | Path, video: str) -> pd.DataFrame:
     boxes = read_boxes(Path(chunk) / "anno" / f"{video}.txt")
     empty = ~has_box(boxes)
     boxes[empty] = np.nan
-    return pd.DataFrame({"frame": np.arange(len(boxes), dtype=np.int64), "x": boxes[:, 0], "y": boxes[:, 1],
-                         "w": boxes[:, 2], "h": boxes[:, 3], "cover": -1, "absence": empty.astype(np.int64)})
+    return pd.DataFrame(
+        {
+            "frame": np.arange(len(boxes), dtype=np.int64),
+            "x": boxes[:, 0],
+            "y": boxes[:, 1],
+            "w": boxes[:, 2],
+            "h": boxes[:, 3],
+            "cover": -1,
+            "absence": empty.astype(np.int64),
+        }
+    )
 
 
 def frame_paths(chunk: str | Path, video: str) -> list[Path]:

@@ -18,8 +18,17 @@ import torch
 import torch.nn.functional as F
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, epochs: int, lr: float,
-                 weight_decay: float, batch_size: int, seed: int, device: str = "cpu") -> np.ndarray:
+def linear_probe(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+    device: str = "cpu",
+) -> np.ndarray:
     """Predicted class per test row."""
     g = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(train_x, dtype=torch.float32)
@@ -49,8 +58,17 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, e
         return layer(t).argmax(1).cpu().numpy()
 
 
-def choose_weight_decay(train_x: np.ndarray, train_y: np.ndarray, decays: list[float], folds: int, epochs: int,
-                        lr: float, batch_size: int, seed: int, device: str = "cpu") -> tuple[float, dict[float, float]]:
+def choose_weight_decay(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    decays: list[float],
+    folds: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[float, dict[float, float]]:
     """The weight decay with the best mean held-out accuracy over stratified folds of the training
     split (ties: the first listed), and every decay's accuracy; the test split is never looked at."""
     if len(decays) == 1:
@@ -58,13 +76,36 @@ def choose_weight_decay(train_x: np.ndarray, train_y: np.ndarray, decays: list[f
     from sklearn.model_selection import StratifiedKFold
 
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(train_x, train_y))
-    scores = {wd: float(np.mean([(linear_probe(train_x[tr], train_y[tr], train_x[va], epochs, lr, wd, batch_size, seed,
-                                               device) == train_y[va]).mean() for tr, va in splits]))
-              for wd in decays}
+    scores = {
+        wd: float(
+            np.mean(
+                [
+                    (
+                        linear_probe(
+                            train_x[tr],
+                            train_y[tr],
+                            train_x[va],
+                            epochs,
+                            lr,
+                            wd,
+                            batch_size,
+                            seed,
+                            device,
+                        )
+                        == train_y[va]
+                    ).mean()
+                    for tr, va in splits
+                ]
+            )
+        )
+        for wd in decays
+    }
     return max(decays, key=lambda wd: (scores[wd], -decays.index(wd))), scores
 
 
-def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, temperature: float) -> np.ndarray:
+def knn_predict(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, temperature: float
+) -> np.ndarray:
     """Weighted kNN on cosine similarity of features centred with the training mean (every model
     alike: uncentred, features that share one large direction, as untrained ones do, look alike)."""
     mean = torch.as_tensor(train_x, dtype=torch.float32).mean(0)
@@ -87,12 +128,25 @@ def voc07_ap(scores: np.ndarray, labels: np.ndarray) -> float:
     tp = labels[order] == 1
     recall = np.cumsum(tp) / tp.sum()
     precision = np.cumsum(tp) / np.arange(1, len(tp) + 1)
-    return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
-                          for t in np.linspace(0, 1, 11)]))
+    return float(
+        np.mean(
+            [
+                precision[recall >= t].max() if (recall >= t).any() else 0.0
+                for t in np.linspace(0, 1, 11)
+            ]
+        )
+    )
 
 
-def voc07_svm(train_x: np.ndarray, train_labels: np.ndarray, test_x: np.ndarray, test_labels: np.ndarray,
-              costs: list[float], folds: int, seed: int) -> tuple[float, dict[str, float]]:
+def voc07_svm(
+    train_x: np.ndarray,
+    train_labels: np.ndarray,
+    test_x: np.ndarray,
+    test_labels: np.ndarray,
+    costs: list[float],
+    folds: int,
+    seed: int,
+) -> tuple[float, dict[str, float]]:
     """(mAP, per-class AP); labels (N, C) of 1 / 0 / -1 (difficult)."""
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
@@ -114,13 +168,19 @@ def voc07_svm(train_x: np.ndarray, train_labels: np.ndarray, test_x: np.ndarray,
             for cost in costs:
                 fold_aps = []
                 for a, b in cv.split(x, y):
-                    svm = LinearSVC(C=cost, class_weight={0: 1.0, 1: 2.0}, dual=True, max_iter=5000,
-                                    random_state=seed).fit(x[a], y[a])
+                    svm = LinearSVC(
+                        C=cost,
+                        class_weight={0: 1.0, 1: 2.0},
+                        dual=True,
+                        max_iter=5000,
+                        random_state=seed,
+                    ).fit(x[a], y[a])
                     fold_aps.append(voc07_ap(svm.decision_function(x[b]), y[b]))
                 if np.nanmean(fold_aps) > best:
                     best, best_cost = float(np.nanmean(fold_aps)), cost
-        svm = LinearSVC(C=best_cost, class_weight={0: 1.0, 1: 2.0}, dual=True, max_iter=5000,
-                        random_state=seed).fit(x, y)
+        svm = LinearSVC(
+            C=best_cost, class_weight={0: 1.0, 1: 2.0}, dual=True, max_iter=5000, random_state=seed
+        ).fit(x, y)
         aps[c] = voc07_ap(svm.decision_function(vx), test_labels[:, c].astype(int))
     values = [v for v in aps.values() if not np.isnan(v)]
     return (float(np.mean(values)) if values else float("nan")), aps

@@ -53,12 +53,25 @@ class _Images(Dataset):
 
 
 @torch.no_grad()
-def extract(model: torch.nn.Module, paths: list[str], boxes: list | None, size: int, device: str,
-            batch_size: int = 128, workers: int = 0, desc: str = "", progress: bool = False) -> np.ndarray:
+def extract(
+    model: torch.nn.Module,
+    paths: list[str],
+    boxes: list | None,
+    size: int,
+    device: str,
+    batch_size: int = 128,
+    workers: int = 0,
+    desc: str = "",
+    progress: bool = False,
+) -> np.ndarray:
     """(N, D) float32 pooled features, in the order of `paths`."""
     boxes = boxes or [None] * len(paths)
-    loader = DataLoader(_Images(paths, boxes, size), batch_size=batch_size, num_workers=workers,
-                        pin_memory=device.startswith("cuda"))
+    loader = DataLoader(
+        _Images(paths, boxes, size),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.startswith("cuda"),
+    )
     cuda = device.startswith("cuda")
     out = []
     for x in tqdm(loader, desc=desc, disable=None if progress else True, unit="batch"):

@@ -58,18 +58,24 @@ class SetContributions:
 
         impossible = [k for k in ks if not 0 < k <= self.feat.shape[1]]
         if impossible:  # topk would fail deep inside with "selected index k out of range"
-            raise InvarianceError(f"top-K of {', '.join(map(str, impossible))} neurons asked for, the features have "
-                                  f"{self.feat.shape[1]}")
+            raise InvarianceError(
+                f"top-K of {', '.join(map(str, impossible))} neurons asked for, the features have "
+                f"{self.feat.shape[1]}"
+            )
         weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
         units = self.units
         if weights.shape[1] != len(units):
-            raise InvarianceError(f"weights for {weights.shape[1]} units, the sets have {len(units)}")
+            raise InvarianceError(
+                f"weights for {weights.shape[1]} units, the sets have {len(units)}"
+            )
         image_weight = torch.as_tensor(weights[:, np.searchsorted(units, self.unit)])  # (B, N)
         feat = torch.as_tensor(self.feat, dtype=torch.float32)
         (n, d), s, c, top = feat.shape, len(self.set_class), self.num_classes, max(ks)
         descending = torch.argsort(feat, dim=0, descending=True, stable=True)  # (N, D)
         ascending = torch.flip(descending, dims=[0])
-        image_set = torch.as_tensor(np.where(self.image_set >= 0, self.image_set, s))  # s: no set (dropped)
+        image_set = torch.as_tensor(
+            np.where(self.image_set >= 0, self.image_set, s)
+        )  # s: no set (dropped)
         image_class = torch.as_tensor(self.image_class)
         set_class = torch.as_tensor(self.set_class)
         set_images = torch.zeros(s + 1).index_add_(0, image_set, torch.ones(n))[:s]
@@ -86,10 +92,14 @@ class SetContributions:
             # drawn, as a fresh sample would hold that many objects; a label class (a GOT-10k
             # category) once if any of its units was drawn
             per_class = torch.zeros(b, c).index_add_(1, image_class, w) / class_images
-            drawn_classes = torch.where(own_unit, per_class, (per_class > 0).float()).sum(1).double()
+            drawn_classes = (
+                torch.where(own_unit, per_class, (per_class > 0).float()).sum(1).double()
+            )
             p = torch.clamp((1 - 1 / drawn_classes) * 100, max=95.0)  # (B,) the draw's percentile
             total = w.sum(1).double()
-            index = torch.floor(total * p / 100)  # the threshold's rank among the draw's image copies
+            index = torch.floor(
+                total * p / 100
+            )  # the threshold's rank among the draw's image copies
             at_or_above = (total - index).float()[:, None, None]  # copies >= the upper threshold
             above = at_or_above - 1  # copies > it; by symmetry, also the copies < the lower one
             # the rows beyond each threshold: guessed from the percentile, doubled while some draw's
@@ -106,17 +116,28 @@ class SetContributions:
             global_rate = reached.double() / total[:, None]  # (B, D)
             size = torch.zeros(b, s + 1).index_add_(1, image_set, w)[:, :s].double()
             rate = torch.maximum(fired_up, fired_low).double() / size.clamp_min(1e-300)[:, :, None]
-            set_weight = size / set_images.double()  # (B, S) the set's mean multiplicity; 1 on the full sample
+            set_weight = (
+                size / set_images.double()
+            )  # (B, S) the set's mean multiplicity; 1 on the full sample
             hit = (rate > 0).double() * set_weight[:, :, None]
-            summed = torch.zeros(b, c, d, dtype=torch.float64).index_add_(1, set_class, rate * set_weight[:, :, None])
+            summed = torch.zeros(b, c, d, dtype=torch.float64).index_add_(
+                1, set_class, rate * set_weight[:, :, None]
+            )
             hits = torch.zeros(b, c, d, dtype=torch.float64).index_add_(1, set_class, hit)
             local = torch.where(hits > 0, summed / hits.clamp_min(1e-300), 0.0)  # (B, C, D)
             # a class weighs its sets' mean multiplicity (a class without any set: 1 with score 0, as
             # in the public code, when the draw has its images); an undrawn class weighs 0
-            class_weight = torch.zeros(b, c, dtype=torch.float64).index_add_(1, set_class, set_weight)
-            class_weight = torch.where(sets_per_class > 0, class_weight / sets_per_class.clamp_min(1),
-                                       (per_class > 0).double())
-            ratio = torch.where(global_rate[:, None] > 0, local / global_rate[:, None].clamp_min(1e-300), 0.0)
+            class_weight = torch.zeros(b, c, dtype=torch.float64).index_add_(
+                1, set_class, set_weight
+            )
+            class_weight = torch.where(
+                sets_per_class > 0,
+                class_weight / sets_per_class.clamp_min(1),
+                (per_class > 0).double(),
+            )
+            ratio = torch.where(
+                global_rate[:, None] > 0, local / global_rate[:, None].clamp_min(1e-300), 0.0
+            )
             best = ratio.topk(top, dim=2).values  # the top-K, descending
             for k in ks:
                 mean = (best[:, :, :k].mean(2) * class_weight).sum(1) / class_weight.sum(1)
@@ -131,17 +152,36 @@ class SetContributions:
     def save(self, path) -> None:
         from ..io import write_npz
 
-        write_npz(path, feat=self.feat.astype(np.float32), image_set=self.image_set, image_class=self.image_class,
-                  unit=self.unit.astype(str), set_class=self.set_class, num_classes=self.num_classes)
+        write_npz(
+            path,
+            feat=self.feat.astype(np.float32),
+            image_set=self.image_set,
+            image_class=self.image_class,
+            unit=self.unit.astype(str),
+            set_class=self.set_class,
+            num_classes=self.num_classes,
+        )
 
     @classmethod
     def load(cls, path) -> SetContributions:
         with np.load(path) as f:
-            return cls(f["feat"], f["image_set"], f["image_class"], f["unit"], f["set_class"], int(f["num_classes"]))
+            return cls(
+                f["feat"],
+                f["image_set"],
+                f["image_class"],
+                f["unit"],
+                f["set_class"],
+                int(f["num_classes"]),
+            )
 
 
-def set_contributions(feat: np.ndarray, instance: np.ndarray, classes: np.ndarray | None = None,
-                      max_k: int = 1, unit: np.ndarray | None = None) -> SetContributions:
+def set_contributions(
+    feat: np.ndarray,
+    instance: np.ndarray,
+    classes: np.ndarray | None = None,
+    max_k: int = 1,
+    unit: np.ndarray | None = None,
+) -> SetContributions:
     """The score's inputs, checked. `feat` (N, D), `instance` (N,) set ids, `classes` (N,) targets
     (the set ids when None), `unit` (N,) the independent unit of each image (its set when None)."""
     feat = np.asarray(feat, dtype=np.float32)
@@ -150,13 +190,17 @@ def set_contributions(feat: np.ndarray, instance: np.ndarray, classes: np.ndarra
     unit = instance.astype(str) if unit is None else np.asarray(unit).astype(str)
     n, d = feat.shape
     if not (len(instance) == len(classes) == len(unit) == n):
-        raise InvarianceError(f"{n} feature rows but {len(instance)} set ids, {len(classes)} classes and "
-                              f"{len(unit)} units")
+        raise InvarianceError(
+            f"{n} feature rows but {len(instance)} set ids, {len(classes)} classes and "
+            f"{len(unit)} units"
+        )
     if max_k > d:
         raise InvarianceError(f"top-K of {max_k} neurons asked for, the features have only {d}")
     unique_classes, image_class = np.unique(classes, return_inverse=True)
     if len(unique_classes) < 2:
-        raise InvarianceError(f"one target class ({unique_classes.tolist()}): the percentile would be 0")
+        raise InvarianceError(
+            f"one target class ({unique_classes.tolist()}): the percentile would be 0"
+        )
     image_set = np.full(n, -1)
     set_class = []
     for set_id in np.unique(instance):
@@ -166,11 +210,17 @@ def set_contributions(feat: np.ndarray, instance: np.ndarray, classes: np.ndarra
             set_class.append(image_class[rows[0]])
     if not set_class:
         raise InvarianceError(f"no transformation set has {MIN_SET_SIZE} or more images")
-    return SetContributions(feat, image_set, image_class.ravel(), unit, np.asarray(set_class), len(unique_classes))
+    return SetContributions(
+        feat, image_set, image_class.ravel(), unit, np.asarray(set_class), len(unique_classes)
+    )
 
 
-def invariance_scores(feat: np.ndarray, instance: np.ndarray, classes: np.ndarray | None = None,
-                      ks: tuple[int, ...] = (10, 25)) -> dict[int, float]:
+def invariance_scores(
+    feat: np.ndarray,
+    instance: np.ndarray,
+    classes: np.ndarray | None = None,
+    ks: tuple[int, ...] = (10, 25),
+) -> dict[int, float]:
     """Score(K) for each K. `feat` (N, D), `instance` (N,) set ids, `classes` (N,) targets
     (the set ids when None)."""
     return set_contributions(feat, instance, classes, max(ks)).full(ks)
@@ -191,14 +241,23 @@ def _tail(w, feat, order, rows, at_or_above, beyond, image_set, s, upper):
         return None
     position = (cumulative < at_or_above).sum(1, keepdim=True)  # (B, 1, D) the threshold's row
     threshold = torch.gather(values.expand(len(w), -1, -1), 1, position)  # (B, 1, D)
-    before = torch.gather(cumulative - copies, 1, position)  # copies ranked before the threshold row
+    before = torch.gather(
+        cumulative - copies, 1, position
+    )  # copies ranked before the threshold row
     own = torch.gather(copies, 1, position)
     is_threshold = torch.arange(rows)[None, :, None] == position
     strictly = values[None] > threshold if upper else values[None] < threshold
     # the threshold row's copies split: those ranked before `beyond` are beyond the threshold, those
     # before `at_or_above` at or beyond it (copies of one image, apart by a hair); other rows by value
-    counted = torch.where(is_threshold, (beyond - before).clamp(min=0).minimum(own), copies * strictly)
-    reached = torch.where(is_threshold, (at_or_above - before).clamp(min=0).minimum(own),
-                          copies * (strictly | (values[None] == threshold))).sum(1)
-    fired = torch.zeros(len(w), s + 1, feat.shape[1]).scatter_add_(1, image_set[order].expand(len(w), -1, -1), counted)
+    counted = torch.where(
+        is_threshold, (beyond - before).clamp(min=0).minimum(own), copies * strictly
+    )
+    reached = torch.where(
+        is_threshold,
+        (at_or_above - before).clamp(min=0).minimum(own),
+        copies * (strictly | (values[None] == threshold)),
+    ).sum(1)
+    fired = torch.zeros(len(w), s + 1, feat.shape[1]).scatter_add_(
+        1, image_set[order].expand(len(w), -1, -1), counted
+    )
     return fired[:, :s], reached

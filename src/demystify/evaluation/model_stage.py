@@ -26,11 +26,17 @@ EVALUATIONS = {"invariance": invariance, "classification": classify, "segmentati
 def describe(kind: str, metrics: dict) -> str:
     if kind == "invariance":
         return ", ".join(f"{k} {v.get('top10')}" for k, v in metrics.items())
-    keys = ("linear_top1", "knn_top1", "svm_map") if kind == "classification" else ("miou", "pixel_accuracy")
+    keys = (
+        ("linear_top1", "knn_top1", "svm_map")
+        if kind == "classification"
+        else ("miou", "pixel_accuracy")
+    )
     return ", ".join(f"{k} {metrics[k]}" for k in keys if k in metrics)
 
 
-def run_stage(*, kind: str, name: str, arch: str, backbone: str | Path, params, out_dir: str | Path) -> dict:
+def run_stage(
+    *, kind: str, name: str, arch: str, backbone: str | Path, params, out_dir: str | Path
+) -> dict:
     """The `evaluate_<kind>@MODEL` stage: evaluation `kind` of EVALUATIONS on `backbone` into
     out_dir; params is its section (data paths included). A known failure raises one of ERRORS
     (the stage's name, which the script prints first, says which evaluation failed)."""

@@ -49,7 +49,9 @@ class MapFile:
         return self.shape[0]
 
     def _map(self, mode: str) -> np.memmap:
-        return np.memmap(self.path, dtype=self.dtype, mode=mode, offset=self.offset, shape=self.shape)
+        return np.memmap(
+            self.path, dtype=self.dtype, mode=mode, offset=self.offset, shape=self.shape
+        )
 
     def write(self, start: int, rows: np.ndarray) -> None:
         mm = self._map("r+")
@@ -72,21 +74,42 @@ class Head(nn.Module):
         if kind == "linear":
             self.net = nn.Conv2d(channels, classes, 1)
         elif kind == "fcn":
-            self.net = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden),
-                                     nn.ReLU(inplace=True), nn.Conv2d(hidden, classes, 1))
+            self.net = nn.Sequential(
+                nn.Conv2d(channels, hidden, 3, padding=1, bias=False),
+                nn.BatchNorm2d(hidden),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, classes, 1),
+            )
         else:
             raise ValueError(f"segmentation head {kind!r}: choose linear or fcn")
 
     def forward(self, maps: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
         size = maps[0].shape[-2:]
-        x = torch.cat([m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                       for m in maps], 1)
+        x = torch.cat(
+            [
+                m
+                if m.shape[-2:] == size
+                else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+                for m in maps
+            ],
+            1,
+        )
         return F.interpolate(self.net(x), size=out_size, mode="bilinear", align_corners=False)
 
 
-def train_head(maps: list[torch.Tensor | MapFile], masks: torch.Tensor | MapFile, classes: int, kind: str,
-               epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int, ignore_index: int,
-               device: str) -> Head:
+def train_head(
+    maps: list[torch.Tensor | MapFile],
+    masks: torch.Tensor | MapFile,
+    classes: int,
+    kind: str,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+    ignore_index: int,
+    device: str,
+) -> Head:
     """maps: per stage (N, C, h, w) float32 on CPU; masks (N, H, W) int64; either as tensors or
     as MapFiles, from which each batch is read when it is needed."""
     g = torch.Generator().manual_seed(seed)
@@ -112,14 +135,21 @@ def train_head(maps: list[torch.Tensor | MapFile], masks: torch.Tensor | MapFile
 
 
 @torch.no_grad()
-def predict(head: Head, maps: list[torch.Tensor | MapFile], out_size: tuple[int, int], batch_size: int,
-            device: str) -> Iterator[torch.Tensor]:
+def predict(
+    head: Head,
+    maps: list[torch.Tensor | MapFile],
+    out_size: tuple[int, int],
+    batch_size: int,
+    device: str,
+) -> Iterator[torch.Tensor]:
     """The predicted labels (B, H, W) of each batch of `batch_size` images, in order, on CPU."""
     for i in range(0, len(maps[0]), batch_size):
         yield head([m[i : i + batch_size].to(device) for m in maps], out_size).argmax(1).cpu()
 
 
-def confusion(pred: torch.Tensor, target: torch.Tensor, classes: int, ignore_index: int) -> np.ndarray:
+def confusion(
+    pred: torch.Tensor, target: torch.Tensor, classes: int, ignore_index: int
+) -> np.ndarray:
     keep = target != ignore_index
     idx = target[keep] * classes + pred[keep]
     return torch.bincount(idx, minlength=classes * classes).reshape(classes, classes).numpy()
@@ -130,5 +160,8 @@ def scores(conf: np.ndarray) -> dict[str, float]:
     tp = np.diag(conf).astype(float)
     union = conf.sum(0) + conf.sum(1) - tp
     iou = np.divide(tp, union, out=np.full_like(tp, np.nan), where=union > 0)
-    return {"miou": float(np.nanmean(iou)), "pixel_accuracy": float(tp.sum() / max(conf.sum(), 1)),
-            "iou": [None if np.isnan(v) else float(v) for v in iou]}
+    return {
+        "miou": float(np.nanmean(iou)),
+        "pixel_accuracy": float(tp.sum() / max(conf.sum(), 1)),
+        "iou": [None if np.isnan(v) else float(v) for v in iou],
+    }

@@ -37,7 +37,9 @@ class EvalSet:
     paths: list[str]
     instance: np.ndarray  # (N,) transformation-set id
     classes: np.ndarray  # (N,) target class (str)
-    boxes: list[tuple[float, float, float, float] | None] = field(default_factory=list)  # x, y, w, h
+    boxes: list[tuple[float, float, float, float] | None] = field(
+        default_factory=list
+    )  # x, y, w, h
     skipped: list[str] = field(default_factory=list)  # what the reader dropped, and why
     # (N,) str: the independent unit of each image, which the report's bootstrap resamples (an
     # object, a video, an instance; sets that show the same objects name them alike)
@@ -63,19 +65,29 @@ def _images(folder: Path, skipped: list[Path]) -> list[Path]:
 def aloi(root: str | Path, kind: str) -> EvalSet:
     """ALOI `kind` in view | ill | col; `root` holds `aloi_red2_<kind>/png2/` (or is that folder)."""
     root = Path(root)
-    folder = next((f for f in (root / f"aloi_red2_{kind}" / "png2", root / f"aloi_red2_{kind}", root)
-                   if f.is_dir() and any(c.name.isdigit() for c in f.iterdir())), None)
+    folder = next(
+        (
+            f
+            for f in (root / f"aloi_red2_{kind}" / "png2", root / f"aloi_red2_{kind}", root)
+            if f.is_dir() and any(c.name.isdigit() for c in f.iterdir())
+        ),
+        None,
+    )
     if folder is None:
         raise SetError(f"{root}: no ALOI object folders (aloi_red2_{kind}/png2/<number>/) found")
     paths, ids, skipped = [], [], []
-    for obj in sorted((c for c in folder.iterdir() if c.is_dir() and c.name.isdigit()), key=lambda c: int(c.name)):
+    for obj in sorted(
+        (c for c in folder.iterdir() if c.is_dir() and c.name.isdigit()), key=lambda c: int(c.name)
+    ):
         images = _images(obj, skipped)
         paths += [str(p) for p in images]
         ids += [int(obj.name)] * len(images)
     report_skipped(f"aloi_{kind} {folder}", skipped, folder)
     ids = np.asarray(ids)
     # the unit is the object, named alike in the view, illumination and colour sets (the same objects)
-    return EvalSet(f"aloi_{kind}", paths, ids, ids.astype(str), unit=np.asarray([f"aloi:{i}" for i in ids]))
+    return EvalSet(
+        f"aloi_{kind}", paths, ids, ids.astype(str), unit=np.asarray([f"aloi:{i}" for i in ids])
+    )
 
 
 def got10k_occlusion(root: str | Path, seed: int = 1992, min_span: int = 4) -> EvalSet:
@@ -116,8 +128,15 @@ def got10k_occlusion(root: str | Path, seed: int = 1992, min_span: int = 4) -> E
             classes.append(cls)
             units.append(f"got10k:{video}")
         kept += 1
-    return EvalSet("got10k_occlusion", paths, np.asarray(ids), np.asarray(classes), boxes, skipped,
-                   np.asarray(units, dtype=str))
+    return EvalSet(
+        "got10k_occlusion",
+        paths,
+        np.asarray(ids),
+        np.asarray(classes),
+        boxes,
+        skipped,
+        np.asarray(units, dtype=str),
+    )
 
 
 @dataclass(frozen=True)
@@ -139,7 +158,9 @@ def _pascal3d_object(ann_path: Path, image: Path, cls: str, index: int) -> _Obje
     try:
         mat = loadmat(ann_path, struct_as_record=False)
     except Exception as exc:  # noqa: BLE001 - scipy raises many kinds (MatReadError, ValueError, zlib, ...)
-        raise SetError(f"{ann_path}: not a readable MATLAB .mat file ({type(exc).__name__}: {exc})") from None
+        raise SetError(
+            f"{ann_path}: not a readable MATLAB .mat file ({type(exc).__name__}: {exc})"
+        ) from None
     try:
         record = mat["record"][0, 0]
         obj = record.objects[0, index]
@@ -147,8 +168,10 @@ def _pascal3d_object(ann_path: Path, image: Path, cls: str, index: int) -> _Obje
         view = obj.viewpoint[0, 0]
         az, el = float(np.ravel(view.azimuth_coarse)[0]), float(np.ravel(view.elevation_coarse)[0])
     except (KeyError, IndexError, AttributeError, ValueError, TypeError) as exc:
-        raise SetError(f"{ann_path}: not a PASCAL3D+ annotation with objects[{index}].bbox and "
-                       f"viewpoint.azimuth_coarse/elevation_coarse ({type(exc).__name__}: {exc})") from None
+        raise SetError(
+            f"{ann_path}: not a PASCAL3D+ annotation with objects[{index}].bbox and "
+            f"viewpoint.azimuth_coarse/elevation_coarse ({type(exc).__name__}: {exc})"
+        ) from None
     return _Object(str(image), cls, (x1, y1, x2 - x1, y2 - y1), az, el)
 
 
@@ -163,8 +186,14 @@ def _pascal3d_objects(root: Path) -> list[_Object]:
             list_path = root / "Image_sets" / f"{cls}_imagenet_{split}.txt"
             for name in read_list(list_path, SetError).split():
                 check_entry(name, list_path, SetError)
-                objects.append(_pascal3d_object(root / "Annotations" / f"{cls}_imagenet" / f"{name}.mat",
-                                                root / "Images" / f"{cls}_imagenet" / f"{name}.JPEG", cls, 0))
+                objects.append(
+                    _pascal3d_object(
+                        root / "Annotations" / f"{cls}_imagenet" / f"{name}.mat",
+                        root / "Images" / f"{cls}_imagenet" / f"{name}.JPEG",
+                        cls,
+                        0,
+                    )
+                )
     for cls in classes:
         list_path = root / "Image_sets" / f"{cls}_pascal.txt"
         if not list_path.is_file():
@@ -173,11 +202,19 @@ def _pascal3d_objects(root: Path) -> list[_Object]:
             if line.strip():
                 fields = line.split()
                 if len(fields) < 2 or not (fields[1].isascii() and fields[1].isdigit()):
-                    raise SetError(f"{list_path}:{no}: expected 'name box_index', got {line.strip()!r}")
+                    raise SetError(
+                        f"{list_path}:{no}: expected 'name box_index', got {line.strip()!r}"
+                    )
                 name, index = fields[0], int(fields[1])
                 check_entry(name, f"{list_path}:{no}", SetError)
-                objects.append(_pascal3d_object(root / "Annotations" / f"{cls}_pascal" / f"{name}.mat",
-                                                root / "Images" / f"{cls}_pascal" / f"{name}.jpg", cls, index))
+                objects.append(
+                    _pascal3d_object(
+                        root / "Annotations" / f"{cls}_pascal" / f"{name}.mat",
+                        root / "Images" / f"{cls}_pascal" / f"{name}.jpg",
+                        cls,
+                        index,
+                    )
+                )
     return objects
 
 
@@ -195,7 +232,9 @@ def pascal3d(root: str | Path) -> dict[str, EvalSet]:
     offset = 0
     for cls in np.unique(classes):
         rows = np.flatnonzero(classes == cls)
-        _, inverse = np.unique(np.stack([az_bin[rows], el_bin[rows]], 1), axis=0, return_inverse=True)
+        _, inverse = np.unique(
+            np.stack([az_bin[rows], el_bin[rows]], 1), axis=0, return_inverse=True
+        )
         instance[rows] = inverse.ravel() + offset
         offset += inverse.max() + 1
 
@@ -209,9 +248,14 @@ def pascal3d(root: str | Path) -> dict[str, EvalSet]:
             viewpoint[i] = counts[az_bin[i]]
             counts[az_bin[i]] += 1
     unit = _pascal3d_units(Path(root), paths)
-    return {"pascal3d_instance": EvalSet("pascal3d_instance", paths, instance, classes, boxes, unit=unit),
-            "pascal3d_instance_viewpoint": EvalSet("pascal3d_instance_viewpoint", paths, viewpoint, classes,
-                                                   list(boxes), unit=unit.copy())}
+    return {
+        "pascal3d_instance": EvalSet(
+            "pascal3d_instance", paths, instance, classes, boxes, unit=unit
+        ),
+        "pascal3d_instance_viewpoint": EvalSet(
+            "pascal3d_instance_viewpoint", paths, viewpoint, classes, list(boxes), unit=unit.copy()
+        ),
+    }
 
 
 def _pascal3d_units(root: Path, paths: list[str]) -> np.ndarray:
@@ -226,8 +270,15 @@ def _pascal3d_units(root: Path, paths: list[str]) -> np.ndarray:
             table = pd.read_csv(labels, usecols=["path", "instance"])
         except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise SetError(f"{labels}: expected columns path, instance ({exc})") from None
-        instance_of = {str(root / p): i for p, i in zip(table["path"], table["instance"], strict=True)}
+        instance_of = {
+            str(root / p): i for p, i in zip(table["path"], table["instance"], strict=True)
+        }
         if all(p in instance_of for p in paths):
             return np.asarray([f"pascal3d:{instance_of[p]}" for p in paths], dtype=str)
-    return np.asarray([f"pascal3d:{Path(p).relative_to(root) if Path(p).is_relative_to(root) else p}"
-                       for p in paths], dtype=str)
+    return np.asarray(
+        [
+            f"pascal3d:{Path(p).relative_to(root) if Path(p).is_relative_to(root) else p}"
+            for p in paths
+        ],
+        dtype=str,
+    )

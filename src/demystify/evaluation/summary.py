@@ -28,9 +28,14 @@ def gather(results_root: str | Path, models: list[str]) -> dict[str, dict]:
 
 def long_table(metrics: dict[str, dict], keys: list[str]) -> pd.DataFrame:
     """One row per (model, set, metric key) with a numeric value."""
-    rows = [{"model": model, "set": name, "metric": key, "value": float(values[key])}
-            for model, per_set in metrics.items() for name, values in per_set.items()
-            if isinstance(values, dict) for key in keys if key in values]
+    rows = [
+        {"model": model, "set": name, "metric": key, "value": float(values[key])}
+        for model, per_set in metrics.items()
+        for name, values in per_set.items()
+        if isinstance(values, dict)
+        for key in keys
+        if key in values
+    ]
     return pd.DataFrame(rows, columns=["model", "set", "metric", "value"])
 
 
@@ -40,7 +45,9 @@ def bar_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str) ->
     group = table["set"] + " " + table["metric"] if table["metric"].nunique() > 1 else table["set"]
     wide = table.assign(group=group).pivot(index="group", columns="model", values="value")
     wide = wide[list(dict.fromkeys(table["model"]))]  # models in params order
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(wide.index) * max(1, len(wide.columns)) / 4), 4.2))
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 1.3 * len(wide.index) * max(1, len(wide.columns)) / 4), 4.2)
+    )
     wide.plot.bar(ax=ax, width=0.85, rot=20)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
@@ -50,16 +57,31 @@ def bar_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str) ->
     save_png(fig, path, dpi=110)
 
 
-def summarize(results_root: str | Path, models: list[str], out_dir: str | Path, keys: list[str], title: str,
-              ylabel: str, plot_keys: list[str] | None = None) -> pd.DataFrame:
+def summarize(
+    results_root: str | Path,
+    models: list[str],
+    out_dir: str | Path,
+    keys: list[str],
+    title: str,
+    ylabel: str,
+    plot_keys: list[str] | None = None,
+) -> pd.DataFrame:
     """Classification and segmentation metrics are flat (metric -> value): they become set "all"."""
     out_dir = Path(out_dir)
-    metrics = {model: (m if any(isinstance(v, dict) for v in m.values()) else {"all": m})
-               for model, m in gather(results_root, models).items()}
+    metrics = {
+        model: (m if any(isinstance(v, dict) for v in m.values()) else {"all": m})
+        for model, m in gather(results_root, models).items()
+    }
     table = long_table(metrics, keys)
     write_csv(out_dir / "table.csv", table)
-    flat = {model: {name: {k: v for k, v in values.items() if k in keys} for name, values in per_set.items()
-                    if isinstance(values, dict)} for model, per_set in metrics.items()}
+    flat = {
+        model: {
+            name: {k: v for k, v in values.items() if k in keys}
+            for name, values in per_set.items()
+            if isinstance(values, dict)
+        }
+        for model, per_set in metrics.items()
+    }
     write_json(out_dir / "metrics.json", flat)
     shown = table[table.metric.isin(plot_keys or keys)]
     bar_chart(shown, out_dir / f"{Path(results_root).name}.png", title, ylabel)
@@ -72,15 +94,26 @@ KINDS = {  # kind -> (title, y label)
     "segmentation": ("Segmentation with a frozen backbone", "mIoU / pixel accuracy"),
 }
 # metric keys per kind (invariance: one per K of params)
-KEYS = {"classification": ["linear_top1", "knn_top1", "svm_map"], "segmentation": ["miou", "pixel_accuracy"]}
+KEYS = {
+    "classification": ["linear_top1", "knn_top1", "svm_map"],
+    "segmentation": ["miou", "pixel_accuracy"],
+}
 
 
-def run_stage(*, kind: str, results_dir: str | Path, models: list[str], out_dir: str | Path,
-              ks: list[int]) -> pd.DataFrame:
+def run_stage(
+    *, kind: str, results_dir: str | Path, models: list[str], out_dir: str | Path, ks: list[int]
+) -> pd.DataFrame:
     """The `summarize_<kind>` stage: every model's results_dir/MODEL/metrics.json into out_dir."""
     if kind not in KINDS:
         raise SummaryError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     title, ylabel = KINDS[kind]
     keys = [f"top{k}" for k in ks] if kind == "invariance" else KEYS[kind]
-    return summarize(results_dir, models, out_dir, keys, title.format(k=keys[0][3:]), ylabel,
-                     plot_keys=keys[:1] if kind == "invariance" else None)
+    return summarize(
+        results_dir,
+        models,
+        out_dir,
+        keys,
+        title.format(k=keys[0][3:]),
+        ylabel,
+        plot_keys=keys[:1] if kind == "invariance" else None,
+    )

@@ -37,13 +37,19 @@ def caption_text(r) -> str:
     fixed precision."""
     text = f"{r.video} {r.frame_a}->{r.frame_b} s {_fixed(r.score, 2)}"
     text += "" if np.isnan(r.iou_gt) else f" iou {_fixed(r.iou_gt, 2)}"
-    return text + ("" if np.isnan(r.view_change_deg) else f" view {_fixed(r.view_change_deg, 0)}deg")  # how far it turned
+    return text + (
+        "" if np.isnan(r.view_change_deg) else f" view {_fixed(r.view_change_deg, 0)}deg"
+    )  # how far it turned
 
 
 def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> None:
     """Up to `count` pairs spread over the table, each as [frame a | frame b] with its boxes and
     a caption (video, frames, score, iou_gt, the object's viewpoint change). An empty table gives a small placeholder image."""
-    picks = pairs.iloc[np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)] if len(pairs) else pairs
+    picks = (
+        pairs.iloc[np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round().astype(int)]
+        if len(pairs)
+        else pairs
+    )
     rows = []
     store = FrameStore(frames_root)
     for _, r in picks.iterrows():
@@ -56,21 +62,42 @@ def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> 
             continue
         if a is None or b is None:
             continue
-        pair = np.concatenate([_tile(a, r[["a_x", "a_y", "a_w", "a_h"]].to_numpy(float), (0, 200, 0)),
-                               np.full((TILE, 4, 3), 255, np.uint8),
-                               _tile(b, r[["b_x", "b_y", "b_w", "b_h"]].to_numpy(float), (0, 0, 230))], 1)
+        pair = np.concatenate(
+            [
+                _tile(a, r[["a_x", "a_y", "a_w", "a_h"]].to_numpy(float), (0, 200, 0)),
+                np.full((TILE, 4, 3), 255, np.uint8),
+                _tile(b, r[["b_x", "b_y", "b_w", "b_h"]].to_numpy(float), (0, 0, 230)),
+            ],
+            1,
+        )
         caption = np.full((18, pair.shape[1], 3), 255, np.uint8)
-        cv2.putText(caption, caption_text(r), (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            caption,
+            caption_text(r),
+            (3, 13),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
         rows.append(np.concatenate([caption, pair], 0))
     if not rows:
         grid = np.full((40, 320, 3), 255, np.uint8)
-        cv2.putText(grid, "no pairs", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            grid, "no pairs", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA
+        )
     else:
         width = max(r.shape[1] for r in rows)
-        rows = [np.pad(r, ((0, 6), (0, width - r.shape[1] + 6), (0, 0)), constant_values=255) for r in rows]
+        rows = [
+            np.pad(r, ((0, 6), (0, width - r.shape[1] + 6), (0, 0)), constant_values=255)
+            for r in rows
+        ]
         while len(rows) % COLUMNS:
             rows.append(np.full_like(rows[0], 255))
-        grid = np.concatenate([np.concatenate(rows[i : i + COLUMNS], 1) for i in range(0, len(rows), COLUMNS)], 0)
+        grid = np.concatenate(
+            [np.concatenate(rows[i : i + COLUMNS], 1) for i in range(0, len(rows), COLUMNS)], 0
+        )
     with atomic_path(out) as tmp:
         ok, data = cv2.imencode(".png", grid)
         tmp.write_bytes(data.tobytes())

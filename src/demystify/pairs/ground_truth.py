@@ -19,7 +19,10 @@ import pandas as pd
 from ..data import got10k
 
 COLUMNS = ["video", "frame", "track", "x", "y", "w", "h"]
-POSE = ["azimuth_deg", "elevation_deg"]  # the world's objects.csv records each object's pose; real data sets do not
+POSE = [
+    "azimuth_deg",
+    "elevation_deg",
+]  # the world's objects.csv records each object's pose; real data sets do not
 
 
 def _from_objects_csv(path: Path, frames: pd.DataFrame) -> pd.DataFrame:
@@ -28,25 +31,52 @@ def _from_objects_csv(path: Path, frames: pd.DataFrame) -> pd.DataFrame:
     meta = got10k.read_meta(seq) if (seq / "meta_info.ini").is_file() else {}
     n_source = int(objects["frame"].max()) + 1
     rate = got10k.anno_fps(meta) or n_source / max(float(frames["time_s"].max()), 1e-9)
-    src_w, src_h = got10k.resolution(meta) or (int(frames["width"].iloc[0]), int(frames["height"].iloc[0]))
+    src_w, src_h = got10k.resolution(meta) or (
+        int(frames["width"].iloc[0]),
+        int(frames["height"].iloc[0]),
+    )
     source_frame = got10k.nearest_rows(frames["time_s"].to_numpy(), rate, n_source)
-    lookup = pd.DataFrame({"frame": frames["frame"].to_numpy(), "source": source_frame,
-                           "sx": frames["width"].to_numpy() / src_w, "sy": frames["height"].to_numpy() / src_h})
+    lookup = pd.DataFrame(
+        {
+            "frame": frames["frame"].to_numpy(),
+            "source": source_frame,
+            "sx": frames["width"].to_numpy() / src_w,
+            "sy": frames["height"].to_numpy() / src_h,
+        }
+    )
     merged = lookup.merge(objects.rename(columns={"frame": "source"}), on="source")
-    out = pd.DataFrame({"frame": merged["frame"], "track": merged["track"],
-                        "x": merged["x"] * merged["sx"], "y": merged["y"] * merged["sy"],
-                        "w": merged["w"] * merged["sx"], "h": merged["h"] * merged["sy"],
-                        **{c: merged[c] for c in POSE if c in merged}})
+    out = pd.DataFrame(
+        {
+            "frame": merged["frame"],
+            "track": merged["track"],
+            "x": merged["x"] * merged["sx"],
+            "y": merged["y"] * merged["sy"],
+            "w": merged["w"] * merged["sx"],
+            "h": merged["h"] * merged["sy"],
+            **{c: merged[c] for c in POSE if c in merged},
+        }
+    )
     return out[got10k.has_box(out[["x", "y", "w", "h"]].to_numpy(float))]
 
 
 def _from_manifest(frames: pd.DataFrame) -> pd.DataFrame:
     # A frame without a box (NaN, inf, w or h <= 0: got10k.has_box) is a frame without the target.
-    present = pd.Series(got10k.has_box(frames[["x", "y", "w", "h"]].to_numpy(float)), index=frames.index)
+    present = pd.Series(
+        got10k.has_box(frames[["x", "y", "w", "h"]].to_numpy(float)), index=frames.index
+    )
     if "absence" in frames:
         present &= frames["absence"].fillna(0).astype(int) == 0
     rows = frames[present]
-    return pd.DataFrame({"frame": rows["frame"], "track": 0, "x": rows["x"], "y": rows["y"], "w": rows["w"], "h": rows["h"]})
+    return pd.DataFrame(
+        {
+            "frame": rows["frame"],
+            "track": 0,
+            "x": rows["x"],
+            "y": rows["y"],
+            "w": rows["w"],
+            "h": rows["h"],
+        }
+    )
 
 
 def load_tracks(frames: pd.DataFrame, videos_root: str | Path | None) -> pd.DataFrame:
@@ -65,7 +95,11 @@ def _pair_rows(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> pd.Da
     """Object `track`'s ground-truth rows in frames a and b, in that order; None if either is missing."""
     if tracks is None or track < 0:
         return None
-    rows = tracks[(tracks["track"] == track) & tracks["frame"].isin([a, b])].drop_duplicates("frame").set_index("frame")
+    rows = (
+        tracks[(tracks["track"] == track) & tracks["frame"].isin([a, b])]
+        .drop_duplicates("frame")
+        .set_index("frame")
+    )
     return rows.loc[[a, b]] if a in rows.index and b in rows.index else None
 
 
@@ -75,7 +109,10 @@ def view_change_deg(tracks: pd.DataFrame | None, track: int, a: int, b: int) -> 
     rows = _pair_rows(tracks, track, a, b)
     if rows is None or not set(POSE) <= set(rows.columns):
         return float("nan")
-    az, el = np.deg2rad(rows["azimuth_deg"].to_numpy()), np.deg2rad(rows["elevation_deg"].to_numpy())
+    az, el = (
+        np.deg2rad(rows["azimuth_deg"].to_numpy()),
+        np.deg2rad(rows["elevation_deg"].to_numpy()),
+    )
     d = np.stack([np.cos(el) * np.sin(az), np.sin(el), np.cos(el) * np.cos(az)], 1)
     return float(np.degrees(np.arccos(np.clip(d[0] @ d[1], -1.0, 1.0))))
 

@@ -33,15 +33,36 @@ from .sampling import sample_pairs, video_rng
 from .tracking import track_checked
 
 BOX_COLUMNS = ["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]
-COLUMNS = ["video", "frame_a", "frame_b", "gap", *BOX_COLUMNS, "source", "score", "iou_gt", "track",
-           "view_change_deg", "scale_change", "path_a", "path_b"]
+COLUMNS = [
+    "video",
+    "frame_a",
+    "frame_b",
+    "gap",
+    *BOX_COLUMNS,
+    "source",
+    "score",
+    "iou_gt",
+    "track",
+    "view_change_deg",
+    "scale_change",
+    "path_a",
+    "path_b",
+]
 MAX_CANDIDATES = 5  # proposals tracked per anchor frame, strongest first
 FLOAT_COLUMNS = [*BOX_COLUMNS, "score", "iou_gt", "view_change_deg", "scale_change"]
 # Decimals kept of every float written: trigonometry and SIMD reductions differ in their last bits
 # between CPUs (numpy's AVX-512 sin/cos/arccos), and the manifest and pairs.png are in dvc.lock
 DECIMALS = 6
-REASONS = ("too_short", "no_proposals", "lost", "low_confidence", "left_frame", "scale_change",
-           "inconsistent", "absent")
+REASONS = (
+    "too_short",
+    "no_proposals",
+    "lost",
+    "low_confidence",
+    "left_frame",
+    "scale_change",
+    "inconsistent",
+    "absent",
+)
 
 
 class PairsError(RuntimeError):
@@ -85,11 +106,15 @@ def _proposals(frames: Frames, i: int, bg: np.ndarray | None, p: PairsParams) ->
     if p.proposals == "motion":
         before = frames[i - MOTION_STEP] if i >= MOTION_STEP else None
         after = frames[i + MOTION_STEP] if i + MOTION_STEP < len(frames) else None
-        return motion_proposals(frames[i], bg, p.motion_threshold, p.min_area, p.max_area, before, after)
+        return motion_proposals(
+            frames[i], bg, p.motion_threshold, p.min_area, p.max_area, before, after
+        )
     return saliency_proposals(frames[i], p.min_area, p.max_area)
 
 
-def _geometry_reason(box_a: np.ndarray, box_b: np.ndarray, width: int, height: int, p: PairsParams) -> str | None:
+def _geometry_reason(
+    box_a: np.ndarray, box_b: np.ndarray, width: int, height: int, p: PairsParams
+) -> str | None:
     if outside_share(box_b, width, height) > p.max_outside:
         return "left_frame"
     ratio = (box_b[2] * box_b[3]) / max(box_a[2] * box_a[3], 1e-9)
@@ -101,12 +126,24 @@ def _geometry_reason(box_a: np.ndarray, box_b: np.ndarray, width: int, height: i
 def _follow(box_a: np.ndarray, gt_a: np.ndarray, gt_b: np.ndarray) -> np.ndarray:
     """Where box a should be in frame b if it moved and scaled with its true object."""
     sx, sy = gt_b[2] / gt_a[2], gt_b[3] / gt_a[3]
-    return np.array([gt_b[0] + (box_a[0] - gt_a[0]) * sx, gt_b[1] + (box_a[1] - gt_a[1]) * sy,
-                     box_a[2] * sx, box_a[3] * sy])
+    return np.array(
+        [
+            gt_b[0] + (box_a[0] - gt_a[0]) * sx,
+            gt_b[1] + (box_a[1] - gt_a[1]) * sy,
+            box_a[2] * sx,
+            box_a[3] * sy,
+        ]
+    )
 
 
-def _iou_gt(tracks: pd.DataFrame | None, a: int, b: int, box_a: np.ndarray, box_b: np.ndarray,
-            match_iou: float) -> tuple[float, int, float]:
+def _iou_gt(
+    tracks: pd.DataFrame | None,
+    a: int,
+    b: int,
+    box_a: np.ndarray,
+    box_b: np.ndarray,
+    match_iou: float,
+) -> tuple[float, int, float]:
     """(iou_gt, track, tracking IoU). iou_gt: IoU of box b with the true box, in frame b, of the
     object that box a covers in frame a (its best match, if at least `match_iou`; else 0).
     Tracking IoU: IoU of box b with box a carried along by that object's true motion, which
@@ -130,21 +167,51 @@ def _iou_gt(tracks: pd.DataFrame | None, a: int, b: int, box_a: np.ndarray, box_
     return float(iou(box_b, true_b)), track, float(iou(box_b, _follow(box_a, gt_a[best], true_b)))
 
 
-def _row(video: str, frames_df: pd.DataFrame, a: int, b: int, box_a, box_b, source: str, score: float,
-         iou_gt: float, track: int, tracks: pd.DataFrame, subject: int | None = None) -> dict:
+def _row(
+    video: str,
+    frames_df: pd.DataFrame,
+    a: int,
+    b: int,
+    box_a,
+    box_b,
+    source: str,
+    score: float,
+    iou_gt: float,
+    track: int,
+    tracks: pd.DataFrame,
+    subject: int | None = None,
+) -> dict:
     """One pair; with the ground truth's view and scale change of the object it shows (`subject`,
     by default its matched `track`)."""
     paths = frames_df["path"].to_numpy()
     subject = track if subject is None else subject
-    return {"video": video, "frame_a": a, "frame_b": b, "gap": b - a,
-            **dict(zip(BOX_COLUMNS, [*map(float, box_a), *map(float, box_b)], strict=True)),
-            "source": source, "score": float(score), "iou_gt": iou_gt, "track": track,
-            "view_change_deg": ground_truth.view_change_deg(tracks, subject, a, b),
-            "scale_change": ground_truth.scale_change(tracks, subject, a, b), "path_a": paths[a], "path_b": paths[b]}
+    return {
+        "video": video,
+        "frame_a": a,
+        "frame_b": b,
+        "gap": b - a,
+        **dict(zip(BOX_COLUMNS, [*map(float, box_a), *map(float, box_b)], strict=True)),
+        "source": source,
+        "score": float(score),
+        "iou_gt": iou_gt,
+        "track": track,
+        "view_change_deg": ground_truth.view_change_deg(tracks, subject, a, b),
+        "scale_change": ground_truth.scale_change(tracks, subject, a, b),
+        "path_a": paths[a],
+        "path_b": paths[b],
+    }
 
 
-def _track_proposal(frames: Frames, a: int, b: int, prop: Proposal, detections: list[Proposal], width: int,
-                    height: int, p: PairsParams) -> str | tuple:
+def _track_proposal(
+    frames: Frames,
+    a: int,
+    b: int,
+    prop: Proposal,
+    detections: list[Proposal],
+    width: int,
+    height: int,
+    p: PairsParams,
+) -> str | tuple:
     """(proposal, box b, quality, confidence) for a kept region, or the reason it was rejected."""
     tracked = track_checked(frames.span(a, b), prop.box, p.tracker)
     if tracked.box is None:
@@ -156,14 +223,23 @@ def _track_proposal(frames: Frames, a: int, b: int, prop: Proposal, detections: 
         return reason
     if p.snap_iou <= 0:
         return prop, tracked.box, tracked.confidence, tracked.confidence
-    overlaps = iou(tracked.box[None], np.stack([d.box for d in detections])) if detections else np.zeros(0)
+    overlaps = (
+        iou(tracked.box[None], np.stack([d.box for d in detections])) if detections else np.zeros(0)
+    )
     if len(overlaps) == 0 or overlaps.max() < p.snap_iou:
         return "inconsistent"
     best = int(overlaps.argmax())
-    return prop, detections[best].box, tracked.confidence * float(overlaps[best]), tracked.confidence
+    return (
+        prop,
+        detections[best].box,
+        tracked.confidence * float(overlaps[best]),
+        tracked.confidence,
+    )
 
 
-def mine_video(frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | None, p: PairsParams) -> VideoResult:
+def mine_video(
+    frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | None, p: PairsParams
+) -> VideoResult:
     """Pairs of one video (its manifest rows, in frame order)."""
     frames_df = frames_df.sort_values("frame").reset_index(drop=True)
     video = str(frames_df["video"].iloc[0])
@@ -172,7 +248,9 @@ def mine_video(frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | N
     width, height = int(frames_df["width"].iloc[0]), int(frames_df["height"].iloc[0])
     rejected: Counter = Counter()
     result = VideoResult([], rejected, 0)
-    pairs = sample_pairs(len(frames_df), p.pairs_per_video, p.min_gap, p.max_gap, video_rng(p.seed, video))
+    pairs = sample_pairs(
+        len(frames_df), p.pairs_per_video, p.min_gap, p.max_gap, video_rng(p.seed, video)
+    )
     if not pairs:
         rejected["too_short"] += 1
         return result
@@ -181,8 +259,22 @@ def mine_video(frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | N
 
     if p.source == "frames":
         for a, b in pairs:
-            result.rows.append(_row(video, frames_df, a, b, full, full, "frames", 1.0, float("nan"), -1, tracks,
-                                    subject=0))  # whole frames: the change of the video's target
+            result.rows.append(
+                _row(
+                    video,
+                    frames_df,
+                    a,
+                    b,
+                    full,
+                    full,
+                    "frames",
+                    1.0,
+                    float("nan"),
+                    -1,
+                    tracks,
+                    subject=0,
+                )
+            )  # whole frames: the change of the video's target
         return result
 
     if p.source == "annotations":
@@ -193,7 +285,9 @@ def mine_video(frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | N
             if len(box_a) == 0 or len(box_b) == 0:
                 rejected["absent"] += 1
                 continue
-            result.rows.append(_row(video, frames_df, a, b, box_a[0], box_b[0], "annotations", 1.0, 1.0, 0, tracks))
+            result.rows.append(
+                _row(video, frames_df, a, b, box_a[0], box_b[0], "annotations", 1.0, 1.0, 0, tracks)
+            )
         return result
 
     frames = Frames(frames_root, list(frames_df["path"]))
@@ -216,7 +310,21 @@ def mine_video(frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | N
         candidates.sort(key=lambda c: -c[2])
         for prop, box_b, _quality, confidence in candidates[: p.regions_per_frame]:
             gt, track, tracking = _iou_gt(tracks, a, b, prop.box, box_b, p.match_iou)
-            result.rows.append(_row(video, frames_df, a, b, prop.box, box_b, "tracker", confidence, gt, track, tracks))
+            result.rows.append(
+                _row(
+                    video,
+                    frames_df,
+                    a,
+                    b,
+                    prop.box,
+                    box_b,
+                    "tracker",
+                    confidence,
+                    gt,
+                    track,
+                    tracks,
+                )
+            )
             result.tracking_iou.append(tracking)
     return result
 
@@ -234,8 +342,14 @@ def _mine_one(args) -> tuple[str, VideoResult | None, str | None]:
         return video, None, f"{type(exc).__name__}: {exc}"
 
 
-def mine_all(manifest: pd.DataFrame, frames_root: str | Path, videos_root: str | Path | None, p: PairsParams,
-             progress: bool = True, workers: int | None = None) -> tuple[pd.DataFrame, dict]:
+def mine_all(
+    manifest: pd.DataFrame,
+    frames_root: str | Path,
+    videos_root: str | Path | None,
+    p: PairsParams,
+    progress: bool = True,
+    workers: int | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """All pairs (sorted by video, frame_a) and the metrics dict; `workers` processes (None:
     machine.yaml's pairs.workers)."""
     frames_root = Path(frames_root)
@@ -244,12 +358,20 @@ def mine_all(manifest: pd.DataFrame, frames_root: str | Path, videos_root: str |
     workers = min(workers or machine.load().pairs_workers, max(len(jobs), 1))
     results: dict[str, VideoResult] = {}
     failures: dict[str, str] = {}
-    bar = tqdm(total=len(jobs), desc="mine_pairs", unit="video", file=sys.stderr, disable=None if progress else True)
+    bar = tqdm(
+        total=len(jobs),
+        desc="mine_pairs",
+        unit="video",
+        file=sys.stderr,
+        disable=None if progress else True,
+    )
     with bar:
         if workers <= 1:
             outcomes = map(_mine_one, jobs)
         else:
-            pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=worker_context())
+            pool = ProcessPoolExecutor(
+                max_workers=workers, initializer=_worker_init, mp_context=worker_context()
+            )
             outcomes = pool.map(_mine_one, jobs)
         for video, res, error in outcomes:
             bar.update()
@@ -261,14 +383,32 @@ def mine_all(manifest: pd.DataFrame, frames_root: str | Path, videos_root: str |
             pool.shutdown()
     rows = [r for v in sorted(results) for r in results[v].rows]
     pairs = pd.DataFrame(rows, columns=COLUMNS)
-    pairs = pairs.astype({"frame_a": "int64", "frame_b": "int64", "gap": "int64", "track": "int64", "score": "float64",
-                          "iou_gt": "float64", "view_change_deg": "float64", "scale_change": "float64", **dict.fromkeys(BOX_COLUMNS, "float64")})
-    pairs[FLOAT_COLUMNS] = pairs[FLOAT_COLUMNS].round(DECIMALS)  # the same bytes on every x86-64 CPU
+    pairs = pairs.astype(
+        {
+            "frame_a": "int64",
+            "frame_b": "int64",
+            "gap": "int64",
+            "track": "int64",
+            "score": "float64",
+            "iou_gt": "float64",
+            "view_change_deg": "float64",
+            "scale_change": "float64",
+            **dict.fromkeys(BOX_COLUMNS, "float64"),
+        }
+    )
+    pairs[FLOAT_COLUMNS] = pairs[FLOAT_COLUMNS].round(
+        DECIMALS
+    )  # the same bytes on every x86-64 CPU
     return pairs, _metrics(pairs, results, failures, p, len(jobs))
 
 
-def _metrics(pairs: pd.DataFrame, results: dict[str, VideoResult], failures: dict[str, str], p: PairsParams,
-             videos: int) -> dict:
+def _metrics(
+    pairs: pd.DataFrame,
+    results: dict[str, VideoResult],
+    failures: dict[str, str],
+    p: PairsParams,
+    videos: int,
+) -> dict:
     rejected = Counter()
     for res in results.values():
         rejected.update(res.rejected)
@@ -289,13 +429,25 @@ def _metrics(pairs: pd.DataFrame, results: dict[str, VideoResult], failures: dic
         "unmatched_pairs": int((pairs["track"] < 0).sum()) if p.source == "tracker" else 0,
     }
     view = pairs["view_change_deg"].dropna()
-    for name, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):  # how new a view of the object each pair shows
-        metrics[f"view_change_deg_{name}"] = round(float(view.quantile(q)), 2) if len(view) else None
-    metrics["share_view_change_ge_20deg"] = round(float((view >= 20).mean()), 4) if len(view) else None
-    scale = pairs["scale_change"].dropna()  # how much bigger or smaller the object got (factor >= 1)
+    for name, q in (
+        ("p10", 0.1),
+        ("median", 0.5),
+        ("p90", 0.9),
+    ):  # how new a view of the object each pair shows
+        metrics[f"view_change_deg_{name}"] = (
+            round(float(view.quantile(q)), 2) if len(view) else None
+        )
+    metrics["share_view_change_ge_20deg"] = (
+        round(float((view >= 20).mean()), 4) if len(view) else None
+    )
+    scale = pairs[
+        "scale_change"
+    ].dropna()  # how much bigger or smaller the object got (factor >= 1)
     for name, q in (("median", 0.5), ("p90", 0.9)):
         metrics[f"scale_change_{name}"] = round(float(scale.quantile(q)), 3) if len(scale) else None
-    tracking = np.array([t for r in results.values() for t in r.tracking_iou], float).round(DECIMALS)
+    tracking = np.array([t for r in results.values() for t in r.tracking_iou], float).round(
+        DECIMALS
+    )
     tracking = tracking[np.isfinite(tracking)]
     metrics["mean_tracking_iou"] = round(float(tracking.mean()), 4) if len(tracking) else None
     metrics.update({f"rejected_{reason}": int(rejected.get(reason, 0)) for reason in REASONS})
@@ -310,11 +462,21 @@ def with_frame_hashes(pairs: pd.DataFrame, frames_root: Path) -> pd.DataFrame:
     frames = pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel())
     store = FrameStore(frames_root)
     md5 = {path: store.md5(path) for path in frames}
-    return pairs.assign(md5_a=pairs["path_a"].map(md5).astype(str), md5_b=pairs["path_b"].map(md5).astype(str))
+    return pairs.assign(
+        md5_a=pairs["path_a"].map(md5).astype(str), md5_b=pairs["path_b"].map(md5).astype(str)
+    )
 
 
-def run_stage(*, manifest_path: str | Path | None = None, frames_root: str | Path, videos_root: str | Path | None,
-              out_pairs: str | Path, out_dir: str | Path, p: PairsParams, workers: int | None = None) -> dict:
+def run_stage(
+    *,
+    manifest_path: str | Path | None = None,
+    frames_root: str | Path,
+    videos_root: str | Path | None,
+    out_pairs: str | Path,
+    out_dir: str | Path,
+    p: PairsParams,
+    workers: int | None = None,
+) -> dict:
     """Write pairs.parquet, metrics.json and the pairs.png grid; raise PairsError when no pair was mined
     (after writing the metrics, which say why; `workers`: as mine_all). The manifest: `manifest_path`, else every shard's."""
     if manifest_path is None:
@@ -325,7 +487,9 @@ def run_stage(*, manifest_path: str | Path | None = None, frames_root: str | Pat
     else:
         manifest_path = Path(manifest_path)
         if not manifest_path.is_file():
-            raise PairsError(f"{manifest_path}: frames manifest not found (run extract_frames first)")
+            raise PairsError(
+                f"{manifest_path}: frames manifest not found (run extract_frames first)"
+            )
         manifest = pd.read_parquet(manifest_path)
     pairs, metrics = mine_all(manifest, frames_root, videos_root, p, workers=workers)
     pairs = with_frame_hashes(pairs, Path(frames_root))
@@ -335,7 +499,9 @@ def run_stage(*, manifest_path: str | Path | None = None, frames_root: str | Pat
     draw_grid(pairs, Path(frames_root), out_dir / "pairs.png", p.grid_pairs)
     if pairs.empty:
         reasons = {k: v for k, v in metrics.items() if k.startswith("rejected_") and v}
-        raise PairsError(f"no pair could be mined from {metrics['videos']} video(s) with source "
-                         f"{p.source!r}; rejected by reason: {reasons or 'none'}"
-                         + (f"; failed videos: {metrics['failures']}" if metrics.get("failures") else ""))
+        raise PairsError(
+            f"no pair could be mined from {metrics['videos']} video(s) with source "
+            f"{p.source!r}; rejected by reason: {reasons or 'none'}"
+            + (f"; failed videos: {metrics['failures']}" if metrics.get("failures") else "")
+        )
     return metrics

@@ -37,7 +37,9 @@ def background(frames) -> np.ndarray:
     return np.median(np.stack([frames[i] for i in idx]), axis=0).astype(np.float32)
 
 
-def _components(mask: np.ndarray, strength: np.ndarray, min_area: float, max_area: float) -> list[Proposal]:
+def _components(
+    mask: np.ndarray, strength: np.ndarray, min_area: float, max_area: float
+) -> list[Proposal]:
     h, w = mask.shape
     kernel = np.ones((3, 3), np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, kernel)
@@ -59,9 +61,15 @@ def _changed(frame: np.ndarray, other: np.ndarray) -> np.ndarray:
     return np.abs(frame.astype(np.float32) - other.astype(np.float32)).mean(axis=-1) > MOTION_LEVEL
 
 
-def motion_proposals(frame: np.ndarray, bg: np.ndarray, threshold: float, min_area: float,
-                     max_area: float, before: np.ndarray | None = None,
-                     after: np.ndarray | None = None) -> list[Proposal]:
+def motion_proposals(
+    frame: np.ndarray,
+    bg: np.ndarray,
+    threshold: float,
+    min_area: float,
+    max_area: float,
+    before: np.ndarray | None = None,
+    after: np.ndarray | None = None,
+) -> list[Proposal]:
     """Proposals in `frame`; `before` / `after` (frames MOTION_STEP away) suppress ghosts."""
     # Mean over colour channels (in grey levels): less noisy than the max of the three.
     distance = np.abs(frame.astype(np.float32) - bg).mean(axis=-1)

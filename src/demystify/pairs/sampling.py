@@ -12,8 +12,9 @@ def video_rng(seed: int, video: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(video.encode())])
 
 
-def sample_pairs(n_frames: int, count: int, min_gap: int, max_gap: int,
-                 rng: np.random.Generator) -> list[tuple[int, int]]:
+def sample_pairs(
+    n_frames: int, count: int, min_gap: int, max_gap: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
     """Up to `count` (a, b) frame pairs with b - a in [min_gap, max_gap], anchors a spread
     evenly: one per stratum of the frames that have room for at least `min_gap` after them.
     An empty list when the video is shorter than min_gap + 1 frames."""

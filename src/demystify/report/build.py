@@ -18,8 +18,12 @@ from . import claims as cl
 from .evidence import Evidence
 
 KINDS = ("invariance", "classification", "segmentation")
-DOWNSTREAM = (("classification", "linear_top1", "linear top-1"), ("classification", "knn_top1", "kNN top-1"),
-              ("classification", "svm_map", "SVM mAP"), ("segmentation", "miou", "mIoU"))
+DOWNSTREAM = (
+    ("classification", "linear_top1", "linear top-1"),
+    ("classification", "knn_top1", "kNN top-1"),
+    ("classification", "svm_map", "SVM mAP"),
+    ("segmentation", "miou", "mIoU"),
+)
 
 
 class ReportError(ValueError):
@@ -46,7 +50,9 @@ def load_sweep(path: str | Path | None) -> list[dict]:
     for _, group in table.groupby("run", sort=True):
         run: dict = {}
         for r in group.itertuples():
-            run.setdefault(r.kind, {}).setdefault(r.model, {}).setdefault(r.set, {})[r.metric] = float(r.value)
+            run.setdefault(r.kind, {}).setdefault(r.model, {}).setdefault(r.set, {})[r.metric] = (
+                float(r.value)
+            )
         runs.append(run)
     return runs
 
@@ -54,10 +60,17 @@ def load_sweep(path: str | Path | None) -> list[dict]:
 def same_run(run: dict, current: dict) -> bool:
     """A sweep run whose every metric equals the current run's is the current run (its experiment,
     or the baseline it was applied from): outputs are deterministic, so equal means the same."""
-    values = [(k, m, s, key, v) for k, per_model in run.items() for m, per_set in per_model.items()
-              for s, per_key in per_set.items() for key, v in per_key.items()]
+    values = [
+        (k, m, s, key, v)
+        for k, per_model in run.items()
+        for m, per_set in per_model.items()
+        for s, per_key in per_set.items()
+        for key, v in per_key.items()
+    ]
     return bool(values) and all(
-        abs(current.get(k, {}).get(m, {}).get(s, {}).get(key, float("nan")) - v) <= 1e-9 for k, m, s, key, v in values)
+        abs(current.get(k, {}).get(m, {}).get(s, {}).get(key, float("nan")) - v) <= 1e-9
+        for k, m, s, key, v in values
+    )
 
 
 def _fmt(values: list[float], digits: int) -> str:
@@ -80,10 +93,15 @@ def _inv_sets(runs: list[dict]) -> list[str]:
     return list(sets)
 
 
-def invariance_table(runs: list[dict], models: list[str], key: str, at_ceiling: dict | None = None) -> str:
+def invariance_table(
+    runs: list[dict], models: list[str], key: str, at_ceiling: dict | None = None
+) -> str:
     at_ceiling = at_ceiling or {}
-    rows = [[s + (" (at ceiling)" if s in at_ceiling else "")] + [_fmt(cl.value(runs, "invariance", m, s, key), 1)
-                                                                 for m in models] for s in _inv_sets(runs)]
+    rows = [
+        [s + (" (at ceiling)" if s in at_ceiling else "")]
+        + [_fmt(cl.value(runs, "invariance", m, s, key), 1) for m in models]
+        for s in _inv_sets(runs)
+    ]
     return _table(["set \\ model", *models], rows)
 
 
@@ -110,10 +128,18 @@ def _reading(o: cl.Outcome) -> str:
     if o.interval is None:
         return o.reason or o.verdict
     i = o.interval
-    return "interval above 0" if i.low > 0 else "interval below 0" if i.high < 0 else "interval contains 0"
+    return (
+        "interval above 0"
+        if i.low > 0
+        else "interval below 0"
+        if i.high < 0
+        else "interval contains 0"
+    )
 
 
-def claims_section(outcomes: list[cl.Outcome], n_runs: int, level: float, levels: dict) -> tuple[str, dict]:
+def claims_section(
+    outcomes: list[cl.Outcome], n_runs: int, level: float, levels: dict
+) -> tuple[str, dict]:
     parts, verdicts = [], {}
     for claim, text in cl.CLAIMS.items():
         mine = [o for o in outcomes if o.comparison.claim == claim]
@@ -122,72 +148,149 @@ def claims_section(outcomes: list[cl.Outcome], n_runs: int, level: float, levels
         rows, context = [], []
         for o in mine:
             c = o.comparison
-            row = [c.what, f"{c.better} > {c.worse}", _fmt(o.better, 3), _fmt(o.worse, 3), _ci(o.interval)]
+            row = [
+                c.what,
+                f"{c.better} > {c.worse}",
+                _fmt(o.better, 3),
+                _fmt(o.worse, 3),
+                _ci(o.interval),
+            ]
             if c.primary:
-                rows.append(row + [_ci(o.runs), _p(o), f"**{o.verdict}**" + (f": {o.reason}" if o.reason else "")])
+                rows.append(
+                    row
+                    + [
+                        _ci(o.runs),
+                        _p(o),
+                        f"**{o.verdict}**" + (f": {o.reason}" if o.reason else ""),
+                    ]
+                )
             else:
                 context.append(row + [_reading(o)])
         why = "" if weight == cl.OF_RECORD else " *Indicative*: " + "; ".join(reasons) + "."
-        part = (f"### Claim {claim}: {verdicts[claim]} ({weight})\n\n{text}{why}\n\n"
-                + _table(["comparison", "expected", "higher side", "lower side", f"difference [{level:.0%} CI]",
-                          f"over sweep runs [{level:.0%} CI]", "Holm p", "verdict"], rows))
+        part = f"### Claim {claim}: {verdicts[claim]} ({weight})\n\n{text}{why}\n\n" + _table(
+            [
+                "comparison",
+                "expected",
+                "higher side",
+                "lower side",
+                f"difference [{level:.0%} CI]",
+                f"over sweep runs [{level:.0%} CI]",
+                "Holm p",
+                "verdict",
+            ],
+            rows,
+        )
         if context:
-            part += ("\n\nContext, each side against the untrained network (decides nothing):\n\n"
-                     + _table(["comparison", "expected", "higher side", "lower side", f"difference [{level:.0%} CI]",
-                               "reading"], context))
+            part += (
+                "\n\nContext, each side against the untrained network (decides nothing):\n\n"
+                + _table(
+                    [
+                        "comparison",
+                        "expected",
+                        "higher side",
+                        "lower side",
+                        f"difference [{level:.0%} CI]",
+                        "reading",
+                    ],
+                    context,
+                )
+            )
         parts.append(part)
-    rule = (f"Each comparison's difference comes with a {level:.0%} confidence interval from a paired bootstrap over "
-            "this run's independent test units (classification: object instances; ALOI: objects, its three sets drawn "
-            "jointly; GOT-10k: videos; PASCAL3D+: instances; segmentation: images) and, where a variant was pretrained "
-            "with several seeds, over its seeds first. A claim's primary comparisons are tested together with Holm's "
-            f"correction at {1 - level:.0%}: a significant one *holds* when the difference is above 0 and *does not "
-            "hold* when below; the rest are *inconclusive*, and so is any comparison about a variant that did not pass "
-            "the learning gate or on a set at ceiling" + (
-                f"; with the {n_runs} runs of a seed sweep, the t interval of their mean difference must also exclude 0 "
-                "on the same side" if n_runs > 1 else "") + ". *Not measured*: a model or set is missing. A claim's "
-            "line counts its primary comparisons; context comparisons decide nothing.")
+    rule = (
+        f"Each comparison's difference comes with a {level:.0%} confidence interval from a paired bootstrap over "
+        "this run's independent test units (classification: object instances; ALOI: objects, its three sets drawn "
+        "jointly; GOT-10k: videos; PASCAL3D+: instances; segmentation: images) and, where a variant was pretrained "
+        "with several seeds, over its seeds first. A claim's primary comparisons are tested together with Holm's "
+        f"correction at {1 - level:.0%}: a significant one *holds* when the difference is above 0 and *does not "
+        "hold* when below; the rest are *inconclusive*, and so is any comparison about a variant that did not pass "
+        "the learning gate or on a set at ceiling"
+        + (
+            f"; with the {n_runs} runs of a seed sweep, the t interval of their mean difference must also exclude 0 "
+            "on the same side"
+            if n_runs > 1
+            else ""
+        )
+        + ". *Not measured*: a model or set is missing. A claim's "
+        "line counts its primary comparisons; context comparisons decide nothing."
+    )
     return rule + "\n\n" + "\n\n".join(parts), verdicts
 
 
 def opening_section(levels: dict, p: ReportParams) -> str:
     """The weight of this report's verdicts, first, in words."""
-    rule = (f"A claim is *of record* when every variant it is about passes the learning gate, its kNN top-1 closes at "
-            f"least {p.record_gap_share:.0%} of the gap between the untrained and the supervised network, and it was "
-            f"pretrained with at least {p.record_seeds} seeds; otherwise its verdict is *indicative*: the same words, "
-            "never the same weight.")
+    rule = (
+        f"A claim is *of record* when every variant it is about passes the learning gate, its kNN top-1 closes at "
+        f"least {p.record_gap_share:.0%} of the gap between the untrained and the supervised network, and it was "
+        f"pretrained with at least {p.record_seeds} seeds; otherwise its verdict is *indicative*: the same words, "
+        "never the same weight."
+    )
     if all(w == cl.OF_RECORD for w, _ in levels.values()):
         return "**Every claim's verdict is of record.** " + rule
     reasons = list(dict.fromkeys(r for _, rs in levels.values() for r in rs))
-    return ("**Indicative verdicts** (" + ", ".join(f"claim {c}: {w}" for c, (w, _) in levels.items()) + "). "
-            + rule + " Here:\n\n" + "\n".join(f"- {r}" for r in reasons))
+    return (
+        "**Indicative verdicts** ("
+        + ", ".join(f"claim {c}: {w}" for c, (w, _) in levels.items())
+        + "). "
+        + rule
+        + " Here:\n\n"
+        + "\n".join(f"- {r}" for r in reasons)
+    )
 
 
-def scope_section(outcomes: list[cl.Outcome], gates: dict[str, cl.Gate], level: float,
-                  at_ceiling: dict[str, float], ceiling: float) -> str:
+def scope_section(
+    outcomes: list[cl.Outcome],
+    gates: dict[str, cl.Gate],
+    level: float,
+    at_ceiling: dict[str, float],
+    ceiling: float,
+) -> str:
     """What this run can and cannot show, from its own gate and intervals."""
     lines = []
     learned = [m for m, g in gates.items() if g.learned]
     failed = [m for m, g in gates.items() if g.learned is False]
     if gates:
-        lines.append(f"- {len(learned)} of {len(gates)} trained variants learned (the gate below)"
-                     + (f"; {', '.join(failed)} did not, so every comparison about them is inconclusive whatever its "
-                        "numbers." if failed else "."))
+        lines.append(
+            f"- {len(learned)} of {len(gates)} trained variants learned (the gate below)"
+            + (
+                f"; {', '.join(failed)} did not, so every comparison about them is inconclusive whatever its "
+                "numbers."
+                if failed
+                else "."
+            )
+        )
     if at_ceiling:
-        lines.append("- At ceiling (the untrained network already scores " + f"{ceiling:g} or more), flagged in Table 1 "
-                     "and left out of every mean: " + ", ".join(f"{s} ({v:.1f})" for s, v in at_ceiling.items()) + ".")
+        lines.append(
+            "- At ceiling (the untrained network already scores "
+            + f"{ceiling:g} or more), flagged in Table 1 "
+            "and left out of every mean: "
+            + ", ".join(f"{s} ({v:.1f})" for s, v in at_ceiling.items())
+            + "."
+        )
     if any(g.seeds == 1 for g in gates.values()):
-        lines.append("- Variants pretrained with one seed: their intervals cover the test items only, not the "
-                     "variation between pretraining runs (add seed replicates, docs/howto.md).")
-    for label, kind in (("classification accuracy", "classification"), ("segmentation mIoU", "segmentation"),
-                        ("invariance score", "invariance")):
-        widths = [(o.interval.high - o.interval.low) / 2 for o in outcomes
-                  if o.interval is not None and o.comparison.metric[0] == kind]
+        lines.append(
+            "- Variants pretrained with one seed: their intervals cover the test items only, not the "
+            "variation between pretraining runs (add seed replicates, docs/howto.md)."
+        )
+    for label, kind in (
+        ("classification accuracy", "classification"),
+        ("segmentation mIoU", "segmentation"),
+        ("invariance score", "invariance"),
+    ):
+        widths = [
+            (o.interval.high - o.interval.low) / 2
+            for o in outcomes
+            if o.interval is not None and o.comparison.metric[0] == kind
+        ]
         if widths:
-            lines.append(f"- Differences in {label} smaller than about ±{np.median(widths):.3g} (the median half-width "
-                         f"of its {level:.0%} intervals here) are below what this run's test units resolve.")
-    lines.append("- The data are a synthetic world standing in for ImageNet, COCO and the paper's video sets: a verdict "
-                 "says what the methods do on this world at this budget, not on the real data sets "
-                 "(configure those paths and a larger scale to test that).")
+            lines.append(
+                f"- Differences in {label} smaller than about ±{np.median(widths):.3g} (the median half-width "
+                f"of its {level:.0%} intervals here) are below what this run's test units resolve."
+            )
+    lines.append(
+        "- The data are a synthetic world standing in for ImageNet, COCO and the paper's video sets: a verdict "
+        "says what the methods do on this world at this budget, not on the real data sets "
+        "(configure those paths and a larger scale to test that)."
+    )
     return "\n".join(lines)
 
 
@@ -202,21 +305,48 @@ def gate_section(gates: dict[str, cl.Gate], runs: list[dict], level: float, marg
     rows = []
     for m, g in gates.items():
         learned = {True: "yes", False: "**no**", None: "not checked"}[g.learned]
-        rows.append([m, str(g.seeds), _fmt(cl.value(runs[:1], "classification", m, "all", "linear_top1"), 3),
-                     _ci(g.probes.get("linear_top1")), _share(g, "linear_top1"),
-                     _fmt(cl.value(runs[:1], "classification", m, "all", "knn_top1"), 3),
-                     _ci(g.probes.get("knn_top1")), _share(g, "knn_top1"), learned])
-    return (f"A trained variant *learned* when both its linear and its kNN top-1 on the held-out classification split "
-            f"are at least {margin:.2f} above the untrained network's (`random`), each with the {level:.0%} interval of "
-            "the paired difference above 0. A comparison about a variant that did not learn is inconclusive. Gap "
-            "share: the part of the distance from the untrained to the supervised network that the variant closes.\n\n"
-            + _table(["model", "seeds", "linear top-1", f"minus untrained [{level:.0%} CI]", "linear gap share",
-                      "kNN top-1", f"minus untrained [{level:.0%} CI]", "kNN gap share", "learned"], rows))
+        rows.append(
+            [
+                m,
+                str(g.seeds),
+                _fmt(cl.value(runs[:1], "classification", m, "all", "linear_top1"), 3),
+                _ci(g.probes.get("linear_top1")),
+                _share(g, "linear_top1"),
+                _fmt(cl.value(runs[:1], "classification", m, "all", "knn_top1"), 3),
+                _ci(g.probes.get("knn_top1")),
+                _share(g, "knn_top1"),
+                learned,
+            ]
+        )
+    return (
+        f"A trained variant *learned* when both its linear and its kNN top-1 on the held-out classification split "
+        f"are at least {margin:.2f} above the untrained network's (`random`), each with the {level:.0%} interval of "
+        "the paired difference above 0. A comparison about a variant that did not learn is inconclusive. Gap "
+        "share: the part of the distance from the untrained to the supervised network that the variant closes.\n\n"
+        + _table(
+            [
+                "model",
+                "seeds",
+                "linear top-1",
+                f"minus untrained [{level:.0%} CI]",
+                "linear gap share",
+                "kNN top-1",
+                f"minus untrained [{level:.0%} CI]",
+                "kNN gap share",
+                "learned",
+            ],
+            rows,
+        )
+    )
 
 
-def invariance_gain_table(evidence, runs: list[dict], models: list[str], key: str, reference: str = "random") -> str:
-    rows = [[s] + [_ci(evidence.difference(("invariance", s, key), m, reference)) for m in models]
-            for s in _inv_sets(runs)]
+def invariance_gain_table(
+    evidence, runs: list[dict], models: list[str], key: str, reference: str = "random"
+) -> str:
+    rows = [
+        [s] + [_ci(evidence.difference(("invariance", s, key), m, reference)) for m in models]
+        for s in _inv_sets(runs)
+    ]
     return _table(["set \\ model", *models], rows)
 
 
@@ -228,13 +358,20 @@ def verdicts_in_brief(outcomes: list[cl.Outcome], levels: dict) -> dict:
     out: dict = {}
     for claim in cl.CLAIMS:
         tally = cl.tally([o for o in outcomes if o.comparison.claim == claim])
-        out[f"claim{claim}"] = ", ".join(f"{n} {verdict}" for verdict, n in tally.items() if n) or cl.NOT_MEASURED
+        out[f"claim{claim}"] = (
+            ", ".join(f"{n} {verdict}" for verdict, n in tally.items() if n) or cl.NOT_MEASURED
+        )
     out["claims_of_record"] = sum(w == cl.OF_RECORD for w, _ in levels.values())
     return out
 
 
-def headline(outcomes: list[cl.Outcome], verdicts: dict, levels: dict, runs: list[dict],
-             gates: dict[str, cl.Gate]) -> dict:
+def headline(
+    outcomes: list[cl.Outcome],
+    verdicts: dict,
+    levels: dict,
+    runs: list[dict],
+    gates: dict[str, cl.Gate],
+) -> dict:
     out: dict = {"runs": len(runs)}
     for claim in cl.CLAIMS:
         mine = [o for o in outcomes if o.comparison.claim == claim]
@@ -247,11 +384,17 @@ def headline(outcomes: list[cl.Outcome], verdicts: dict, levels: dict, runs: lis
         if o.difference is not None:
             out[name] = round(o.difference, 6)
         if o.interval is not None:
-            out[f"{name}.low"], out[f"{name}.high"] = round(o.interval.low, 6), round(o.interval.high, 6)
+            out[f"{name}.low"], out[f"{name}.high"] = (
+                round(o.interval.low, 6),
+                round(o.interval.high, 6),
+            )
         if o.p_holm is not None:
             out[f"{name}.p_holm"] = round(o.p_holm, 6)
         if o.runs is not None:
-            out[f"{name}.seeds_low"], out[f"{name}.seeds_high"] = round(o.runs.low, 6), round(o.runs.high, 6)
+            out[f"{name}.seeds_low"], out[f"{name}.seeds_high"] = (
+                round(o.runs.low, 6),
+                round(o.runs.high, 6),
+            )
     for m, g in gates.items():
         out[f"gate.{m}.learned"] = {True: 1.0, False: 0.0, None: -1.0}[g.learned]  # -1: not checked
         for probe, i in g.probes.items():
@@ -264,14 +407,32 @@ def headline(outcomes: list[cl.Outcome], verdicts: dict, levels: dict, runs: lis
     return out
 
 
-PREFERRED_ORDER = ("supervised", "moco_object_centric", "moco_scenes", "moco_scene_crops", "moco_frames",
-                   "moco_temporal", "moco_tracker", "moco_tracker_crops", "random")
+PREFERRED_ORDER = (
+    "supervised",
+    "moco_object_centric",
+    "moco_scenes",
+    "moco_scene_crops",
+    "moco_frames",
+    "moco_temporal",
+    "moco_tracker",
+    "moco_tracker_crops",
+    "random",
+)
 
 
-def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Path, models: list[str],
-          inv_key: str, results_root: str | Path, trained: list[str], params: ReportParams,
-          replicates: dict[str, list[str]] | None = None, sweep: str | Path | None = None,
-          markdown: str | Path | None = None) -> dict:
+def build(
+    summary_root: str | Path,
+    pretrain_root: str | Path,
+    out_dir: str | Path,
+    models: list[str],
+    inv_key: str,
+    results_root: str | Path,
+    trained: list[str],
+    params: ReportParams,
+    replicates: dict[str, list[str]] | None = None,
+    sweep: str | Path | None = None,
+    markdown: str | Path | None = None,
+) -> dict:
     """`models`: the variants in the tables (seed replicates excluded; `replicates` maps a model to
     itself and its replicates); `trained`: the variants the learning gate checks against `random`.
     `markdown`: where report.md goes (default: out_dir; it links its figures as if beside them)."""
@@ -279,14 +440,31 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
     current = load_run(summary_root)
     runs = [current, *(r for r in load_sweep(sweep) if not same_run(r, current))]
     at_ceiling = cl.ceiling_sets(runs, inv_key, params.ceiling)
-    evidence = Evidence(results_root, params.resamples, params.level, replicates=replicates,
-                        ceiling_sets=tuple(at_ceiling))
-    gates = (cl.learning_gate(evidence, [m for m in trained if m in models], margin=params.gate_margin)
-             if "random" in models else {})
-    order = [m for m in PREFERRED_ORDER if m in models] + [m for m in models if m not in PREFERRED_ORDER]
+    evidence = Evidence(
+        results_root,
+        params.resamples,
+        params.level,
+        replicates=replicates,
+        ceiling_sets=tuple(at_ceiling),
+    )
+    gates = (
+        cl.learning_gate(evidence, [m for m in trained if m in models], margin=params.gate_margin)
+        if "random" in models
+        else {}
+    )
+    order = [m for m in PREFERRED_ORDER if m in models] + [
+        m for m in models if m not in PREFERRED_ORDER
+    ]
     outcomes = cl.judge(runs, inv_key, evidence, gates, params.level, at_ceiling)
-    levels = {claim: cl.claim_level([o for o in outcomes if o.comparison.claim == claim], gates,
-                                    params.record_gap_share, params.record_seeds) for claim in cl.CLAIMS}
+    levels = {
+        claim: cl.claim_level(
+            [o for o in outcomes if o.comparison.claim == claim],
+            gates,
+            params.record_gap_share,
+            params.record_seeds,
+        )
+        for claim in cl.CLAIMS
+    }
     claims_md, verdicts = claims_section(outcomes, len(runs), params.level, levels)
     pictures = []
     for kind in KINDS:
@@ -301,43 +479,79 @@ def build(summary_root: str | Path, pretrain_root: str | Path, out_dir: str | Pa
         path = Path(pretrain_root) / m / "summary.json"
         if path.is_file():
             s = json.loads(path.read_text())
-            pretrain.append([m, str(s.get("steps")), str(s.get("samples_seen", "-")), str(s.get("corpus_items", "-")),
-                             str(s.get("passes", "-")),
-                             "-" if s.get("final_loss") is None else f"{s['final_loss']:.3f}",
-                             "-" if s.get("knn_top1") is None else f"{s['knn_top1']:.3f}"])
-    video = [m for m in ("moco_frames", "moco_temporal", "moco_tracker", "moco_tracker_crops") if m in models]
+            pretrain.append(
+                [
+                    m,
+                    str(s.get("steps")),
+                    str(s.get("samples_seen", "-")),
+                    str(s.get("corpus_items", "-")),
+                    str(s.get("passes", "-")),
+                    "-" if s.get("final_loss") is None else f"{s['final_loss']:.3f}",
+                    "-" if s.get("knn_top1") is None else f"{s['knn_top1']:.3f}",
+                ]
+            )
+    video = [
+        m
+        for m in ("moco_frames", "moco_temporal", "moco_tracker", "moco_tracker_crops")
+        if m in models
+    ]
     bias = [m for m in ("moco_object_centric", "moco_scenes", "moco_scene_crops") if m in models]
-    text = "\n\n".join([
-        "# Demystifying contrastive SSL: this run's results",
-        opening_section(levels, params),
-        f"Computed by `dvc repro` from this run's metrics ({len(runs)} run{'s' if len(runs) > 1 else ''}; "
-        f"values are mean ± standard deviation over runs where there are several). Invariance scores are "
-        f"the paper's measure at {inv_key.replace('top', 'top-')} neurons (docs/science.md); higher is more invariant.",
-        "## What this run can and cannot show\n\n" + scope_section(outcomes, gates, params.level, at_ceiling,
-                                                                   params.ceiling),
-        "## Claims\n\n" + claims_md,
-        "## Learning gate\n\n" + gate_section(gates, runs, params.level, params.gate_margin),
-        "## Table 1: invariances (sets x models)\n\n" + invariance_table(runs, order, inv_key, at_ceiling),
-        f"Each score minus the untrained network's, with its {params.level:.0%} interval (bootstrap over the sets' "
-        "independent units):\n\n" + invariance_gain_table(evidence, runs, [m for m in order if m != "random"], inv_key),
-        "## Table 2: dataset bias (object-centric vs scenes vs scene crops)\n\n" + comparison_table(runs, bias, inv_key),
-        "## Table 3: the video method (MoCo on frames vs frame-temporal vs region-tracker, and single tracked "
-        "crops)\n\n" + comparison_table(runs, video, inv_key),
-        "## Downstream, every model\n\n" + comparison_table(runs, order, inv_key),
-        "## Pretraining\n\nEvery trained variant gets the same budget in optimizer steps (`pretrain.steps`), whatever the "
-        "size of its corpus; samples seen = steps x global batch (pairs of views for MoCo), unique items = the corpus "
-        "(images, or pairs for the video variants), passes = their ratio.\n\n"
-        + _table(["model", "steps", "samples seen", "unique items", "passes", "final loss", "kNN monitor top-1"],
-                 pretrain),
-        "## Plots\n\n" + "\n\n".join(pictures),
-    ]) + "\n"
+    text = (
+        "\n\n".join(
+            [
+                "# Demystifying contrastive SSL: this run's results",
+                opening_section(levels, params),
+                f"Computed by `dvc repro` from this run's metrics ({len(runs)} run{'s' if len(runs) > 1 else ''}; "
+                f"values are mean ± standard deviation over runs where there are several). Invariance scores are "
+                f"the paper's measure at {inv_key.replace('top', 'top-')} neurons (docs/science.md); higher is more invariant.",
+                "## What this run can and cannot show\n\n"
+                + scope_section(outcomes, gates, params.level, at_ceiling, params.ceiling),
+                "## Claims\n\n" + claims_md,
+                "## Learning gate\n\n"
+                + gate_section(gates, runs, params.level, params.gate_margin),
+                "## Table 1: invariances (sets x models)\n\n"
+                + invariance_table(runs, order, inv_key, at_ceiling),
+                f"Each score minus the untrained network's, with its {params.level:.0%} interval (bootstrap over the sets' "
+                "independent units):\n\n"
+                + invariance_gain_table(
+                    evidence, runs, [m for m in order if m != "random"], inv_key
+                ),
+                "## Table 2: dataset bias (object-centric vs scenes vs scene crops)\n\n"
+                + comparison_table(runs, bias, inv_key),
+                "## Table 3: the video method (MoCo on frames vs frame-temporal vs region-tracker, and single tracked "
+                "crops)\n\n" + comparison_table(runs, video, inv_key),
+                "## Downstream, every model\n\n" + comparison_table(runs, order, inv_key),
+                "## Pretraining\n\nEvery trained variant gets the same budget in optimizer steps (`pretrain.steps`), whatever the "
+                "size of its corpus; samples seen = steps x global batch (pairs of views for MoCo), unique items = the corpus "
+                "(images, or pairs for the video variants), passes = their ratio.\n\n"
+                + _table(
+                    [
+                        "model",
+                        "steps",
+                        "samples seen",
+                        "unique items",
+                        "passes",
+                        "final loss",
+                        "kNN monitor top-1",
+                    ],
+                    pretrain,
+                ),
+                "## Plots\n\n" + "\n\n".join(pictures),
+            ]
+        )
+        + "\n"
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(markdown) if markdown else out_dir / "report.md") as tmp:
         Path(tmp).write_text(text)
     metrics = headline(outcomes, verdicts, levels, runs, gates)
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "headline.json", verdicts_in_brief(outcomes, levels))
-    return {"verdicts": verdicts, "levels": {c: w for c, (w, _) in levels.items()}, "metrics": metrics}
+    return {
+        "verdicts": verdicts,
+        "levels": {c: w for c, (w, _) in levels.items()},
+        "metrics": metrics,
+    }
 
 
 def replicate_groups(variants: dict[str, VariantParams]) -> dict[str, list[str]]:
@@ -350,15 +564,37 @@ def replicate_groups(variants: dict[str, VariantParams]) -> dict[str, list[str]]
     return groups
 
 
-def run_stage(*, summary: str | Path, pretrain: str | Path, results: str | Path, sweep: str | Path, out_dir: str | Path,
-              params: ReportParams, ks: list[int], variants: dict[str, VariantParams],
-              markdown: str | Path | None = None) -> dict:
+def run_stage(
+    *,
+    summary: str | Path,
+    pretrain: str | Path,
+    results: str | Path,
+    sweep: str | Path,
+    out_dir: str | Path,
+    params: ReportParams,
+    ks: list[int],
+    variants: dict[str, VariantParams],
+    markdown: str | Path | None = None,
+) -> dict:
     """The `report` stage: the learning gate checks every trained variant against `random`."""
     if params.invariance_k not in ks:
-        raise ReportError(f"report.invariance_k = {params.invariance_k} is not one of invariance.ks {ks}")
+        raise ReportError(
+            f"report.invariance_k = {params.invariance_k} is not one of invariance.ks {ks}"
+        )
     groups = replicate_groups(variants)
     replicas = {r for members in groups.values() for r in members[1:]}
     models = [m for m in variants if m not in replicas]
     trained = [m for m in models if variants[m].method in ("moco", "supervised")]
-    return build(summary, pretrain, out_dir, models, f"top{params.invariance_k}", results, trained,
-                 params, groups, sweep or None, markdown)
+    return build(
+        summary,
+        pretrain,
+        out_dir,
+        models,
+        f"top{params.invariance_k}",
+        results,
+        trained,
+        params,
+        groups,
+        sweep or None,
+        markdown,
+    )

@@ -33,9 +33,13 @@ def variant_curves(pretrain_dir: Path) -> dict[str, pd.DataFrame]:
         path = pretrain_dir / "plots" / "metrics" / rel
         if path.is_file():
             t = pd.read_csv(path, sep="\t")
-            if len(t) and int(t["step"].max()) != steps:  # an older run's period indices, or another run's
-                raise CurvesError(f"{path}: last step {int(t['step'].max())}, but summary.json says {steps} "
-                                  "(rerun its pretrain stage)")
+            if (
+                len(t) and int(t["step"].max()) != steps
+            ):  # an older run's period indices, or another run's
+                raise CurvesError(
+                    f"{path}: last step {int(t['step'].max())}, but summary.json says {steps} "
+                    "(rerun its pretrain stage)"
+                )
             out[quantity] = pd.DataFrame({"step": t["step"].astype(int), "value": t[quantity]})
     return out
 
@@ -46,8 +50,10 @@ def run_stage(*, pretrain: str | Path, variants: list[str], out_dir: str | Path)
     curves = {v: variant_curves(Path(pretrain) / v) for v in variants}
     rows = {}
     for quantity in QUANTITIES:
-        long = pd.concat([c[quantity].assign(variant=v) for v, c in curves.items() if quantity in c],
-                         ignore_index=True)
+        long = pd.concat(
+            [c[quantity].assign(variant=v) for v, c in curves.items() if quantity in c],
+            ignore_index=True,
+        )
         long = long.rename(columns={"value": quantity})[["step", "variant", quantity]]
         write_csv(out_dir / f"{quantity}.csv", long)
         rows[quantity] = len(long)
@@ -58,15 +64,22 @@ def run_stage(*, pretrain: str | Path, variants: list[str], out_dir: str | Path)
 def _figure(curves: dict[str, dict[str, pd.DataFrame]], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(QUANTITIES), figsize=(4.2 * len(QUANTITIES) + 2.0, 3.4))
-    colours = {v: plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")(i) for i, v in enumerate(curves)}
+    colours = {
+        v: plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")(i) for i, v in enumerate(curves)
+    }
     for ax, quantity in zip(axes, QUANTITIES, strict=True):
-        for v, c in curves.items():  # one colour per variant in every panel, whichever curves it has
+        for (
+            v,
+            c,
+        ) in curves.items():  # one colour per variant in every panel, whichever curves it has
             if quantity in c:
                 t = c[quantity]
                 ax.plot(t["step"], t["value"], marker="o", markersize=3, color=colours[v], label=v)
         ax.set_title(quantity)
         ax.set_xlabel("step")
-    handles = [plt.Line2D([], [], color=colours[v], marker="o", markersize=3, label=v) for v in curves]
+    handles = [
+        plt.Line2D([], [], color=colours[v], marker="o", markersize=3, label=v) for v in curves
+    ]
     fig.legend(handles=handles, loc="center right", fontsize=7)
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / (4.2 * len(QUANTITIES) + 2.0), 1))
     save_png(fig, path, dpi=100)

@@ -41,11 +41,23 @@ def _family(units: np.ndarray, fallback: str) -> str:
 
 
 class Evidence:
-    def __init__(self, results_root: str | Path, resamples: int = intervals.RESAMPLES, level: float = intervals.LEVEL,
-                 seed: int = 0, replicates: dict[str, list[str]] | None = None, ceiling_sets: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        results_root: str | Path,
+        resamples: int = intervals.RESAMPLES,
+        level: float = intervals.LEVEL,
+        seed: int = 0,
+        replicates: dict[str, list[str]] | None = None,
+        ceiling_sets: tuple[str, ...] = (),
+    ):
         """`replicates`: model -> its seed replicates (itself first); `ceiling_sets`: invariance
         sets left out of the "mean"."""
-        self.root, self.resamples, self.level, self.seed = Path(results_root), resamples, level, seed
+        self.root, self.resamples, self.level, self.seed = (
+            Path(results_root),
+            resamples,
+            level,
+            seed,
+        )
         self.replicates = replicates or {}
         self.ceiling_sets = tuple(ceiling_sets)
         self._values = cache(self._compute)
@@ -96,7 +108,9 @@ class Evidence:
         if found is None:
             return None
         ids, units, metric = found
-        family = _family(units, f"{kind}/{set_name}")  # the same draws for every model and set of a family
+        family = _family(
+            units, f"{kind}/{set_name}"
+        )  # the same draws for every model and set of a family
         weights = intervals.unit_draws(len(units), self.resamples, f"{self.seed}/{family}")
         return ids, float(metric(np.ones((1, len(units))))[0]), metric(weights)
 
@@ -125,7 +139,10 @@ class Evidence:
         full, spread = [], []
         seed_a, seed_b = (self.seed + sum(map(ord, f"{m}/{kind}/{key}")) for m in (a, b))
         for stratum in self.strata(metric):
-            va, vb = self._side(kind, a, stratum, key, seed_a), self._side(kind, b, stratum, key, seed_b)
+            va, vb = (
+                self._side(kind, a, stratum, key, seed_a),
+                self._side(kind, b, stratum, key, seed_b),
+            )
             if va is None or vb is None or va[0] != vb[0]:
                 return None
             full.append(va[1] - vb[1])

@@ -43,7 +43,9 @@ class Interval:
     low: float
     high: float
     p: float | None = None  # two-sided bootstrap p-value of "no difference"
-    seeds: int = 1  # pretraining seeds on the side with fewer: 1 = the interval covers test items only
+    seeds: int = (
+        1  # pretraining seeds on the side with fewer: 1 = the interval covers test items only
+    )
 
     @property
     def excludes_zero(self) -> bool:
@@ -77,7 +79,9 @@ def seed_weights(seeds: int, resamples: int, seed: int = 0) -> np.ndarray:
     return draws(seeds, resamples, seed) / seeds
 
 
-def two_level(per_seed_full: list[float], per_seed_draws: list[np.ndarray], seed: int = 0) -> tuple[float, np.ndarray]:
+def two_level(
+    per_seed_full: list[float], per_seed_draws: list[np.ndarray], seed: int = 0
+) -> tuple[float, np.ndarray]:
     """A model's metric over its seeds: the full value is the seeds' mean; each bootstrap draw
     averages the seeds drawn (with replacement) for that draw, each evaluated on the draw's units."""
     stacked = np.stack(per_seed_draws, axis=1)  # (B, seeds)
@@ -109,7 +113,9 @@ def across_runs(differences, level: float = LEVEL) -> Interval | None:
     return Interval(mean, mean - half, mean + half)
 
 
-def paired(metric_a, metric_b, n: int, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> Interval:
+def paired(
+    metric_a, metric_b, n: int, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> Interval:
     """`metric_x(weights)` maps (B, n) counts to (B,) values; ones give the full-sample value."""
     full = np.ones((1, n))
     w = draws(n, resamples, seed)

@@ -35,8 +35,15 @@ SMOKE = ["scale=smoke", "pretrain.precision=fp32"]
 AREAS = [  # (heading, path prefixes), in the comment's order
     ("Data", ("results/frames/", "results/pairs/", "results/checks/")),
     ("Pretraining", ("results/pretrain/",)),
-    ("Evaluation", ("results/invariance/", "results/classification/", "results/segmentation/",
-                    "results/summary/")),
+    (
+        "Evaluation",
+        (
+            "results/invariance/",
+            "results/classification/",
+            "results/segmentation/",
+            "results/summary/",
+        ),
+    ),
     ("Report", ("reports/",)),
 ]
 
@@ -48,6 +55,7 @@ class ReproError(RuntimeError):
 @dataclass
 class Tree:
     """One reproduced revision."""
+
     name: str
     rev: str
     sha: str
@@ -67,8 +75,11 @@ def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
 
 # ---------------------------------------------------------------- worktrees and reproduction
 
+
 def _remove_tree(root: Path, path: Path) -> None:
-    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=root, capture_output=True)
+    subprocess.run(
+        ["git", "worktree", "remove", "--force", str(path)], cwd=root, capture_output=True
+    )
     shutil.rmtree(path, ignore_errors=True)
     subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True)
 
@@ -102,11 +113,16 @@ def reproduce(tree: Tree, cache: Path, site_cache: Path) -> None:
     start = time.monotonic()
     log = _run(["dvc", "repro"], tree.path, env)
     tree.seconds = time.monotonic() - start
-    tree.ran = [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage '")]
-    tree.cached = [line.split("'")[1] for line in log.splitlines() if "is cached - skipping run" in line]
+    tree.ran = [
+        line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage '")
+    ]
+    tree.cached = [
+        line.split("'")[1] for line in log.splitlines() if "is cached - skipping run" in line
+    ]
 
 
 # ---------------------------------------------------------------- what differs
+
 
 def _flatten(value, prefix: str = "") -> dict[str, object]:
     if isinstance(value, dict) and value:
@@ -121,8 +137,11 @@ def metrics(tree: Path) -> dict[tuple[str, str], object]:
     """Every declared metric of a reproduced tree: (file, flattened key) -> value."""
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], tree))
     files = shown.get("", {}).get("data", {})
-    return {(path, key): value for path, entry in files.items()
-            for key, value in _flatten(entry.get("data", {})).items()}
+    return {
+        (path, key): value
+        for path, entry in files.items()
+        for key, value in _flatten(entry.get("data", {})).items()
+    }
 
 
 def params(tree: Path) -> dict[str, object]:
@@ -145,7 +164,7 @@ def declared_pngs(tree: Path) -> list[str]:
     spec = parse_yaml((tree / "dvc.yaml").read_text()) or {}
     entries = list(spec.get("plots") or [])
     for stage in (spec.get("stages") or {}).values():
-        entries += (stage.get("do", stage).get("plots") or [])
+        entries += stage.get("do", stage).get("plots") or []
     paths = {e if isinstance(e, str) else next(iter(e)) for e in entries}
     paths |= {p.relative_to(tree).as_posix() for p in (tree / "reports").glob("*.png")}
     return sorted(p for p in paths if p.endswith(".png") and "${" not in p)
@@ -171,6 +190,7 @@ def changed_plots(base: Path, head: Path, into: Path) -> list[tuple[str, str | N
 
 # ---------------------------------------------------------------- markdown
 
+
 def _fmt(v) -> str:
     if v is None:
         return "—"
@@ -190,12 +210,23 @@ def _area(path: str) -> str:
 
 def metrics_section(diff: dict) -> str:
     parts = ["### Metrics that changed"]
-    names = [name for name, _ in AREAS] + (["Other"] if any(_area(p) == "Other" for p, _ in diff) else [])
+    names = [name for name, _ in AREAS] + (
+        ["Other"] if any(_area(p) == "Other" for p, _ in diff) else []
+    )
     for name in names:
         rows = [(p, k, b, h) for (p, k), (b, h) in diff.items() if _area(p) == name]
-        parts.append(f"#### {name}\n\n" + ("no change" if not rows else
-                     "| path | key | base | head | change |\n|---|---|---|---|---|\n" + "\n".join(
-                         f"| {p} | {k} | {_fmt(b)} | {_fmt(h)} | {_change(b, h)} |" for p, k, b, h in rows)))
+        parts.append(
+            f"#### {name}\n\n"
+            + (
+                "no change"
+                if not rows
+                else "| path | key | base | head | change |\n|---|---|---|---|---|\n"
+                + "\n".join(
+                    f"| {p} | {k} | {_fmt(b)} | {_fmt(h)} | {_change(b, h)} |"
+                    for p, k, b, h in rows
+                )
+            )
+        )
     return "\n\n".join(parts)
 
 
@@ -203,28 +234,43 @@ def params_section(diff: dict) -> str:
     if not diff:
         return "### Params that changed\n\nno change"
     return "### Params that changed\n\n| param | base | head |\n|---|---|---|\n" + "\n".join(
-        f"| {k} | {_fmt(b)} | {_fmt(h)} |" for k, (b, h) in diff.items())
+        f"| {k} | {_fmt(b)} | {_fmt(h)} |" for k, (b, h) in diff.items()
+    )
 
 
 def plots_section(plots: list, folder: str) -> str:
     if not plots:
         return "### Plots that changed\n\nno change"
-    rows = [f"#### {rel}\n\n" + (f"base ![{rel} (base)]({folder}/{b}) head " if b else "new: ")
-            + f"![{rel} (head)]({folder}/{h})" for rel, b, h in plots]
+    rows = [
+        f"#### {rel}\n\n"
+        + (f"base ![{rel} (base)]({folder}/{b}) head " if b else "new: ")
+        + f"![{rel} (head)]({folder}/{h})"
+        for rel, b, h in plots
+    ]
     return "### Plots that changed\n\n" + "\n\n".join(rows)
 
 
 def claims(head: Path) -> str:
     report = head / "reports/report.md"
-    verdicts = [line.removeprefix("### ") for line in report.read_text().splitlines()
-                if line.startswith("### Claim")] if report.is_file() else []
+    verdicts = (
+        [
+            line.removeprefix("### ")
+            for line in report.read_text().splitlines()
+            if line.startswith("### Claim")
+        ]
+        if report.is_file()
+        else []
+    )
     return "### Claims (this branch)\n\n" + ("\n".join(f"- {v}" for v in verdicts) or "_no report_")
 
 
 def reproduction(trees: dict[str, Tree]) -> str:
-    lines = [f"- {t.name} `{t.rev}` ({t.sha[:8]}): `dvc repro` {t.seconds:.0f} s, {len(t.ran)} stages run"
-             + (f" ({', '.join(t.ran)})" if t.ran else "") + f", {len(t.cached)} restored from the run-cache"
-             for t in trees.values()]
+    lines = [
+        f"- {t.name} `{t.rev}` ({t.sha[:8]}): `dvc repro` {t.seconds:.0f} s, {len(t.ran)} stages run"
+        + (f" ({', '.join(t.ran)})" if t.ran else "")
+        + f", {len(t.cached)} restored from the run-cache"
+        for t in trees.values()
+    ]
     return "### Reproduction (smoke scale, fp32, one shared DVC cache)\n\n" + "\n".join(lines)
 
 
@@ -237,7 +283,9 @@ def _write(out: Path, text: str) -> None:
 def comment(base: str, out: Path, root: Path = Path(".")) -> str:
     root = root.resolve()
     out = out if out.is_absolute() else root / out
-    cache = (root / _run(["dvc", "cache", "dir"], root).strip()).resolve()  # this repository's, wherever configured
+    cache = (
+        root / _run(["dvc", "cache", "dir"], root).strip()
+    ).resolve()  # this repository's, wherever configured
     with worktrees(root, {"base": base, "head": "HEAD"}) as trees:
         for tree in trees.values():
             reproduce(tree, cache, root / ".dvc" / "site_cache")
@@ -265,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(comment(args.base, Path(args.out)), end="")
     except ReproError as err:
-        _write(Path(args.out), f"## demystify: could not compare against `{args.base}`\n\n```\n{err}\n```\n")
+        _write(
+            Path(args.out),
+            f"## demystify: could not compare against `{args.base}`\n\n```\n{err}\n```\n",
+        )
         print(err, file=sys.stderr)
         return 1
     return 0

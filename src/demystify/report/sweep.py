@@ -67,8 +67,11 @@ MISSING = object()
 def differences(params: dict, base: dict, seeds: bool) -> list[str]:
     """The flattened params (seeds only, or all but seeds) whose values differ between the two, a key
     that only one has included."""
-    return sorted(k for k in params.keys() | base.keys()
-                  if is_seed(k) == seeds and params.get(k, MISSING) != base.get(k, MISSING))
+    return sorted(
+        k
+        for k in params.keys() | base.keys()
+        if is_seed(k) == seeds and params.get(k, MISSING) != base.get(k, MISSING)
+    )
 
 
 def read_run(name: str, read, state: str = "") -> Run:
@@ -98,7 +101,9 @@ def pool(workspace: Run, others: list[Run]) -> tuple[dict[str, Run], dict[str, s
             continue
         differ = differences(run.params, workspace.params, seeds=False)
         if differ:
-            shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+            shown = ", ".join(differ[:5]) + (
+                f" and {len(differ) - 5} more" if len(differ) > 5 else ""
+            )
             left_out[run.name] = f"differs from the workspace in {shown}"
             continue
         seeds = differences(run.params, workspace.params, seeds=True)
@@ -114,10 +119,15 @@ def pool(workspace: Run, others: list[Run]) -> tuple[dict[str, Run], dict[str, s
 
 
 def rows_of(runs: dict[str, Run]) -> pd.DataFrame:
-    rows = [{"run": label, "kind": kind, "model": model, "set": s, "metric": key, "value": float(value)}
-            for label, run in runs.items() for kind, per_model in run.metrics.items()
-            for model, per_set in per_model.items() for s, per_key in per_set.items()
-            for key, value in per_key.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    rows = [
+        {"run": label, "kind": kind, "model": model, "set": s, "metric": key, "value": float(value)}
+        for label, run in runs.items()
+        for kind, per_model in run.metrics.items()
+        for model, per_set in per_model.items()
+        for s, per_key in per_set.items()
+        for key, value in per_key.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -140,7 +150,9 @@ def experiments(repo: str = ".") -> tuple[Run, list[Run]]:
         def commit_file(path: str, fs=fs) -> str | None:
             return fs.read_text(path) if fs.isfile(path) else None
 
-        others.append(read_run(str(row.get("Experiment") or rev), commit_file, str(row.get("State") or "")))
+        others.append(
+            read_run(str(row.get("Experiment") or rev), commit_file, str(row.get("State") or ""))
+        )
     return workspace, others
 
 
@@ -155,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep-table: {exc}", file=sys.stderr)
         return 1
     if workspace.metrics is None:
-        print("sweep-table: the workspace has no results/summary/*/metrics.json (run `dvc repro` first)",
-              file=sys.stderr)
+        print(
+            "sweep-table: the workspace has no results/summary/*/metrics.json (run `dvc repro` first)",
+            file=sys.stderr,
+        )
         return 1
     runs, left_out = pool(workspace, others)
     for name, why in left_out.items():
@@ -164,9 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     table = rows_of(runs)
     write_csv(Path(args.out), table)
     seeds = differences(workspace.params, {}, seeds=True)
-    print(f"{1 + len(runs)} run{'s' if runs else ''}, each counted once: the workspace and "
-          + (", ".join(f"{label} ({run.name})" for label, run in runs.items()) or "no experiment")
-          + f"; {len(table)} values -> {args.out} (seeds compared: {', '.join(seeds)})", file=sys.stderr)
+    print(
+        f"{1 + len(runs)} run{'s' if runs else ''}, each counted once: the workspace and "
+        + (", ".join(f"{label} ({run.name})" for label, run in runs.items()) or "no experiment")
+        + f"; {len(table)} values -> {args.out} (seeds compared: {', '.join(seeds)})",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -55,7 +55,10 @@ class BatchMoCoV2:
     def crop_boxes(self, regions: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """[B, 4] float64 (x0, y0, x1, y1) of each sample's crop: torchvision's RandomResizedCrop
         parameters drawn inside each sample's region [B, 4] (x0, y0, x1, y1, whole pixels)."""
-        width, height = (regions[:, 2] - regions[:, 0])[:, None], (regions[:, 3] - regions[:, 1])[:, None]
+        width, height = (
+            (regions[:, 2] - regions[:, 0])[:, None],
+            (regions[:, 3] - regions[:, 1])[:, None],
+        )
         area = width * height * (self.min_scale + (1 - self.min_scale) * u[:, SCALE])
         lo, hi = math.log(3 / 4), math.log(4 / 3)
         ratio = torch.exp(lo + (hi - lo) * u[:, RATIO])
@@ -66,7 +69,9 @@ class BatchMoCoV2:
         width, height = width[:, 0], height[:, 0]
         # fallback (no try fits): the largest centred crop with the aspect clamped to 3/4-4/3
         aspect = width / height
-        fw = torch.where(aspect < 3 / 4, width, torch.where(aspect > 4 / 3, torch.round(height * 4 / 3), width))
+        fw = torch.where(
+            aspect < 3 / 4, width, torch.where(aspect > 4 / 3, torch.round(height * 4 / 3), width)
+        )
         fh = torch.where(aspect < 3 / 4, torch.round(width / (3 / 4)), height)
         none = ~fits.any(dim=1)
         w, h = torch.where(none, fw, w), torch.where(none, fh, h)
@@ -77,16 +82,31 @@ class BatchMoCoV2:
         x0, y0 = regions[:, 0] + left, regions[:, 1] + top
         return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
-    def __call__(self, images: torch.Tensor, sources: torch.Tensor, regions: torch.Tensor,
-                 uniforms: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        sources: torch.Tensor,
+        regions: torch.Tensor,
+        uniforms: torch.Tensor,
+    ) -> torch.Tensor:
         """images: uint8 [M, 3, H, W] (padded; M distinct sources), sources: [B] index into images,
         regions: [B, 4] float (x0, y0, x1, y1) each sample's region of its source, uniforms: [B, UNIFORMS]
         float64 (sample_uniforms). Returns float32 [B, 3, size, size], normalised as augment.mocov2."""
         u = uniforms.to(torch.float64)
         boxes = self.crop_boxes(regions.to(torch.float64), u)
-        rois = torch.cat([sources[:, None].to(torch.float64), boxes], dim=1).to(torch.float32).to(images.device)
-        x = roi_align(images.to(torch.float32), rois, output_size=self.size, spatial_scale=1.0,
-                      sampling_ratio=-1, aligned=True).mul_(1 / 255)
+        rois = (
+            torch.cat([sources[:, None].to(torch.float64), boxes], dim=1)
+            .to(torch.float32)
+            .to(images.device)
+        )
+        x = roi_align(
+            images.to(torch.float32),
+            rois,
+            output_size=self.size,
+            spatial_scale=1.0,
+            sampling_ratio=-1,
+            aligned=True,
+        ).mul_(1 / 255)
         u = u.to(torch.float32).to(images.device)
         x = self._colour(x, u)
         x = self._where(u[:, GRAY] < self.gray_p, grayscale(x).expand_as(x), x)
@@ -104,8 +124,12 @@ class BatchMoCoV2:
         """Brightness, contrast, saturation (factors 0.6-1.4) and hue (+-0.1 turn), each sample in
         its own random order (torchvision draws a permutation of the four), on the p = jitter_p share."""
         on = u[:, JITTER] < self.jitter_p
-        factors = [0.6 + 0.8 * u[:, BRIGHT], 0.6 + 0.8 * u[:, CONTRAST], 0.6 + 0.8 * u[:, SATUR],
-                   -0.1 + 0.2 * u[:, HUE]]
+        factors = [
+            0.6 + 0.8 * u[:, BRIGHT],
+            0.6 + 0.8 * u[:, CONTRAST],
+            0.6 + 0.8 * u[:, SATUR],
+            -0.1 + 0.2 * u[:, HUE],
+        ]
         ops = [brightness, contrast, saturation, hue]
         order = torch.argsort(u[:, ORDER], dim=1)  # a uniform random permutation per sample
         x = x.clone()
@@ -134,6 +158,7 @@ def for_method(method: str, size: int, min_scale: float) -> BatchMoCoV2:
 # torchvision.transforms.v2.functional's colour adjustments, batched: one factor per sample
 # ([B]), images float [B, 3, H, W] in [0, 1].
 
+
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """[B, 1, H, W] luma with torchvision's weights."""
     return (0.2989 * x[:, 0:1]).add_(x[:, 1:2], alpha=0.587).add_(x[:, 2:3], alpha=0.114)
@@ -161,10 +186,16 @@ def hue(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     chroma = high - low
     inverse = 1.0 / chroma.clamp_min(1e-12)  # grey pixels: any hue, chroma 0 keeps them grey
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    h = torch.where(high == r, (g - b) * inverse, torch.where(high == g, (b - r) * inverse + 2, (r - g) * inverse + 4))
+    h = torch.where(
+        high == r,
+        (g - b) * inverse,
+        torch.where(high == g, (b - r) * inverse + 2, (r - g) * inverse + 4),
+    )
     h.add_(6 * turn[:, None, None, None] + 6)  # in sixths of a turn, kept positive for remainder
     out = torch.empty_like(x)
-    for channel, offset in enumerate((5.0, 3.0, 1.0)):  # HSV to RGB: V - C * clamp(min(k, 4 - k), 0, 1)
+    for channel, offset in enumerate(
+        (5.0, 3.0, 1.0)
+    ):  # HSV to RGB: V - C * clamp(min(k, 4 - k), 0, 1)
         k = torch.remainder(h + offset, 6)
         torch.minimum(k, 4 - k, out=out[:, channel : channel + 1])
     return out.clamp_(0, 1).mul_(-chroma).add_(high)

@@ -34,10 +34,19 @@ def save(path: Path, state: dict, before_commit=None) -> None:
     written but not yet in place (the kill-and-resume tests kill the process there)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    payload = torch.frombuffer(buffer.getbuffer(), dtype=torch.uint8)  # no copy: the buffer outlives it
+    payload = torch.frombuffer(
+        buffer.getbuffer(), dtype=torch.uint8
+    )  # no copy: the buffer outlives it
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT, "sha256": hashlib.sha256(payload.numpy()).hexdigest(), "payload": payload}, fh)
+            torch.save(
+                {
+                    "format": FORMAT,
+                    "sha256": hashlib.sha256(payload.numpy()).hexdigest(),
+                    "payload": payload,
+                },
+                fh,
+            )
         if before_commit is not None:
             before_commit()
 
@@ -50,33 +59,57 @@ def load(path: Path, expected_fingerprint: str | None = None) -> dict:
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refuses anything but tensors and plain containers
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(outer, dict) or outer.get("format") != FORMAT or not isinstance(outer.get("payload"), torch.Tensor):
-        raise CheckpointError(f"{path}: holds no checksum (written by an older release or another program), "
-                              "so it cannot be verified")
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if (
+        not isinstance(outer, dict)
+        or outer.get("format") != FORMAT
+        or not isinstance(outer.get("payload"), torch.Tensor)
+    ):
+        raise CheckpointError(
+            f"{path}: holds no checksum (written by an older release or another program), "
+            "so it cannot be verified"
+        )
     payload = outer["payload"]
-    digest = hashlib.sha256(payload.numpy()).hexdigest() if payload.dtype == torch.uint8 and payload.dim() == 1 else None
+    digest = (
+        hashlib.sha256(payload.numpy()).hexdigest()
+        if payload.dtype == torch.uint8 and payload.dim() == 1
+        else None
+    )
     if digest != outer.get("sha256"):
-        raise CheckpointError(f"{path}: damaged (the SHA-256 of its state is {str(digest)[:12]}..., it was "
-                              f"written as {str(outer.get('sha256'))[:12]}...)")
+        raise CheckpointError(
+            f"{path}: damaged (the SHA-256 of its state is {str(digest)[:12]}..., it was "
+            f"written as {str(outer.get('sha256'))[:12]}...)"
+        )
     try:
-        state = torch.load(io.BytesIO(payload.numpy().tobytes()), map_location="cpu", weights_only=True)
+        state = torch.load(
+            io.BytesIO(payload.numpy().tobytes()), map_location="cpu", weights_only=True
+        )
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if expected_fingerprint is not None and state.get("fingerprint") != expected_fingerprint:
-        raise CheckpointError(f"{path}: written with other settings (fingerprint {state.get('fingerprint')} "
-                              f"!= {expected_fingerprint})")
+        raise CheckpointError(
+            f"{path}: written with other settings (fingerprint {state.get('fingerprint')} "
+            f"!= {expected_fingerprint})"
+        )
     return state
 
 
 def require_finite(state: dict, what: str) -> dict:
     """`state` unchanged if every floating tensor in it is finite; else a CheckpointError naming how
     many are not (a backbone of NaN weights must never be exported or evaluated)."""
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    tensors = {
+        k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+    }
     bad = [k for k, v in tensors.items() if not bool(torch.isfinite(v).all())]
     if bad:
-        raise CheckpointError(f"{what}: {len(bad)} of {len(tensors)} tensors hold NaN or infinite values "
-                              f"(first: {bad[0]})")
+        raise CheckpointError(
+            f"{what}: {len(bad)} of {len(tensors)} tensors hold NaN or infinite values "
+            f"(first: {bad[0]})"
+        )
     return state
 
 
@@ -99,12 +132,20 @@ def plain_resnet_state(state: dict) -> dict:
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
             state = state[key]
-    state = {(k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k): v
-             for k, v in state.items()}
+    state = {
+        (k[len("module.") :] if isinstance(k, str) and k.startswith("module.") else k): v
+        for k, v in state.items()
+    }
     for prefix in _QUERY_ENCODERS:
         if any(isinstance(k, str) and k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
-            if all(k.startswith(("0.", "1.")) for k in state):  # this project's Sequential(backbone, head)
+            state = {
+                k[len(prefix) :]: v
+                for k, v in state.items()
+                if isinstance(k, str) and k.startswith(prefix)
+            }
+            if all(
+                k.startswith(("0.", "1.")) for k in state
+            ):  # this project's Sequential(backbone, head)
                 state = {k[2:]: v for k, v in state.items() if k.startswith("0.")}
             break
     out = {}
@@ -123,16 +164,22 @@ def read_backbone(path: str | Path) -> dict:
     is missing or not a state dict is refused by name."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: backbone not found (run its pretrain stage, or check the path)")
+        raise CheckpointError(
+            f"{path}: backbone not found (run its pretrain stage, or check the path)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
     state = plain_resnet_state(state)
     if not isinstance(state.get("conv1.weight"), torch.Tensor):
-        raise CheckpointError(f"{path}: no ResNet stem (conv1.weight) among its keys {sorted(state)[:4]}")
+        raise CheckpointError(
+            f"{path}: no ResNet stem (conv1.weight) among its keys {sorted(state)[:4]}"
+        )
     return state
 
 
@@ -143,11 +190,16 @@ def load_backbone(path: str | Path, model: torch.nn.Module, state: dict | None =
     state = read_backbone(path) if state is None else state
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
-              if k in state and state[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
-        raise CheckpointError(f"{path}: does not fit the model (another architecture?): missing {missing[:4]}, "
-                              f"unexpected {unexpected[:4]}, shapes {shapes[:2]}")
+        raise CheckpointError(
+            f"{path}: does not fit the model (another architecture?): missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}, shapes {shapes[:2]}"
+        )
     require_finite(state, f"{path}")
     model.load_state_dict(state, strict=True)
 

@@ -58,7 +58,9 @@ def walk_files(folder: Path) -> tuple[list[Path], list[str]]:
             raise DataError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
         for entry in entries:
             try:
-                is_dir = entry.is_dir()  # follows symlinks; a broken link is a file (rejected when read)
+                is_dir = (
+                    entry.is_dir()
+                )  # follows symlinks; a broken link is a file (rejected when read)
             except OSError:
                 is_dir = False
             if is_dir:
@@ -101,7 +103,10 @@ def _frame_items(folder: Path, labelled: bool) -> tuple[list[Item], list[str]]:
     videos = [PurePath(frame).parent.name for frame, _ in frames]
     classes = sorted(set(videos)) if labelled else []
     index = {c: i for i, c in enumerate(classes)}
-    return [Item(address, label=index[v] if labelled else -1) for (_, address), v in zip(frames, videos, strict=True)], classes
+    return [
+        Item(address, label=index[v] if labelled else -1)
+        for (_, address), v in zip(frames, videos, strict=True)
+    ], classes
 
 
 def read_pairs(pairs_path: Path) -> pd.DataFrame:
@@ -110,10 +115,14 @@ def read_pairs(pairs_path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(pairs_path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
-        raise DataError(f"{pairs_path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{pairs_path}: not a readable parquet file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
-def pair_items(pairs_path: Path, frames_root: Path, crops: bool, same_crop: bool = False) -> list[Item]:
+def pair_items(
+    pairs_path: Path, frames_root: Path, crops: bool, same_crop: bool = False
+) -> list[Item]:
     """Pairs of the pairs manifest: whole frames (frame-temporal) or the tracked boxes (region tracker);
     with `same_crop` (positives `crops`), both views are cut from box a of frame a, so the variant
     differs from the region tracker only in the second view not being another time.
@@ -127,18 +136,24 @@ def pair_items(pairs_path: Path, frames_root: Path, crops: bool, same_crop: bool
     frames = pd.unique(pairs[["path_a", "path_b"]].to_numpy().ravel())
     outside = [repr(p) for p in frames if _outside(p)]
     if outside:
-        raise DataError(f"{pairs_path}: {len(outside)} frame path(s) point outside {frames_root} (absolute, "
-                        f"'..' or not a name), e.g. {', '.join(outside[:3])}")
+        raise DataError(
+            f"{pairs_path}: {len(outside)} frame path(s) point outside {frames_root} (absolute, "
+            f"'..' or not a name), e.g. {', '.join(outside[:3])}"
+        )
     store = frames_store.FrameStore(frames_root)
     missing = [p for p in frames if not store.exists(p)]
     if missing:
-        raise DataError(f"{pairs_path}: {len(missing)} frame(s) it points at are missing under {frames_root}, "
-                        f"e.g. {', '.join(missing[:3])}")
+        raise DataError(
+            f"{pairs_path}: {len(missing)} frame(s) it points at are missing under {frames_root}, "
+            f"e.g. {', '.join(missing[:3])}"
+        )
     if has_frame_hashes(pairs.columns):
         _verify_frames(pairs, pairs_path, store)
     items = []
     for r in pairs.itertuples():
-        boxes = ((r.a_x, r.a_y, r.a_w, r.a_h), (r.b_x, r.b_y, r.b_w, r.b_h)) if crops else (None, None)
+        boxes = (
+            ((r.a_x, r.a_y, r.a_w, r.a_h), (r.b_x, r.b_y, r.b_w, r.b_h)) if crops else (None, None)
+        )
         if same_crop:  # path_b None: the second view is drawn from the first view's image and box
             items.append(Item(store.address(r.path_a), None, boxes[0]))
         else:
@@ -196,11 +211,15 @@ def has_frame_hashes(columns) -> bool:
 
 
 def _verify_frames(pairs: pd.DataFrame, pairs_path: Path, store: frames_store.FrameStore) -> None:
-    recorded = dict(zip(pairs["path_a"], pairs["md5_a"], strict=True)) | dict(zip(pairs["path_b"], pairs["md5_b"], strict=True))
+    recorded = dict(zip(pairs["path_a"], pairs["md5_a"], strict=True)) | dict(
+        zip(pairs["path_b"], pairs["md5_b"], strict=True)
+    )
     changed = [p for p, md5 in sorted(recorded.items()) if store.md5(p) != md5]
     if changed:
-        raise DataError(f"{pairs_path}: {len(changed)} frame(s) changed since the pairs were mined, e.g. "
-                        f"{', '.join(changed[:3])} (rerun mine_pairs: `dvc repro mine_pairs`)")
+        raise DataError(
+            f"{pairs_path}: {len(changed)} frame(s) changed since the pairs were mined, e.g. "
+            f"{', '.join(changed[:3])} (rerun mine_pairs: `dvc repro mine_pairs`)"
+        )
 
 
 def _region(img: torch.Tensor, box) -> tuple[int, int, int, int]:
@@ -242,7 +261,9 @@ class ViewsDataset(Dataset):
             a = self.transform(self._load(it.path_a, it.box_a))
             if self.labelled:
                 return a, it.label
-            second = self._load(it.path_b, it.box_b) if it.path_b else self._load(it.path_a, it.box_a)
+            second = (
+                self._load(it.path_b, it.box_b) if it.path_b else self._load(it.path_a, it.box_a)
+            )
             return a, self.transform(second)
 
 
@@ -281,9 +302,13 @@ class DecodedViews(Dataset):
         views = [(it.path_a, first, it.box_a)]
         if not self.labelled:  # the second view: the pair's other frame, or the same image again
             views.append((it.path_b, self._image(it.path_b), it.box_b) if it.path_b else views[0])
-        return {"paths": [v[0] for v in views], "images": [v[1] for v in views],
-                "regions": [_region(v[1], v[2]) for v in views],
-                "uniforms": sample_uniforms(self.seed, pass_, i, self.views), "label": it.label}
+        return {
+            "paths": [v[0] for v in views],
+            "images": [v[1] for v in views],
+            "regions": [_region(v[1], v[2]) for v in views],
+            "uniforms": sample_uniforms(self.seed, pass_, i, self.views),
+            "label": it.label,
+        }
 
 
 # a batch whose whole images take up to this is built from them: roi_align then samples every view at
@@ -305,16 +330,35 @@ def collate_views(samples: list[dict], crop_boxes) -> dict[str, torch.Tensor]:
     the moved region `crop_boxes` draws the moved box: the augmentation reads the same pixels.
     (Only the float32 rounding of roi_align's sample positions differs, ~1e-5 of a pixel.)"""
     views = len(samples[0]["paths"])
-    regions = torch.tensor([[s["regions"][v] for s in samples] for v in range(views)], dtype=torch.float64)
+    regions = torch.tensor(
+        [[s["regions"][v] for s in samples] for v in range(views)], dtype=torch.float64
+    )
     uniforms = torch.from_numpy(np.stack([s["uniforms"] for s in samples], axis=1))
-    batch = {"regions": regions, "uniforms": uniforms, "labels": torch.tensor([s["label"] for s in samples])}
+    batch = {
+        "regions": regions,
+        "uniforms": uniforms,
+        "labels": torch.tensor([s["label"] for s in samples]),
+    }
     slots: dict[str, torch.Tensor] = {}
     for s in samples:
-        slots.update((path, img) for path, img in zip(s["paths"], s["images"], strict=True) if path not in slots)
-    whole = len(slots) * 3 * max(im.shape[1] for im in slots.values()) * max(im.shape[2] for im in slots.values())
+        slots.update(
+            (path, img)
+            for path, img in zip(s["paths"], s["images"], strict=True)
+            if path not in slots
+        )
+    whole = (
+        len(slots)
+        * 3
+        * max(im.shape[1] for im in slots.values())
+        * max(im.shape[2] for im in slots.values())
+    )
     if whole <= WHOLE_BATCH_BYTES:
         return batch | _whole_images(samples, slots)
-    boxes = [b for v in range(views) for b in crop_boxes(regions[v], uniforms[v].to(torch.float64)).long().tolist()]
+    boxes = [
+        b
+        for v in range(views)
+        for b in crop_boxes(regions[v], uniforms[v].to(torch.float64)).long().tolist()
+    ]
     sizes = [(y1 - y0 + 2, x1 - x0 + 2) for x0, y0, x1, y1 in boxes]
     page_h, page_w = max(h for h, _ in sizes), max(w for _, w in sizes)
     places = _shelves(sizes, page_h, page_w)
@@ -329,8 +373,11 @@ def collate_views(samples: list[dict], crop_boxes) -> dict[str, torch.Tensor]:
         cols = torch.arange(x0 - 1, x1 + 1).clamp_(0, img.shape[2] - 1)
         pages[page, :, y : y + len(rows), x : x + len(cols)] = img[:, rows][:, :, cols]
         moved[k] += torch.tensor([x + 1 - x0, y + 1 - y0] * 2, dtype=torch.float64)
-    return batch | {"images": pages, "sources": torch.tensor([p for p, _, _ in places]).view(views, len(samples)),
-                    "regions": moved.view(views, len(samples), 4)}
+    return batch | {
+        "images": pages,
+        "sources": torch.tensor([p for p, _, _ in places]).view(views, len(samples)),
+        "regions": moved.view(views, len(samples), 4),
+    }
 
 
 def _whole_images(samples: list[dict], slots: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -343,8 +390,12 @@ def _whole_images(samples: list[dict], slots: dict[str, torch.Tensor]) -> dict[s
         stack[k, :, :ih, :iw] = im
         stack[k, :, ih:, :iw] = im[:, -1:, :]
         stack[k, :, :, iw:] = stack[k, :, :, iw - 1 : iw]
-    return {"images": stack,
-            "sources": torch.tensor([[index[s["paths"][v]] for s in samples] for v in range(len(samples[0]["paths"]))])}
+    return {
+        "images": stack,
+        "sources": torch.tensor(
+            [[index[s["paths"][v]] for s in samples] for v in range(len(samples[0]["paths"]))]
+        ),
+    }
 
 
 def _shelves(sizes: list, page_h: int, page_w: int) -> list[tuple[int, int, int]]:

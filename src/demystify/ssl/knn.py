@@ -64,5 +64,7 @@ class KnnMonitor:
         k = min(self.k, bank.shape[0])
         top, idx = sim.topk(k, dim=1)
         votes = torch.zeros(query.shape[0], int(bank_y.max()) + 1)
-        votes.scatter_add_(1, bank_y[idx], (top / 0.07).exp())  # similarity-weighted, as in InstDisc
+        votes.scatter_add_(
+            1, bank_y[idx], (top / 0.07).exp()
+        )  # similarity-weighted, as in InstDisc
         return float((votes.argmax(1) == query_y).float().mean())

@@ -54,9 +54,16 @@ class SplitBatchNorm(nn.BatchNorm2d):
         n, c, h, w = x.shape
         mean_split = self.running_mean.repeat(self.num_splits)
         var_split = self.running_var.repeat(self.num_splits)
-        out = F.batch_norm(x.reshape(-1, c * self.num_splits, h, w), mean_split, var_split,
-                           self.weight.repeat(self.num_splits), self.bias.repeat(self.num_splits),
-                           True, self.momentum, self.eps).reshape(n, c, h, w)
+        out = F.batch_norm(
+            x.reshape(-1, c * self.num_splits, h, w),
+            mean_split,
+            var_split,
+            self.weight.repeat(self.num_splits),
+            self.bias.repeat(self.num_splits),
+            True,
+            self.momentum,
+            self.eps,
+        ).reshape(n, c, h, w)
         self.running_mean.copy_(mean_split.view(self.num_splits, c).mean(0))
         self.running_var.copy_(var_split.view(self.num_splits, c).mean(0))
         return out
@@ -68,14 +75,18 @@ class SplitBatchNorm(nn.BatchNorm2d):
         n, c, h, w = x.shape
         s = self.num_splits
         groups = x.view(n // s, s, c, h, w).float()
-        var, mean = torch.var_mean(groups, dim=(0, 3, 4), unbiased=False, keepdim=True)  # [1, s, C, 1, 1]
+        var, mean = torch.var_mean(
+            groups, dim=(0, 3, 4), unbiased=False, keepdim=True
+        )  # [1, s, C, 1, 1]
         scale = self.weight.float().view(1, 1, c, 1, 1) * torch.rsqrt(var + self.eps)
         out = (groups - mean) * scale + self.bias.float().view(1, 1, c, 1, 1)
         with torch.no_grad():  # as F.batch_norm per group, then the groups' average (as _fused)
             count = (n // s) * h * w
             m = self.momentum
             self.running_mean.mul_(1 - m).add_(mean.view(s, c).mean(0), alpha=m)
-            self.running_var.mul_(1 - m).add_((var.view(s, c) * (count / max(count - 1, 1))).mean(0), alpha=m)
+            self.running_var.mul_(1 - m).add_(
+                (var.view(s, c) * (count / max(count - 1, 1))).mean(0), alpha=m
+            )
         return out.to(x.dtype).view(n, c, h, w)
 
 
@@ -84,7 +95,11 @@ class SplitBatchNorm1d(nn.Module):
 
     def __init__(self, num_features: int, num_splits: int):
         super().__init__()
-        self.bn = SplitBatchNorm(num_features, num_splits) if num_splits > 1 else nn.BatchNorm2d(num_features)
+        self.bn = (
+            SplitBatchNorm(num_features, num_splits)
+            if num_splits > 1
+            else nn.BatchNorm2d(num_features)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(x[:, :, None, None]).flatten(1)
@@ -97,12 +112,18 @@ def projection_head(feat: int, dim: int, mlp: bool, head_bn: bool, bn_splits: in
     if not mlp:
         return nn.Linear(feat, dim)
     if head_bn:
-        return nn.Sequential(nn.Linear(feat, feat, bias=False), SplitBatchNorm1d(feat, bn_splits), nn.ReLU(inplace=True),
-                             nn.Linear(feat, dim))
+        return nn.Sequential(
+            nn.Linear(feat, feat, bias=False),
+            SplitBatchNorm1d(feat, bn_splits),
+            nn.ReLU(inplace=True),
+            nn.Linear(feat, dim),
+        )
     return nn.Sequential(nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, dim))
 
 
-def backbone(arch: str, bn_splits: int = 1, num_classes: int | None = None, width: float = 1.0) -> nn.Module:
+def backbone(
+    arch: str, bn_splits: int = 1, num_classes: int | None = None, width: float = 1.0
+) -> nn.Module:
     """A torchvision ResNet with the standard stem; `fc` is Identity unless `num_classes` is given.
     `width` scales every layer's channels (0.5: 32-64-128-256, a quarter of the multiply-adds); the
     module and parameter names stay torchvision's, only the shapes shrink.
@@ -127,7 +148,9 @@ def backbone(arch: str, bn_splits: int = 1, num_classes: int | None = None, widt
 
 def check_width(width: float) -> None:
     if not (0 < width <= 4 and float(64 * width).is_integer()):
-        raise ValueError(f"width {width}: must be in (0, 4] with 64 x width a whole number of channels")
+        raise ValueError(
+            f"width {width}: must be in (0, 4] with 64 x width a whole number of channels"
+        )
 
 
 def feature_dim(arch: str, width: float = 1.0) -> int:
@@ -142,14 +165,21 @@ def backbone_width(state: dict) -> float:
 def _narrow(net: nn.Module, width: float, norm) -> None:
     """Rebuild every conv and BN of a torchvision ResNet at `width` x its channels (the RGB input
     stays 3), initialised as torchvision initialises them (Kaiming fan-out; BN weight 1, bias 0)."""
+
     def scaled(c: int) -> int:
         return c if c == 3 else int(c * width)
 
     for module in list(net.modules()):
         for name, child in module.named_children():
             if isinstance(child, nn.Conv2d):
-                conv = nn.Conv2d(scaled(child.in_channels), scaled(child.out_channels), child.kernel_size,
-                                 child.stride, child.padding, bias=child.bias is not None)
+                conv = nn.Conv2d(
+                    scaled(child.in_channels),
+                    scaled(child.out_channels),
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    bias=child.bias is not None,
+                )
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
                 setattr(module, name, conv)
             elif isinstance(child, nn.BatchNorm2d):
@@ -157,15 +187,32 @@ def _narrow(net: nn.Module, width: float, norm) -> None:
 
 
 class MoCo(nn.Module):
-    def __init__(self, arch: str = "resnet18", dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.2, bn_splits: int = 8, mlp: bool = True, head_bn: bool = False,
-                 width: float = 1.0):
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        dim: int = 128,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        temperature: float = 0.2,
+        bn_splits: int = 8,
+        mlp: bool = True,
+        head_bn: bool = False,
+        width: float = 1.0,
+    ):
         super().__init__()
-        self.momentum, self.temperature, self.queue_size, self.bn_splits = momentum, temperature, queue_size, bn_splits
+        self.momentum, self.temperature, self.queue_size, self.bn_splits = (
+            momentum,
+            temperature,
+            queue_size,
+            bn_splits,
+        )
         feat = feature_dim(arch, width)
 
         def encoder() -> nn.Module:
-            return nn.Sequential(backbone(arch, bn_splits, width=width), projection_head(feat, dim, mlp, head_bn, bn_splits))
+            return nn.Sequential(
+                backbone(arch, bn_splits, width=width),
+                projection_head(feat, dim, mlp, head_bn, bn_splits),
+            )
 
         self.encoder_q = encoder()
         self.encoder_k = copy.deepcopy(self.encoder_q)
@@ -190,17 +237,28 @@ class MoCo(nn.Module):
         """`keys`: the global batch's, in global position order (the queue of one process)."""
         n = keys.shape[0]
         if self.queue_size % n:
-            raise ValueError(f"queue_size {self.queue_size} is not a multiple of the global batch {n}")
+            raise ValueError(
+                f"queue_size {self.queue_size} is not a multiple of the global batch {n}"
+            )
         # the pointer stays a tensor (no int(): torch.compile traces the step without a graph break)
         slots = (self.queue_ptr + torch.arange(n, device=keys.device)) % self.queue_size
         self.queue.index_copy_(1, slots, keys.T.to(self.queue.dtype))
         self.queue_ptr.add_(n).remainder_(self.queue_size)
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, shuffle: torch.Tensor | torch.Generator | None = None):
+    def forward(
+        self,
+        im_q: torch.Tensor,
+        im_k: torch.Tensor,
+        shuffle: torch.Tensor | torch.Generator | None = None,
+    ):
         """InfoNCE logits (N, 1 + K) and their targets (zeros: the positive is column 0). `shuffle`:
         the keys' permutation across BN groups (N,), or a generator to draw it from (shuffle_for)."""
         world = world_size()
-        perm = shuffle if isinstance(shuffle, torch.Tensor) else shuffle_for(im_k.shape[0] * world, shuffle, im_k.device)
+        perm = (
+            shuffle
+            if isinstance(shuffle, torch.Tensor)
+            else shuffle_for(im_k.shape[0] * world, shuffle, im_k.device)
+        )
         q = F.normalize(self.encoder_q(im_q), dim=1)  # N x dim
         with torch.no_grad():
             self._momentum_update()
@@ -223,8 +281,12 @@ class MoCo(nn.Module):
         a key lands in the BN group it has on one process. Returns this process's keys and the
         global batch's (global order, for the queue)."""
         rank = dist.get_rank()
-        shuffled = interleave(gather(im_k), world)[perm][rank::world]  # shuffled positions j, j % W == rank
-        if im_k.is_contiguous(memory_format=torch.channels_last) and not im_k.is_contiguous():  # the GPU's layout
+        shuffled = interleave(gather(im_k), world)[perm][
+            rank::world
+        ]  # shuffled positions j, j % W == rank
+        if (
+            im_k.is_contiguous(memory_format=torch.channels_last) and not im_k.is_contiguous()
+        ):  # the GPU's layout
             shuffled = shuffled.contiguous(memory_format=torch.channels_last)
         mine = F.normalize(self.encoder_k(shuffled), dim=1)
         keys = interleave(gather(mine), world)[torch.argsort(perm)]  # unshuffled, global order
@@ -236,8 +298,12 @@ class MoCo(nn.Module):
         statistics were not changed in place since its forward): every process updated them from
         its own groups, and their mean is the update of all the global batch's groups (the update
         is linear), as on one process. Without it DDP would keep rank 0's (broadcast_buffers)."""
-        stats = [t for m in self.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats
-                 for t in (m.running_mean, m.running_var)]
+        stats = [
+            t
+            for m in self.modules()
+            if isinstance(m, nn.BatchNorm2d) and m.track_running_stats
+            for t in (m.running_mean, m.running_var)
+        ]
         flat = torch.cat([t.reshape(-1) for t in stats])
         dist.all_reduce(flat)
         flat /= world

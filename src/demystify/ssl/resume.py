@@ -48,7 +48,9 @@ def data_digest(items: Iterable, files: Iterable[str | Path]) -> str:
     return h.hexdigest()
 
 
-def node_data_digest(items: list, files: list[str | Path], first: bool, barrier: Callable[[], None] | None) -> str:
+def node_data_digest(
+    items: list, files: list[str | Path], first: bool, barrier: Callable[[], None] | None
+) -> str:
     """data_digest hashed once per node under DDP: the node's first process (local rank 0) fills the
     node's digest cache while the others wait at `barrier` (every process calls it), then they
     find every file there and only stat it. Without a barrier (one process): data_digest."""
@@ -68,7 +70,11 @@ def code_digest() -> str:
 
 
 def resume_key(settings: dict, data_digest: str) -> str:
-    blob = json.dumps({"settings": settings, "data": data_digest, "code": code_digest()}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"settings": settings, "data": data_digest, "code": code_digest()},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -82,5 +88,8 @@ def load_or_set_aside(path: Path, key: str, stage: str) -> dict | None:
     except ckpt.CheckpointError as exc:
         aside = path.with_name(path.name + ".damaged")
         os.replace(path, aside)
-        print(f"{stage}: not resuming: {exc}; moved it to {aside} and starting from step 0", file=sys.stderr)
+        print(
+            f"{stage}: not resuming: {exc}; moved it to {aside} and starting from step 0",
+            file=sys.stderr,
+        )
         return None

@@ -134,9 +134,18 @@ def _attempt_store(rank: int, world: int, timeout: timedelta) -> dict:
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt == "0":
         return {}
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
-                          timeout=timeout)
-    return {"store": dist.PrefixStore(f"demystify/attempt_{attempt}", store), "rank": rank, "world_size": world}
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=False,
+        timeout=timeout,
+    )
+    return {
+        "store": dist.PrefixStore(f"demystify/attempt_{attempt}", store),
+        "rank": rank,
+        "world_size": world,
+    }
 
 
 def setup_runtime() -> Runtime:
@@ -169,15 +178,20 @@ class StreamSampler(Sampler[tuple[int, int]]):
 
     def _perm(self, pass_: int) -> list[int]:
         if pass_ not in self._perms:
-            self._perms = {pass_: torch.randperm(self.n, generator=torch.Generator().manual_seed(
-                self.seed * 100003 + pass_)).tolist()}  # one pass held at a time
+            self._perms = {
+                pass_: torch.randperm(
+                    self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + pass_)
+                ).tolist()
+            }  # one pass held at a time
         return self._perms[pass_]
 
     def step_items(self, step: int) -> list[tuple[int, int]]:
         """This process's (index, pass) of global step `step`."""
         first = step * self.batch + self.rt.rank
-        return [(self._perm(q // self.n)[q % self.n], q // self.n)
-                for q in range(first, first + self.batch, self.rt.world)]
+        return [
+            (self._perm(q // self.n)[q % self.n], q // self.n)
+            for q in range(first, first + self.batch, self.rt.world)
+        ]
 
     def __iter__(self):
         for step in range(self.start, self.stop):
@@ -191,17 +205,22 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     """The learning-rate factor: linear warm-up over `warmup` steps, then cosine to 0 at `total`."""
     if step < warmup:
         return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
+    return 0.5 * (
+        1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1))
+    )
 
 
 # how each kind of pair positives cuts its two views out of a pair of the manifest
-PAIR_VIEWS = {"temporal": {"crops": False},  # whole frames a and b
-              "tracker": {"crops": True},  # box a in frame a, box b in frame b
-              "crops": {"crops": True, "same_crop": True}}  # box a in frame a, twice
+PAIR_VIEWS = {
+    "temporal": {"crops": False},  # whole frames a and b
+    "tracker": {"crops": True},  # box a in frame a, box b in frame b
+    "crops": {"crops": True, "same_crop": True},
+}  # box a in frame a, twice
 
 
-def build_data(variant: VariantParams, p: PretrainParams,
-               resident_mb: int | None = None) -> tuple[DecodedViews, list[str], list[str]]:
+def build_data(
+    variant: VariantParams, p: PretrainParams, resident_mb: int | None = None
+) -> tuple[DecodedViews, list[str], list[str]]:
     """The dataset, its classes, and the files whose bytes determine it (for the resume key): the
     pairs manifest alone when it records its frames' MD5s (verified on reading), else every image.
     The images are decoded once and held when they fit in `resident_mb` (None: machine.yaml's), else streamed."""
@@ -212,17 +231,27 @@ def build_data(variant: VariantParams, p: PretrainParams,
     else:
         items, classes = pair_items(data, Path(p.frames_root), **PAIR_VIEWS[variant.positives]), []
         hashed = has_frame_hashes(pq.read_schema(data).names)
-        files = [str(data)] if hashed else [frames_store.container(f) for it in items for f in (it.path_a, it.path_b) if f]
+        files = (
+            [str(data)]
+            if hashed
+            else [frames_store.container(f) for it in items for f in (it.path_a, it.path_b) if f]
+        )
     if not items:
         raise DataError(f"{data}: no training images (empty corpus)")
     labelled = variant.positives == "labels"
     # every header read now (readable, an image, under the pixel cap): a streamed corpus names its bad
     # file before training, not when a loader worker first draws it, possibly hours in
-    paths = dict.fromkeys(q for it in items for q in (it.path_a, it.path_b) if q)  # a frame is in many pairs
+    paths = dict.fromkeys(
+        q for it in items for q in (it.path_a, it.path_b) if q
+    )  # a frame is in many pairs
     sizes = {q: image_size(q, DataError) for q in paths}
     if resident_mb is None:
         resident_mb = machine_settings.load().resident_mb
-    return DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(sizes, resident_mb)), classes, files
+    return (
+        DecodedViews(items, p.seed, labelled, resident=_fits_in_memory(sizes, resident_mb)),
+        classes,
+        files,
+    )
 
 
 def negative_share(variant: VariantParams, dataset: DecodedViews) -> float | None:
@@ -278,8 +307,11 @@ def _queue_size(p: PretrainParams, n: int, global_batch: int, name: str) -> int:
     if p.queue_size <= fits and p.queue_size % global_batch == 0:
         return p.queue_size
     clipped = min(fits, (p.queue_size // global_batch) * global_batch) or global_batch
-    warnings.warn(f"pretrain@{name}: queue_size {p.queue_size} clipped to {clipped} (corpus of {n} images, "
-                  f"global batch {global_batch})", stacklevel=2)
+    warnings.warn(
+        f"pretrain@{name}: queue_size {p.queue_size} clipped to {clipped} (corpus of {n} images, "
+        f"global batch {global_batch})",
+        stacklevel=2,
+    )
     return clipped
 
 
@@ -289,21 +321,41 @@ def process_share(name: str, method: str, p: PretrainParams, world: int) -> tupl
     split into bn_splits groups of 2 or more; with bn_splits a multiple of W, each process's batch
     then splits into its bn_splits / W groups too."""
     if p.batch_size % world:
-        raise PretrainError(f"pretrain@{name}: pretrain.batch_size {p.batch_size} (the global batch) does not "
-                            f"divide among {world} processes (remainder {p.batch_size % world})")
+        raise PretrainError(
+            f"pretrain@{name}: pretrain.batch_size {p.batch_size} (the global batch) does not "
+            f"divide among {world} processes (remainder {p.batch_size % world})"
+        )
     if method != "moco" or world == 1:  # supervised: plain BN of each process's own batch
         return p.batch_size // world, p.bn_splits
-    if p.bn_splits % world:  # a group split across processes: keys would share BN with their queries
-        raise PretrainError(f"pretrain@{name}: pretrain.bn_splits {p.bn_splits} (BN groups of the global batch) is "
-                            f"not a multiple of the {world} processes (remainder {p.bn_splits % world}): a key would "
-                            f"share BN statistics with its own query; use bn_splits {world} or a multiple of it")
+    if (
+        p.bn_splits % world
+    ):  # a group split across processes: keys would share BN with their queries
+        raise PretrainError(
+            f"pretrain@{name}: pretrain.bn_splits {p.bn_splits} (BN groups of the global batch) is "
+            f"not a multiple of the {world} processes (remainder {p.bn_splits % world}): a key would "
+            f"share BN statistics with its own query; use bn_splits {world} or a multiple of it"
+        )
     return p.batch_size // world, p.bn_splits // world
 
 
-def _model(variant: VariantParams, p: PretrainParams, queue: int, classes: int, bn_splits: int) -> nn.Module:
+def _model(
+    variant: VariantParams, p: PretrainParams, queue: int, classes: int, bn_splits: int
+) -> nn.Module:
     if variant.method == "moco":  # bn_splits: this process's groups
-        return MoCo(p.arch, p.dim, queue, p.moco_momentum, p.temperature, bn_splits, p.mlp, p.head_bn, p.width)
-    return backbone(p.arch, num_classes=classes if variant.method == "supervised" else None, width=p.width)
+        return MoCo(
+            p.arch,
+            p.dim,
+            queue,
+            p.moco_momentum,
+            p.temperature,
+            bn_splits,
+            p.mlp,
+            p.head_bn,
+            p.width,
+        )
+    return backbone(
+        p.arch, num_classes=classes if variant.method == "supervised" else None, width=p.width
+    )
 
 
 def _backbone_of(model: nn.Module) -> nn.Module:
@@ -339,8 +391,15 @@ def effective_params(variant: VariantParams, p: PretrainParams) -> PretrainParam
     return p.model_copy(update=update) if update else p
 
 
-def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str | Path, results_dir: str | Path,
-          progress: bool = True, machine: machine_settings.Machine | None = None) -> dict:
+def train(
+    name: str,
+    variant: VariantParams,
+    p: PretrainParams,
+    models_dir: str | Path,
+    results_dir: str | Path,
+    progress: bool = True,
+    machine: machine_settings.Machine | None = None,
+) -> dict:
     """Train (or resume) one variant; write models/VARIANT/backbone.pt and results/pretrain/VARIANT.
     `machine`: workers, resident memory, checkpoint frequency (None: machine.yaml's)."""
     rt = setup_runtime()
@@ -350,21 +409,34 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     torch.manual_seed(p.seed)
     monitor = KnnMonitor(p.monitor, p.image_size, p.monitor_per_class, p.knn_k) if rt.main else None
 
-    if variant.method in ("random", "external"):  # nothing to train: the init, or a given checkpoint
+    if variant.method in (
+        "random",
+        "external",
+    ):  # nothing to train: the init, or a given checkpoint
         # the external checkpoint at the width it was trained at; the init at pretrain.width
-        model = ckpt.backbone_from(variant.data, p.arch) if variant.method == "external" else backbone(p.arch, width=p.width)
+        model = (
+            ckpt.backbone_from(variant.data, p.arch)
+            if variant.method == "external"
+            else backbone(p.arch, width=p.width)
+        )
         model = model.to(rt.device)
-        floor = [{"step": 0, "knn_top1": monitor(_backbone_of(model), rt.device)}] if rt.main else []
+        floor = (
+            [{"step": 0, "knn_top1": monitor(_backbone_of(model), rt.device)}] if rt.main else []
+        )
         if rt.main:  # its kNN monitor at step 0, logged like a trained variant's curves
             _write_live(results_dir, floor).end()
         return _finish(name, model, p, rt, models_dir, results_dir, monitor, floor, steps=0)
 
-    local_batch, local_splits = process_share(name, variant.method, p, rt.world)  # before any data is read
+    local_batch, local_splits = process_share(
+        name, variant.method, p, rt.world
+    )  # before any data is read
     dataset, classes, files = build_data(variant, p, machine.resident_mb)
     global_batch = p.batch_size
     if global_batch > len(dataset):
-        raise PretrainError(f"pretrain@{name}: batch {global_batch} (pretrain.batch_size, the global batch) is larger "
-                            f"than the corpus {variant.data} ({len(dataset)} items)")
+        raise PretrainError(
+            f"pretrain@{name}: batch {global_batch} (pretrain.batch_size, the global batch) is larger "
+            f"than the corpus {variant.data} ({len(dataset)} items)"
+        )
     queue = _queue_size(p, len(dataset), global_batch, name) if variant.method == "moco" else 0
     model = _model(variant, p, queue, len(classes), local_splits).to(rt.device)
     cuda = rt.cuda
@@ -372,19 +444,36 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     trainable = [q for q in model.parameters() if q.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=p.lr * global_batch / 256, momentum=p.sgd_momentum,
-                                weight_decay=p.weight_decay)
+    optimizer = torch.optim.SGD(
+        trainable,
+        lr=p.lr * global_batch / 256,
+        momentum=p.sgd_momentum,
+        weight_decay=p.weight_decay,
+    )
     sampler = StreamSampler(len(dataset), global_batch, rt, p.seed)
     total = p.steps
-    ends = [min(e, total) for e in range(p.log_every, total + p.log_every, p.log_every)]  # steps that log
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, p.warmup_steps, total))
+    ends = [
+        min(e, total) for e in range(p.log_every, total + p.log_every, p.log_every)
+    ]  # steps that log
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, p.warmup_steps, total)
+    )
 
     # the resume key: settings that shape the result (machine.yaml's do not), the bytes of what is
     # read, bf16 or not (a machine without native bf16 trains in fp32)
-    settings = {"variant": variant.model_dump(exclude={"replicate_of"}), "pretrain": p.model_dump(),
-                "world": rt.world, "queue": queue, "bf16": bf16}
-    digest = resume.node_data_digest(dataset.items, files + monitor_files(p), first=rt.local_rank == 0,
-                                     barrier=dist.barrier if rt.world > 1 else None)  # hashed once per node
+    settings = {
+        "variant": variant.model_dump(exclude={"replicate_of"}),
+        "pretrain": p.model_dump(),
+        "world": rt.world,
+        "queue": queue,
+        "bf16": bf16,
+    }
+    digest = resume.node_data_digest(
+        dataset.items,
+        files + monitor_files(p),
+        first=rt.local_rank == 0,
+        barrier=dist.barrier if rt.world > 1 else None,
+    )  # hashed once per node
     key = _agreed_key(resume.resume_key(settings, digest), rt)
     path = resume.checkpoint_path(name, key)
     step, loss_sum, loss_n, history = 0, 0.0, 0, []
@@ -397,60 +486,107 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         step, loss_sum, loss_n = int(state["step"]), float(state["loss_sum"]), int(state["loss_n"])
         history = json.loads(state["history"])
         if rt.main:
-            print(f"pretrain@{name}: resuming at step {step} of {total} from {path}", file=sys.stderr)
+            print(
+                f"pretrain@{name}: resuming at step {step} of {total} from {path}", file=sys.stderr
+            )
     del state
 
     if rt.world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if cuda else None)
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.local_rank] if cuda else None
+        )
     step_fn = _moco_step if variant.method == "moco" else _supervised_step
     # MoCo under DDP: the running BN statistics of all the global batch's groups (moco.py)
-    sync_bn = model.module.average_bn_statistics if rt.world > 1 and variant.method == "moco" else None
+    sync_bn = (
+        model.module.average_bn_statistics if rt.world > 1 and variant.method == "moco" else None
+    )
     ceiling = loss_ceiling(variant.method, queue, p.temperature, len(classes))
     augment = for_method(variant.method, p.image_size, p.min_crop_scale)
 
     def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(query, key) views for MoCo, (view, label) for supervised: augmented in this process, on its device."""
         images = batch["images"].to(rt.device, non_blocking=True)
-        out = [augment(images, batch["sources"][v], batch["regions"][v], batch["uniforms"][v])
-               for v in range(len(batch["sources"]))]
+        out = [
+            augment(images, batch["sources"][v], batch["regions"][v], batch["uniforms"][v])
+            for v in range(len(batch["sources"]))
+        ]
         return (out[0], out[1]) if variant.method == "moco" else (out[0], batch["labels"])
 
     forward = compiled_or_eager(model, name) if (p.compile and cuda) else model
-    live = _write_live(results_dir, history) if rt.main else None  # the periods done so far, replayed
+    live = (
+        _write_live(results_dir, history) if rt.main else None
+    )  # the periods done so far, replayed
 
     def save(loss_sum: float, loss_n: int, at: str) -> None:
         if rt.main:
-            _save(path, model, optimizer, scheduler, step, loss_sum, loss_n, history, key,
-                  crash=lambda: crash_point(at, step))
+            _save(
+                path,
+                model,
+                optimizer,
+                scheduler,
+                step,
+                loss_sum,
+                loss_n,
+                history,
+                key,
+                crash=lambda: crash_point(at, step),
+            )
 
-    bar = tqdm(total=total, initial=step, desc=f"pretrain@{name}", unit="step", file=sys.stderr,
-               disable=None if (progress and rt.main) else True)
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc=f"pretrain@{name}",
+        unit="step",
+        file=sys.stderr,
+        disable=None if (progress and rt.main) else True,
+    )
     trace = _trace_file(rt)
     started, images = time.perf_counter(), 0
     while len(history) < len(ends):
         if step >= ends[len(history)]:  # a logging period ended and is not recorded yet
-            record = {"step": step, "loss": loss_sum / max(loss_n, 1), "lr": scheduler.get_last_lr()[0]}
+            record = {
+                "step": step,
+                "loss": loss_sum / max(loss_n, 1),
+                "lr": scheduler.get_last_lr()[0],
+            }
             if rt.main:
                 record["knn_top1"] = monitor(_backbone_of(model), rt.device)
                 crash_point("monitor", step)
                 history.append(record)
                 save(0.0, 0, "period_checkpoint")
                 _log_period(live, record)
-                rate = f"{images / (time.perf_counter() - started):.1f} images/s" if images else "resumed here"
-                print(f"pretrain@{name}: step {step} of {total}: loss {record['loss']:.4f}, "
-                      f"kNN top-1 {record['knn_top1']:.4f} ({rate})", file=sys.stderr)
+                rate = (
+                    f"{images / (time.perf_counter() - started):.1f} images/s"
+                    if images
+                    else "resumed here"
+                )
+                print(
+                    f"pretrain@{name}: step {step} of {total}: loss {record['loss']:.4f}, "
+                    f"kNN top-1 {record['knn_top1']:.4f} ({rate})",
+                    file=sys.stderr,
+                )
             else:
                 history.append(record)
             loss_sum, loss_n, started, images = 0.0, 0, time.perf_counter(), 0
             continue
         sampler.set_range(step, ends[len(history)])
-        loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                            collate_fn=functools.partial(collate_views, crop_boxes=augment.crop_boxes),
-                            num_workers=0 if dataset.resident else machine.pretrain_workers, pin_memory=cuda)
+        loader = DataLoader(
+            dataset,
+            batch_size=local_batch,
+            sampler=sampler,
+            drop_last=True,
+            collate_fn=functools.partial(collate_views, crop_boxes=augment.crop_boxes),
+            num_workers=0 if dataset.resident else machine.pretrain_workers,
+            pin_memory=cuda,
+        )
         for batch in _batches(loader):
             lr = scheduler.get_last_lr()[0]
-            loss = step_fn(forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step))
-            value = _stop_if_diverged(name, loss, step + 1, p, rt, ceiling)  # the global batch's loss
+            loss = step_fn(
+                forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step)
+            )
+            value = _stop_if_diverged(
+                name, loss, step + 1, p, rt, ceiling
+            )  # the global batch's loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if sync_bn is not None:
@@ -458,13 +594,25 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
             optimizer.step()
             scheduler.step()
             if trace is not None:
-                trace.write(json.dumps({"step": step, "items": sampler.step_items(step), "lr": lr, "loss": value,
-                                        "samples_seen": (step + 1) * global_batch}) + "\n")
+                trace.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "items": sampler.step_items(step),
+                            "lr": lr,
+                            "loss": value,
+                            "samples_seen": (step + 1) * global_batch,
+                        }
+                    )
+                    + "\n"
+                )
             step += 1
             loss_sum, loss_n = loss_sum + value, loss_n + 1
             images += global_batch
             bar.update()
-            bar.set_postfix(loss=f"{value:.3f}", img_s=f"{images / (time.perf_counter() - started):.0f}")
+            bar.set_postfix(
+                loss=f"{value:.3f}", img_s=f"{images / (time.perf_counter() - started):.0f}"
+            )
             crash_point("step", step)
             if step % machine.checkpoint_every == 0:
                 save(loss_sum, loss_n, "checkpoint")
@@ -473,11 +621,25 @@ def train(name: str, variant: VariantParams, p: PretrainParams, models_dir: str 
         trace.close()
     if live is not None:
         live.end()
-    result = _finish(name, model, p, rt, models_dir, results_dir, monitor, history, steps=step,
-                     precision="bf16" if bf16 else "fp32",
-                     budget={"batch": global_batch, "samples_seen": step * global_batch, "corpus_items": len(dataset),
-                             "passes": round(step * global_batch / len(dataset), 2)},
-                     same_source=negative_share(variant, dataset))
+    result = _finish(
+        name,
+        model,
+        p,
+        rt,
+        models_dir,
+        results_dir,
+        monitor,
+        history,
+        steps=step,
+        precision="bf16" if bf16 else "fp32",
+        budget={
+            "batch": global_batch,
+            "samples_seen": step * global_batch,
+            "corpus_items": len(dataset),
+            "passes": round(step * global_batch / len(dataset), 2),
+        },
+        same_source=negative_share(variant, dataset),
+    )
     if rt.main:  # the stage is complete: its outputs hold everything the checkpoint did
         path.unlink(missing_ok=True)
     return result
@@ -502,11 +664,17 @@ def compiled_or_eager(model: nn.Module, name: str):
             out = compiled(*args)
         except (TorchDynamoException, InductorError, RuntimeError) as exc:
             chosen = model
-            print(f"pretrain@{name}: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                  "continuing without it", file=sys.stderr)
+            print(
+                f"pretrain@{name}: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                "continuing without it",
+                file=sys.stderr,
+            )
             return model(*args)
         chosen = compiled
-        print(f"pretrain@{name}: compiled the step in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        print(
+            f"pretrain@{name}: compiled the step in {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
         return out
 
     return forward
@@ -515,7 +683,12 @@ def compiled_or_eager(model: nn.Module, name: str):
 def monitor_files(p: PretrainParams) -> list[str]:
     """Every image the kNN monitor could read (its split under `pretrain.monitor`)."""
     root = Path(p.monitor)
-    return [it.path_a for split in MONITOR_SPLITS if (root / split).is_dir() for it in image_items(root / split)[0]]
+    return [
+        it.path_a
+        for split in MONITOR_SPLITS
+        if (root / split).is_dir()
+        for it in image_items(root / split)[0]
+    ]
 
 
 def crash_point(where: str, step: int) -> None:
@@ -554,15 +727,19 @@ def _agreed_key(key: str, rt: Runtime) -> str:
     dist.all_gather_object(keys, key)
     differing = [r for r, k in enumerate(keys) if k != keys[0]]
     if differing:
-        raise PretrainError(f"processes {differing} see other training data or settings than rank 0 "
-                            f"(resume keys {sorted(set(keys))}); give every node the same data")
+        raise PretrainError(
+            f"processes {differing} see other training data or settings than rank 0 "
+            f"(resume keys {sorted(set(keys))}); give every node the same data"
+        )
     return key
 
 
 def _load_resumable(path: Path, key: str, rt: Runtime, name: str) -> dict | None:
     """Rank 0 reads the checkpoint of this key (if any) and every process gets it by broadcast, so
     nodes without a shared file system resume from the same state."""
-    state = resume.load_or_set_aside(path, key, f"pretrain@{name}") if rt.main else None  # damaged: set aside
+    state = (
+        resume.load_or_set_aside(path, key, f"pretrain@{name}") if rt.main else None
+    )  # damaged: set aside
     if rt.world > 1:
         box = [state]
         dist.broadcast_object_list(box, src=0)
@@ -599,8 +776,14 @@ def loss_ceiling(method: str, queue: int, temperature: float, classes: int) -> f
     return 100 * math.log(max(classes, 2))
 
 
-def _stop_if_diverged(name: str, loss: torch.Tensor, step: int, p: PretrainParams, rt: Runtime,
-                      ceiling: float = math.inf) -> float:
+def _stop_if_diverged(
+    name: str,
+    loss: torch.Tensor,
+    step: int,
+    p: PretrainParams,
+    rt: Runtime,
+    ceiling: float = math.inf,
+) -> float:
     """Stop at the first non-finite loss, or one above `ceiling` (every process, so none waits in a
     collective), before it reaches the weights: a diverged run must not export a backbone. Returns
     the global batch's loss (under DDP the mean of the processes' equal shares: what one process
@@ -612,20 +795,47 @@ def _stop_if_diverged(name: str, loss: torch.Tensor, step: int, p: PretrainParam
         torch.distributed.all_reduce(both)  # sums: the losses, and how many processes are healthy
         value, healthy = both[:1] / rt.world, (both[1:] == rt.world).to(torch.float32)
     if healthy.item() < 1:
-        what = "not finite" if not math.isfinite(float(value)) else f"above {ceiling:.4g}, which no healthy run reaches"
-        raise PretrainError(f"pretrain@{name}: the loss is {float(value):.4g} at step {step} ({what}): training "
-                            f"diverged (likely cause: pretrain.lr = {p.lr} too high for batch {p.batch_size}, or bad "
-                            "input images); nothing was exported")
+        what = (
+            "not finite"
+            if not math.isfinite(float(value))
+            else f"above {ceiling:.4g}, which no healthy run reaches"
+        )
+        raise PretrainError(
+            f"pretrain@{name}: the loss is {float(value):.4g} at step {step} ({what}): training "
+            f"diverged (likely cause: pretrain.lr = {p.lr} too high for batch {p.batch_size}, or bad "
+            "input images); nothing was exported"
+        )
     return float(value)
 
 
-def _save(path: Path, model, optimizer, scheduler, step: int, loss_sum: float, loss_n: int, history: list[dict],
-          fingerprint: str, crash=None) -> None:
+def _save(
+    path: Path,
+    model,
+    optimizer,
+    scheduler,
+    step: int,
+    loss_sum: float,
+    loss_n: int,
+    history: list[dict],
+    fingerprint: str,
+    crash=None,
+) -> None:
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    ckpt.save(path, {"model": inner.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "step": step, "loss_sum": loss_sum, "loss_n": loss_n,
-                     "history": json.dumps(history), "rng": ckpt.rng_state(), "fingerprint": fingerprint},
-              before_commit=crash)
+    ckpt.save(
+        path,
+        {
+            "model": inner.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "loss_sum": loss_sum,
+            "loss_n": loss_n,
+            "history": json.dumps(history),
+            "rng": ckpt.rng_state(),
+            "fingerprint": fingerprint,
+        },
+        before_commit=crash,
+    )
 
 
 def _write_live(results_dir: Path, history: list[dict]):
@@ -646,26 +856,52 @@ def _log_period(live, record: dict) -> None:
     live.step = record["step"]
     for key, value in record.items():
         if key != "step":
-            live.log_metric(f"train/{key}" if key != "knn_top1" else "monitor/knn_top1", value, timestamp=False)
+            live.log_metric(
+                f"train/{key}" if key != "knn_top1" else "monitor/knn_top1", value, timestamp=False
+            )
     live.next_step()
 
 
-def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, results_dir: Path, monitor,
-            history: list[dict], steps: int, precision: str | None = None, budget: dict | None = None,
-            same_source: float | None = None) -> dict:
+def _finish(
+    name: str,
+    model,
+    p: PretrainParams,
+    rt: Runtime,
+    models_dir: Path,
+    results_dir: Path,
+    monitor,
+    history: list[dict],
+    steps: int,
+    precision: str | None = None,
+    budget: dict | None = None,
+    same_source: float | None = None,
+) -> dict:
     result = {}
     if rt.main:
         bb = _backbone_of(model)
         knn = history[-1]["knn_top1"] if history else monitor(bb, rt.device)
-        write_torch(models_dir / "backbone.pt",
-                    ckpt.require_finite(plain_backbone_state(bb), f"pretrain@{name}: backbone not exported"))
-        result = {"variant": name, "arch": p.arch, "steps": steps,
-                  "final_loss": history[-1].get("loss") if history else None,
-                  "knn_top1": round(knn, 4), "knn_chance": round(monitor.chance, 4)}
+        write_torch(
+            models_dir / "backbone.pt",
+            ckpt.require_finite(
+                plain_backbone_state(bb), f"pretrain@{name}: backbone not exported"
+            ),
+        )
+        result = {
+            "variant": name,
+            "arch": p.arch,
+            "steps": steps,
+            "final_loss": history[-1].get("loss") if history else None,
+            "knn_top1": round(knn, 4),
+            "knn_chance": round(monitor.chance, 4),
+        }
         result.update(budget or {})  # what the equal step budget meant for this corpus
-        if budget is not None:  # trained: how many of its negatives show the query's own object (None: unknown)
+        if (
+            budget is not None
+        ):  # trained: how many of its negatives show the query's own object (None: unknown)
             result["same_source_negative_share"] = same_source
-        if precision:  # bf16 where the processor has it natively (`auto`): say which the numbers came from
+        if (
+            precision
+        ):  # bf16 where the processor has it natively (`auto`): say which the numbers came from
             result["precision"] = precision
         write_json(results_dir / "summary.json", result)
     if rt.world > 1:
@@ -674,8 +910,15 @@ def _finish(name: str, model, p: PretrainParams, rt: Runtime, models_dir: Path, 
     return result
 
 
-def run_stage(*, name: str, variant: VariantParams, params: PretrainParams, gate: str | Path, models_dir: str | Path,
-              results_dir: str | Path) -> dict:
+def run_stage(
+    *,
+    name: str,
+    variant: VariantParams,
+    params: PretrainParams,
+    gate: str | Path,
+    models_dir: str | Path,
+    results_dir: str | Path,
+) -> dict:
     """The `pretrain@VARIANT` stage: refuse data that failed a required check, then train (or resume)."""
     require_passed(gate)
     return train(name, variant, params, models_dir, results_dir)

@@ -148,7 +148,9 @@ def _check_readable(path: Path) -> None:
         mode = os.stat(path).st_mode  # follows a link: its target must be a regular file
         if not stat.S_ISREG(mode):
             # Opening a FIFO (or a device) blocks, or reads forever: never hand it to ffmpeg.
-            raise VideoError(f"not a regular file ({_file_kind(mode)}); only regular files are decoded")
+            raise VideoError(
+                f"not a regular file ({_file_kind(mode)}); only regular files are decoded"
+            )
         with open(path, "rb") as fh:
             fh.read(1)
     except OSError as exc:
@@ -156,8 +158,13 @@ def _check_readable(path: Path) -> None:
 
 
 def _file_kind(mode: int) -> str:
-    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")]
+    kinds = [
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ]
     return next((name for test, name in kinds if test(mode)), "not a file")
 
 
@@ -192,11 +199,20 @@ def extract_video(
             _check_complete(count, fps, info)
             duplicate = _repeats(tmp, count)
             _check_duplicates(duplicate, fps, max_duplicate_share)
-    except OSError as exc:  # making, reading back or renaming our own folder: never the video's fault
+    except (
+        OSError
+    ) as exc:  # making, reading back or renaming our own folder: never the video's fault
         raise OutputError(_output_message(out_dir.parent, _strerror(exc), path)) from None
     frames = np.arange(count, dtype=np.int64)
-    return pd.DataFrame({"frame": frames, "time_s": frames / fps, "width": width, "height": height,
-                         "duplicate": duplicate})
+    return pd.DataFrame(
+        {
+            "frame": frames,
+            "time_s": frames / fps,
+            "width": width,
+            "height": height,
+            "duplicate": duplicate,
+        }
+    )
 
 
 def _repeats(folder: Path, count: int) -> np.ndarray:
@@ -263,14 +279,22 @@ def _run_ffmpeg(
         .filter("scale", width, height)
         # Standard Huffman tables: ffmpeg's default computes optimal ones per frame, a second
         # pass that costs about 5% of the whole extraction for a few % smaller files.
-        .output(_image2_pattern(out), start_number=0, threads=threads, huffman="default", **{"q:v": quality})
+        .output(
+            _image2_pattern(out),
+            start_number=0,
+            threads=threads,
+            huffman="default",
+            **{"q:v": quality},
+        )
     )
     args = stream.compile(cmd=ffmpeg_exe())
     # Global options go before the input: ffmpeg ignores trailing ones. -xerror turns a
     # decode error (truncated or corrupt data) into a non-zero exit instead of a short video.
     args[1:1] = ["-hide_banner", "-nostdin", "-v", "error", "-xerror"]
     try:
-        proc = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout_s)
+        proc = subprocess.run(
+            args, capture_output=True, text=True, errors="replace", timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:  # ffmpeg is killed; atomic_dir drops its partial frames
         raise VideoError(f"timed out after {timeout_s:g} s (frames.decode_timeout_s)") from None
     except OSError as exc:  # not the output's fault (nor the video's): ffmpeg itself cannot start
@@ -287,12 +311,28 @@ def _run_ffmpeg(
 # Errors no input can cause: the file system under the frames folder is at fault.
 _DISK_ERRORS = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG))
 # Any errno ffmpeg reports in these words (its av_strerror is strerror's text), read off its output.
-_ERRNO_TEXTS = _DISK_ERRORS + tuple(os.strerror(e) for e in (errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT,
-                                                             errno.ENOTDIR, errno.EISDIR, errno.EMFILE))
+_ERRNO_TEXTS = _DISK_ERRORS + tuple(
+    os.strerror(e)
+    for e in (
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EMFILE,
+    )
+)
 # ffmpeg's words for a failure of writing its output (the image2 muxer, one file per frame). The
 # input was opened and probed already, so a "Permission denied" beside these is the output's.
-_WRITE_MARKERS = ("Error muxing", "Error writing", "to the muxer", "Could not open file",
-                  "av_interleaved_write_frame", "Error closing")
+_WRITE_MARKERS = (
+    "Error muxing",
+    "Error writing",
+    "to the muxer",
+    "Could not open file",
+    "av_interleaved_write_frame",
+    "Error closing",
+)
 
 
 def output_fault(stderr: str, folder: Path) -> str | None:
@@ -340,8 +380,10 @@ def _output_message(folder: Path, cause: str, video: Path) -> str:
         free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
     except OSError:
         free = "free space unknown"
-    return (f"cannot write frames to {folder}: {cause} (while extracting {video.name}; {free}); "
-            "no video was rejected for it: fix the output side and rerun")
+    return (
+        f"cannot write frames to {folder}: {cause} (while extracting {video.name}; {free}); "
+        "no video was rejected for it: fix the output side and rerun"
+    )
 
 
 # ---------------------------------------------------------------- ground truth
@@ -433,26 +475,47 @@ def _extract_zip(job: _Job, info: VideoInfo) -> pd.DataFrame:
     """extract_video into a temporary folder beside the zip, then the frames as `job.out_zip`."""
     try:
         job.out_zip.parent.mkdir(parents=True, exist_ok=True)
-        scratch = tempfile.TemporaryDirectory(prefix=f".{job.out_zip.stem}.tmp-", dir=job.out_zip.parent)
+        scratch = tempfile.TemporaryDirectory(
+            prefix=f".{job.out_zip.stem}.tmp-", dir=job.out_zip.parent
+        )
     except OSError as exc:
         raise OutputError(_output_message(job.out_zip.parent, _strerror(exc), job.path)) from None
     with scratch as tmp:
         folder = Path(tmp) / "frames"
         try:
-            frames = extract_video(job.path, folder, job.fps, job.size, job.quality, info, job.threads,
-                                   job.timeout_s, job.max_duplicate_share)
-        except OutputError as exc:  # it names the scratch folder, ours: name the frames folder instead
+            frames = extract_video(
+                job.path,
+                folder,
+                job.fps,
+                job.size,
+                job.quality,
+                info,
+                job.threads,
+                job.timeout_s,
+                job.max_duplicate_share,
+            )
+        except (
+            OutputError
+        ) as exc:  # it names the scratch folder, ours: name the frames folder instead
             raise OutputError(str(exc).replace(tmp, str(job.out_zip.parent), 1)) from None
         try:
             frame_files = [folder / f"{i:06d}.jpg" for i in frames["frame"]]
             frames_store.write_video_zip(job.out_zip, frame_files)
         except OSError as exc:
-            raise OutputError(_output_message(job.out_zip.parent, _strerror(exc), job.path)) from None
+            raise OutputError(
+                _output_message(job.out_zip.parent, _strerror(exc), job.path)
+            ) from None
     return frames
 
 
-def _plan(videos: Iterable[Path], root: Path, out_root: Path, params: FramesParams, workers: int,
-          shard: tuple[int, int] | None = None):
+def _plan(
+    videos: Iterable[Path],
+    root: Path,
+    out_root: Path,
+    params: FramesParams,
+    workers: int,
+    shard: tuple[int, int] | None = None,
+):
     """Jobs for the videos whose frames are theirs alone; (file, reason) for the others, decided
     here, before any decoding (sorted order: the first file keeps a contested name). With a shard
     (index, count), the names are planned over every video and only that shard's are returned."""
@@ -486,13 +549,27 @@ def plan_names(videos: Iterable[Path], root: Path) -> tuple[list[str], list[tupl
     return accepted, rejected
 
 
-def _jobs(files: list[str], root: Path, out_root: Path, params: FramesParams, workers: int) -> list[_Job]:
+def _jobs(
+    files: list[str], root: Path, out_root: Path, params: FramesParams, workers: int
+) -> list[_Job]:
     threads = 0 if workers <= 1 else max(1, (machine.available_cpus()) // workers)
     jobs = []
     for file in files:
         vid = video_id(root / file, root)
-        jobs.append(_Job(root / file, file, vid, out_root / f"{vid}{frames_store.ZIP_SUFFIX}", params.fps, params.size,
-                         params.jpeg_quality, threads, params.decode_timeout_s, params.max_duplicate_share))
+        jobs.append(
+            _Job(
+                root / file,
+                file,
+                vid,
+                out_root / f"{vid}{frames_store.ZIP_SUFFIX}",
+                params.fps,
+                params.size,
+                params.jpeg_quality,
+                threads,
+                params.decode_timeout_s,
+                params.max_duplicate_share,
+            )
+        )
     return jobs
 
 
@@ -501,6 +578,7 @@ class Planned:
     """One shard's videos as plan_shards listed them (video.shards.read_plan): accepted files
     (relative to the videos root) with their MD5 ('' for a file that is not a readable regular
     file: rejected at decoding, by its reason), and the files rejected by name, with the reason."""
+
     accepted: dict[str, str]
     rejected: list[tuple[str, str]]
 
@@ -537,9 +615,13 @@ def check_planned(root: Path, planned: Planned) -> None:
     now = video_md5s(root, planned.accepted)
     stale = [f for f, md5 in planned.accepted.items() if now[f] != md5]
     if stale:
-        shown = ", ".join(printable(f) for f in stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
-        raise ExtractionError(f"the shard's video list is stale: {shown} under {root} changed since plan_shards "
-                              f"listed it (its MD5 differs or it is gone); run plan_shards again (dvc repro)")
+        shown = ", ".join(printable(f) for f in stale[:5]) + (
+            f" and {len(stale) - 5} more" if len(stale) > 5 else ""
+        )
+        raise ExtractionError(
+            f"the shard's video list is stale: {shown} under {root} changed since plan_shards "
+            f"listed it (its MD5 differs or it is gone); run plan_shards again (dvc repro)"
+        )
 
 
 def _id_of(file: str) -> str:
@@ -564,7 +646,10 @@ def _name_problem(file: str, vid: str, owner: dict[str, str], under: dict[str, s
         return f"frames folder of {file} would collide with the stage's own {parts[0]}; rename it"
     other = owner.get(vid)  # clip.mp4 + clip.avi
     if other is None:  # clip.mp4 + clip/x.mp4: one folder inside the other
-        other = next((owner[a] for a in ("/".join(parts[:i]) for i in range(1, len(parts))) if a in owner), None)
+        other = next(
+            (owner[a] for a in ("/".join(parts[:i]) for i in range(1, len(parts))) if a in owner),
+            None,
+        )
     other = other or under.get(vid)
     if other is not None:
         return f"frames folder of {file} ({vid + '/'!r}) would collide with {other}'s; rename one"
@@ -594,12 +679,19 @@ def extract_all(
         jobs, rejected = _plan(find_videos(root), root, out_root, params, workers, shard)
     else:  # plan_shards named them already, over every video; decode only unchanged files
         check_planned(root, planned)
-        jobs, rejected = _jobs(list(planned.accepted), root, out_root, params, workers), list(planned.rejected)
+        jobs, rejected = (
+            _jobs(list(planned.accepted), root, out_root, params, workers),
+            list(planned.rejected),
+        )
     for parent in {out_root, *(job.out_zip.parent for job in jobs)}:
         remove_stale_temporaries(parent)  # leftovers of a killed run
     parts: list[pd.DataFrame] = []
     bar = tqdm(
-        total=len(jobs), desc="extract_frames", unit="video", file=sys.stderr, disable=None if progress else True
+        total=len(jobs),
+        desc="extract_frames",
+        unit="video",
+        file=sys.stderr,
+        disable=None if progress else True,
     )
     with bar:
         for file, frames, reason in _map(jobs, workers):
@@ -653,8 +745,14 @@ def run_stage(
         raise OutputError(f"cannot make the frames folder {out_root}: {_strerror(exc)}") from None
     if shard is not None and shard not in params.shards:
         raise ExtractionError(f"shard {shard} is not one of frames.shards {params.shards}")
-    manifest, rejected = extract_all(root, out_root, params, workers=workers,
-                                     shard=None if shard is None else (shard, len(params.shards)), planned=planned)
+    manifest, rejected = extract_all(
+        root,
+        out_root,
+        params,
+        workers=workers,
+        shard=None if shard is None else (shard, len(params.shards)),
+        planned=planned,
+    )
     found = manifest["video"].nunique() + len(rejected)
     share = len(rejected) / found if found else 0.0
     metrics = {
@@ -665,13 +763,18 @@ def run_stage(
         "frames": len(manifest),
         "duplicate_frames": int(manifest["duplicate"].sum()),
     }
-    for target, write, value in ((out_root / "manifest.parquet", write_parquet, manifest),
-                                 (out_root / "rejected.csv", write_csv, rejected), (Path(metrics_path), write_json, metrics)):
+    for target, write, value in (
+        (out_root / "manifest.parquet", write_parquet, manifest),
+        (out_root / "rejected.csv", write_csv, rejected),
+        (Path(metrics_path), write_json, metrics),
+    ):
         try:
             write(target, value)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_strerror(exc)}") from None
-    if found == 0 and (planned is not None or shard is not None and root.is_dir() and find_videos(root)):
+    if found == 0 and (
+        planned is not None or shard is not None and root.is_dir() and find_videos(root)
+    ):
         return metrics  # a shard no video hashes to (few videos, many shards): empty, not an error
     if found == 0:
         if not root.is_dir():

@@ -78,10 +78,17 @@ def _probe_opencv(path: Path) -> VideoInfo | None:
     try:
         if not cap.isOpened():
             return None
-        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        width, height = (
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
         fps, count = cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_COUNT)
         # With auto-orientation on (OpenCV's default) the size is already the display size.
-        rotation = 0.0 if cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) else cap.get(cv2.CAP_PROP_ORIENTATION_META)
+        rotation = (
+            0.0
+            if cap.get(cv2.CAP_PROP_ORIENTATION_AUTO)
+            else cap.get(cv2.CAP_PROP_ORIENTATION_META)
+        )
     finally:
         cap.release()
     if width <= 0 or height <= 0 or not fps or not math.isfinite(fps) or fps <= 0:

@@ -38,17 +38,23 @@ def plan(videos_root: str | Path, shards: list[int]) -> dict[int, pd.DataFrame]:
         raise ExtractionError(f"videos folder not found: {root}")
     found = find_videos(root)
     if not found:
-        raise ExtractionError(f"no video found under {root} (extensions: {' '.join(sorted(VIDEO_EXTENSIONS))})")
+        raise ExtractionError(
+            f"no video found under {root} (extensions: {' '.join(sorted(VIDEO_EXTENSIONS))})"
+        )
     accepted, rejected = plan_names(found, root)
     md5 = video_md5s(root, accepted)
     rows = [(f, md5[f], "") for f in accepted] + [(f, "", reason) for f, reason in rejected]
     out: dict[int, list] = {k: [] for k in shards}  # shards: 0..n-1 (config checks it)
     for file, digest, reason in rows:
-        out[frames_store.shard_of(Path(file).with_suffix("").as_posix(), len(shards))].append((file, digest, reason))
+        out[frames_store.shard_of(Path(file).with_suffix("").as_posix(), len(shards))].append(
+            (file, digest, reason)
+        )
     return {k: pd.DataFrame(sorted(r), columns=COLUMNS) for k, r in out.items()}
 
 
-def run_stage(*, videos_root: str | Path, out_root: str | Path, shards: list[int]) -> dict[int, int]:
+def run_stage(
+    *, videos_root: str | Path, out_root: str | Path, shards: list[int]
+) -> dict[int, int]:
     """Write `<out_root>/shard-K.csv` for every K (each atomically) and drop the lists of shards no
     longer in `shards`; returns {K: rows}."""
     out_root = Path(out_root)
@@ -69,10 +75,16 @@ def read_plan(path: str | Path) -> Planned:
     try:
         rows = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
-        raise ExtractionError(f"{path}: cannot read the shard's video list ({type(exc).__name__}: {exc}); "
-                              "run plan_shards first") from None
+        raise ExtractionError(
+            f"{path}: cannot read the shard's video list ({type(exc).__name__}: {exc}); "
+            "run plan_shards first"
+        ) from None
     if list(rows.columns) != COLUMNS:
-        raise ExtractionError(f"{path}: columns {list(rows.columns)}, expected {COLUMNS} (a plan_shards list)")
+        raise ExtractionError(
+            f"{path}: columns {list(rows.columns)}, expected {COLUMNS} (a plan_shards list)"
+        )
     ok = rows["rejected"] == ""
-    return Planned(accepted=dict(zip(rows["file"][ok], rows["md5"][ok], strict=True)),
-                   rejected=list(zip(rows["file"][~ok], rows["rejected"][~ok], strict=True)))
+    return Planned(
+        accepted=dict(zip(rows["file"][ok], rows["md5"][ok], strict=True)),
+        rejected=list(zip(rows["file"][~ok], rows["rejected"][~ok], strict=True)),
+    )

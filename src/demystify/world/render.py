@@ -43,7 +43,9 @@ class PrimitiveTable:
     @classmethod
     def from_catalog(cls, catalog: list[Instance]) -> PrimitiveTable:
         n = len(catalog)
-        fields: dict[str, dict[int, torch.Tensor]] = {k: {} for k in ("center", "rot", "half", "part", "valid")}
+        fields: dict[str, dict[int, torch.Tensor]] = {
+            k: {} for k in ("center", "rot", "half", "part", "valid")
+        }
         for kind in PRIMITIVE_TYPES:
             per = [[p for p in inst.primitives if p.kind == kind] for inst in catalog]
             width = max(1, max(len(p) for p in per))
@@ -61,11 +63,17 @@ class PrimitiveTable:
         return cls(
             **fields,
             category=torch.tensor([inst.category for inst in catalog]),
-            part_colors=torch.from_numpy(np.stack([i.part_colors for i in catalog]).astype(np.float32)),
+            part_colors=torch.from_numpy(
+                np.stack([i.part_colors for i in catalog]).astype(np.float32)
+            ),
             texture=torch.tensor([i.texture for i in catalog]),
             texture_freq=torch.tensor([i.texture_freq for i in catalog], dtype=torch.float32),
-            texture_contrast=torch.tensor([i.texture_contrast for i in catalog], dtype=torch.float32),
-            texture_color=torch.from_numpy(np.stack([i.texture_color for i in catalog]).astype(np.float32)),
+            texture_contrast=torch.tensor(
+                [i.texture_contrast for i in catalog], dtype=torch.float32
+            ),
+            texture_color=torch.from_numpy(
+                np.stack([i.texture_color for i in catalog]).astype(np.float32)
+            ),
         )
 
 
@@ -81,7 +89,6 @@ class SceneBatch:
     light_rgb: np.ndarray  # (B, 3)
     ambient: np.ndarray  # (B,)
     background: np.ndarray  # (B, 10): kind, freq, angle, phase, rgb1, rgb2
-
 
     def __len__(self) -> int:
         return self.inst.shape[0]
@@ -130,11 +137,15 @@ def _quadratic_features(d: torch.Tensor) -> torch.Tensor:
 def _quadratic_coeffs(a: torch.Tensor) -> torch.Tensor:
     """For rows of A (B, P, r, 3): coefficients (B, 6, P) of |A d|^2 against _quadratic_features."""
     g = a.transpose(-1, -2) @ a  # (B, P, 3, 3)
-    c = torch.stack([g[..., 0, 0], g[..., 1, 1], g[..., 2, 2], g[..., 0, 1], g[..., 0, 2], g[..., 1, 2]], -1)
+    c = torch.stack(
+        [g[..., 0, 0], g[..., 1, 1], g[..., 2, 2], g[..., 0, 1], g[..., 0, 2], g[..., 1, 2]], -1
+    )
     return c.transpose(1, 2)
 
 
-def _intersect(kind: int, d: torch.Tensor, dq: torch.Tensor, a: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+def _intersect(
+    kind: int, d: torch.Tensor, dq: torch.Tensor, a: torch.Tensor, o: torch.Tensor
+) -> torch.Tensor:
     """Entry distance t (B, R, P) along rays d (R, 3) into primitives in scaled local frames.
 
     a: (B, P, 3, 3) maps a world direction to the unit-primitive frame; o: (B, P, 3) the camera
@@ -144,7 +155,9 @@ def _intersect(kind: int, d: torch.Tensor, dq: torch.Tensor, a: torch.Tensor, o:
         rows = a if kind == ELLIPSOID else a[:, :, [0, 2]]
         orow = o if kind == ELLIPSOID else o[:, :, [0, 2]]
         qa = dq @ _quadratic_coeffs(rows)  # |A d|^2 over the quadric's axes
-        qb = d @ (rows.transpose(-1, -2) @ orow.unsqueeze(-1)).squeeze(-1).transpose(1, 2)  # o . A d
+        qb = d @ (rows.transpose(-1, -2) @ orow.unsqueeze(-1)).squeeze(-1).transpose(
+            1, 2
+        )  # o . A d
         qc = (orow * orow).sum(-1).unsqueeze(1) - 1.0
         qa = qa.clamp_min(1e-12)
         disc = qb * qb - qa * qc
@@ -206,13 +219,16 @@ def _background(bg: torch.Tensor, height: int, width: int) -> torch.Tensor:
     c1, c2 = bg[:, 4:7], bg[:, 7:10]
     along = u * torch.cos(angle) + v * torch.sin(angle)
     across = -u * torch.sin(angle) + v * torch.cos(angle)
-    patterns = torch.stack([
-        torch.zeros_like(along),
-        (along + 1.5) / 3,
-        (torch.sin(freq * along + phase) > 0).float(),
-        (torch.floor(freq * along / 2) + torch.floor(freq * across / 2)) % 2,
-        0.5 + 0.25 * (torch.sin(freq * along + phase) + torch.sin(0.7 * freq * across - phase)),
-    ], -1)
+    patterns = torch.stack(
+        [
+            torch.zeros_like(along),
+            (along + 1.5) / 3,
+            (torch.sin(freq * along + phase) > 0).float(),
+            (torch.floor(freq * along / 2) + torch.floor(freq * across / 2)) % 2,
+            0.5 + 0.25 * (torch.sin(freq * along + phase) + torch.sin(0.7 * freq * across - phase)),
+        ],
+        -1,
+    )
     m = torch.gather(patterns, -1, kind.long().clamp(0, 4).unsqueeze(-1).expand(-1, u.shape[1], 1))
     return c1.unsqueeze(1) * (1 - m) + c2.unsqueeze(1) * m
 
@@ -248,12 +264,19 @@ class Renderer:
             valid = tb.valid[kind][idx] & present.unsqueeze(-1)  # (B, K, P)
             p = valid.shape[-1]
             rot_w = rot.unsqueeze(2) @ tb.rot[kind][idx]  # (B, K, P, 3, 3) primitive -> world
-            center_w = pos.unsqueeze(2) + scale[..., None, None] * (rot.unsqueeze(2) @ tb.center[kind][idx].unsqueeze(-1)).squeeze(-1)
+            center_w = pos.unsqueeze(2) + scale[..., None, None] * (
+                rot.unsqueeze(2) @ tb.center[kind][idx].unsqueeze(-1)
+            ).squeeze(-1)
             half_w = scale[..., None, None] * tb.half[kind][idx]
             slot = torch.arange(k).view(1, k, 1).expand(b, k, p)
-            flat = [t.reshape(b, k * p, *t.shape[3:]) for t in (valid, rot_w, center_w, half_w, slot, tb.part[kind][idx])]
+            flat = [
+                t.reshape(b, k * p, *t.shape[3:])
+                for t in (valid, rot_w, center_w, half_w, slot, tb.part[kind][idx])
+            ]
             valid, rot_w, center_w, half_w, slot, part = _compact(*flat)
-            a = rot_w.transpose(-1, -2) / half_w.unsqueeze(-1)  # world direction -> unit-primitive frame
+            a = rot_w.transpose(-1, -2) / half_w.unsqueeze(
+                -1
+            )  # world direction -> unit-primitive frame
             o = (a @ (-center_w).unsqueeze(-1)).squeeze(-1)
             t = _intersect(kind, self.rays, self.rays_q, a, o)
             t = torch.where(valid.unsqueeze(1), t, torch.full_like(t, INF))
@@ -261,7 +284,9 @@ class Renderer:
             metas.append((torch.full_like(slot, kind), slot, part, a, o))
 
         t_all = torch.cat(hits, -1)  # (B, R, P)
-        kind_all, slot_all, part_all, a_all, o_all = (torch.cat(m, 1) for m in zip(*metas, strict=True))
+        kind_all, slot_all, part_all, a_all, o_all = (
+            torch.cat(m, 1) for m in zip(*metas, strict=True)
+        )
         t_min, arg = t_all.min(-1)
         hit = torch.isfinite(t_min)
 
@@ -270,7 +295,21 @@ class Renderer:
         amodal = (torch.isfinite(t_all).float() @ onehot) > 0  # (B, R, K)
         vis_slot = torch.where(hit, torch.gather(slot_all, 1, arg), torch.full_like(arg, -1))
 
-        rgb = self._shade(scenes, inst, pos, rot, scale, t_min, arg, hit, vis_slot, kind_all, part_all, a_all, o_all)
+        rgb = self._shade(
+            scenes,
+            inst,
+            pos,
+            rot,
+            scale,
+            t_min,
+            arg,
+            hit,
+            vis_slot,
+            kind_all,
+            part_all,
+            a_all,
+            o_all,
+        )
         h, w = self.height, self.width
         vis_masks = vis_slot.unsqueeze(-1) == torch.arange(k).view(1, 1, k)  # (B, R, K)
         boxes = mask_boxes(vis_masks.permute(0, 2, 1).reshape(b, k, h, w))
@@ -283,13 +322,30 @@ class Renderer:
             boxes=boxes,
         )
 
-    def _shade(self, scenes, inst, pos, rot, scale, t_min, arg, hit, vis_slot, kind_all, part_all, a_all, o_all):
+    def _shade(
+        self,
+        scenes,
+        inst,
+        pos,
+        rot,
+        scale,
+        t_min,
+        arg,
+        hit,
+        vis_slot,
+        kind_all,
+        part_all,
+        a_all,
+        o_all,
+    ):
         tb = self.table
         b, r = t_min.shape
         light_dir = torch.from_numpy(scenes.light_dir).float()
         light_rgb = torch.from_numpy(scenes.light_rgb).float()
         ambient = torch.from_numpy(scenes.ambient).float()
-        background = _background(torch.from_numpy(scenes.background).float(), self.height, self.width)
+        background = _background(
+            torch.from_numpy(scenes.background).float(), self.height, self.width
+        )
 
         # Only the hit pixels are shaded: gather the winning primitive of each.
         bi, ri = hit.nonzero(as_tuple=True)
@@ -299,13 +355,17 @@ class Renderer:
         a = a_all[bi, pi]  # (n, 3, 3)
         q = (a @ x.unsqueeze(-1)).squeeze(-1) + o_all[bi, pi]  # unit-primitive frame
         n_local = _local_normal(kind_all[bi, pi], q)
-        normal = torch.nn.functional.normalize((a.transpose(-1, -2) @ n_local.unsqueeze(-1)).squeeze(-1), dim=-1)
+        normal = torch.nn.functional.normalize(
+            (a.transpose(-1, -2) @ n_local.unsqueeze(-1)).squeeze(-1), dim=-1
+        )
         view = torch.nn.functional.normalize(-x, dim=-1)
         normal = torch.where((normal * view).sum(-1, keepdim=True) < 0, -normal, normal)
 
         s = vis_slot[bi, ri]
         obj = inst[bi, s]
-        q_obj = ((rot[bi, s].transpose(-1, -2) @ (x - pos[bi, s]).unsqueeze(-1)).squeeze(-1)) / scale[bi, s].unsqueeze(-1)
+        q_obj = (
+            (rot[bi, s].transpose(-1, -2) @ (x - pos[bi, s]).unsqueeze(-1)).squeeze(-1)
+        ) / scale[bi, s].unsqueeze(-1)
         pattern = _texture(tb.texture[obj], tb.texture_freq[obj], q_obj) * tb.texture_contrast[obj]
         base = tb.part_colors[obj, part_all[bi, pi]]
         albedo = base * (1 - pattern.unsqueeze(-1)) + tb.texture_color[obj] * pattern.unsqueeze(-1)
@@ -315,7 +375,10 @@ class Renderer:
         halfway = torch.nn.functional.normalize(ldir + view, dim=-1)
         spec = (normal * halfway).sum(-1).clamp_min(0) ** 20 * self.specular
         amb = ambient[bi]
-        lit = albedo * (amb + (1 - amb) * diffuse).unsqueeze(-1) * light_rgb[bi] + spec.unsqueeze(-1) * light_rgb[bi]
+        lit = (
+            albedo * (amb + (1 - amb) * diffuse).unsqueeze(-1) * light_rgb[bi]
+            + spec.unsqueeze(-1) * light_rgb[bi]
+        )
 
         out = background.clone()
         out[bi, ri] = lit

@@ -55,6 +55,7 @@ def rotation(euler: tuple[float, float, float] | np.ndarray) -> np.ndarray:
 # Each builder returns primitives roughly centred on the origin; `make_instance` rescales the
 # whole object to unit bounding radius, so proportions, not absolute size, tell instances apart.
 
+
 def _mug(r: np.random.Generator) -> list[Primitive]:
     rad, hh = r.uniform(0.45, 0.7), r.uniform(0.5, 0.9)
     handle = r.uniform(0.25, 0.45)
@@ -72,7 +73,11 @@ def _table(r: np.random.Generator) -> list[Primitive]:
     prims = [Primitive(BOX, (0, h, 0), (w, top, d), part=0)]
     for sx in (-1, 1):
         for sz in (-1, 1):
-            prims.append(Primitive(CYLINDER, (sx * (w - leg * 2), 0, sz * (d - leg * 2)), (leg, h, leg), part=1))
+            prims.append(
+                Primitive(
+                    CYLINDER, (sx * (w - leg * 2), 0, sz * (d - leg * 2)), (leg, h, leg), part=1
+                )
+            )
     return prims
 
 
@@ -81,11 +86,15 @@ def _chair(r: np.random.Generator) -> list[Primitive]:
     leg = r.uniform(0.04, 0.07)
     prims = [
         Primitive(BOX, (0, 0, 0), (w, 0.07, w), part=0),
-        Primitive(BOX, (0, back, -w + 0.05), (w, back, 0.06), euler=(r.uniform(-0.2, 0.05), 0, 0), part=1),
+        Primitive(
+            BOX, (0, back, -w + 0.05), (w, back, 0.06), euler=(r.uniform(-0.2, 0.05), 0, 0), part=1
+        ),
     ]
     for sx in (-1, 1):
         for sz in (-1, 1):
-            prims.append(Primitive(BOX, (sx * (w - leg), -h, sz * (w - leg)), (leg, h, leg), part=2))
+            prims.append(
+                Primitive(BOX, (sx * (w - leg), -h, sz * (w - leg)), (leg, h, leg), part=2)
+            )
     return prims
 
 
@@ -95,12 +104,24 @@ def _car(r: np.random.Generator) -> list[Primitive]:
     wheel = r.uniform(0.17, 0.26)
     prims = [
         Primitive(BOX, (0, 0, 0), (length, height, width), part=0),
-        Primitive(BOX, (r.uniform(-0.3, 0.1), height + height * 0.8, 0), (length * cab, height * 0.8, width * 0.9), part=1),
+        Primitive(
+            BOX,
+            (r.uniform(-0.3, 0.1), height + height * 0.8, 0),
+            (length * cab, height * 0.8, width * 0.9),
+            part=1,
+        ),
     ]
     for sx in (-1, 1):
         for sz in (-1, 1):
-            prims.append(Primitive(CYLINDER, (sx * length * 0.65, -height, sz * width), (wheel, 0.08, wheel),
-                                   euler=(np.pi / 2, 0, 0), part=2))
+            prims.append(
+                Primitive(
+                    CYLINDER,
+                    (sx * length * 0.65, -height, sz * width),
+                    (wheel, 0.08, wheel),
+                    euler=(np.pi / 2, 0, 0),
+                    part=2,
+                )
+            )
     return prims
 
 
@@ -111,7 +132,9 @@ def _bottle(r: np.random.Generator) -> list[Primitive]:
         Primitive(CYLINDER, (0, -0.3, 0), (rad, body, rad), part=0),
         Primitive(ELLIPSOID, (0, body - 0.3, 0), (rad, rad * 0.6, rad), part=0),
         Primitive(CYLINDER, (0, body - 0.3 + neck, 0), (neck_r, neck, neck_r), part=1),
-        Primitive(CYLINDER, (0, body - 0.3 + 2 * neck, 0), (neck_r * 1.2, 0.07, neck_r * 1.2), part=2),
+        Primitive(
+            CYLINDER, (0, body - 0.3 + 2 * neck, 0), (neck_r * 1.2, 0.07, neck_r * 1.2), part=2
+        ),
     ]
 
 
@@ -121,7 +144,13 @@ def _snowman(r: np.random.Generator) -> list[Primitive]:
         Primitive(ELLIPSOID, (0, -a, 0), (a, a, a), part=0),
         Primitive(ELLIPSOID, (0, b * 0.9, 0), (b, b, b), part=0),
         Primitive(ELLIPSOID, (0, b * 1.8 + c, 0), (c, c, c), part=1),
-        Primitive(CYLINDER, (0, b * 1.8 + c, c), (0.05, r.uniform(0.12, 0.25), 0.05), euler=(np.pi / 2, 0, 0), part=2),
+        Primitive(
+            CYLINDER,
+            (0, b * 1.8 + c, c),
+            (0.05, r.uniform(0.12, 0.25), 0.05),
+            euler=(np.pi / 2, 0, 0),
+            part=2,
+        ),
     ]
 
 
@@ -167,8 +196,15 @@ def _dumbbell(r: np.random.Generator) -> list[Primitive]:
 
 
 CATEGORIES: tuple[tuple[str, Callable[[np.random.Generator], list[Primitive]]], ...] = (
-    ("mug", _mug), ("table", _table), ("chair", _chair), ("car", _car), ("bottle", _bottle),
-    ("snowman", _snowman), ("lamp", _lamp), ("airplane", _airplane), ("mushroom", _mushroom),
+    ("mug", _mug),
+    ("table", _table),
+    ("chair", _chair),
+    ("car", _car),
+    ("bottle", _bottle),
+    ("snowman", _snowman),
+    ("lamp", _lamp),
+    ("airplane", _airplane),
+    ("mushroom", _mushroom),
     ("dumbbell", _dumbbell),
 )
 CATEGORY_NAMES = tuple(name for name, _ in CATEGORIES)
@@ -190,7 +226,13 @@ def _normalised(prims: list[Primitive]) -> tuple[Primitive, ...]:
     extent = np.linalg.norm(centers - mid, axis=1) + radii
     k = 1.0 / extent.max()
     return tuple(
-        Primitive(p.kind, tuple((np.array(p.center) - mid) * k), tuple(np.array(p.half) * k), p.euler, p.part)
+        Primitive(
+            p.kind,
+            tuple((np.array(p.center) - mid) * k),
+            tuple(np.array(p.half) * k),
+            p.euler,
+            p.part,
+        )
         for p in prims
     )
 
@@ -219,12 +261,18 @@ def make_occluder(index: int, seed: int) -> Instance:
     if index % 2 == 0:  # a panel
         prims = [Primitive(BOX, (0, 0, 0), (r.uniform(0.3, 0.6), r.uniform(0.6, 1.0), 0.04))]
     else:  # a bar
-        prims = [Primitive(CYLINDER, (0, 0, 0), (r.uniform(0.12, 0.25), 1.0, r.uniform(0.12, 0.25)))]
+        prims = [
+            Primitive(CYLINDER, (0, 0, 0), (r.uniform(0.12, 0.25), 1.0, r.uniform(0.12, 0.25)))
+        ]
     return Instance(-1, f"occluder_{index:03d}", tuple(prims), **_appearance(r))
 
 
-def make_catalog(categories: int, instances_per_category: int, occluders: int, seed: int) -> list[Instance]:
+def make_catalog(
+    categories: int, instances_per_category: int, occluders: int, seed: int
+) -> list[Instance]:
     """All instances, category-major, then the occluders."""
-    items = [make_instance(c, i, seed) for c in range(categories) for i in range(instances_per_category)]
+    items = [
+        make_instance(c, i, seed) for c in range(categories) for i in range(instances_per_category)
+    ]
     items += [make_occluder(i, seed) for i in range(occluders)]
     return items

@@ -59,11 +59,19 @@ class World:
 
     def __init__(self, params: WorldParams, holdout: bool = True):
         self.p = params
-        self.catalog = make_catalog(params.categories, params.instances_per_category, OCCLUDERS, params.seed)
+        self.catalog = make_catalog(
+            params.categories, params.instances_per_category, OCCLUDERS, params.seed
+        )
         self._renderers: dict[tuple[int, int], Renderer] = {}
-        self.split = params.instance_split()  # classification train / val / test, by index within a category
-        self.pretrain_local = range(self.split["test"].start if holdout else params.instances_per_category)
-        self.pretrain_pool = [self.instance(c, j) for c in range(params.categories) for j in self.pretrain_local]
+        self.split = (
+            params.instance_split()
+        )  # classification train / val / test, by index within a category
+        self.pretrain_local = range(
+            self.split["test"].start if holdout else params.instances_per_category
+        )
+        self.pretrain_pool = [
+            self.instance(c, j) for c in range(params.categories) for j in self.pretrain_local
+        ]
         self.all_instances = list(range(params.categories * params.instances_per_category))
 
     def renderer(self, height: int, width: int) -> Renderer:
@@ -82,8 +90,13 @@ class World:
         table = np.array([i.category for i in self.catalog] + [-1])
         return table[np.where(inst < 0, len(self.catalog), inst)]
 
-    def render(self, items: list[sc.Item], size: int | tuple[int, int], desc: str = "",
-               progress: bool = False) -> Iterator[tuple[int, Rendered, SceneBatch]]:
+    def render(
+        self,
+        items: list[sc.Item],
+        size: int | tuple[int, int],
+        desc: str = "",
+        progress: bool = False,
+    ) -> Iterator[tuple[int, Rendered, SceneBatch]]:
         """Render items in batches; yields (index of the batch's first item, result, batch)."""
         h, w = (size, size) if isinstance(size, int) else size
         renderer = self.renderer(h, w)
@@ -103,28 +116,62 @@ class World:
 
 # --- products ----------------------------------------------------------------------------------
 
+
 def write_catalog(world: World, out: Path) -> None:
-    rows = [{"index": i, "name": inst.name, "category": inst.category,
-             "category_name": CATEGORY_NAMES[inst.category] if inst.category >= 0 else "occluder",
-             "texture": TEXTURES[inst.texture]} for i, inst in enumerate(world.catalog)]
+    rows = [
+        {
+            "index": i,
+            "name": inst.name,
+            "category": inst.category,
+            "category_name": CATEGORY_NAMES[inst.category] if inst.category >= 0 else "occluder",
+            "texture": TEXTURES[inst.texture],
+        }
+        for i, inst in enumerate(world.catalog)
+    ]
     pd.DataFrame(rows).to_csv(out / "catalog.csv", index=False)
-    (out / "categories.txt").write_text("".join(f"{n}\n" for n in CATEGORY_NAMES[: world.p.categories]))
+    (out / "categories.txt").write_text(
+        "".join(f"{n}\n" for n in CATEGORY_NAMES[: world.p.categories])
+    )
 
 
-def _video_tracks(world: World, r: np.random.Generator, frames: int, aspect: float) -> list[sc.Track]:
+def _video_tracks(
+    world: World, r: np.random.Generator, frames: int, aspect: float
+) -> list[sc.Track]:
     v = world.p.videos
-    pool = world.pretrain_pool  # targets and distractors alike: no test instance in a training video
+    pool = (
+        world.pretrain_pool
+    )  # targets and distractors alike: no test instance in a training video
     target = int(r.integers(len(pool)))
-    tracks = [sc.moving_object(r, pool[target], frames, aspect, (0.3, 0.5), sc.BASE_DEPTH, r.uniform(*v.spin_deg))]
+    tracks = [
+        sc.moving_object(
+            r, pool[target], frames, aspect, (0.3, 0.5), sc.BASE_DEPTH, r.uniform(*v.spin_deg)
+        )
+    ]
     for _ in range(int(r.integers(v.distractors[0], v.distractors[1] + 1))):
         other = int(r.integers(len(pool) - 1))
         other += other >= target
-        tracks.append(sc.moving_object(r, pool[other], frames, aspect, (0.15, 0.3), r.uniform(7.0, 10.0),
-                                       r.uniform(0, 120)))
+        tracks.append(
+            sc.moving_object(
+                r, pool[other], frames, aspect, (0.15, 0.3), r.uniform(7.0, 10.0), r.uniform(0, 120)
+            )
+        )
     for j in range(int(r.integers(v.occluders[0], v.occluders[1] + 1))):
-        start, duration = int(r.integers(0, max(1, frames // 2))), int(r.integers(frames // 4, frames // 2 + 1))
-        tracks.append(sc.passing_occluder(r, world.occluder(j + int(r.integers(OCCLUDERS))), frames, aspect,
-                                          r.uniform(3.5, 4.5), start, duration, v=r.uniform(-0.4, 0.4)))
+        start, duration = (
+            int(r.integers(0, max(1, frames // 2))),
+            int(r.integers(frames // 4, frames // 2 + 1)),
+        )
+        tracks.append(
+            sc.passing_occluder(
+                r,
+                world.occluder(j + int(r.integers(OCCLUDERS))),
+                frames,
+                aspect,
+                r.uniform(3.5, 4.5),
+                start,
+                duration,
+                v=r.uniform(-0.4, 0.4),
+            )
+        )
     return tracks
 
 
@@ -151,15 +198,29 @@ def write_videos(world: World, out: Path, progress: bool) -> int:
         boxes, visible, absent = _ground_truth(rendered)
         cats = world.category_of(batch.inst[0])
         target_class = CATEGORY_NAMES[cats[0]]
-        write_got_annotations(root / name, boxes[:, 0], [sc.cover_label(f) for f in visible[:, 0]], absent[:, 0],
-                              got_meta(target_class, v.fps, v.width, v.height, v.frames, "translation+rotation"))
+        write_got_annotations(
+            root / name,
+            boxes[:, 0],
+            [sc.cover_label(f) for f in visible[:, 0]],
+            absent[:, 0],
+            got_meta(target_class, v.fps, v.width, v.height, v.frames, "translation+rotation"),
+        )
         rows = [
-            {"frame": t, "track": k, "category": int(cats[k]), "instance": int(batch.inst[0, k]),
-             "x": boxes[t, k, 0], "y": boxes[t, k, 1], "w": boxes[t, k, 2], "h": boxes[t, k, 3],
-             "visible_fraction": round(float(visible[t, k]), 4),
-             "azimuth_deg": round(float(np.rad2deg(tracks[k].azimuth[t])), 3),
-             "elevation_deg": round(float(np.rad2deg(tracks[k].elevation[t])), 3)}
-            for t in range(v.frames) for k in range(len(tracks))
+            {
+                "frame": t,
+                "track": k,
+                "category": int(cats[k]),
+                "instance": int(batch.inst[0, k]),
+                "x": boxes[t, k, 0],
+                "y": boxes[t, k, 1],
+                "w": boxes[t, k, 2],
+                "h": boxes[t, k, 3],
+                "visible_fraction": round(float(visible[t, k]), 4),
+                "azimuth_deg": round(float(np.rad2deg(tracks[k].azimuth[t])), 3),
+                "elevation_deg": round(float(np.rad2deg(tracks[k].elevation[t])), 3),
+            }
+            for t in range(v.frames)
+            for k in range(len(tracks))
         ]
         pd.DataFrame(rows).to_csv(root / name / "objects.csv", index=False)
         names.append(name)
@@ -174,7 +235,9 @@ def write_object_centric(world: World, out: Path, progress: bool) -> int:
     for c in range(p.categories):
         for j in range(per):
             r = sc.rng_for(p.seed, sc.OBJECT_CENTRIC, c * per + j)
-            inst = world.instance(c, world.pretrain_local[int(r.integers(len(world.pretrain_local)))])
+            inst = world.instance(
+                c, world.pretrain_local[int(r.integers(len(world.pretrain_local)))]
+            )
             items.append(sc.object_centric(r, inst))
             labels.append((c, j, inst))
     root = out / "corpora" / "object_centric"
@@ -185,21 +248,39 @@ def write_object_centric(world: World, out: Path, progress: bool) -> int:
             rel = f"{CATEGORY_NAMES[c]}/{j:05d}.png"
             write_image(root / rel, rendered.rgb[i].numpy())
             x, y, w, h = rendered.boxes[i, 0].tolist()
-            rows.append({"path": rel, "category": CATEGORY_NAMES[c], "instance": inst, "x": x, "y": y, "w": w, "h": h,
-                         "area_share": int(rendered.visible_area[i, 0]) / p.image_size**2})
+            rows.append(
+                {
+                    "path": rel,
+                    "category": CATEGORY_NAMES[c],
+                    "instance": inst,
+                    "x": x,
+                    "y": y,
+                    "w": w,
+                    "h": h,
+                    "area_share": int(rendered.visible_area[i, 0]) / p.image_size**2,
+                }
+            )
     pd.DataFrame(rows).to_csv(root / "annotations.csv", index=False)
     return len(rows)
 
 
-def _scene_items(world: World, product: int, count: int, objects: tuple[int, int], pool: list[int],
-                 offset: int = 0) -> list[sc.Item]:
+def _scene_items(
+    world: World,
+    product: int,
+    count: int,
+    objects: tuple[int, int],
+    pool: list[int],
+    offset: int = 0,
+) -> list[sc.Item]:
     """Scenes of `objects` distinct instances drawn from `pool` (catalog indices)."""
     p = world.p
     items = []
     for i in range(count):
         r = sc.rng_for(p.seed, product, offset + i)
         k = int(r.integers(objects[0], objects[1] + 1))
-        items.append(sc.scene(r, [pool[int(x)] for x in r.choice(len(pool), size=k, replace=False)]))
+        items.append(
+            sc.scene(r, [pool[int(x)] for x in r.choice(len(pool), size=k, replace=False)])
+        )
     return items
 
 
@@ -222,7 +303,9 @@ def write_scenes_and_crops(world: World, out: Path, progress: bool) -> tuple[int
     """The scenes, and one crop per scene: its largest visible object (most visible pixels; ties to
     the first), so scenes and scene crops have the same number of images (claim 2's equal data)."""
     p = world.p
-    items = _scene_items(world, sc.SCENE, p.corpora.scenes, p.corpora.objects_per_scene, world.pretrain_pool)
+    items = _scene_items(
+        world, sc.SCENE, p.corpora.scenes, p.corpora.objects_per_scene, world.pretrain_pool
+    )
     root, crops_root = out / "corpora" / "scenes", out / "corpora" / "scene_crops"
     rows, crop_rows = [], []
     size = p.scene_size
@@ -238,9 +321,20 @@ def write_scenes_and_crops(world: World, out: Path, progress: bool) -> tuple[int
                 x, y, w, h = rendered.boxes[i, k].tolist()
                 vis = int(rendered.visible_area[i, k])
                 frac = vis / max(int(rendered.amodal_area[i, k]), 1)
-                rows.append({"image": f"images/{n:05d}.png", "object": k, "category": CATEGORY_NAMES[cats[k]],
-                             "instance": int(batch.inst[i, k]), "x": x, "y": y, "w": w, "h": h,
-                             "area_share": vis / size**2, "visible_fraction": round(frac, 4)})
+                rows.append(
+                    {
+                        "image": f"images/{n:05d}.png",
+                        "object": k,
+                        "category": CATEGORY_NAMES[cats[k]],
+                        "instance": int(batch.inst[i, k]),
+                        "x": x,
+                        "y": y,
+                        "w": w,
+                        "h": h,
+                        "area_share": vis / size**2,
+                        "visible_fraction": round(frac, 4),
+                    }
+                )
             # some object always shows (each object's centre is in the frame, and the nearest object
             # along that pixel's ray is visible there)
             k = int(np.argmax(rendered.visible_area[i, :objects].numpy()))
@@ -249,9 +343,19 @@ def write_scenes_and_crops(world: World, out: Path, progress: bool) -> tuple[int
                 raise RuntimeError(f"scene {n}: no visible object to crop")
             rel = f"{CATEGORY_NAMES[cats[k]]}/{n:05d}_{k}.png"
             write_image(crops_root / rel, _crop(rgb, box, p.corpora.crop_margin, p.image_size))
-            crop_rows.append({"path": rel, "category": CATEGORY_NAMES[cats[k]], "instance": int(batch.inst[i, k]),
-                              "source": f"images/{n:05d}.png", "object": k, "x": box[0], "y": box[1], "w": box[2],
-                              "h": box[3]})
+            crop_rows.append(
+                {
+                    "path": rel,
+                    "category": CATEGORY_NAMES[cats[k]],
+                    "instance": int(batch.inst[i, k]),
+                    "source": f"images/{n:05d}.png",
+                    "object": k,
+                    "x": box[0],
+                    "y": box[1],
+                    "w": box[2],
+                    "h": box[3],
+                }
+            )
     pd.DataFrame(rows).to_csv(root / "annotations.csv", index=False)
     pd.DataFrame(crop_rows).to_csv(crops_root / "annotations.csv", index=False)
     return len(items), len(crop_rows)
@@ -272,7 +376,9 @@ def write_aloi(world: World, out: Path, progress: bool) -> int:
             variants["view"].append((f"{o}/{o}_r{deg}.png", sc.aloi_view(inst, deg)))
         for light in range(1, 9):
             for cam in range(1, 4):
-                variants["ill"].append((f"{o}/{o}_l{light}c{cam}.png", sc.aloi_illumination(inst, light, cam)))
+                variants["ill"].append(
+                    (f"{o}/{o}_l{light}c{cam}.png", sc.aloi_illumination(inst, light, cam))
+                )
         for code in sc.ALOI_COLOR_CODES:
             variants["col"].append((f"{o}/{o}_i{code}.png", sc.aloi_color(inst, code)))
     count = 0
@@ -283,9 +389,13 @@ def write_aloi(world: World, out: Path, progress: bool) -> int:
             for i in range(rendered.rgb.shape[0]):
                 write_image(folder / entries[start + i][0], rendered.rgb[i].numpy())
                 count += 1
-    pd.DataFrame({"object": range(1, len(objects) + 1), "instance": objects,
-                  "category": [CATEGORY_NAMES[world.catalog[i].category] for i in objects]}
-                 ).to_csv(root / "objects.csv", index=False)
+    pd.DataFrame(
+        {
+            "object": range(1, len(objects) + 1),
+            "instance": objects,
+            "category": [CATEGORY_NAMES[world.catalog[i].category] for i in objects],
+        }
+    ).to_csv(root / "objects.csv", index=False)
     return count
 
 
@@ -301,7 +411,9 @@ def write_occlusion(world: World, out: Path, progress: bool) -> int:
         frames = e.occlusion_frames
         target = sc.Track(int(r.integers(n_inst)), *_still_track(r, frames))
         # panel radius large enough that its narrowest half-extent covers the object
-        occ = sc.passing_occluder(r, world.occluder(0), frames, 1.0, 3.5, 0, frames - 1, v=0.0, rad=2.2)
+        occ = sc.passing_occluder(
+            r, world.occluder(0), frames, 1.0, 3.5, 0, frames - 1, v=0.0, rad=2.2
+        )
         batch = sc.video_frames([target, occ], frames, r, drift=False)
         rendered = world.renderer(size, size).render_chunked(batch, p.render_batch)
         boxes, visible, absent = _ground_truth(rendered)
@@ -309,8 +421,13 @@ def write_occlusion(world: World, out: Path, progress: bool) -> int:
         for t in range(frames):
             write_image(root / name / f"{t + 1:08d}.jpg", rendered.rgb[t].numpy())
         cls = CATEGORY_NAMES[world.catalog[target.inst].category]
-        write_got_annotations(root / name, boxes[:, 0], [sc.cover_label(f) for f in visible[:, 0]], absent[:, 0],
-                              got_meta(cls, p.videos.fps, size, size, frames, "occlusion"))
+        write_got_annotations(
+            root / name,
+            boxes[:, 0],
+            [sc.cover_label(f) for f in visible[:, 0]],
+            absent[:, 0],
+            got_meta(cls, p.videos.fps, size, size, frames, "occlusion"),
+        )
         names.append(name)
     write_list(root / "list.txt", names)
     return len(names)
@@ -320,7 +437,13 @@ def _still_track(r: np.random.Generator, frames: int):
     pos, scale = sc.place(r.uniform(-0.1, 0.1), r.uniform(-0.1, 0.1), 0.45)
     az = r.uniform(0, 2 * np.pi) + np.deg2rad(np.linspace(0, r.uniform(-20, 20), frames))
     rot = np.stack([sc.pose(a, np.deg2rad(20)) for a in az])
-    return np.repeat(pos[None], frames, 0), rot, np.full(frames, scale, np.float32), az, np.full(frames, np.deg2rad(20))
+    return (
+        np.repeat(pos[None], frames, 0),
+        rot,
+        np.full(frames, scale, np.float32),
+        az,
+        np.full(frames, np.deg2rad(20)),
+    )
 
 
 def write_instance_set(world: World, out: Path, progress: bool) -> int:
@@ -341,8 +464,17 @@ def write_instance_set(world: World, out: Path, progress: bool) -> int:
                     inst = world.instance(c, int(j))
                     item, az, el = sc.instance_view(r, inst, az_bin, el_bin)
                     cls = CATEGORY_NAMES[c]
-                    rows.append({"name": f"{cls}_{int(j):03d}_a{az_bin}_e{el_bin}", "category": cls, "instance": inst,
-                                 "azimuth": round(az, 3), "elevation": round(el, 3), "az_bin": az_bin, "el_bin": el_bin})
+                    rows.append(
+                        {
+                            "name": f"{cls}_{int(j):03d}_a{az_bin}_e{el_bin}",
+                            "category": cls,
+                            "instance": inst,
+                            "azimuth": round(az, 3),
+                            "elevation": round(el, 3),
+                            "az_bin": az_bin,
+                            "el_bin": el_bin,
+                        }
+                    )
                     items.append(item)
     root = out / "eval" / "pascal3d"
     size = p.image_size
@@ -352,8 +484,15 @@ def write_instance_set(world: World, out: Path, progress: bool) -> int:
             folder = f"{row['category']}_imagenet"
             write_image(root / "Images" / folder / f"{row['name']}.JPEG", rendered.rgb[i].numpy())
             x, y, w, h = rendered.boxes[i, 0].tolist()
-            write_pascal3d_annotation(root / "Annotations" / folder / f"{row['name']}.mat", f"{row['name']}.JPEG",
-                                      (size, size), row["category"], (x, y, w, h), row["azimuth"], row["elevation"])
+            write_pascal3d_annotation(
+                root / "Annotations" / folder / f"{row['name']}.mat",
+                f"{row['name']}.JPEG",
+                (size, size),
+                row["category"],
+                (x, y, w, h),
+                row["azimuth"],
+                row["elevation"],
+            )
             row.update(path=f"Images/{folder}/{row['name']}.JPEG", x=x, y=y, w=w, h=h)
     table = pd.DataFrame(rows)
     for cls, group in table.groupby("category", sort=True):
@@ -372,11 +511,18 @@ def write_classification(world: World, out: Path, progress: bool) -> int:
     own instances of every category, and annotations.csv: path (relative to the set's root),
     split, category, instance (catalog index)."""
     p, e = world.p, world.p.evaluation
-    per_split = {"train": e.classification_train_per_class, "val": e.classification_val_per_class,
-                 "test": e.classification_test_per_class}
+    per_split = {
+        "train": e.classification_train_per_class,
+        "val": e.classification_val_per_class,
+        "test": e.classification_test_per_class,
+    }
     root = out / "eval" / "classification"
     rows = []
-    for code, split in ((0, "train"), (1, "test"), (2, "val")):  # train and test draw as before val existed
+    for code, split in (
+        (0, "train"),
+        (1, "test"),
+        (2, "val"),
+    ):  # train and test draw as before val existed
         per_class = per_split[split]
         items, labels = [], []
         pool = list(world.split[split])
@@ -385,16 +531,25 @@ def write_classification(world: World, out: Path, progress: bool) -> int:
                 r = sc.rng_for(p.seed, sc.CLASSIFICATION, code * 10**6 + c * per_class + j)
                 inst = world.instance(c, int(r.choice(pool)))
                 items.append(sc.object_centric(r, inst))
-                labels.append({"path": f"{split}/{CATEGORY_NAMES[c]}/{j:05d}.png", "split": split,
-                               "category": CATEGORY_NAMES[c], "instance": inst})
-        for start, rendered, _ in world.render(items, p.image_size, f"classification {split}", progress):
+                labels.append(
+                    {
+                        "path": f"{split}/{CATEGORY_NAMES[c]}/{j:05d}.png",
+                        "split": split,
+                        "category": CATEGORY_NAMES[c],
+                        "instance": inst,
+                    }
+                )
+        for start, rendered, _ in world.render(
+            items, p.image_size, f"classification {split}", progress
+        ):
             for i in range(rendered.rgb.shape[0]):
                 write_image(root / labels[start + i]["path"], rendered.rgb[i].numpy())
                 rows.append(labels[start + i])
     table = pd.DataFrame(rows)
     table["order"] = table["split"].map(CLASSIFICATION_SPLITS.index)
-    table.sort_values(["order", "path"], kind="stable").drop(columns="order").to_csv(root / "annotations.csv",
-                                                                                      index=False)
+    table.sort_values(["order", "path"], kind="stable").drop(columns="order").to_csv(
+        root / "annotations.csv", index=False
+    )
     return len(rows)
 
 
@@ -402,18 +557,34 @@ def write_segmentation(world: World, out: Path, progress: bool) -> int:
     p, e = world.p, world.p.evaluation
     root = out / "eval" / "segmentation"
     count = 0
-    for split, n, offset in (("train", e.segmentation_train, 0), ("test", e.segmentation_test, 10**6)):
-        items = _scene_items(world, sc.SEGMENTATION, n, (2, 4), world.all_instances, offset)  # evaluation only
-        for start, rendered, batch in world.render(items, p.scene_size, f"segmentation {split}", progress):
+    for split, n, offset in (
+        ("train", e.segmentation_train, 0),
+        ("test", e.segmentation_test, 10**6),
+    ):
+        items = _scene_items(
+            world, sc.SEGMENTATION, n, (2, 4), world.all_instances, offset
+        )  # evaluation only
+        for start, rendered, batch in world.render(
+            items, p.scene_size, f"segmentation {split}", progress
+        ):
             for i in range(rendered.rgb.shape[0]):
-                write_image(root / split / "images" / f"{start + i:05d}.png", rendered.rgb[i].numpy())
-                write_mask(root / split / "masks" / f"{start + i:05d}.png", world.category_mask(rendered, batch, i))
+                write_image(
+                    root / split / "images" / f"{start + i:05d}.png", rendered.rgb[i].numpy()
+                )
+                write_mask(
+                    root / split / "masks" / f"{start + i:05d}.png",
+                    world.category_mask(rendered, batch, i),
+                )
                 count += 1
-    (root / "classes.txt").write_text("background\n" + "".join(f"{n}\n" for n in CATEGORY_NAMES[: p.categories]))
+    (root / "classes.txt").write_text(
+        "background\n" + "".join(f"{n}\n" for n in CATEGORY_NAMES[: p.categories])
+    )
     return count
 
 
-def synthesize(params: WorldParams, out: str | Path, progress: bool = True, *, holdout: bool = True) -> dict:
+def synthesize(
+    params: WorldParams, out: str | Path, progress: bool = True, *, holdout: bool = True
+) -> dict:
     """Render the whole world into `out` (atomically: a killed run leaves no partial `out`).
     `holdout=False` (tests only) lets the pretraining sources use the classification test instances."""
     keep_freed_memory()
@@ -429,10 +600,14 @@ def synthesize(params: WorldParams, out: str | Path, progress: bool = True, *, h
         counts["instance_images"] = write_instance_set(world, tmp, progress)
         counts["classification_images"] = write_classification(world, tmp, progress)
         counts["segmentation_images"] = write_segmentation(world, tmp, progress)
-        summary = {"counts": counts, "categories": list(CATEGORY_NAMES[: params.categories]),
-                   "seconds": round(time.perf_counter() - started, 1)}
-        (tmp / "world.json").write_text(json.dumps({"counts": counts, "categories": summary["categories"]},
-                                                   indent=2) + "\n")
+        summary = {
+            "counts": counts,
+            "categories": list(CATEGORY_NAMES[: params.categories]),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (tmp / "world.json").write_text(
+            json.dumps({"counts": counts, "categories": summary["categories"]}, indent=2) + "\n"
+        )
     return summary
 
 
