@@ -26,9 +26,9 @@ $(SITE_CACHE): | $(STAMP)
 	$(VENV)/bin/dvc config --local core.site_cache_dir $(CURDIR)/.dvc/site_cache
 
 # first the folders of variants no longer in params.yaml: inside folders the summaries depend on,
-# they would change their hash (src/demystify/leftovers.py)
+# they would change their hash (src/demystify/tools/leftovers.py)
 run: $(STAMP) $(SITE_CACHE)
-	python -m demystify.leftovers
+	python -m demystify.tools.leftovers
 	dvc repro
 
 # two workers, one test module each (a module's tests share its fixtures, e.g. one DVC repository); the two
@@ -53,18 +53,18 @@ bench: $(STAMP) $(SITE_CACHE)
 	python bench/features.py
 
 params: $(STAMP)
-	python -m demystify.params_file
+	python -m demystify.tools.params_file
 
 # markdown for a pull-request comment: BASE (default main) and the committed HEAD reproduced the same
 # way (smoke scale, fp32) in worktrees under .pr/ sharing this DVC cache; only what differs is listed
 BASE ?= main
 pr-report: $(STAMP) $(SITE_CACHE)
-	python -m demystify.report.pr_comment --base $(BASE) --out reports/pr.md
+	python -m demystify.tools.pr_comment --base $(BASE) --out reports/pr.md
 
 # the runs of a seed sweep as one table the report stage reads: every experiment whose params but
 # seeds equal the workspace's, one run per seed tuple (docs/howto.md, "A seed sweep")
 sweep-table: $(STAMP) $(SITE_CACHE)
-	python -m demystify.report.sweep --out results/sweep/runs.csv
+	python -m demystify.tools.sweep --out results/sweep/runs.csv
 
 # every experiment in one narrow table: its pretraining seed and each claim's verdict
 # (reports/headline.json); `dvc exp show` alone has about 670 columns. More: EXP_KEEP='pretrain\.seed|pretrain\.lr'

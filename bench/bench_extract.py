@@ -22,9 +22,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from demystify.config import FramesParams
+from demystify.core.config import FramesParams
+from demystify.core.ffmpeg_bin import ffmpeg_exe
 from demystify.video.extract import extract_all, find_videos, output_size
-from demystify.video.ffmpeg_bin import ffmpeg_exe
 from demystify.video.probe import probe
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from demystify import config
-from demystify.frames_store import read_manifest
+from demystify.core import config
+from demystify.core.frames_store import read_manifest
 from demystify.pairs import mine
 
 

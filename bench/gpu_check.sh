@@ -45,7 +45,7 @@ corpus=$(mktemp -d)
 python - "$corpus" <<'PY'
 import sys
 from pathlib import Path
-from demystify import config
+from demystify.core import config
 from demystify.world.synthesize import World, write_object_centric
 w = config.load("world", path="params.yaml")["world"]
 w = w.model_validate({**w.model_dump(), "image_size": 224,

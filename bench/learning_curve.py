@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from demystify import config
+from demystify.backbone import backbone
+from demystify.core import config
 from demystify.evaluation.downstream_stage import classify
 from demystify.report.evidence import Evidence
 from demystify.ssl import train as trainer
-from demystify.ssl.moco import backbone
 
 CANDIDATES = [
     "resnet18, 48 px: width=1.0 image_size=48 steps=600",

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from demystify import config
+from demystify.core import config
 from demystify.ssl import train as trainer
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from demystify.params_file import compose
+from demystify.tools.params_file import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = re.compile(r"^Running stage '([^']+)'")

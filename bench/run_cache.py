@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import copy_repo  # noqa: E402
 
-from demystify.params_file import compose  # noqa: E402
+from demystify.tools.params_file import compose
 
 RAN = re.compile(r"^Running stage '([^']+)'", re.M)
 CACHED = re.compile(r"Stage '([^']+)' is cached - skipping run")

@@ -31,10 +31,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import copy_repo  # noqa: E402
 
-from demystify.checks import centricity  # noqa: E402
-from demystify.pairs import ground_truth  # noqa: E402
-from demystify.params_file import compose  # noqa: E402
-from demystify.video.ffmpeg_bin import ffmpeg_exe  # noqa: E402
+from demystify.checks import centricity
+from demystify.core.ffmpeg_bin import ffmpeg_exe
+from demystify.pairs import ground_truth
+from demystify.tools.params_file import compose
 
 RAN = re.compile(r"^Running stage '([^']+)'", re.M)
 

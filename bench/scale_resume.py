@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from demystify import digests  # noqa: E402
-from demystify.io import file_md5  # noqa: E402
+from demystify.core import digests
+from demystify.core.io import file_md5
 
 
 def make_files(root: Path, n: int, size: int) -> list[str]:
@@ -63,7 +63,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="scale_resume_", dir=args.dir) as tmp:
         tmp = Path(tmp)
         os.environ[digests.ENV] = str(tmp / "digests.sqlite")  # this run's cache alone
-        from demystify.ssl import resume  # torch: imported after the environment is set
+        from demystify.ssl import resume
         from demystify.ssl.datasets import Item
 
         made, files = timed(lambda: make_files(tmp / "corpus", args.files, args.size))

@@ -60,7 +60,7 @@ def write_set(root: Path, train: int, test: int, size: int, seed: int = 0) -> No
 
 def child(args) -> None:
     """One evaluation in this process; prints its peak resident memory as JSON."""
-    from demystify.config import SegmentationParams
+    from demystify.core.config import SegmentationParams
     from demystify.evaluation.downstream_stage import segment
 
     p = SegmentationParams.model_validate(
@@ -124,7 +124,7 @@ def main() -> None:
 
     import torch
 
-    from demystify.ssl.moco import backbone, plain_backbone_state
+    from demystify.backbone import backbone, plain_backbone_state
 
     with tempfile.TemporaryDirectory(prefix="bench-segmentation-") as tmp:
         tmp = Path(tmp)

@@ -5,8 +5,8 @@ is in a pretraining source -> --out (summary, validations, report.html, the trai
 import argparse
 import sys
 
-from demystify import config, stage_process
 from demystify.checks.stage import CheckError, run_stage
+from demystify.core import config, stage_process
 
 
 def main(argv: list[str] | None = None) -> int:

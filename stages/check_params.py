@@ -5,7 +5,7 @@ experiment would be recorded as if it meant something; here it fails, naming the
 import argparse
 import sys
 
-from demystify import config, stage_process
+from demystify.core import config, stage_process
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ of one backbone (--backbone), on the data sets named here, into its results fold
 import argparse
 import sys
 
-from demystify import config, stage_process
+from demystify.core import config, stage_process
 from demystify.evaluation.model_stage import ERRORS, EVALUATIONS, run_stage
 
 DATA = {

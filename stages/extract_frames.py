@@ -5,7 +5,7 @@ videos, each checked against its listed MD5; without: found under --videos. With
 import argparse
 import sys
 
-from demystify import config, stage_process
+from demystify.core import config, stage_process
 from demystify.video.extract import ExtractionError, run_stage
 from demystify.video.shards import read_plan
 

@@ -4,7 +4,7 @@ their metrics and grid (--results); ground truth read beside the videos (--video
 import argparse
 import sys
 
-from demystify import config, stage_process
+from demystify.core import config, stage_process
 from demystify.pairs.mine import PairsError, run_stage
 
 

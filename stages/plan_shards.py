@@ -4,7 +4,7 @@
 import argparse
 import sys
 
-from demystify import config, stage_process
+from demystify.core import config, stage_process
 from demystify.video.extract import ExtractionError
 from demystify.video.shards import run_stage
 

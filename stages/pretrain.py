@@ -4,9 +4,9 @@ backbone into --model, its curves and summary into --results. Also runs under to
 import argparse
 import sys
 
-from demystify import config, stage_process
-from demystify.checks.gate import GateError
-from demystify.ssl.checkpoint import CheckpointError
+from demystify.backbone import CheckpointError
+from demystify.core import config, stage_process
+from demystify.core.gate import GateError
 from demystify.ssl.datasets import DataError
 from demystify.ssl.train import PretrainError, run_stage
 

@@ -7,8 +7,8 @@ import argparse
 import shutil
 import sys
 
-from demystify import stage_process
-from demystify.io import atomic_path
+from demystify.core import stage_process
+from demystify.core.io import atomic_path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ and the per-item results."""
 import argparse
 import sys
 
-from demystify import config, stage_process
+from demystify.core import config, stage_process
 from demystify.report.build import ReportError, run_stage
 
 

@@ -4,8 +4,8 @@
 import argparse
 import sys
 
-from demystify import config, stage_process
-from demystify.evaluation.summary import KINDS, SummaryError, run_stage
+from demystify.core import config, stage_process
+from demystify.summary.evaluations import KINDS, SummaryError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

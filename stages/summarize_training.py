@@ -4,8 +4,8 @@ CSV per quantity and one PNG, in --out."""
 import argparse
 import sys
 
-from demystify import config, stage_process
-from demystify.report.curves import CurvesError, run_stage
+from demystify.core import config, stage_process
+from demystify.summary.curves import CurvesError, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from demystify import config, stage_process
+from demystify.core import config, stage_process
 from demystify.world.synthesize import run_stage
 
 

@@ -14,7 +14,7 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_configure(config):
-    """The node's digest cache (demystify.digests) of this session alone, for every stage a test
+    """The node's digest cache (demystify.core.digests) of this session alone, for every stage a test
     starts too: tests rewrite files fast in folders whose inodes the next test reuses, and a real
     run's cache under ~/.cache is never read or filled."""
     import os

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from demystify.params_file import compose
+from demystify.tools.params_file import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = list(

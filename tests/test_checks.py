@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from demystify import config
 from demystify.checks import centricity
-from demystify.checks.gate import GateError, require_passed
 from demystify.checks.stage import CheckError, run_stage
+from demystify.core import config
+from demystify.core.gate import GateError, require_passed
 from demystify.pairs.mine import mine_all
-from demystify.params_file import compose
+from demystify.tools.params_file import compose
 from demystify.video.extract import extract_all
 from demystify.world.synthesize import World, synthesize, write_object_centric
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from demystify.config import parse_yaml
+from demystify.core.config import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"

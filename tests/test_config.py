@@ -13,7 +13,7 @@ import pytest
 import yaml
 from dvc_cmd import stage_argv
 
-from demystify import config
+from demystify.core import config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,13 +157,13 @@ def test_an_unknown_key_anywhere_stops_every_stage(params):
 
 
 def test_the_whole_file_check_names_the_key(tmp_path, params):
-    """`python -m demystify.config params.yaml`: what a stage depending on the whole params.yaml can
+    """`python -m demystify.core.config params.yaml`: what a stage depending on the whole params.yaml can
     run, so that a key no stage reads still fails `dvc exp run`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({**params, "seed": 1}))
     proc = subprocess.run(
-        [sys.executable, "-m", "demystify.config", str(path)],
+        [sys.executable, "-m", "demystify.core.config", str(path)],
         capture_output=True,
         text=True,
         env=env,
@@ -172,7 +172,7 @@ def test_the_whole_file_check_names_the_key(tmp_path, params):
     assert "Traceback" not in proc.stderr
     path.write_text(yaml.safe_dump(params))
     proc = subprocess.run(
-        [sys.executable, "-m", "demystify.config", str(path)],
+        [sys.executable, "-m", "demystify.core.config", str(path)],
         capture_output=True,
         text=True,
         env=env,

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from demystify.config import PretrainParams
+from demystify.core.config import PretrainParams
 from demystify.ssl.moco import MoCo, shuffle_for
 from demystify.ssl.train import PretrainError, Runtime, StreamSampler, process_share
 

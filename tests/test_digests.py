@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from demystify import digests
-from demystify.io import file_md5
+from demystify.core import digests
+from demystify.core.io import file_md5
 from demystify.pairs.mine import with_frame_hashes
 from demystify.ssl import resume
 from demystify.ssl.datasets import DataError, Item, pair_items
@@ -152,7 +152,7 @@ def test_a_cache_that_cannot_be_opened_falls_back_with_one_line(tmp_path, capsys
 
 FILL = textwrap.dedent("""
     import json, sys
-    from demystify import digests
+    from demystify.core import digests
     cache = digests.DigestCache(sys.argv[1])
     got = cache.md5s(sys.argv[2:])
     print(json.dumps({"md5": got, "hits": cache.hits, "misses": cache.misses}))
@@ -243,7 +243,7 @@ def test_pairs_hashes_and_the_frame_check_share_the_cache(tmp_path, monkeypatch)
 GLOO = textwrap.dedent("""
     import json, os, sys
     import torch.distributed as dist
-    from demystify import digests
+    from demystify.core import digests
     from demystify.ssl import resume
     from demystify.ssl.datasets import Item
     rank = int(sys.argv[1])

@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from demystify.config import ClassificationParams, SegmentationParams
-from demystify.data import labelled
+from demystify.backbone import backbone, plain_backbone_state
+from demystify.core.config import ClassificationParams, SegmentationParams
 from demystify.evaluation import classification as protocols
+from demystify.evaluation import labelled
 from demystify.evaluation import segmentation as seg
 from demystify.evaluation.downstream_stage import classify, segment
-from demystify.ssl.moco import backbone, plain_backbone_state
 
 
 def _separable(n_per=20, classes=4, dim=16, seed=0):

@@ -10,7 +10,7 @@ import video_fixtures
 from dvc_cmd import stage_argv
 from PIL import Image
 
-from demystify.frames_store import FrameStore
+from demystify.core.frames_store import FrameStore
 from demystify.video.extract import (
     MANIFEST_DTYPES,
     ExtractionError,
@@ -343,8 +343,8 @@ def test_plan_shards_lists_each_video_once_and_shards_extract_what_one_run_does(
 ):
     """plan_shards puts every video in its shard's list, with its MD5 and any name rejection judged over
     every video; extracting each shard from its list gives the one-run manifest and rejections."""
-    from demystify.frames_store import shard_of
-    from demystify.io import file_md5
+    from demystify.core.frames_store import shard_of
+    from demystify.core.io import file_md5
     from demystify.video.shards import read_plan
     from demystify.video.shards import run_stage as plan_stage
 

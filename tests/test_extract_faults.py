@@ -16,10 +16,9 @@ import pandas as pd
 import pytest
 import video_fixtures
 
-from demystify import config
 from demystify.checks import suites
-from demystify.params_file import compose
-from demystify.video import ffmpeg_bin
+from demystify.core import config, ffmpeg_bin
+from demystify.tools.params_file import compose
 from demystify.video.extract import OutputError, extract_all, output_fault, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,8 +19,9 @@ import torchvision
 import yaml
 from test_pretrain import _checkpoints, _copy_workspace, _outputs, _run, straight, workspace  # noqa: F401
 
-from demystify import stage_process
-from demystify.io import write_json
+from demystify import backbone as bb
+from demystify.core import stage_process
+from demystify.core.io import write_json
 from demystify.ssl import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,16 +45,14 @@ def test_a_damaged_or_unverifiable_checkpoint_is_refused_by_name(tmp_path):
     ckpt.save(path, {"model": net.state_dict(), "step": 3, "fingerprint": "k"})
     assert ckpt.load(path, "k")["step"] == 3
     _damage(path)
-    with pytest.raises(
-        ckpt.CheckpointError, match=r"ckpt\.pt: (damaged|not a loadable checkpoint)"
-    ):
+    with pytest.raises(bb.CheckpointError, match=r"ckpt\.pt: (damaged|not a loadable checkpoint)"):
         ckpt.load(path, "k")
     old = tmp_path / "old.pt"
     torch.save(
         {"model": net.state_dict(), "step": 3, "fingerprint": "k"}, old
     )  # an older release's format
     with pytest.raises(
-        ckpt.CheckpointError, match=r"old\.pt: holds no checksum .* cannot be verified"
+        bb.CheckpointError, match=r"old\.pt: holds no checksum .* cannot be verified"
     ):
         ckpt.load(old, "k")
 
@@ -90,7 +89,7 @@ def test_a_backbone_of_non_finite_weights_is_never_exported(workspace, tmp_path)
     net = torchvision.models.resnet18()
     net.fc = torch.nn.Identity()
     state = net.state_dict()
-    assert ckpt.require_finite(state, "x") is state
+    assert bb.require_finite(state, "x") is state
     for key in ("conv1.weight", "layer1.0.bn1.running_var"):
         state[key] = torch.full_like(state[key], math.nan)
     root = _copy_workspace(workspace, tmp_path / "ws")
@@ -157,7 +156,7 @@ def _wait_for(check, seconds: float) -> bool:
 
 SLOW_STAGE = textwrap.dedent("""
     import os, subprocess, sys, time
-    from demystify import stage_process
+    from demystify.core import stage_process
 
     stage_process.guard()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120); open('child.txt', 'w').write('late')"])
@@ -233,7 +232,7 @@ def test_killing_dvc_kills_the_stage_and_its_children(tmp_path, cmd):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from demystify import stage_process
+    from demystify.core import stage_process
 
     stage_process.guard()
     print("holding", flush=True)

@@ -12,10 +12,10 @@ import pytest
 import video_fixtures
 from video_fixtures import put, stored_frames
 
-from demystify import frames_store
-from demystify.frames_store import FramesError, FrameStore, read_manifest
-from demystify.images import decode_rgb, image_size
-from demystify.io import file_md5
+from demystify.core import frames_store
+from demystify.core.frames_store import FramesError, FrameStore, read_manifest
+from demystify.core.images import decode_rgb, image_size
+from demystify.core.io import file_md5
 from demystify.pairs.mine import Frames, with_frame_hashes
 from demystify.ssl.datasets import DataError, image_items, pair_items
 from demystify.video.extract import extract_all, extract_video
@@ -140,7 +140,7 @@ def test_shards_must_be_0_to_n_minus_1():
 def test_leftovers_remove_shards_no_longer_in_params(tmp_path):
     """`make run` first: shards of an earlier (larger) frames.shards and the unsharded layout's files go,
     the current shards and DVC's .gitignore stay, and a variant folder is judged as before."""
-    from demystify.leftovers import prune
+    from demystify.tools.leftovers import prune
 
     for rel in [
         "data/frames/shard-0/a.zip",
@@ -195,7 +195,7 @@ def test_a_video_left_in_an_older_shard_folder_is_refused_by_name(zipped, tmp_pa
             FramesError, match=r"1 video\(s\) in more than one shard folder \(first: a\).*leftovers"
         ):
             read()
-    shutil.rmtree(root / "shard-1")  # what `python -m demystify.leftovers` does
+    shutil.rmtree(root / "shard-1")  # what `python -m demystify.tools.leftovers` does
     assert len(read_manifest(root)) == (manifest["video"] == "a").sum()
     assert [f for f, _ in FrameStore(root).frame_addresses()] == manifest.loc[
         manifest["video"] == "a", "path"

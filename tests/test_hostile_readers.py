@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from demystify.data import got10k, labelled
+from demystify.core.images import IMAGE_SUFFIXES
+from demystify.data import got10k
+from demystify.evaluation import labelled
 from demystify.evaluation import sets as readers
 from demystify.ssl import datasets
 
@@ -50,7 +52,7 @@ def test_listing_without_symlinks_is_sorted_rglob(tmp_path):
         ".hidden/3.png",
     ):
         _png(tmp_path / rel) if not rel.endswith(".txt") else (tmp_path / rel).write_text("x")
-    old = sorted(p for p in tmp_path.rglob("*") if p.suffix.lower() in datasets.IMAGE_SUFFIXES)
+    old = sorted(p for p in tmp_path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     assert datasets._images(tmp_path) == old and len(old) == 8
 
 

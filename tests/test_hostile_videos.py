@@ -18,10 +18,10 @@ import pytest
 import video_fixtures
 from video_fixtures import stored_frames
 
-from demystify import config
 from demystify.checks import suites
+from demystify.core import config
 from demystify.pairs.mine import run_stage as mine_stage
-from demystify.params_file import compose
+from demystify.tools.params_file import compose
 from demystify.video import extract as extract_module
 from demystify.video.extract import run_stage as extract_stage
 

@@ -17,11 +17,11 @@ import yaml
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from demystify import images
-from demystify.config import PretrainParams, VariantParams
-from demystify.data.labelled import folder_classification
+from demystify.core import images
+from demystify.core.config import PretrainParams, VariantParams
 from demystify.evaluation import sets
 from demystify.evaluation.features import FeatureError, read_rgb
+from demystify.evaluation.labelled import folder_classification
 from demystify.ssl import batch_augment as ba
 from demystify.ssl import datasets, train
 from demystify.ssl.datasets import DataError, DecodedViews, Item, collate_views, image_items

@@ -12,12 +12,11 @@ import torch
 from scipy.io import savemat
 from torchvision.io import write_jpeg, write_png
 
+from demystify.backbone import CheckpointError, backbone, plain_backbone_state
 from demystify.evaluation import sets as readers
 from demystify.evaluation.features import FeatureError, extract, load_model
 from demystify.evaluation.invariance import InvarianceError, invariance_scores
 from demystify.evaluation.invariance_stage import score_file, write_features
-from demystify.ssl.checkpoint import CheckpointError
-from demystify.ssl.moco import backbone, plain_backbone_state
 
 
 def reference_score(feat, instance, classes, k):

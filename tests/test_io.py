@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from demystify.io import atomic_dir, remove_stale_temporaries, write_json
+from demystify.core.io import atomic_dir, remove_stale_temporaries, write_json
 
 
 def test_atomic_writes_get_normal_permissions(tmp_path):

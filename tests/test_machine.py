@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from demystify import config, machine
+from demystify import machine
+from demystify.core import config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from demystify import config
-from demystify.config import FramesParams
+from demystify.core import config
+from demystify.core.config import FramesParams
+from demystify.core.frames_store import FrameStore
 from demystify.data import trackingnet
 from demystify.data.got10k import AnnotationError
-from demystify.frames_store import FrameStore
 from demystify.pairs import ground_truth
 from demystify.pairs.boxes import iou, outside_share
 from demystify.pairs.grid import caption_text
@@ -30,7 +30,7 @@ from demystify.pairs.mine import (
     run_stage,
 )
 from demystify.pairs.sampling import sample_pairs, video_rng
-from demystify.params_file import compose
+from demystify.tools.params_file import compose
 from demystify.video.extract import extract_all
 from demystify.world.synthesize import World, write_videos
 

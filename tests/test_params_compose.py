@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from demystify import config
-from demystify.params_file import compose
+from demystify.core import config
+from demystify.tools.params_file import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 

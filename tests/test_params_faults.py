@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from demystify import config
+from demystify.core import config
+from demystify.core.frames_store import FrameStore, shard_of
 from demystify.evaluation.invariance import InvarianceError, set_contributions
 from demystify.evaluation.invariance_stage import evaluate as invariance_evaluate
-from demystify.frames_store import FrameStore, shard_of
-from demystify.params_file import compose
+from demystify.tools.params_file import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))

@@ -24,7 +24,7 @@ from dvc_repo import (
     make_repo,
 )
 
-from demystify.frames_store import read_manifest, shard_of
+from demystify.core.frames_store import read_manifest, shard_of
 
 
 @pytest.fixture(scope="module")
@@ -434,7 +434,7 @@ def test_a_tried_then_removed_variant_leaves_every_later_stage_cacheable(repo):
     (src/demystify/leftovers.py), every later stage is the run without it, restored from the
     run-cache, and DVC's `/extra` lines in results/*/.gitignore (what a fresh worktree of a commit
     still holds) change no dependency (.dvcignore)."""
-    from demystify.leftovers import FOLDERS
+    from demystify.tools.leftovers import FOLDERS
 
     path, env = repo
     params = yaml.safe_load((path / "params.yaml").read_text())
@@ -467,7 +467,9 @@ def test_a_tried_then_removed_variant_leaves_every_later_stage_cacheable(repo):
     assert (
         stale - {PARAMS_CHECK} == later
     )  # they read the variants param (and the leftover folders are in their deps)
-    removed = _run([sys.executable, "-m", "demystify.leftovers"], path, env).stdout.split("\n")
+    removed = _run([sys.executable, "-m", "demystify.tools.leftovers"], path, env).stdout.split(
+        "\n"
+    )
     assert sorted(removed) == sorted(["", *(f"removed: {f}/extra" for f in FOLDERS)])
     for (
         folder,

@@ -22,12 +22,13 @@ import torchvision
 import yaml
 from dvc_cmd import stage_argv
 
-from demystify import config
-from demystify.checks import gate
-from demystify.params_file import compose
+from demystify import backbone as bb
+from demystify.backbone import backbone, plain_backbone_state
+from demystify.core import config, gate
 from demystify.ssl import checkpoint as ckpt
 from demystify.ssl.datasets import DataError, pair_items
-from demystify.ssl.moco import MoCo, SplitBatchNorm, backbone, plain_backbone_state, shuffle_for
+from demystify.ssl.moco import MoCo, SplitBatchNorm, shuffle_for
+from demystify.tools.params_file import compose
 from demystify.world.synthesize import World, write_classification, write_object_centric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,21 +235,21 @@ def test_checkpoint_loading_is_safe_and_strict(tmp_path):
     evil = tmp_path / "checkpoint.pt"
     with open(evil, "wb") as fh:
         pickle.dump({"model": Payload()}, fh)
-    with pytest.raises(ckpt.CheckpointError, match="not a loadable checkpoint"):
+    with pytest.raises(bb.CheckpointError, match="not a loadable checkpoint"):
         ckpt.load(evil)
-    with pytest.raises(ckpt.CheckpointError, match="checkpoint not found"):
+    with pytest.raises(bb.CheckpointError, match="checkpoint not found"):
         ckpt.load(tmp_path / "absent.pt")
     good = tmp_path / "good.pt"
     ckpt.save(good, {"step": 3, "fingerprint": "abc"})
-    with pytest.raises(ckpt.CheckpointError, match="written with other settings"):
+    with pytest.raises(bb.CheckpointError, match="written with other settings"):
         ckpt.load(good, "def")
     net = torchvision.models.resnet18()
     net.fc = torch.nn.Identity()
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "backbone.pt")
-    with pytest.raises(ckpt.CheckpointError, match="does not fit the model"):
-        ckpt.load_backbone(tmp_path / "backbone.pt", net)
-    with pytest.raises(ckpt.CheckpointError, match="backbone not found"):
-        ckpt.load_backbone(tmp_path / "none.pt", net)
+    with pytest.raises(bb.CheckpointError, match="does not fit the model"):
+        bb.load_backbone(tmp_path / "backbone.pt", net)
+    with pytest.raises(bb.CheckpointError, match="backbone not found"):
+        bb.load_backbone(tmp_path / "none.pt", net)
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -479,7 +480,7 @@ def test_official_moco_layouts_and_torchvision_load_the_query_encoder(tmp_path):
     loaded = load_model(tmp_path / "resnet18.pth", "resnet18", "cpu").state_dict()
     assert all(torch.equal(loaded[k], plain[k]) for k in loaded) and "fc.weight" not in loaded
     with pytest.raises(
-        ckpt.CheckpointError, match=r"moco_v2_200ep_pretrain.pth.tar: does not fit the model"
+        bb.CheckpointError, match=r"moco_v2_200ep_pretrain.pth.tar: does not fit the model"
     ):
         load_model(
             tmp_path / "moco_v2_200ep_pretrain.pth.tar", "resnet50", "cpu"
@@ -493,7 +494,7 @@ def test_official_moco_layouts_and_torchvision_load_the_query_encoder(tmp_path):
             "module.predictor.0.weight": torch.zeros(4, 4),
         }
     )
-    assert ckpt.plain_resnet_state({"state_dict": v3}).keys() == {
+    assert bb.plain_resnet_state({"state_dict": v3}).keys() == {
         k for k in plain if not k.startswith("fc.")
     }
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from dvc_repo import _backbones, _run, _stages_cached, _stages_run, make_repo
 
-from demystify.frames_store import read_manifest
+from demystify.core.frames_store import read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_pr_report_shows_only_what_the_change_caused(repo):
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     # `make run` as the README has it, moco_extra (the first test's) dropped by the later runs: its
     # folders deleted, then everything reproduced and committed: the base
-    _run([sys.executable, "-m", "demystify.leftovers"], path, env)
+    _run([sys.executable, "-m", "demystify.tools.leftovers"], path, env)
     _run(["dvc", "repro"], path, env)
     _run(["git", "add", "-A"], path, env)
     _run([*git, "commit", "-qm", "base", "--allow-empty"], path, env)
@@ -153,7 +153,7 @@ def test_pr_report_shows_only_what_the_change_caused(repo):
         [
             sys.executable,
             "-m",
-            "demystify.report.pr_comment",
+            "demystify.tools.pr_comment",
             "--base",
             base,
             "--out",

@@ -8,15 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from demystify.config import ReportParams
+from demystify.core.config import ReportParams
+from demystify.core.io import write_json
 from demystify.evaluation.invariance import SetContributions, set_contributions
-from demystify.io import write_json
 from demystify.report import build as build_module
 from demystify.report import claims as cl
 from demystify.report import intervals
 from demystify.report.build import ReportError, build
 from demystify.report.evidence import Evidence
-from demystify.report.sweep import Run, pool, rows_of
+from demystify.tools.sweep import Run, pool, rows_of
 
 MODELS = [
     "random",
@@ -466,7 +466,7 @@ def test_a_sweep_of_two_seeds_counts_two_runs(tmp_path):
 def test_pr_comment_lists_only_what_differs(tmp_path):
     """The pull-request comment's diff: metrics by stage area ("no change" where nothing differs),
     params, and the head's changed PNG plots copied beside the comment as base/head pairs."""
-    from demystify.report import pr_comment as pr
+    from demystify.tools import pr_comment as pr
 
     base = {
         ("results/pretrain/moco_frames/summary.json", "final_loss"): 1.5,

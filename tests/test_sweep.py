@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from demystify.params_file import compose
 from demystify.report.build import load_sweep
-from demystify.report.sweep import KINDS, SUMMARY, Run, SweepError, pool, read_run, rows_of
-from demystify.report.sweep import flatten as flat
+from demystify.tools.params_file import compose
+from demystify.tools.sweep import KINDS, SUMMARY, Run, SweepError, pool, read_run, rows_of
+from demystify.tools.sweep import flatten as flat
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ def test_an_added_key_or_another_value_is_a_difference(composed):
 
 def test_table_reads_back_as_one_run_per_seed_tuple(composed, tmp_path):
     """The CSV the report stage reads: one run per label, each value as written."""
-    from demystify.io import write_csv
+    from demystify.core.io import write_csv
 
     runs, _ = pool(
         run("workspace", composed("scale=smoke"), 0.5),

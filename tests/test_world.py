@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from demystify import config
 from demystify.checks import leakage
+from demystify.core import config
 from demystify.data import got10k
-from demystify.params_file import compose
+from demystify.tools.params_file import compose
 from demystify.video.probe import probe
 from demystify.world.synthesize import synthesize
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from demystify.config import FramesParams
-from demystify.frames_store import FrameStore, read_bytes
-from demystify.video.ffmpeg_bin import ffmpeg_exe
+from demystify.core.config import FramesParams
+from demystify.core.ffmpeg_bin import ffmpeg_exe
+from demystify.core.frames_store import FrameStore, read_bytes
 
 
 def ffmpeg(*args: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, memory_bytes, read_yaml
+from demystify.core.config import ConfigError, memory_bytes, read_yaml
 
 ENV = "DEMYSTIFY_MACHINE"
 DEFAULT_FILE = "machine.yaml"

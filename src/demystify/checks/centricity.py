@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..pairs import ground_truth
+from demystify.pairs import ground_truth
 
 COLUMNS = ["corpus", "image", "objects", "largest_share", "center_offset", "measured_from"]
 

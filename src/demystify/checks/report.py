@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from ..config import ChecksParams
+from demystify.core.config import ChecksParams
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import ChecksParams, FramesParams, PairsParams, WorldParams
-from ..frames_store import FramesError, read_manifest
-from ..io import finite_or_null, write_json, write_text
-from . import centricity, gate, leakage, suites
-from .report import render_html
+from demystify.checks import centricity, leakage, suites
+from demystify.checks.report import render_html
+from demystify.core import gate
+from demystify.core.config import ChecksParams, FramesParams, PairsParams, WorldParams
+from demystify.core.frames_store import FramesError, read_manifest
+from demystify.core.io import finite_or_null, write_json, write_text
 
 
 class CheckError(RuntimeError):

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import CentricityRange, ChecksParams, FramesParams, PairsParams
-from ..frames_store import FrameStore
+from demystify.core.config import CentricityRange, ChecksParams, FramesParams, PairsParams
+from demystify.core.frames_store import FrameStore
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import check_entry, read_list
+from demystify.data import check_entry, read_list
 
 
 class AnnotationError(ValueError):

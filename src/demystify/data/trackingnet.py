@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .got10k import AnnotationError, has_box, read_boxes
+from demystify.data.got10k import AnnotationError, has_box, read_boxes
 
 
 def list_videos(chunk: str | Path) -> list[str]:

@@ -13,15 +13,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .. import machine
-from ..config import ClassificationParams, SegmentationParams
-from ..data import labelled
-from ..io import write_json, write_npz
-from ..ssl.augment import evaluation
-from . import classification as protocols
-from . import segmentation as seg
-from .features import extract, load_model, read_rgb
-from .figures import pyplot, save_png
+from demystify import machine
+from demystify.backbone import eval_transform
+from demystify.core.config import ClassificationParams, SegmentationParams
+from demystify.core.figures import pyplot, save_png
+from demystify.core.io import write_json, write_npz
+from demystify.evaluation import classification as protocols
+from demystify.evaluation import labelled
+from demystify.evaluation import segmentation as seg
+from demystify.evaluation.features import extract, load_model, read_rgb
 
 
 def _read_classification(
@@ -167,7 +167,7 @@ def confusion_png(
 
 class _Scenes(Dataset):
     def __init__(self, data: labelled.MaskedImages, size: int):
-        self.data, self.size, self.transform = data, size, evaluation(size)
+        self.data, self.size, self.transform = data, size, eval_transform(size)
 
     def __len__(self):
         return len(self.data.images)

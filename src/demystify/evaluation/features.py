@@ -10,10 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..images import decode_rgb
-from ..ssl.augment import evaluation
-from ..ssl.checkpoint import backbone_from
-from ..ssl.moco import backbone
+from demystify.backbone import backbone, backbone_from, eval_transform
+from demystify.core.images import decode_rgb
 
 
 class FeatureError(ValueError):
@@ -28,7 +26,7 @@ def load_model(path: str | Path, arch: str, device: str) -> torch.nn.Module:
 
 
 def read_rgb(path: str, box=None) -> torch.Tensor:
-    """uint8 (3, H, W) at 8 bits whatever the file's depth (demystify.images), cropped to box
+    """uint8 (3, H, W) at 8 bits whatever the file's depth (demystify.core.images), cropped to box
     (x, y, w, h) clipped to the image."""
     img = decode_rgb(path, FeatureError)
     if box is not None:
@@ -43,7 +41,7 @@ def read_rgb(path: str, box=None) -> torch.Tensor:
 
 class _Images(Dataset):
     def __init__(self, paths, boxes, size: int):
-        self.paths, self.boxes, self.transform = paths, boxes, evaluation(size)
+        self.paths, self.boxes, self.transform = paths, boxes, eval_transform(size)
 
     def __len__(self):
         return len(self.paths)

@@ -150,7 +150,7 @@ class SetContributions:
         return {k: float(v[0]) for k, v in self.scores(np.ones((1, len(self.units))), ks).items()}
 
     def save(self, path) -> None:
-        from ..io import write_npz
+        from demystify.core.io import write_npz
 
         write_npz(
             path,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import machine
-from ..config import InvarianceParams
-from ..io import write_json, write_npz
-from . import sets as readers
-from .features import extract, load_model
-from .invariance import InvarianceError, invariance_scores, set_contributions
+from demystify import machine
+from demystify.core.config import InvarianceParams
+from demystify.core.io import write_json, write_npz
+from demystify.evaluation import sets as readers
+from demystify.evaluation.features import extract, load_model
+from demystify.evaluation.invariance import InvarianceError, invariance_scores, set_contributions
 
 
 def read_sets(

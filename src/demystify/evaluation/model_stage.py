@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from .. import config
-from ..data.labelled import LabelError
-from ..ssl.checkpoint import CheckpointError
-from .downstream_stage import classify, segment
-from .features import FeatureError
-from .invariance import InvarianceError
-from .invariance_stage import evaluate as invariance
-from .sets import SetError
+from demystify.backbone import CheckpointError
+from demystify.core import config
+from demystify.evaluation.downstream_stage import classify, segment
+from demystify.evaluation.features import FeatureError
+from demystify.evaluation.invariance import InvarianceError
+from demystify.evaluation.invariance_stage import evaluate as invariance
+from demystify.evaluation.labelled import LabelError
+from demystify.evaluation.sets import SetError
 
 ERRORS = (config.ConfigError, SetError, LabelError, FeatureError, CheckpointError, InvarianceError)
 EVALUATIONS = {"invariance": invariance, "classification": classify, "segmentation": segment}

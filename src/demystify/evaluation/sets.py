@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import check_entry, got10k, read_list
-from ..images import report_skipped, split_images
+from demystify.core.images import report_skipped, split_images
+from demystify.data import check_entry, got10k, read_list
 
 
 class SetError(ValueError):

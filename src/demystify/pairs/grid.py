@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..frames_store import FramesError, FrameStore, decode_bgr
-from ..io import atomic_path
+from demystify.core.frames_store import FramesError, FrameStore, decode_bgr
+from demystify.core.io import atomic_path
 
 TILE = 128  # height of one frame in the grid
 COLUMNS = 2  # pairs per row

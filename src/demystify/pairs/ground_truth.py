@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import got10k
+from demystify.data import got10k
 
 COLUMNS = ["video", "frame", "track", "x", "y", "w", "h"]
 POSE = [

@@ -21,16 +21,22 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import machine
-from ..config import PairsParams
-from ..frames_store import FramesError, FrameStore, decode_bgr, read_manifest
-from ..io import worker_context, write_json, write_parquet
-from . import ground_truth
-from .boxes import iou, outside_share
-from .grid import draw_grid
-from .proposals import MOTION_STEP, Proposal, background, motion_proposals, saliency_proposals
-from .sampling import sample_pairs, video_rng
-from .tracking import track_checked
+from demystify import machine
+from demystify.core.config import PairsParams
+from demystify.core.frames_store import FramesError, FrameStore, decode_bgr, read_manifest
+from demystify.core.io import worker_context, write_json, write_parquet
+from demystify.pairs import ground_truth
+from demystify.pairs.boxes import iou, outside_share
+from demystify.pairs.grid import draw_grid
+from demystify.pairs.proposals import (
+    MOTION_STEP,
+    Proposal,
+    background,
+    motion_proposals,
+    saliency_proposals,
+)
+from demystify.pairs.sampling import sample_pairs, video_rng
+from demystify.pairs.tracking import track_checked
 
 BOX_COLUMNS = ["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]
 COLUMNS = [

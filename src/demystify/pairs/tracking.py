@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .boxes import iou
+from demystify.pairs.boxes import iou
 
 TRACKERS: dict[str, Callable[[], object]] = {
     "csrt": lambda: cv2.TrackerCSRT_create(),

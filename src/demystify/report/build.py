@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import ReportParams, VariantParams
-from ..io import atomic_path, write_json
-from . import claims as cl
-from .evidence import Evidence
+from demystify.core.config import ReportParams, VariantParams
+from demystify.core.io import atomic_path, write_json
+from demystify.report import claims as cl
+from demystify.report.evidence import Evidence
 
 KINDS = ("invariance", "classification", "segmentation")
 DOWNSTREAM = (

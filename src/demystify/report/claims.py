@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .intervals import Interval, across_runs
+from demystify.report.intervals import Interval, across_runs
 
 HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED, CONTEXT = (
     "holds",

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.invariance import SetContributions
-from . import intervals
+from demystify.evaluation.invariance import SetContributions
+from demystify.report import intervals
 
 Metric = tuple[str, str, str]  # (kind, set, key), as in claims.py
 

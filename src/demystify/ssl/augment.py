@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from demystify.backbone import IMAGENET_MEAN, IMAGENET_STD
 
 
 def mocov2(size: int, min_scale: float = 0.2) -> v2.Compose:
@@ -34,17 +34,6 @@ def crop_flip(size: int, min_scale: float = 0.2) -> v2.Compose:
         [
             v2.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-
-
-def evaluation(size: int) -> v2.Compose:
-    """Resize (no crop) and normalise, as the paper's invariance evaluation does."""
-    return v2.Compose(
-        [
-            v2.Resize((size, size), antialias=True),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]

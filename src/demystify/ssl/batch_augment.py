@@ -23,7 +23,7 @@ import torch
 from kornia.filters import gaussian_blur2d
 from torchvision.ops import roi_align
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD
+from demystify.backbone import IMAGENET_MEAN, IMAGENET_STD
 
 TRIES = 10  # torchvision's RandomResizedCrop attempts before its centre-crop fallback
 # the columns of a view's uniforms

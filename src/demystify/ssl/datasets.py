@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .. import frames_store
-from ..images import IMAGE_SUFFIXES, decode_rgb, report_skipped, split_images  # noqa: F401 - the one list, re-exported
+from demystify.core import frames_store
+from demystify.core.images import decode_rgb, report_skipped, split_images
 
 
 class DataError(ValueError):
@@ -294,7 +294,7 @@ class DecodedViews(Dataset):
         return self._decoded[path] if self._decoded is not None else self._read(path)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        from .batch_augment import sample_uniforms
+        from demystify.ssl.batch_augment import sample_uniforms
 
         i, pass_ = key if isinstance(key, tuple) else (key, 0)
         it = self.items[i]

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .augment import evaluation
-from .datasets import DataError, ViewsDataset, image_items
+from demystify.backbone import eval_transform
+from demystify.ssl.datasets import DataError, ViewsDataset, image_items
 
 MONITOR_SPLITS = ("train", "val")  # (memory bank, queries) under pretrain.monitor
 
@@ -38,7 +38,7 @@ class KnnMonitor:
             raise DataError(f"{root}: {bank_split} and {query_split} classes differ")
         self.chance = 1.0 / max(len(classes), 1)
         self.k = k
-        transform = evaluation(size)
+        transform = eval_transform(size)
         train, test = _subset(train, per_class), _subset(test, per_class)
         self.train = DataLoader(ViewsDataset(train, transform, 0, labelled=True), batch_size)
         self.test = DataLoader(ViewsDataset(test, transform, 0, labelled=True), batch_size)

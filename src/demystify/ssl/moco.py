@@ -26,10 +26,9 @@ import copy
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
-FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+from demystify.backbone import backbone, feature_dim
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
@@ -105,6 +104,15 @@ class SplitBatchNorm1d(nn.Module):
         return self.bn(x[:, :, None, None]).flatten(1)
 
 
+def split_norm(bn_splits: int):
+    """The BN layer factory of a MoCo encoder: SplitBatchNorm over `bn_splits` groups (plain BN for 1)."""
+
+    def norm(c: int) -> nn.Module:
+        return SplitBatchNorm(c, bn_splits) if bn_splits > 1 else nn.BatchNorm2d(c)
+
+    return norm
+
+
 def projection_head(feat: int, dim: int, mlp: bool, head_bn: bool, bn_splits: int) -> nn.Module:
     """MoCo v2's head (Linear-ReLU-Linear), or with `head_bn` a BatchNorm after the hidden layer
     (as SimCLR and MoCo v3 do): it centres the random-init features, whose shared direction the
@@ -119,71 +127,6 @@ def projection_head(feat: int, dim: int, mlp: bool, head_bn: bool, bn_splits: in
             nn.Linear(feat, dim),
         )
     return nn.Sequential(nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, dim))
-
-
-def backbone(
-    arch: str, bn_splits: int = 1, num_classes: int | None = None, width: float = 1.0
-) -> nn.Module:
-    """A torchvision ResNet with the standard stem; `fc` is Identity unless `num_classes` is given.
-    `width` scales every layer's channels (0.5: 32-64-128-256, a quarter of the multiply-adds); the
-    module and parameter names stay torchvision's, only the shapes shrink.
-
-    The stem is torchvision's (7x7 stride 2 + max-pool) even for 64 px inputs: measured on the
-    2-core CPU, a MoCo step runs ~230 images/s with it and ~11 with a CIFAR-style stride-1 stem.
-    """
-    if arch not in FEATURE_DIMS:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(FEATURE_DIMS)}")
-    check_width(width)
-
-    def norm(c: int) -> nn.Module:
-        return SplitBatchNorm(c, bn_splits) if bn_splits > 1 else nn.BatchNorm2d(c)
-
-    net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm)
-    if width != 1.0:
-        _narrow(net, width, norm)
-    feat = feature_dim(arch, width)
-    net.fc = nn.Linear(feat, num_classes) if num_classes else nn.Identity()
-    return net
-
-
-def check_width(width: float) -> None:
-    if not (0 < width <= 4 and float(64 * width).is_integer()):
-        raise ValueError(
-            f"width {width}: must be in (0, 4] with 64 x width a whole number of channels"
-        )
-
-
-def feature_dim(arch: str, width: float = 1.0) -> int:
-    return int(FEATURE_DIMS[arch] * width)
-
-
-def backbone_width(state: dict) -> float:
-    """The `width` a torchvision-named ResNet state dict was built at (its stem's channels / 64)."""
-    return state["conv1.weight"].shape[0] / 64
-
-
-def _narrow(net: nn.Module, width: float, norm) -> None:
-    """Rebuild every conv and BN of a torchvision ResNet at `width` x its channels (the RGB input
-    stays 3), initialised as torchvision initialises them (Kaiming fan-out; BN weight 1, bias 0)."""
-
-    def scaled(c: int) -> int:
-        return c if c == 3 else int(c * width)
-
-    for module in list(net.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, nn.Conv2d):
-                conv = nn.Conv2d(
-                    scaled(child.in_channels),
-                    scaled(child.out_channels),
-                    child.kernel_size,
-                    child.stride,
-                    child.padding,
-                    bias=child.bias is not None,
-                )
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-                setattr(module, name, conv)
-            elif isinstance(child, nn.BatchNorm2d):
-                setattr(module, name, norm(scaled(child.num_features)))
 
 
 class MoCo(nn.Module):
@@ -210,7 +153,7 @@ class MoCo(nn.Module):
 
         def encoder() -> nn.Module:
             return nn.Sequential(
-                backbone(arch, bn_splits, width=width),
+                backbone(arch, width=width, norm_layer=split_norm(bn_splits)),
                 projection_head(feat, dim, mlp, head_bn, bn_splits),
             )
 
@@ -336,10 +279,3 @@ def gather(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts)
-
-
-def plain_backbone_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """A state dict that torchvision's ResNet (with `fc` replaced by Identity) loads with
-    strict=True: no `module.`/`encoder_q.` prefixes, no classifier, no projection head."""
-    state = module.state_dict()
-    return {k: v.detach().clone().cpu() for k, v in state.items() if not k.startswith("fc.")}

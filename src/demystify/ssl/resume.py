@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ..digests import list_digest
-from . import checkpoint as ckpt
+from demystify.backbone import CheckpointError
+from demystify.core.digests import list_digest
+from demystify.ssl import checkpoint as ckpt
 
 ENV = "DEMYSTIFY_CHECKPOINTS"
 DEFAULT_DIR = ".checkpoints"
@@ -41,7 +42,7 @@ def checkpoint_path(variant: str, key: str) -> Path:
 
 def data_digest(items: Iterable, files: Iterable[str | Path]) -> str:
     """One hash over what a run reads: the items (paths, boxes, labels, in order) and the
-    content MD5 of every distinct file, from the node's digest cache (demystify.digests: a second
+    content MD5 of every distinct file, from the node's digest cache (demystify.core.digests: a second
     start stats the files instead of reading them)."""
     h = hashlib.md5(json.dumps([list(vars(it).values()) for it in items], default=str).encode())
     h.update(list_digest(files).encode())
@@ -85,7 +86,7 @@ def load_or_set_aside(path: Path, key: str, stage: str) -> dict | None:
         return None
     try:
         return ckpt.load(path, key)
-    except ckpt.CheckpointError as exc:
+    except CheckpointError as exc:
         aside = path.with_name(path.name + ".damaged")
         os.replace(path, aside)
         print(

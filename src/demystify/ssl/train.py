@@ -45,16 +45,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from .. import frames_store
-from .. import machine as machine_settings
-from ..checks.gate import require_passed
-from ..config import PretrainParams, VariantParams
-from ..images import image_size
-from ..io import write_json, write_torch
-from . import checkpoint as ckpt
-from . import resume
-from .batch_augment import for_method
-from .datasets import (
+from demystify import machine as machine_settings
+from demystify.backbone import backbone, backbone_from, plain_backbone_state, require_finite
+from demystify.core import frames_store
+from demystify.core.config import PretrainParams, VariantParams
+from demystify.core.gate import require_passed
+from demystify.core.images import image_size
+from demystify.core.io import write_json, write_torch
+from demystify.ssl import checkpoint as ckpt
+from demystify.ssl import resume
+from demystify.ssl.batch_augment import for_method
+from demystify.ssl.datasets import (
     DataError,
     DecodedViews,
     collate_views,
@@ -65,8 +66,8 @@ from .datasets import (
     pair_sources,
     same_source_share,
 )
-from .knn import MONITOR_SPLITS, KnnMonitor
-from .moco import MoCo, backbone, plain_backbone_state, shuffle_for
+from demystify.ssl.knn import MONITOR_SPLITS, KnnMonitor
+from demystify.ssl.moco import MoCo, shuffle_for
 
 
 class PretrainError(ValueError):
@@ -415,7 +416,7 @@ def train(
     ):  # nothing to train: the init, or a given checkpoint
         # the external checkpoint at the width it was trained at; the init at pretrain.width
         model = (
-            ckpt.backbone_from(variant.data, p.arch)
+            backbone_from(variant.data, p.arch)
             if variant.method == "external"
             else backbone(p.arch, width=p.width)
         )
@@ -882,9 +883,7 @@ def _finish(
         knn = history[-1]["knn_top1"] if history else monitor(bb, rt.device)
         write_torch(
             models_dir / "backbone.pt",
-            ckpt.require_finite(
-                plain_backbone_state(bb), f"pretrain@{name}: backbone not exported"
-            ),
+            require_finite(plain_backbone_state(bb), f"pretrain@{name}: backbone not exported"),
         )
         result = {
             "variant": name,

@@ -2,7 +2,7 @@
 
 ffmpeg does all per-frame work (decode, resample to `fps`, resize, JPEG encode); Python only
 plans, checks and records. Each video is decoded into a temporary folder and stored, uncompressed,
-as one zip written to a temporary name and renamed (demystify.frames_store), so a killed run leaves
+as one zip written to a temporary name and renamed (demystify.core.frames_store), so a killed run leaves
 only dot-prefixed temporaries (removed at the next start), never a half-written video.
 With a shard (index, count), only the videos whose id hashes to that shard are decoded (names are
 still planned over every video, so the rules below hold across shards). Under DVC the shard's videos
@@ -43,10 +43,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from demystify import digests, frames_store, machine
-from demystify.config import FramesParams
-from demystify.data import got10k, trackingnet
-from demystify.io import (
+from demystify import machine
+from demystify.core import digests, frames_store
+from demystify.core.config import FramesParams
+from demystify.core.ffmpeg_bin import ffmpeg_exe
+from demystify.core.io import (
     atomic_dir,
     remove_stale_temporaries,
     worker_context,
@@ -54,7 +55,7 @@ from demystify.io import (
     write_json,
     write_parquet,
 )
-from demystify.video.ffmpeg_bin import ffmpeg_exe
+from demystify.data import got10k, trackingnet
 from demystify.video.probe import VideoError, VideoInfo, ffmpeg_reason, probe
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpeg", ".mpg", ".m4v"})

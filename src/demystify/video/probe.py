@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from demystify.video.ffmpeg_bin import ffmpeg_exe, ffprobe_exe
+from demystify.core.ffmpeg_bin import ffmpeg_exe, ffprobe_exe
 
 
 class VideoError(RuntimeError):

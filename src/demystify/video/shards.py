@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from demystify import frames_store
-from demystify.io import write_csv
+from demystify.core import frames_store
+from demystify.core.io import write_csv
 from demystify.video.extract import (
     VIDEO_EXTENSIONS,
     ExtractionError,

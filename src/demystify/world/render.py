@@ -18,7 +18,15 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from .shapes import BOX, CYLINDER, ELLIPSOID, MAX_PARTS, PRIMITIVE_TYPES, Instance, rotation
+from demystify.world.shapes import (
+    BOX,
+    CYLINDER,
+    ELLIPSOID,
+    MAX_PARTS,
+    PRIMITIVE_TYPES,
+    Instance,
+    rotation,
+)
 
 FOCAL = 2.5  # normalised focal length (image half-short-side = 1): about 44 degrees field of view
 INF = float("inf")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .render import FOCAL, SceneBatch
+from demystify.world.render import FOCAL, SceneBatch
 
 BASE_DEPTH = 6.0
 # Product codes: the second element of every generator seed.

@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..config import WorldParams
-from ..io import atomic_dir
-from . import scenes as sc
-from .render import Rendered, Renderer, SceneBatch, keep_freed_memory, mask_boxes
-from .shapes import CATEGORY_NAMES, TEXTURES, make_catalog
-from .writers import (
+from demystify.core.config import WorldParams
+from demystify.core.io import atomic_dir
+from demystify.world import scenes as sc
+from demystify.world.render import Rendered, Renderer, SceneBatch, keep_freed_memory, mask_boxes
+from demystify.world.shapes import CATEGORY_NAMES, TEXTURES, make_catalog
+from demystify.world.writers import (
     encode_mp4,
     got_meta,
     write_got_annotations,

@@ -9,7 +9,7 @@ import cv2
 import ffmpeg
 import numpy as np
 
-from ..video.ffmpeg_bin import ffmpeg_exe
+from demystify.core.ffmpeg_bin import ffmpeg_exe
 
 
 def write_image(path: Path, rgb: np.ndarray, jpeg_quality: int = 95) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import digests
+from demystify.core import digests
 
 SHARD_PREFIX = "shard-"
 MANIFEST = "manifest.parquet"
@@ -92,7 +92,7 @@ def _one_part_each(videos: list[str], root: str | Path) -> None:
         raise FramesError(
             f"{root}: {len(twice)} video(s) in more than one shard folder (first: {twice[0]}): a "
             "shard of an earlier frames.shards is left over; remove it with `python -m "
-            "demystify.leftovers` (make run does) and rerun"
+            "demystify.tools.leftovers` (make run does) and rerun"
         )
 
 
@@ -204,7 +204,7 @@ class FrameStore:
         return self._where[video]
 
     def address(self, frame: str) -> str:
-        """A path the image decoders (demystify.images) and `read_bytes` read the frame from."""
+        """A path the image decoders (demystify.core.images) and `read_bytes` read the frame from."""
         video, _, name = frame.rpartition("/")
         where = self._locate(video) if video else None
         if where is None:
@@ -234,7 +234,7 @@ class FrameStore:
 
     def md5(self, frame: str) -> str:
         """The frame's MD5 (of its JPEG bytes, as frame_md5) through the node's digest cache
-        (demystify.digests): a verification after mining reads no frame again."""
+        (demystify.core.digests): a verification after mining reads no frame again."""
         video, _, name = frame.rpartition("/")
         where = self._locate(video) if video else None
         try:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import write_csv, write_json
-from .figures import pyplot, save_png
+from demystify.core.figures import pyplot, save_png
+from demystify.core.io import write_csv, write_json
 
 
 class SummaryError(ValueError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import atomic_path
+from demystify.core.io import atomic_path
 
 
 def pyplot():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .config import ConfigError, read_yaml, validate
-from .io import atomic_path
+from demystify.core.config import ConfigError, read_yaml, validate
+from demystify.core.io import atomic_path
 
 
 def compose(

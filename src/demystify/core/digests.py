@@ -27,7 +27,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .io import file_md5 as plain_md5  # DVC's hash: the two can be compared
+from demystify.core.io import file_md5 as plain_md5
 
 ENV = "DEMYSTIFY_DIGESTS"
 RACY_S = 2.0  # seconds: newer files are hashed but not cached

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..io import write_csv
+from demystify.core.io import write_csv
 
 KINDS = ("invariance", "classification", "segmentation")
 SUMMARY = "results/summary/{kind}/metrics.json"  # what the report stage reads (build.load_run)

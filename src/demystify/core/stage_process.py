@@ -60,7 +60,7 @@ def guard() -> None:
 def share_cores(stage: str) -> None:
     """Wait for this stage's share of the machine's cores (demystify.cores; machine.yaml
     stages.wait_for_cores)."""
-    from . import cores, machine
+    from demystify import cores, machine
 
     try:
         wait = machine.load().wait_for_cores

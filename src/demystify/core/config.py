@@ -715,7 +715,7 @@ def check_keys(data: dict[str, Any], source: str = "params.yaml") -> None:
     if unknown:
         raise ConfigError(
             f"{source}: unknown top-level key(s): {', '.join(unknown)} (not in the schema, "
-            "src/demystify/config.py; no stage reads it)"
+            "src/demystify/core/config.py; no stage reads it)"
         )
     nested = [
         u for name, model in SECTIONS.items() for u in _unknown_keys(data.get(name), model, name)
@@ -777,7 +777,7 @@ def load(*sections: str, path: str | Path = "params.yaml") -> dict[str, Any]:
 
 if (
     __name__ == "__main__"
-):  # `python -m demystify.config [params.yaml]`: the whole file's keys and cmd values
+):  # `python -m demystify.core.config [params.yaml]`: the whole file's keys and cmd values
     import sys
 
     try:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import report_skipped, split_images
-from . import check_entry, read_list
+from demystify.core.images import report_skipped, split_images
+from demystify.data import check_entry, read_list
 
 VOC_CLASSES = (
     "aeroplane",

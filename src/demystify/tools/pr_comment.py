@@ -9,7 +9,7 @@ stage area, with the head's claims and the changed plots (copied beside the comm
 `cml comment update --publish reports/pr.md`). The worktrees are removed afterwards, also on
 failure; the user's workspace is not touched.
 
-    python -m demystify.report.pr_comment --base main --out reports/pr.md
+    python -m demystify.tools.pr_comment --base main --out reports/pr.md
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import parse_yaml
-from ..io import atomic_path
+from demystify.core.config import parse_yaml
+from demystify.core.io import atomic_path
 
 TREES = Path(".pr")  # gitignored and dvcignored
 # the smoke scale, fp32 whatever the revision's smoke.yaml says (a base older than the setting)
@@ -109,7 +109,7 @@ def reproduce(tree: Tree, cache: Path, site_cache: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(tree.path / "src"), "DVC_NO_ANALYTICS": "1"}
     _run(["dvc", "config", "--local", "cache.dir", str(cache)], tree.path, env)
     _run(["dvc", "config", "--local", "core.site_cache_dir", str(site_cache)], tree.path, env)
-    _run([sys.executable, "-m", "demystify.params_file", *SMOKE], tree.path, env)
+    _run([sys.executable, "-m", "demystify.tools.params_file", *SMOKE], tree.path, env)
     start = time.monotonic()
     log = _run(["dvc", "repro"], tree.path, env)
     tree.seconds = time.monotonic() - start

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..evaluation.figures import pyplot, save_png
-from ..io import write_csv
+from demystify.core.figures import pyplot, save_png
+from demystify.core.io import write_csv
 
 QUANTITIES = {"loss": "train/loss.tsv", "lr": "train/lr.tsv", "knn_top1": "monitor/knn_top1.tsv"}
 

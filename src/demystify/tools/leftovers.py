@@ -2,7 +2,7 @@
 longer in dvc.yaml (a variant tried with `-S +variants.NAME=...`, then dropped, or left by `dvc exp
 apply` of a run without it), and a `results/<kind>/NAME/` folder inside a folder a stage depends on
 (summaries, report) changes that dependency's hash: the stage reruns, its run-cache entry missed.
-`python -m demystify.leftovers` deletes those folders and DVC's .gitignore lines for them (`make
+`python -m demystify.tools.leftovers` deletes those folders and DVC's .gitignore lines for them (`make
 run` runs it first); `--dry-run` only lists them. Cached outputs stay in DVC's cache, so trying the
 variant again restores them from the run-cache. (DVC's own .gitignore files are in .dvcignore.)
 
@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import config
+from demystify.core import config
 
 # the folders of per-variant subfolders that a stage depends on as a whole
 FOLDERS = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import write_json
+from demystify.core.io import write_json
 
 
 class GateError(RuntimeError):

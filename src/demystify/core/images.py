@@ -8,7 +8,7 @@ reader (pretraining corpora, the kNN monitor, the invariance and downstream eval
   truncated to the low byte: grey as round(v * 255 / 65535), colour by Pillow's own reduction (the
   high byte; PPM rounded), within one level of each other and both exact for v = 257 * k. For
   8-bit PNG and JPEG the pixels are exactly those torchvision's decoder gave before.
-- Frames: a path through a frames zip (`.../shard-K/<video>.zip/NNNNNN.jpg`, demystify.frames_store)
+- Frames: a path through a frames zip (`.../shard-K/<video>.zip/NNNNNN.jpg`, demystify.core.frames_store)
   reads that member; every other path is a file.
 - Size: the header is read first; past MAX_PIXELS the file is refused by name before any pixel
   is decoded (a decompression bomb, or one huge image in a corpus of small ones).
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import frames_store
+from demystify.core import frames_store
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff", ".webp")
 # files a dataset folder holds beside its images (the world's and the public layouts'): not reported
@@ -117,7 +117,7 @@ def _open(path: str, error: type[Exception]) -> Image.Image:
         im.close()
         raise error(
             f"{path}: image of {w}x{h} = {w * h} pixels is over the cap of {MAX_PIXELS} "
-            "(demystify.images.MAX_PIXELS); downscale it or leave it out"
+            "(demystify.core.images.MAX_PIXELS); downscale it or leave it out"
         )
     if w < 1 or h < 1:
         im.close()
