@@ -41,8 +41,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_pipeline.py --ignore=tests/test_recipes.py
 
+# the rules in pyproject.toml (an argument limit among them) and the formatter's layout
 lint: $(STAMP)
 	ruff check src stages tests bench
+	ruff format --check src stages tests bench
 
 # the benchmarks read the synthetic world's videos and corpora: synthesized first (or restored)
 bench: $(STAMP) $(SITE_CACHE)
