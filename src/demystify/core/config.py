@@ -754,11 +754,6 @@ def validate(data: dict[str, Any], *sections: str, source: str = "params.yaml") 
                     ) from None
             _check_replicates(out[name], (data.get("pretrain") or {}).get("seed"), name, source)
             continue
-        if model is int:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{source}: {name} = {value!r}: expected a non-negative integer")
-            out[name] = value
-            continue
         try:
             out[name] = model.model_validate(value)
         except ValidationError as exc:
