@@ -397,19 +397,9 @@ def test_trackingnet_reader(tmp_path):
     chunk = tmp_path / "TRAIN_0"
     (chunk / "anno").mkdir(parents=True)
     (chunk / "anno" / "clip.txt").write_text("1,2,30,40\n0,0,0,0\n5.5,6,20,10\n")
-    (chunk / "frames" / "clip").mkdir(parents=True)
-    for i in (0, 1, 2, 10):
-        (chunk / "frames" / "clip" / f"{i}.jpg").write_bytes(b"")
-    assert trackingnet.list_videos(chunk) == ["clip"]
     ann = trackingnet.read_annotations(chunk, "clip")
     assert ann[["x", "y", "w", "h"]].iloc[2].tolist() == [5.5, 6, 20, 10]
     assert ann["absence"].tolist() == [0, 1, 0]
-    assert [p.name for p in trackingnet.frame_paths(chunk, "clip")] == [
-        "0.jpg",
-        "1.jpg",
-        "2.jpg",
-        "10.jpg",
-    ]
     (chunk / "anno" / "bad.txt").write_text("1,2,3\n")
     with pytest.raises(AnnotationError, match=r"bad\.txt:1"):
         trackingnet.read_annotations(chunk, "bad")

@@ -1,4 +1,4 @@
-"""Readers for public data-set layouts (GOT-10k, TrackingNet, ...) and the MoCo v2 augmentations.
+"""Readers for public data-set layouts: GOT-10k (got10k) and TrackingNet's box files (trackingnet).
 
 Shared by the readers: `read_list` (a list file's text, UTF-8) and `check_entry` (a name read from
 a list file must stay inside the data root). Both raise the calling reader's own error type, with

@@ -1,5 +1,6 @@
-"""Reader of the TrackingNet layout: `<chunk>/anno/<video>.txt` ("x,y,w,h" per frame) beside
-`<chunk>/frames/<video>/<n>.jpg` (n from 0). The box format is GOT-10k's, so the parser is shared."""
+"""Reader of TrackingNet's box files, `<chunk>/anno/<video>.txt` ("x,y,w,h" per frame): the ground
+truth extract_frames reads beside a video (video.extract.read_sidecar). The box format is GOT-10k's,
+so the parser is shared."""
 
 from __future__ import annotations
 
@@ -8,14 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from demystify.data.got10k import AnnotationError, has_box, read_boxes
-
-
-def list_videos(chunk: str | Path) -> list[str]:
-    anno = Path(chunk) / "anno"
-    if not anno.is_dir():
-        raise AnnotationError(f"{anno}: folder not found (expected TrackingNet's anno/)")
-    return sorted(p.stem for p in anno.glob("*.txt"))
+from demystify.data.got10k import has_box, read_boxes
 
 
 def read_annotations(chunk: str | Path, video: str) -> pd.DataFrame:
@@ -35,8 +29,3 @@ def read_annotations(chunk: str | Path, video: str) -> pd.DataFrame:
             "absence": empty.astype(np.int64),
         }
     )
-
-
-def frame_paths(chunk: str | Path, video: str) -> list[Path]:
-    folder = Path(chunk) / "frames" / video
-    return sorted(folder.glob("*.jpg"), key=lambda p: int(p.stem))
