@@ -173,58 +173,77 @@ def _iou_gt(
     return float(iou(box_b, true_b)), track, float(iou(box_b, _follow(box_a, gt_a[best], true_b)))
 
 
-def _row(
-    video: str,
-    frames_df: pd.DataFrame,
-    a: int,
-    b: int,
-    box_a,
-    box_b,
-    source: str,
-    score: float,
-    iou_gt: float,
-    track: int,
-    tracks: pd.DataFrame,
-    subject: int | None = None,
-) -> dict:
+@dataclass(frozen=True)
+class _Video:
+    """One video being mined: its manifest rows (frame order), frame size and ground truth."""
+
+    name: str
+    frames_df: pd.DataFrame
+    tracks: pd.DataFrame
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, frames_df: pd.DataFrame, tracks: pd.DataFrame) -> _Video:
+        width, height = int(frames_df["width"].iloc[0]), int(frames_df["height"].iloc[0])
+        return cls(str(frames_df["video"].iloc[0]), frames_df, tracks, width, height)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One mined pair before it is a row: frames a and b, a box in each, and how it was found."""
+
+    a: int
+    b: int
+    box_a: np.ndarray
+    box_b: np.ndarray
+    source: str
+    score: float
+    iou_gt: float
+    track: int
+    subject: int | None = None  # the object whose view and scale change it shows; None: `track`
+
+
+def _row(video: _Video, pair: _Pair) -> dict:
     """One pair; with the ground truth's view and scale change of the object it shows (`subject`,
     by default its matched `track`)."""
-    paths = frames_df["path"].to_numpy()
-    subject = track if subject is None else subject
+    paths = video.frames_df["path"].to_numpy()
+    a, b = pair.a, pair.b
+    subject = pair.track if pair.subject is None else pair.subject
+    boxes = [*map(float, pair.box_a), *map(float, pair.box_b)]
     return {
-        "video": video,
+        "video": video.name,
         "frame_a": a,
         "frame_b": b,
         "gap": b - a,
-        **dict(zip(BOX_COLUMNS, [*map(float, box_a), *map(float, box_b)], strict=True)),
-        "source": source,
-        "score": float(score),
-        "iou_gt": iou_gt,
-        "track": track,
-        "view_change_deg": ground_truth.view_change_deg(tracks, subject, a, b),
-        "scale_change": ground_truth.scale_change(tracks, subject, a, b),
+        **dict(zip(BOX_COLUMNS, boxes, strict=True)),
+        "source": pair.source,
+        "score": float(pair.score),
+        "iou_gt": pair.iou_gt,
+        "track": pair.track,
+        "view_change_deg": ground_truth.view_change_deg(video.tracks, subject, a, b),
+        "scale_change": ground_truth.scale_change(video.tracks, subject, a, b),
         "path_a": paths[a],
         "path_b": paths[b],
     }
 
 
 def _track_proposal(
+    video: _Video,
     frames: Frames,
-    a: int,
-    b: int,
+    pair: tuple[int, int],
     prop: Proposal,
     detections: list[Proposal],
-    width: int,
-    height: int,
     p: PairsParams,
 ) -> str | tuple:
     """(proposal, box b, quality, confidence) for a kept region, or the reason it was rejected."""
+    a, b = pair
     tracked = track_checked(frames.span(a, b), prop.box, p.tracker)
     if tracked.box is None:
         return "lost"
     if tracked.confidence < p.min_confidence:
         return "low_confidence"
-    reason = _geometry_reason(prop.box, tracked.box, width, height, p)
+    reason = _geometry_reason(prop.box, tracked.box, video.width, video.height, p)
     if reason is not None:
         return reason
     if p.snap_iou <= 0:
@@ -247,90 +266,81 @@ def mine_video(
     frames_df: pd.DataFrame, frames_root: Path, videos_root: Path | None, p: PairsParams
 ) -> VideoResult:
     """Pairs of one video (its manifest rows, in frame order)."""
-    frames_df = frames_df.sort_values("frame").reset_index(drop=True)
-    video = str(frames_df["video"].iloc[0])
-    if not np.array_equal(frames_df["frame"].to_numpy(), np.arange(len(frames_df))):
-        raise ValueError(f"{video}: frame indices are not 0..{len(frames_df) - 1}")
-    width, height = int(frames_df["width"].iloc[0]), int(frames_df["height"].iloc[0])
-    rejected: Counter = Counter()
-    result = VideoResult([], rejected, 0)
+    frames_df = _in_frame_order(frames_df)
+    name = str(frames_df["video"].iloc[0])
     pairs = sample_pairs(
-        len(frames_df), p.pairs_per_video, p.min_gap, p.max_gap, video_rng(p.seed, video)
+        len(frames_df), p.pairs_per_video, p.min_gap, p.max_gap, video_rng(p.seed, name)
     )
     if not pairs:
-        rejected["too_short"] += 1
-        return result
-    tracks = ground_truth.load_tracks(frames_df, videos_root)
-    full = np.array([0.0, 0.0, width, height])
-
+        return VideoResult([], Counter(too_short=1), 0)
+    video = _Video.of(frames_df, ground_truth.load_tracks(frames_df, videos_root))
     if p.source == "frames":
-        for a, b in pairs:
-            result.rows.append(
-                _row(
-                    video,
-                    frames_df,
-                    a,
-                    b,
-                    full,
-                    full,
-                    "frames",
-                    1.0,
-                    float("nan"),
-                    -1,
-                    tracks,
-                    subject=0,
-                )
-            )  # whole frames: the change of the video's target
-        return result
-
+        return _frame_pairs(video, pairs)
     if p.source == "annotations":
-        target = tracks[tracks["track"] == 0]
-        for a, b in pairs:
-            _, box_a = ground_truth.boxes_at(target, a)
-            _, box_b = ground_truth.boxes_at(target, b)
-            if len(box_a) == 0 or len(box_b) == 0:
-                rejected["absent"] += 1
-                continue
-            result.rows.append(
-                _row(video, frames_df, a, b, box_a[0], box_b[0], "annotations", 1.0, 1.0, 0, tracks)
-            )
-        return result
+        return _annotated_pairs(video, pairs)
+    return _tracked_pairs(video, Frames(frames_root, list(frames_df["path"])), pairs, p)
 
-    frames = Frames(frames_root, list(frames_df["path"]))
+
+def _in_frame_order(frames_df: pd.DataFrame) -> pd.DataFrame:
+    """The rows sorted by frame; frame indices other than 0..n-1 are a ValueError."""
+    frames_df = frames_df.sort_values("frame").reset_index(drop=True)
+    if not np.array_equal(frames_df["frame"].to_numpy(), np.arange(len(frames_df))):
+        video = str(frames_df["video"].iloc[0])
+        raise ValueError(f"{video}: frame indices are not 0..{len(frames_df) - 1}")
+    return frames_df
+
+
+def _frame_pairs(video: _Video, pairs: list[tuple[int, int]]) -> VideoResult:
+    """Whole frames as the regions; the change they show is that of the video's target."""
+    full = np.array([0.0, 0.0, video.width, video.height])
+    nan = float("nan")
+    rows = [
+        _row(video, _Pair(a, b, full, full, "frames", 1.0, nan, -1, subject=0)) for a, b in pairs
+    ]
+    return VideoResult(rows, Counter(), 0)
+
+
+def _annotated_pairs(video: _Video, pairs: list[tuple[int, int]]) -> VideoResult:
+    """The ground-truth target's box in both frames; a pair where it is absent is rejected."""
+    result = VideoResult([], Counter(), 0)
+    target = video.tracks[video.tracks["track"] == 0]
+    for a, b in pairs:
+        _, box_a = ground_truth.boxes_at(target, a)
+        _, box_b = ground_truth.boxes_at(target, b)
+        if len(box_a) == 0 or len(box_b) == 0:
+            result.rejected["absent"] += 1
+            continue
+        result.rows.append(_row(video, _Pair(a, b, box_a[0], box_b[0], "annotations", 1.0, 1.0, 0)))
+    return result
+
+
+def _tracked_pairs(
+    video: _Video, frames: Frames, pairs: list[tuple[int, int]], p: PairsParams
+) -> VideoResult:
+    """Label-free proposals in frame a tracked to frame b: the `regions_per_frame` most
+    consistent of each anchor kept, each scored against the ground truth when there is one."""
+    result = VideoResult([], Counter(), 0)
     bg = background(frames) if p.proposals == "motion" else None
     for a, b in pairs:
         proposals = _proposals(frames, a, bg, p)
         result.proposals += len(proposals)
         if not proposals:
-            rejected["no_proposals"] += 1
+            result.rejected["no_proposals"] += 1
             continue
         detections = _proposals(frames, b, bg, p) if p.snap_iou > 0 else []
         candidates = []
         for prop in proposals[:MAX_CANDIDATES]:
-            outcome = _track_proposal(frames, a, b, prop, detections, width, height, p)
+            outcome = _track_proposal(video, frames, (a, b), prop, detections, p)
             if isinstance(outcome, str):
-                rejected[outcome] += 1
+                result.rejected[outcome] += 1
             else:
                 candidates.append(outcome)
         # The most consistent regions first: merged or partial blobs agree less with themselves.
         candidates.sort(key=lambda c: -c[2])
         for prop, box_b, _quality, confidence in candidates[: p.regions_per_frame]:
-            gt, track, tracking = _iou_gt(tracks, a, b, prop.box, box_b, p.match_iou)
-            result.rows.append(
-                _row(
-                    video,
-                    frames_df,
-                    a,
-                    b,
-                    prop.box,
-                    box_b,
-                    "tracker",
-                    confidence,
-                    gt,
-                    track,
-                    tracks,
-                )
-            )
+            gt, track, tracking = _iou_gt(video.tracks, a, b, prop.box, box_b, p.match_iou)
+            pair = _Pair(a, b, prop.box, box_b, "tracker", confidence, gt, track)
+            result.rows.append(_row(video, pair))
             result.tracking_iou.append(tracking)
     return result
 
@@ -362,6 +372,15 @@ def mine_all(
     videos_root = Path(videos_root) if videos_root else None
     jobs = [(g, frames_root, videos_root, p) for _, g in manifest.groupby("video", sort=True)]
     workers = min(workers or machine.load().pairs_workers, max(len(jobs), 1))
+    results, failures = _run_jobs(jobs, workers, progress)
+    pairs = _pairs_table(results)
+    return pairs, _metrics(pairs, results, failures, p, len(jobs))
+
+
+def _run_jobs(
+    jobs: list[tuple], workers: int, progress: bool
+) -> tuple[dict[str, VideoResult], dict[str, str]]:
+    """Mine every video (`workers` processes): (results by video, failures by video)."""
     results: dict[str, VideoResult] = {}
     failures: dict[str, str] = {}
     bar = tqdm(
@@ -387,6 +406,11 @@ def mine_all(
                 results[video] = res
         if workers > 1:
             pool.shutdown()
+    return results, failures
+
+
+def _pairs_table(results: dict[str, VideoResult]) -> pd.DataFrame:
+    """Every video's rows, by video, as the typed, rounded pairs table."""
     rows = [r for v in sorted(results) for r in results[v].rows]
     pairs = pd.DataFrame(rows, columns=COLUMNS)
     pairs = pairs.astype(
@@ -402,10 +426,9 @@ def mine_all(
             **dict.fromkeys(BOX_COLUMNS, "float64"),
         }
     )
-    pairs[FLOAT_COLUMNS] = pairs[FLOAT_COLUMNS].round(
-        DECIMALS
-    )  # the same bytes on every x86-64 CPU
-    return pairs, _metrics(pairs, results, failures, p, len(jobs))
+    # the same bytes on every x86-64 CPU
+    pairs[FLOAT_COLUMNS] = pairs[FLOAT_COLUMNS].round(DECIMALS)
+    return pairs
 
 
 def _metrics(
@@ -434,23 +457,7 @@ def _metrics(
         "share_iou_050": round(float((scored >= 0.5).mean()), 4) if len(scored) else None,
         "unmatched_pairs": int((pairs["track"] < 0).sum()) if p.source == "tracker" else 0,
     }
-    view = pairs["view_change_deg"].dropna()
-    for name, q in (
-        ("p10", 0.1),
-        ("median", 0.5),
-        ("p90", 0.9),
-    ):  # how new a view of the object each pair shows
-        metrics[f"view_change_deg_{name}"] = (
-            round(float(view.quantile(q)), 2) if len(view) else None
-        )
-    metrics["share_view_change_ge_20deg"] = (
-        round(float((view >= 20).mean()), 4) if len(view) else None
-    )
-    scale = pairs[
-        "scale_change"
-    ].dropna()  # how much bigger or smaller the object got (factor >= 1)
-    for name, q in (("median", 0.5), ("p90", 0.9)):
-        metrics[f"scale_change_{name}"] = round(float(scale.quantile(q)), 3) if len(scale) else None
+    metrics.update(_change_metrics(pairs))
     tracking = np.array([t for r in results.values() for t in r.tracking_iou], float).round(
         DECIMALS
     )
@@ -459,6 +466,24 @@ def _metrics(
     metrics.update({f"rejected_{reason}": int(rejected.get(reason, 0)) for reason in REASONS})
     if failures:
         metrics["failures"] = dict(sorted(failures.items()))
+    return metrics
+
+
+def _change_metrics(pairs: pd.DataFrame) -> dict:
+    """How new a view of the object each pair shows, and how much bigger or smaller the object got
+    (factor >= 1): quantiles over the pairs."""
+    metrics = {}
+    view = pairs["view_change_deg"].dropna()
+    for name, q in (("p10", 0.1), ("median", 0.5), ("p90", 0.9)):
+        metrics[f"view_change_deg_{name}"] = (
+            round(float(view.quantile(q)), 2) if len(view) else None
+        )
+    metrics["share_view_change_ge_20deg"] = (
+        round(float((view >= 20).mean()), 4) if len(view) else None
+    )
+    scale = pairs["scale_change"].dropna()
+    for name, q in (("median", 0.5), ("p90", 0.9)):
+        metrics[f"scale_change_{name}"] = round(float(scale.quantile(q)), 3) if len(scale) else None
     return metrics
 
 
