@@ -50,54 +50,56 @@ def draw_grid(pairs: pd.DataFrame, frames_root: Path, out: Path, count: int) -> 
         if len(pairs)
         else pairs
     )
-    rows = []
     store = FrameStore(frames_root)
-    for _, r in picks.iterrows():
-        boxes = r[["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]].to_numpy(float)
-        if not np.isfinite(boxes).all():  # a frame without a box: nothing to draw (never a crash)
-            continue
-        try:
-            a, b = decode_bgr(store.read(r.path_a)), decode_bgr(store.read(r.path_b))
-        except FramesError:
-            continue
-        if a is None or b is None:
-            continue
-        pair = np.concatenate(
-            [
-                _tile(a, r[["a_x", "a_y", "a_w", "a_h"]].to_numpy(float), (0, 200, 0)),
-                np.full((TILE, 4, 3), 255, np.uint8),
-                _tile(b, r[["b_x", "b_y", "b_w", "b_h"]].to_numpy(float), (0, 0, 230)),
-            ],
-            1,
-        )
-        caption = np.full((18, pair.shape[1], 3), 255, np.uint8)
-        cv2.putText(
-            caption,
-            caption_text(r),
-            (3, 13),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.38,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
-        rows.append(np.concatenate([caption, pair], 0))
-    if not rows:
-        grid = np.full((40, 320, 3), 255, np.uint8)
-        cv2.putText(
-            grid, "no pairs", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA
-        )
-    else:
-        width = max(r.shape[1] for r in rows)
-        rows = [
-            np.pad(r, ((0, 6), (0, width - r.shape[1] + 6), (0, 0)), constant_values=255)
-            for r in rows
-        ]
-        while len(rows) % COLUMNS:
-            rows.append(np.full_like(rows[0], 255))
-        grid = np.concatenate(
-            [np.concatenate(rows[i : i + COLUMNS], 1) for i in range(0, len(rows), COLUMNS)], 0
-        )
+    rows = [row for _, r in picks.iterrows() if (row := _pair_row(r, store)) is not None]
+    grid = _arrange(rows) if rows else _placeholder()
     with atomic_path(out) as tmp:
         ok, data = cv2.imencode(".png", grid)
         tmp.write_bytes(data.tobytes())
+
+
+def _pair_row(r, store: FrameStore) -> np.ndarray | None:
+    """One pair as its caption over [frame a | frame b]; None when a box or a frame is missing."""
+    boxes = r[["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]].to_numpy(float)
+    if not np.isfinite(boxes).all():  # a frame without a box: nothing to draw (never a crash)
+        return None
+    try:
+        a, b = decode_bgr(store.read(r.path_a)), decode_bgr(store.read(r.path_b))
+    except FramesError:
+        return None
+    if a is None or b is None:
+        return None
+    pair = np.concatenate(
+        [
+            _tile(a, r[["a_x", "a_y", "a_w", "a_h"]].to_numpy(float), (0, 200, 0)),
+            np.full((TILE, 4, 3), 255, np.uint8),
+            _tile(b, r[["b_x", "b_y", "b_w", "b_h"]].to_numpy(float), (0, 0, 230)),
+        ],
+        1,
+    )
+    caption = np.full((18, pair.shape[1], 3), 255, np.uint8)
+    cv2.putText(
+        caption, caption_text(r), (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA
+    )
+    return np.concatenate([caption, pair], 0)
+
+
+def _arrange(rows: list[np.ndarray]) -> np.ndarray:
+    """The pairs, padded to one width, COLUMNS to a row of the grid."""
+    width = max(r.shape[1] for r in rows)
+    rows = [
+        np.pad(r, ((0, 6), (0, width - r.shape[1] + 6), (0, 0)), constant_values=255) for r in rows
+    ]
+    while len(rows) % COLUMNS:
+        rows.append(np.full_like(rows[0], 255))
+    return np.concatenate(
+        [np.concatenate(rows[i : i + COLUMNS], 1) for i in range(0, len(rows), COLUMNS)], 0
+    )
+
+
+def _placeholder() -> np.ndarray:
+    grid = np.full((40, 320, 3), 255, np.uint8)
+    cv2.putText(
+        grid, "no pairs", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA
+    )
+    return grid
