@@ -31,9 +31,8 @@ params, put = video_fixtures.frames_params, video_fixtures.put
 
 @pytest.mark.parametrize("fps, frames", [(5, 10), (2.5, 5), (3, 6), (12.5, 25), (0.5, 1)])
 def test_frame_count_is_duration_times_fps(clips, tmp_path: Path, fps: float, frames: int):
-    rows = extract_video(
-        clips["good"], tmp_path / "v", fps, 32, 5
-    )  # the folder a video's zip is made of
+    # the folder a video's zip is made of
+    rows = extract_video(clips["good"], tmp_path / "v", params(fps=fps, size=32, jpeg_quality=5))
     assert len(rows) == frames
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
         f"{i:06d}.jpg" for i in range(frames)
@@ -51,7 +50,7 @@ def test_frame_count_is_duration_times_fps(clips, tmp_path: Path, fps: float, fr
     ],
 )
 def test_short_side_is_size(clips, tmp_path: Path, clip: str, size: int, expect):
-    rows = extract_video(clips[clip], tmp_path / "v", 5, size, 5)
+    rows = extract_video(clips[clip], tmp_path / "v", params(fps=5, size=size, jpeg_quality=5))
     assert (rows["width"][0], rows["height"][0]) == expect
     assert Image.open(tmp_path / "v" / "000000.jpg").size == expect
 
@@ -65,7 +64,7 @@ def test_output_size_rounds_to_nearest():
 @pytest.mark.parametrize("clip", ["truncated_data", "truncated_clean"])
 def test_truncated_data_rejected_leaves_no_folder(clips, tmp_path: Path, clip: str):
     with pytest.raises(VideoError, match="corrupt input packet|partial file|Invalid|truncated"):
-        extract_video(clips[clip], tmp_path / "v", 5, 32, 5)
+        extract_video(clips[clip], tmp_path / "v", params(fps=5, size=32, jpeg_quality=5))
     assert os.listdir(tmp_path) == []
 
 

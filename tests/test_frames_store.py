@@ -34,13 +34,7 @@ def zipped(clips, tmp_path_factory):
     assert rejected.empty
     manifest.to_parquet(d / "frames" / "manifest.parquet")  # as run_stage writes it
     for vid in ("a", "sub/b"):  # ffmpeg's own files, for comparison
-        extract_video(
-            d / "videos" / f"{vid}.mp4",
-            d / "loose" / vid,
-            params.fps,
-            params.size,
-            params.jpeg_quality,
-        )
+        extract_video(d / "videos" / f"{vid}.mp4", d / "loose" / vid, params)
     return d, manifest
 
 

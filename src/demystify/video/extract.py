@@ -98,12 +98,8 @@ class _Job:
     file: str  # relative to the videos root, for the rejected table
     video: str
     out_zip: Path  # <out>/<video>.zip
-    fps: float
-    size: int
-    quality: int
+    params: FramesParams  # fps, size, jpeg_quality, decode_timeout_s, max_duplicate_share
     threads: int = 0  # ffmpeg threads per video; 0 = ffmpeg's own choice
-    timeout_s: float | None = None  # the decode's wall-clock limit; None: none
-    max_duplicate_share: float = 1.0
 
 
 # ---------------------------------------------------------------- discovery
@@ -172,43 +168,38 @@ def _file_kind(mode: int) -> str:
 def extract_video(
     path: str | Path,
     out_dir: str | Path,
-    fps: float,
-    size: int,
-    quality: int,
+    params: FramesParams,
     info: VideoInfo | None = None,
     threads: int = 0,
-    timeout_s: float | None = None,
-    max_duplicate_share: float = 0.5,
 ) -> pd.DataFrame:
-    """Decode `path` to `out_dir/%06d.jpg` at `fps`, short side `size`, JPEG `-q:v quality`.
+    """Decode `path` to `out_dir/%06d.jpg` at `params.fps`, short side `params.size`, JPEG
+    `-q:v params.jpeg_quality`.
 
     Returns one row per frame (frame, time_s, width, height, duplicate). Any decode error, no frame
-    at all, a decode longer than `timeout_s` or more than `max_duplicate_share` of the frames equal
-    to their predecessor raises VideoError and leaves no `out_dir` behind; a fault of the output
-    folder raises OutputError and leaves an older `out_dir` as it was.
+    at all, a decode longer than `params.decode_timeout_s` or more than `params.max_duplicate_share`
+    of the frames equal to their predecessor raises VideoError and leaves no `out_dir` behind; a
+    fault of the output folder raises OutputError and leaves an older `out_dir` as it was.
     """
     path = Path(path)
     info = info or probe(path)
-    width, height = output_size(info.width, info.height, size)
+    width, height = output_size(info.width, info.height, params.size)
     out_dir = Path(out_dir)
     try:
         with atomic_dir(out_dir) as tmp:
-            _run_ffmpeg(path, tmp, fps, width, height, quality, threads, timeout_s)
+            _run_ffmpeg(path, tmp, (width, height), params, threads)
             count = sum(1 for _ in tmp.glob("*.jpg"))
             if count == 0:
                 raise VideoError("decoded to 0 frames")
-            _check_complete(count, fps, info)
+            _check_complete(count, params.fps, info)
             duplicate = _repeats(tmp, count)
-            _check_duplicates(duplicate, fps, max_duplicate_share)
-    except (
-        OSError
-    ) as exc:  # making, reading back or renaming our own folder: never the video's fault
+            _check_duplicates(duplicate, params.fps, params.max_duplicate_share)
+    except OSError as exc:  # making, reading back or renaming our own folder: never the video's
         raise OutputError(_output_message(out_dir.parent, _strerror(exc), path)) from None
     frames = np.arange(count, dtype=np.int64)
     return pd.DataFrame(
         {
             "frame": frames,
-            "time_s": frames / fps,
+            "time_s": frames / params.fps,
             "width": width,
             "height": height,
             "duplicate": duplicate,
@@ -260,24 +251,19 @@ def _image2_pattern(folder: Path) -> str:
     return os.path.abspath(folder).replace("%", "%%") + "/%06d.jpg"
 
 
-def _run_ffmpeg(
-    path: Path,
-    out: Path,
-    fps: float,
-    width: int,
-    height: int,
-    quality: int,
-    threads: int = 0,
-    timeout_s: float | None = None,
-) -> None:
+def _ffmpeg_args(
+    path: Path, out: Path, size: tuple[int, int], params: FramesParams, threads: int
+) -> list[str]:
+    """ffmpeg's command line: decode `path`, resample to params.fps, scale to `size` (width,
+    height), JPEG at params.jpeg_quality into `out`."""
     import ffmpeg
 
     # With one ffmpeg per core already running, ffmpeg's default of a thread pool per process
     # oversubscribes the cores (measured: about 10% slower on 2 cores, see BENCHMARKS.md).
     stream = (
         ffmpeg.input(os.path.abspath(path), threads=threads)
-        .filter("fps", fps=fps)
-        .filter("scale", width, height)
+        .filter("fps", fps=params.fps)
+        .filter("scale", *size)
         # Standard Huffman tables: ffmpeg's default computes optimal ones per frame, a second
         # pass that costs about 5% of the whole extraction for a few % smaller files.
         .output(
@@ -285,13 +271,23 @@ def _run_ffmpeg(
             start_number=0,
             threads=threads,
             huffman="default",
-            **{"q:v": quality},
+            **{"q:v": params.jpeg_quality},
         )
     )
     args = stream.compile(cmd=ffmpeg_exe())
     # Global options go before the input: ffmpeg ignores trailing ones. -xerror turns a
     # decode error (truncated or corrupt data) into a non-zero exit instead of a short video.
     args[1:1] = ["-hide_banner", "-nostdin", "-v", "error", "-xerror"]
+    return args
+
+
+def _run_ffmpeg(
+    path: Path, out: Path, size: tuple[int, int], params: FramesParams, threads: int = 0
+) -> None:
+    """Run ffmpeg (_ffmpeg_args) within params.decode_timeout_s; a failure is the video's
+    (VideoError) or the output side's (OutputError)."""
+    args = _ffmpeg_args(path, out, size, params, threads)
+    timeout_s = params.decode_timeout_s
     try:
         proc = subprocess.run(
             args, capture_output=True, text=True, errors="replace", timeout=timeout_s
@@ -484,20 +480,8 @@ def _extract_zip(job: _Job, info: VideoInfo) -> pd.DataFrame:
     with scratch as tmp:
         folder = Path(tmp) / "frames"
         try:
-            frames = extract_video(
-                job.path,
-                folder,
-                job.fps,
-                job.size,
-                job.quality,
-                info,
-                job.threads,
-                job.timeout_s,
-                job.max_duplicate_share,
-            )
-        except (
-            OutputError
-        ) as exc:  # it names the scratch folder, ours: name the frames folder instead
+            frames = extract_video(job.path, folder, job.params, info, job.threads)
+        except OutputError as exc:  # it names the scratch folder, ours: the frames folder instead
             raise OutputError(str(exc).replace(tmp, str(job.out_zip.parent), 1)) from None
         try:
             frame_files = [folder / f"{i:06d}.jpg" for i in frames["frame"]]
@@ -563,12 +547,8 @@ def _jobs(
                 file,
                 vid,
                 out_root / f"{vid}{frames_store.ZIP_SUFFIX}",
-                params.fps,
-                params.size,
-                params.jpeg_quality,
+                params,
                 threads,
-                params.decode_timeout_s,
-                params.max_duplicate_share,
             )
         )
     return jobs
@@ -754,9 +734,20 @@ def run_stage(
         shard=None if shard is None else (shard, len(params.shards)),
         planned=planned,
     )
+    metrics = _stage_metrics(manifest, rejected)
+    _write_outputs(out_root, Path(metrics_path), manifest, rejected, metrics)
+    if metrics["videos_found"] == 0 and (
+        planned is not None or shard is not None and root.is_dir() and find_videos(root)
+    ):
+        return metrics  # a shard no video hashes to (few videos, many shards): empty, not an error
+    _judge(root, out_root, rejected, metrics["videos_found"], params)
+    return metrics
+
+
+def _stage_metrics(manifest: pd.DataFrame, rejected: pd.DataFrame) -> dict[str, float | int]:
     found = manifest["video"].nunique() + len(rejected)
     share = len(rejected) / found if found else 0.0
-    metrics = {
+    return {
         "videos_found": int(found),
         "videos_extracted": int(manifest["video"].nunique()),
         "videos_rejected": len(rejected),
@@ -764,31 +755,44 @@ def run_stage(
         "frames": len(manifest),
         "duplicate_frames": int(manifest["duplicate"].sum()),
     }
+
+
+def _write_outputs(
+    out_root: Path,
+    metrics_path: Path,
+    manifest: pd.DataFrame,
+    rejected: pd.DataFrame,
+    metrics: dict[str, float | int],
+) -> None:
+    """manifest.parquet, rejected.csv and the metrics; a failed write is an OutputError."""
     for target, write, value in (
         (out_root / "manifest.parquet", write_parquet, manifest),
         (out_root / "rejected.csv", write_csv, rejected),
-        (Path(metrics_path), write_json, metrics),
+        (metrics_path, write_json, metrics),
     ):
         try:
             write(target, value)
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_strerror(exc)}") from None
-    if found == 0 and (
-        planned is not None or shard is not None and root.is_dir() and find_videos(root)
-    ):
-        return metrics  # a shard no video hashes to (few videos, many shards): empty, not an error
+
+
+def _judge(
+    root: Path, out_root: Path, rejected: pd.DataFrame, found: int, params: FramesParams
+) -> None:
+    """ExtractionError when the batch as a whole is unusable: no video found, or a share of them
+    rejected above frames.max_rejected (the rejected listed)."""
     if found == 0:
         if not root.is_dir():
             raise ExtractionError(f"videos folder not found: {root}")
         exts = " ".join(sorted(VIDEO_EXTENSIONS))
         raise ExtractionError(f"no video found under {root} (extensions: {exts})")
+    share = len(rejected) / found
     if share > params.max_rejected:
         raise ExtractionError(
             f"{len(rejected)} of {found} videos rejected (share {share:.3f} > "
             f"frames.max_rejected {params.max_rejected}); see {out_root / 'rejected.csv'}:\n"
             + _list_rejected(rejected)
         )
-    return metrics
 
 
 def _list_rejected(rejected: pd.DataFrame, limit: int = 20) -> str:
