@@ -5,7 +5,7 @@ is in a pretraining source -> --out (summary, validations, report.html, the trai
 import argparse
 import sys
 
-from demystify.checks.stage import CheckError, run_stage
+from demystify.checks.stage import CheckError, CheckParams, CheckPaths, run_stage
 from demystify.core import config, stage_process
 
 
@@ -29,20 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         p = config.load("checks", "frames", "pairs", "data", "world", "pretrain")
-        summary = run_stage(
+        paths = CheckPaths.of(
             frames_root=args.frames,
             pairs_path=args.pairs,
             corpora_root=args.corpora,
             videos_root=args.videos,
             classification_annotations=args.classification,
             out_dir=args.out,
-            checks=p["checks"],
-            frames=p["frames"],
-            pairs_params=p["pairs"],
-            world=p["world"],
-            data_source=p["data"].source,
-            image_size=p["pretrain"].image_size,
         )
+        summary = run_stage(paths, CheckParams.of(p))
     except (config.ConfigError, CheckError) as exc:
         print(f"check_data: {exc}", file=sys.stderr)
         return 1

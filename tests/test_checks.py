@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from demystify.checks import centricity
-from demystify.checks.stage import CheckError, run_stage
+from demystify.checks.stage import CheckError, CheckParams, CheckPaths, run_stage
 from demystify.core import config
 from demystify.core.gate import GateError, require_passed
 from demystify.pairs.mine import mine_all
@@ -60,20 +60,23 @@ def _run(
     corpora_root: Path | None = None,
     data_source: str = "synthetic",
 ):
-    return run_stage(
+    paths = CheckPaths.of(
         frames_root=frames_root or root / "frames",
         pairs_path=pairs_path or root / "pairs.parquet",
         corpora_root=corpora_root or root / "world" / "corpora",
         videos_root=root / "world" / "videos",
         classification_annotations=root / "world" / "eval" / "classification" / "annotations.csv",
         out_dir=out,
+    )
+    params = CheckParams(
         checks=checks or p["checks"],
         frames=p["frames"],
-        pairs_params=p["pairs"],
+        pairs=p["pairs"],
         world=p["world"],
         data_source=data_source,
         image_size=p["pretrain"].image_size,
     )
+    return run_stage(paths, params)
 
 
 def test_verdicts_on_the_synthetic_world(world, tmp_path, capfd):

@@ -6,6 +6,7 @@ in `checks.fail_on`."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,68 +109,137 @@ def check_leakage(
     return outcomes, None
 
 
-def run_stage(
-    *,
-    frames_root: str | Path,
-    pairs_path: str | Path,
-    corpora_root: str | Path,
-    videos_root: str | Path | None,
-    classification_annotations: str | Path | None,
-    out_dir: str | Path,
-    checks: ChecksParams,
-    frames: FramesParams,
-    pairs_params: PairsParams,
-    world: WorldParams | None,
-    data_source: str,
-    image_size: int,
-) -> dict:
+@dataclass(frozen=True)
+class CheckPaths:
+    """What check_data reads (the frames folder, the pairs manifest, the annotated corpora, the
+    videos with their ground truth, the classification annotations) and the folder it writes."""
+
+    frames_root: Path
+    pairs_path: Path
+    corpora_root: Path
+    videos_root: Path | None
+    classification_annotations: Path | None
+    out_dir: Path
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        frames_root: str | Path,
+        pairs_path: str | Path,
+        corpora_root: str | Path,
+        videos_root: str | Path | None,
+        classification_annotations: str | Path | None,
+        out_dir: str | Path,
+    ) -> CheckPaths:
+        """From strings or paths; an empty or None videos root or annotations path: None."""
+        return cls(
+            Path(frames_root),
+            Path(pairs_path),
+            Path(corpora_root),
+            Path(videos_root) if videos_root else None,
+            Path(classification_annotations) if classification_annotations else None,
+            Path(out_dir),
+        )
+
+
+@dataclass(frozen=True)
+class CheckParams:
+    """The params check_data reads: its own section, the frames and pairs sections the manifests
+    are checked against, the world (None: no world, no image corpora), data.source and
+    pretrain.image_size (object sizes as training sees them)."""
+
+    checks: ChecksParams
+    frames: FramesParams
+    pairs: PairsParams
+    world: WorldParams | None
+    data_source: str
+    image_size: int
+
+    @classmethod
+    def of(cls, sections: dict) -> CheckParams:
+        """From config.load("checks", "frames", "pairs", "data", "world", "pretrain")."""
+        return cls(
+            checks=sections["checks"],
+            frames=sections["frames"],
+            pairs=sections["pairs"],
+            world=sections["world"],
+            data_source=sections["data"].source,
+            image_size=sections["pretrain"].image_size,
+        )
+
+
+def run_stage(paths: CheckPaths, params: CheckParams) -> dict:
     """Write results/checks/{summary.json, validations.json, report.html, gate.json}; raise CheckError
-    when a suite named in checks.fail_on failed (after writing them all, the gate included).
-    `image_size` is pretrain.image_size (object sizes as training sees them)."""
-    frames_root, pairs_path, corpora_root, out_dir = (
-        Path(frames_root),
-        Path(pairs_path),
-        Path(corpora_root),
-        Path(out_dir),
-    )
-    classification_annotations = (
-        Path(classification_annotations) if classification_annotations else None
-    )
-    videos_root = Path(videos_root) if videos_root else None
+    when a suite named in checks.fail_on failed (after writing them all, the gate included)."""
     try:
-        manifest = read_manifest(frames_root)  # every shard's
+        manifest = read_manifest(paths.frames_root)  # every shard's
     except FramesError:
         manifest = None
-    pairs = pd.read_parquet(pairs_path) if pairs_path.is_file() else None
-
+    pairs = pd.read_parquet(paths.pairs_path) if paths.pairs_path.is_file() else None
     validator = suites.Validator()
-    outcomes: list[suites.Outcome] = []
-    if manifest is not None:
-        outcomes.append(suites.frames_manifest(validator, manifest, frames_root, frames))
-    if pairs is not None and manifest is not None:
-        outcomes.append(
-            suites.pairs_manifest(validator, pairs, manifest, pairs_params, checks.box_tolerance)
-        )
-    measures = measure_corpora(corpora_root, world, manifest, pairs, videos_root)
+    outcomes = _manifest_outcomes(validator, manifest, pairs, paths, params)
+    measures = measure_corpora(paths.corpora_root, params.world, manifest, pairs, paths.videos_root)
     corpora = {}
     for name, table in measures.items():
-        outcome = suites.centricity(validator, name, table, checks.object_centric)
+        outcome = suites.centricity(validator, name, table, params.checks.object_centric)
         outcomes.append(outcome)
-        corpora[name] = _corpus_summary(table, outcome, image_size)
+        corpora[name] = _corpus_summary(table, outcome, params.image_size)
     leak_outcomes, leak_skipped = check_leakage(
-        validator, corpora_root, videos_root, classification_annotations, data_source
+        validator,
+        paths.corpora_root,
+        paths.videos_root,
+        paths.classification_annotations,
+        params.data_source,
     )
     outcomes += leak_outcomes
+    summary = _summary(outcomes, corpora, manifest is not None, pairs is not None, leak_skipped)
+    _write_results(paths.out_dir, outcomes, corpora, summary, params.checks)
+    stopping = suites.stops(outcomes, params.checks)
+    gate.write(paths.out_dir / "gate.json", [str(f) for f in stopping])
+    if stopping:
+        raise CheckError(
+            "data checks failed (checks.fail_on):\n" + "\n".join(f"  {f}" for f in stopping)
+        )
+    return summary
 
+
+def _manifest_outcomes(
+    validator: suites.Validator,
+    manifest: pd.DataFrame | None,
+    pairs: pd.DataFrame | None,
+    paths: CheckPaths,
+    params: CheckParams,
+) -> list[suites.Outcome]:
+    """The frames manifest's suite and the pairs manifest's, for those that exist."""
+    outcomes = []
+    if manifest is not None:
+        outcomes.append(
+            suites.frames_manifest(validator, manifest, paths.frames_root, params.frames)
+        )
+    if pairs is not None and manifest is not None:
+        outcomes.append(
+            suites.pairs_manifest(
+                validator, pairs, manifest, params.pairs, params.checks.box_tolerance
+            )
+        )
+    return outcomes
+
+
+def _summary(
+    outcomes: list[suites.Outcome],
+    corpora: dict[str, dict],
+    has_manifest: bool,
+    has_pairs: bool,
+    leak_skipped: str | None,
+) -> dict:
+    """summary.json: every suite's verdict, the corpora, what is missing or was skipped."""
     summary = {
         "suites": {o.suite: o.success for o in outcomes},
         "corpora": corpora,
         "missing": sorted(
             n
-            for n, found in (
-                ("frames manifest", manifest is not None),
-                ("pairs manifest", pairs is not None),
-            )
+            for n, found in (("frames manifest", has_manifest), ("pairs manifest", has_pairs))
             if not found
         ),
     }
@@ -178,6 +248,17 @@ def run_stage(
         summary["claim2_equal_images"] = len(set(counts)) == 1
     if leak_skipped:
         summary["skipped"] = {"leakage": leak_skipped}
+    return summary
+
+
+def _write_results(
+    out_dir: Path,
+    outcomes: list[suites.Outcome],
+    corpora: dict[str, dict],
+    summary: dict,
+    checks: ChecksParams,
+) -> None:
+    """summary.json, validations.json (every expectation's raw result) and report.html."""
     write_json(out_dir / "summary.json", summary)
     # GX reports an observed value it could not compute (an empty column) as NaN: null in JSON
     raw = finite_or_null({o.suite: o.raw for o in outcomes})
@@ -188,10 +269,3 @@ def run_stage(
     write_text(
         out_dir / "report.html", render_html(outcomes, corpora, checks, summary.get("skipped", {}))
     )
-    stopping = suites.stops(outcomes, checks)
-    gate.write(out_dir / "gate.json", [str(f) for f in stopping])
-    if stopping:
-        raise CheckError(
-            "data checks failed (checks.fail_on):\n" + "\n".join(f"  {f}" for f in stopping)
-        )
-    return summary
