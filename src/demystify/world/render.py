@@ -258,139 +258,171 @@ class Renderer:
 
     @torch.no_grad()
     def __call__(self, scenes: SceneBatch) -> Rendered:
-        tb = self.table
-        inst = torch.from_numpy(scenes.inst).long()
-        b, k = inst.shape
-        present = inst >= 0
-        idx = inst.clamp_min(0)
-        pos = torch.from_numpy(scenes.pos).float()
-        rot = torch.from_numpy(scenes.rot).float()
-        scale = torch.from_numpy(scenes.scale).float()
-
-        hits, metas = [], []
-        for kind in PRIMITIVE_TYPES:
-            valid = tb.valid[kind][idx] & present.unsqueeze(-1)  # (B, K, P)
-            p = valid.shape[-1]
-            rot_w = rot.unsqueeze(2) @ tb.rot[kind][idx]  # (B, K, P, 3, 3) primitive -> world
-            center_w = pos.unsqueeze(2) + scale[..., None, None] * (
-                rot.unsqueeze(2) @ tb.center[kind][idx].unsqueeze(-1)
-            ).squeeze(-1)
-            half_w = scale[..., None, None] * tb.half[kind][idx]
-            slot = torch.arange(k).view(1, k, 1).expand(b, k, p)
-            flat = [
-                t.reshape(b, k * p, *t.shape[3:])
-                for t in (valid, rot_w, center_w, half_w, slot, tb.part[kind][idx])
-            ]
-            valid, rot_w, center_w, half_w, slot, part = _compact(*flat)
-            a = rot_w.transpose(-1, -2) / half_w.unsqueeze(
-                -1
-            )  # world direction -> unit-primitive frame
-            o = (a @ (-center_w).unsqueeze(-1)).squeeze(-1)
-            t = _intersect(kind, self.rays, self.rays_q, a, o)
-            t = torch.where(valid.unsqueeze(1), t, torch.full_like(t, INF))
-            hits.append(t)
-            metas.append((torch.full_like(slot, kind), slot, part, a, o))
-
-        t_all = torch.cat(hits, -1)  # (B, R, P)
-        kind_all, slot_all, part_all, a_all, o_all = (
-            torch.cat(m, 1) for m in zip(*metas, strict=True)
-        )
-        t_min, arg = t_all.min(-1)
-        hit = torch.isfinite(t_min)
-
+        objects = _Objects.of(scenes)
+        b, k = objects.inst.shape
+        t_all, hits = self._cast(objects)
         # Amodal silhouettes: any hit of an object's own primitives.
-        onehot = torch.nn.functional.one_hot(slot_all, k).float()  # (B, P, K)
+        onehot = torch.nn.functional.one_hot(hits.slot, k).float()  # (B, P, K)
         amodal = (torch.isfinite(t_all).float() @ onehot) > 0  # (B, R, K)
-        vis_slot = torch.where(hit, torch.gather(slot_all, 1, arg), torch.full_like(arg, -1))
-
-        rgb = self._shade(
-            scenes,
-            inst,
-            pos,
-            rot,
-            scale,
-            t_min,
-            arg,
-            hit,
-            vis_slot,
-            kind_all,
-            part_all,
-            a_all,
-            o_all,
-        )
+        rgb = self._shade(scenes, objects, hits)
         h, w = self.height, self.width
-        vis_masks = vis_slot.unsqueeze(-1) == torch.arange(k).view(1, 1, k)  # (B, R, K)
+        vis_masks = hits.vis_slot.unsqueeze(-1) == torch.arange(k).view(1, 1, k)  # (B, R, K)
         boxes = mask_boxes(vis_masks.permute(0, 2, 1).reshape(b, k, h, w))
         return Rendered(
             rgb=(rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).view(b, h, w, 3),
-            slot=vis_slot.view(b, h, w),
+            slot=hits.vis_slot.view(b, h, w),
             amodal=amodal.permute(0, 2, 1).reshape(b, k, h, w),
             visible_area=vis_masks.sum(1),
             amodal_area=amodal.sum(1),
             boxes=boxes,
         )
 
-    def _shade(
-        self,
-        scenes,
-        inst,
-        pos,
-        rot,
-        scale,
-        t_min,
-        arg,
-        hit,
-        vis_slot,
-        kind_all,
-        part_all,
-        a_all,
-        o_all,
-    ):
-        tb = self.table
-        b, r = t_min.shape
-        light_dir = torch.from_numpy(scenes.light_dir).float()
-        light_rgb = torch.from_numpy(scenes.light_rgb).float()
-        ambient = torch.from_numpy(scenes.ambient).float()
+    def _cast(self, objects: _Objects) -> tuple[torch.Tensor, _Hits]:
+        """Every ray against every primitive: the hit distances (B, R, P) and the nearest hits."""
+        hits, metas = [], []
+        for kind in PRIMITIVE_TYPES:
+            t, meta = self._cast_kind(objects, kind)
+            hits.append(t)
+            metas.append(meta)
+        t_all = torch.cat(hits, -1)  # (B, R, P)
+        kind_all, slot_all, part_all, a_all, o_all = (
+            torch.cat(m, 1) for m in zip(*metas, strict=True)
+        )
+        t_min, arg = t_all.min(-1)
+        hit = torch.isfinite(t_min)
+        vis_slot = torch.where(hit, torch.gather(slot_all, 1, arg), torch.full_like(arg, -1))
+        return t_all, _Hits(t_min, arg, hit, vis_slot, kind_all, slot_all, part_all, a_all, o_all)
+
+    def _cast_kind(self, objects: _Objects, kind: int) -> tuple[torch.Tensor, tuple]:
+        """The rays against the primitives of one type: distances (B, R, P) (INF: no hit) and per
+        primitive (type, slot, part, world-to-unit-primitive map, camera in the primitive's frame)."""
+        tb, idx, pos, rot, scale = self.table, objects.idx, objects.pos, objects.rot, objects.scale
+        b, k = idx.shape
+        valid = tb.valid[kind][idx] & objects.present.unsqueeze(-1)  # (B, K, P)
+        p = valid.shape[-1]
+        rot_w = rot.unsqueeze(2) @ tb.rot[kind][idx]  # (B, K, P, 3, 3) primitive -> world
+        center_w = pos.unsqueeze(2) + scale[..., None, None] * (
+            rot.unsqueeze(2) @ tb.center[kind][idx].unsqueeze(-1)
+        ).squeeze(-1)
+        half_w = scale[..., None, None] * tb.half[kind][idx]
+        slot = torch.arange(k).view(1, k, 1).expand(b, k, p)
+        flat = [
+            t.reshape(b, k * p, *t.shape[3:])
+            for t in (valid, rot_w, center_w, half_w, slot, tb.part[kind][idx])
+        ]
+        valid, rot_w, center_w, half_w, slot, part = _compact(*flat)
+        # world direction -> unit-primitive frame
+        a = rot_w.transpose(-1, -2) / half_w.unsqueeze(-1)
+        o = (a @ (-center_w).unsqueeze(-1)).squeeze(-1)
+        t = _intersect(kind, self.rays, self.rays_q, a, o)
+        t = torch.where(valid.unsqueeze(1), t, torch.full_like(t, INF))
+        return t, (torch.full_like(slot, kind), slot, part, a, o)
+
+    def _shade(self, scenes: SceneBatch, objects: _Objects, hits: _Hits) -> torch.Tensor:
+        """(B, R, 3) linear RGB: the lit surface at each hit pixel, the background elsewhere."""
         background = _background(
             torch.from_numpy(scenes.background).float(), self.height, self.width
         )
-
         # Only the hit pixels are shaded: gather the winning primitive of each.
-        bi, ri = hit.nonzero(as_tuple=True)
-        pi = arg[bi, ri]
-        t = t_min[bi, ri].unsqueeze(-1)
+        bi, ri = hits.hit.nonzero(as_tuple=True)
+        pi = hits.arg[bi, ri]
+        t = hits.t_min[bi, ri].unsqueeze(-1)
         x = t * self.rays[ri]  # hit point, camera space
-        a = a_all[bi, pi]  # (n, 3, 3)
-        q = (a @ x.unsqueeze(-1)).squeeze(-1) + o_all[bi, pi]  # unit-primitive frame
-        n_local = _local_normal(kind_all[bi, pi], q)
+        a = hits.a[bi, pi]  # (n, 3, 3)
+        q = (a @ x.unsqueeze(-1)).squeeze(-1) + hits.o[bi, pi]  # unit-primitive frame
+        n_local = _local_normal(hits.kind[bi, pi], q)
         normal = torch.nn.functional.normalize(
             (a.transpose(-1, -2) @ n_local.unsqueeze(-1)).squeeze(-1), dim=-1
         )
         view = torch.nn.functional.normalize(-x, dim=-1)
         normal = torch.where((normal * view).sum(-1, keepdim=True) < 0, -normal, normal)
+        albedo = self._albedo(objects, hits, (bi, ri, pi), x)
+        out = background.clone()
+        out[bi, ri] = self._light(scenes, bi, albedo, normal, view)
+        return out
 
-        s = vis_slot[bi, ri]
-        obj = inst[bi, s]
+    def _albedo(
+        self, objects: _Objects, hits: _Hits, where: tuple[torch.Tensor, ...], x: torch.Tensor
+    ) -> torch.Tensor:
+        """The surface colour at hit points `x` (batch, ray and primitive indices `where`): the
+        part's colour under the object's texture, in the object's own frame."""
+        tb = self.table
+        bi, ri, pi = where
+        s = hits.vis_slot[bi, ri]
+        obj = objects.inst[bi, s]
         q_obj = (
-            (rot[bi, s].transpose(-1, -2) @ (x - pos[bi, s]).unsqueeze(-1)).squeeze(-1)
-        ) / scale[bi, s].unsqueeze(-1)
+            (objects.rot[bi, s].transpose(-1, -2) @ (x - objects.pos[bi, s]).unsqueeze(-1)).squeeze(
+                -1
+            )
+        ) / objects.scale[bi, s].unsqueeze(-1)
         pattern = _texture(tb.texture[obj], tb.texture_freq[obj], q_obj) * tb.texture_contrast[obj]
-        base = tb.part_colors[obj, part_all[bi, pi]]
-        albedo = base * (1 - pattern.unsqueeze(-1)) + tb.texture_color[obj] * pattern.unsqueeze(-1)
+        base = tb.part_colors[obj, hits.part[bi, pi]]
+        return base * (1 - pattern.unsqueeze(-1)) + tb.texture_color[obj] * pattern.unsqueeze(-1)
 
+    def _light(
+        self,
+        scenes: SceneBatch,
+        bi: torch.Tensor,
+        albedo: torch.Tensor,
+        normal: torch.Tensor,
+        view: torch.Tensor,
+    ) -> torch.Tensor:
+        """Blinn-Phong: ambient plus diffuse of the albedo, plus a specular highlight, in the
+        light's colour (scenes of batch indices `bi`)."""
+        light_dir = torch.from_numpy(scenes.light_dir).float()
+        light_rgb = torch.from_numpy(scenes.light_rgb).float()
+        ambient = torch.from_numpy(scenes.ambient).float()
         ldir = light_dir[bi]
         diffuse = (normal * ldir).sum(-1).clamp_min(0)
         halfway = torch.nn.functional.normalize(ldir + view, dim=-1)
         spec = (normal * halfway).sum(-1).clamp_min(0) ** 20 * self.specular
         amb = ambient[bi]
-        lit = (
+        return (
             albedo * (amb + (1 - amb) * diffuse).unsqueeze(-1) * light_rgb[bi]
             + spec.unsqueeze(-1) * light_rgb[bi]
         )
 
-        out = background.clone()
-        out[bi, ri] = lit
-        return out
+
+@dataclass(frozen=True)
+class _Objects:
+    """A SceneBatch's objects as tensors: catalog index (-1 empty), which slots hold one, the
+    index clamped for gathering, position, rotation and scale."""
+
+    inst: torch.Tensor
+    present: torch.Tensor
+    idx: torch.Tensor
+    pos: torch.Tensor
+    rot: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def of(cls, scenes: SceneBatch) -> _Objects:
+        inst = torch.from_numpy(scenes.inst).long()
+        return cls(
+            inst=inst,
+            present=inst >= 0,
+            idx=inst.clamp_min(0),
+            pos=torch.from_numpy(scenes.pos).float(),
+            rot=torch.from_numpy(scenes.rot).float(),
+            scale=torch.from_numpy(scenes.scale).float(),
+        )
+
+
+@dataclass(frozen=True)
+class _Hits:
+    """The nearest hit of each ray (distance, primitive, whether any, visible slot or -1) and,
+    per primitive of the batch, its type, slot, part and frame (a: world direction -> unit
+    primitive; o: the camera in that frame)."""
+
+    t_min: torch.Tensor  # (B, R)
+    arg: torch.Tensor  # (B, R) index of the nearest primitive
+    hit: torch.Tensor  # (B, R) bool
+    vis_slot: torch.Tensor  # (B, R)
+    kind: torch.Tensor  # (B, P)
+    slot: torch.Tensor  # (B, P)
+    part: torch.Tensor  # (B, P)
+    a: torch.Tensor  # (B, P, 3, 3)
+    o: torch.Tensor  # (B, P, 3)
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:

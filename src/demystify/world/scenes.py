@@ -271,25 +271,30 @@ def moving_object(
     return Track(inst, pos, rot, scale, az, el)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """How an occluder passes: at `depth`, at height `v` (the frame's units), between frame
+    `start` and `start + duration`; `rad`: its radius (None: drawn at random)."""
+
+    depth: float
+    start: int
+    duration: int
+    v: float = 0.0
+    rad: float | None = None
+
+
 def passing_occluder(
-    r: np.random.Generator,
-    inst: int,
-    frames: int,
-    aspect: float,
-    depth: float,
-    start: int,
-    duration: int,
-    v: float = 0.0,
-    rad: float | None = None,
+    r: np.random.Generator, inst: int, frames: int, aspect: float, sweep: Sweep
 ) -> Track:
-    """An occluder sweeping horizontally across the frame between `start` and `start + duration`."""
-    t = np.clip((np.arange(frames) - start) / max(duration, 1), 0, 1)
+    """An occluder sweeping horizontally across the frame between `sweep.start` and
+    `sweep.start + sweep.duration`."""
+    t = np.clip((np.arange(frames) - sweep.start) / max(sweep.duration, 1), 0, 1)
     direction = r.choice([-1, 1])
-    rad = r.uniform(0.35, 0.6) if rad is None else rad
+    rad = r.uniform(0.35, 0.6) if sweep.rad is None else sweep.rad
     reach = aspect + rad  # far enough to start and end fully outside the frame
     u = direction * (-reach + 2 * reach * t)
-    pos = np.stack([place(uu, v, rad, depth)[0] for uu in u])
-    scale = np.full(frames, place(0, 0, rad, depth)[1], np.float32)
+    pos = np.stack([place(uu, sweep.v, rad, sweep.depth)[0] for uu in u])
+    scale = np.full(frames, place(0, 0, rad, sweep.depth)[1], np.float32)
     az = r.uniform(-0.3, 0.3)
     rot = np.repeat(pose(az, 0.0, r.uniform(-0.3, 0.3))[None], frames, 0)
     return Track(inst, pos, rot, scale, np.full(frames, az), np.zeros(frames))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -160,18 +161,10 @@ def _video_tracks(
             int(r.integers(0, max(1, frames // 2))),
             int(r.integers(frames // 4, frames // 2 + 1)),
         )
-        tracks.append(
-            sc.passing_occluder(
-                r,
-                world.occluder(j + int(r.integers(OCCLUDERS))),
-                frames,
-                aspect,
-                r.uniform(3.5, 4.5),
-                start,
-                duration,
-                v=r.uniform(-0.4, 0.4),
-            )
-        )
+        inst = world.occluder(j + int(r.integers(OCCLUDERS)))
+        # the draws in this order: depth, then height (the world's bytes depend on it)
+        sweep = sc.Sweep(r.uniform(3.5, 4.5), start, duration, v=r.uniform(-0.4, 0.4))
+        tracks.append(sc.passing_occluder(r, inst, frames, aspect, sweep))
     return tracks
 
 
@@ -308,57 +301,80 @@ def write_scenes_and_crops(world: World, out: Path, progress: bool) -> tuple[int
     )
     root, crops_root = out / "corpora" / "scenes", out / "corpora" / "scene_crops"
     rows, crop_rows = [], []
-    size = p.scene_size
-    for start, rendered, batch in world.render(items, size, "scenes", progress):
+    for start, rendered, batch in world.render(items, p.scene_size, "scenes", progress):
         for i in range(rendered.rgb.shape[0]):
-            n = start + i
-            rgb = rendered.rgb[i].numpy()
-            write_image(root / "images" / f"{n:05d}.png", rgb)
+            image = _Image(rendered, batch, i, start + i)
+            n, objects = image.n, len(items[image.n].inst)
+            write_image(root / "images" / f"{n:05d}.png", rendered.rgb[i].numpy())
             write_mask(root / "masks" / f"{n:05d}.png", world.category_mask(rendered, batch, i))
-            cats = world.category_of(batch.inst[i])
-            objects = len(items[n].inst)
-            for k in range(objects):
-                x, y, w, h = rendered.boxes[i, k].tolist()
-                vis = int(rendered.visible_area[i, k])
-                frac = vis / max(int(rendered.amodal_area[i, k]), 1)
-                rows.append(
-                    {
-                        "image": f"images/{n:05d}.png",
-                        "object": k,
-                        "category": CATEGORY_NAMES[cats[k]],
-                        "instance": int(batch.inst[i, k]),
-                        "x": x,
-                        "y": y,
-                        "w": w,
-                        "h": h,
-                        "area_share": vis / size**2,
-                        "visible_fraction": round(frac, 4),
-                    }
-                )
-            # some object always shows (each object's centre is in the frame, and the nearest object
-            # along that pixel's ray is visible there)
-            k = int(np.argmax(rendered.visible_area[i, :objects].numpy()))
-            box = rendered.boxes[i, k].tolist()
-            if box[2] <= 0 or box[3] <= 0:
-                raise RuntimeError(f"scene {n}: no visible object to crop")
-            rel = f"{CATEGORY_NAMES[cats[k]]}/{n:05d}_{k}.png"
-            write_image(crops_root / rel, _crop(rgb, box, p.corpora.crop_margin, p.image_size))
-            crop_rows.append(
-                {
-                    "path": rel,
-                    "category": CATEGORY_NAMES[cats[k]],
-                    "instance": int(batch.inst[i, k]),
-                    "source": f"images/{n:05d}.png",
-                    "object": k,
-                    "x": box[0],
-                    "y": box[1],
-                    "w": box[2],
-                    "h": box[3],
-                }
-            )
+            rows += _scene_rows(world, image, objects)
+            crop_rows.append(_scene_crop(world, image, objects, crops_root))
     pd.DataFrame(rows).to_csv(root / "annotations.csv", index=False)
     pd.DataFrame(crop_rows).to_csv(crops_root / "annotations.csv", index=False)
     return len(items), len(crop_rows)
+
+
+@dataclass(frozen=True)
+class _Image:
+    """Image `i` of a rendered batch: number `n` of its set."""
+
+    rendered: Rendered
+    batch: SceneBatch
+    i: int
+    n: int
+
+
+def _scene_rows(world: World, image: _Image, objects: int) -> list[dict]:
+    """The scene's annotation rows: one per object, its visible box and how much of it shows."""
+    rendered, batch, i, n = image.rendered, image.batch, image.i, image.n
+    cats = world.category_of(batch.inst[i])
+    rows = []
+    for k in range(objects):
+        x, y, w, h = rendered.boxes[i, k].tolist()
+        vis = int(rendered.visible_area[i, k])
+        frac = vis / max(int(rendered.amodal_area[i, k]), 1)
+        rows.append(
+            {
+                "image": f"images/{n:05d}.png",
+                "object": k,
+                "category": CATEGORY_NAMES[cats[k]],
+                "instance": int(batch.inst[i, k]),
+                "x": x,
+                "y": y,
+                "w": w,
+                "h": h,
+                "area_share": vis / world.p.scene_size**2,
+                "visible_fraction": round(frac, 4),
+            }
+        )
+    return rows
+
+
+def _scene_crop(world: World, image: _Image, objects: int, crops_root: Path) -> dict:
+    """Write the crop of the scene's largest visible object; its annotation row."""
+    rendered, batch, i, n = image.rendered, image.batch, image.i, image.n
+    p = world.p
+    cats = world.category_of(batch.inst[i])
+    # some object always shows (each object's centre is in the frame, and the nearest object
+    # along that pixel's ray is visible there)
+    k = int(np.argmax(rendered.visible_area[i, :objects].numpy()))
+    box = rendered.boxes[i, k].tolist()
+    if box[2] <= 0 or box[3] <= 0:
+        raise RuntimeError(f"scene {n}: no visible object to crop")
+    rel = f"{CATEGORY_NAMES[cats[k]]}/{n:05d}_{k}.png"
+    rgb = rendered.rgb[i].numpy()
+    write_image(crops_root / rel, _crop(rgb, box, p.corpora.crop_margin, p.image_size))
+    return {
+        "path": rel,
+        "category": CATEGORY_NAMES[cats[k]],
+        "instance": int(batch.inst[i, k]),
+        "source": f"images/{n:05d}.png",
+        "object": k,
+        "x": box[0],
+        "y": box[1],
+        "w": box[2],
+        "h": box[3],
+    }
 
 
 def _aloi_objects(world: World) -> list[int]:
@@ -411,9 +427,8 @@ def write_occlusion(world: World, out: Path, progress: bool) -> int:
         frames = e.occlusion_frames
         target = sc.Track(int(r.integers(n_inst)), *_still_track(r, frames))
         # panel radius large enough that its narrowest half-extent covers the object
-        occ = sc.passing_occluder(
-            r, world.occluder(0), frames, 1.0, 3.5, 0, frames - 1, v=0.0, rad=2.2
-        )
+        sweep = sc.Sweep(depth=3.5, start=0, duration=frames - 1, v=0.0, rad=2.2)
+        occ = sc.passing_occluder(r, world.occluder(0), frames, 1.0, sweep)
         batch = sc.video_frames([target, occ], frames, r, drift=False)
         rendered = world.renderer(size, size).render_chunked(batch, p.render_batch)
         boxes, visible, absent = _ground_truth(rendered)
@@ -450,34 +465,9 @@ def write_instance_set(world: World, out: Path, progress: bool) -> int:
     """PASCAL3D+ layout (`Images/<cls>_imagenet/*.JPEG`, `Annotations/<cls>_imagenet/*.mat`,
     `Image_sets/<cls>_imagenet_{train,val}.txt`): `instance_per_bin` instances of a category in
     each (azimuth, elevation) bin, plus labels.csv with the same facts in one table."""
-    p = world.p
-    per_bin = p.evaluation.instance_per_bin
-    items, rows = [], []
-    n = 0
-    for c in range(p.categories):
-        for az_bin in range(6):
-            for el_bin in range(3):
-                r = sc.rng_for(p.seed, sc.INSTANCE, n)
-                n += 1
-                chosen = r.choice(p.instances_per_category, size=per_bin, replace=False)
-                for j in chosen:
-                    inst = world.instance(c, int(j))
-                    item, az, el = sc.instance_view(r, inst, az_bin, el_bin)
-                    cls = CATEGORY_NAMES[c]
-                    rows.append(
-                        {
-                            "name": f"{cls}_{int(j):03d}_a{az_bin}_e{el_bin}",
-                            "category": cls,
-                            "instance": inst,
-                            "azimuth": round(az, 3),
-                            "elevation": round(el, 3),
-                            "az_bin": az_bin,
-                            "el_bin": el_bin,
-                        }
-                    )
-                    items.append(item)
+    items, rows = _instance_views(world)
     root = out / "eval" / "pascal3d"
-    size = p.image_size
+    size = world.p.image_size
     for start, rendered, _ in world.render(items, size, "instance", progress):
         for i in range(rendered.rgb.shape[0]):
             row = rows[start + i]
@@ -501,6 +491,39 @@ def write_instance_set(world: World, out: Path, progress: bool) -> int:
         write_list(root / "Image_sets" / f"{cls}_imagenet_val.txt", names[1::2])
     table.to_csv(root / "labels.csv", index=False)
     return len(rows)
+
+
+def _instance_views(world: World) -> tuple[list, list[dict]]:
+    """The instance set's scenes and their label rows: per category, 6 azimuth x 3 elevation bins,
+    `instance_per_bin` instances each (one generator per bin)."""
+    p = world.p
+    items, rows = [], []
+    n = 0
+    for c in range(p.categories):
+        for az_bin in range(6):
+            for el_bin in range(3):
+                r = sc.rng_for(p.seed, sc.INSTANCE, n)
+                n += 1
+                chosen = r.choice(
+                    p.instances_per_category, size=p.evaluation.instance_per_bin, replace=False
+                )
+                for j in chosen:
+                    inst = world.instance(c, int(j))
+                    item, az, el = sc.instance_view(r, inst, az_bin, el_bin)
+                    cls = CATEGORY_NAMES[c]
+                    rows.append(
+                        {
+                            "name": f"{cls}_{int(j):03d}_a{az_bin}_e{el_bin}",
+                            "category": cls,
+                            "instance": inst,
+                            "azimuth": round(az, 3),
+                            "elevation": round(el, 3),
+                            "az_bin": az_bin,
+                            "el_bin": el_bin,
+                        }
+                    )
+                    items.append(item)
+    return items, rows
 
 
 CLASSIFICATION_SPLITS = ("train", "val", "test")  # each on its own instances (World.split)
