@@ -3,29 +3,29 @@
 own because DVC does not run-cache a stage with an uncached plain output: the five-minute report
 stays restorable, and only this copy reruns."""
 
-import argparse
 import shutil
 import sys
 
-from demystify.core import stage_process
+from demystify.core import stage_cli
 from demystify.core.io import atomic_path
 
+PARSER = stage_cli.parser(__doc__, report="the report stage's markdown", out="where git keeps it")
 
-def main(argv: list[str] | None = None) -> int:
-    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--report", required=True, help="the report stage's markdown")
-    ap.add_argument("--out", required=True, help="where git keeps it")
-    args = ap.parse_args(argv)
+
+class PublishError(OSError):
+    """The report could not be read or its copy written; names the file."""
+
+
+def run(args) -> None:
     try:
         with atomic_path(args.out) as tmp:
             shutil.copyfile(args.report, tmp)
     except OSError as exc:
-        print(
-            f"publish_report: {exc.filename or args.report}: {exc.strerror or exc}", file=sys.stderr
-        )
-        return 1
-    return 0
+        raise PublishError(f"{exc.filename or args.report}: {exc.strerror or exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_cli.main("publish_report", PARSER, run, (PublishError,), argv)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,20 @@
 """DVC stage synthesize: render the synthetic world (params: world) into --out."""
 
-import argparse
 import sys
 
-from demystify.core import config, stage_process
+from demystify.core import config, stage_cli
 from demystify.world.synthesize import run_stage
+
+PARSER = stage_cli.parser(__doc__, out="the world's folder (videos, corpora, evaluation sets)")
+
+
+def run(args) -> list[str]:
+    summary = run_stage(params=config.load("world")["world"], out=args.out)
+    return [f"{summary['counts']} in {summary['seconds']} s"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    stage_process.guard()  # under DVC: dies with the DVC process, refuses to race itself
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument(
-        "--out", required=True, help="the world's folder (videos, corpora, evaluation sets)"
-    )
-    args = ap.parse_args(argv)
-    try:
-        p = config.load("world")
-    except config.ConfigError as exc:
-        print(f"synthesize: {exc}", file=sys.stderr)
-        return 1
-    summary = run_stage(params=p["world"], out=args.out)
-    print(f"synthesize: {summary['counts']} in {summary['seconds']} s")
-    return 0
+    return stage_cli.main("synthesize", PARSER, run, (), argv)
 
 
 if __name__ == "__main__":
