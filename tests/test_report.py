@@ -503,22 +503,28 @@ def test_pr_comment_lists_only_what_differs(tmp_path):
         (tree / "reports").mkdir(parents=True)
         (tree / "dvc.yaml").write_text(
             "stages:\n  report:\n    plots:\n      - reports/a.png:\n          cache: false\n"
+            "  summarize:\n    foreach:\n      k1: {title: t}\n    do:\n      plots:\n"
+            "        - results/${key}/${key}.png:\n            cache: false\n"
             "plots:\n  - results/summary/s.png\n"
         )
         (tree / "reports/a.png").write_bytes(pixels)
         (tree / "reports/same.png").write_bytes(b"x")
         (tree / "results/summary").mkdir(parents=True)
     (trees["head"] / "results/summary/s.png").write_bytes(b"new")  # only in head
+    (trees["head"] / "results/k1").mkdir()
+    (trees["head"] / "results/k1/k1.png").write_bytes(b"new")  # a foreach stage's, filled in
     images = tmp_path / "out" / "pr"
     plots = pr.changed_plots(trees["base"], trees["head"], images)
     assert plots == [
         ("reports/a.png", "reports_a.base.png", "reports_a.head.png"),
+        ("results/k1/k1.png", None, "results_k1_k1.head.png"),
         ("results/summary/s.png", None, "results_summary_s.head.png"),
     ]
     assert (images / "reports_a.base.png").read_bytes() == b"same"
     assert sorted(p.name for p in images.iterdir()) == [
         "reports_a.base.png",
         "reports_a.head.png",
+        "results_k1_k1.head.png",
         "results_summary_s.head.png",
     ]
     assert "![reports/a.png (head)](pr/reports_a.head.png)" in pr.plots_section(plots, "pr")

@@ -36,7 +36,7 @@ def load_run(summary_root: str | Path) -> dict:
     for kind in KINDS:
         path = Path(summary_root) / kind / "metrics.json"
         if not path.is_file():
-            raise ReportError(f"{path}: not found (run summarize_{kind})")
+            raise ReportError(f"{path}: not found (run summarize@{kind})")
         run[kind] = json.loads(path.read_text())
     return run
 
