@@ -154,7 +154,7 @@ def main() -> int:
         )
         group = (
             stage.split("@")[0]
-            if stage.startswith(("pretrain@", "evaluate_", "summarize_", "report"))
+            if stage.startswith(("pretrain@", "evaluate_", "summarize", "report"))
             else "data"
         )
         group = group.split("_")[0] if group.startswith(("summarize_", "evaluate_")) else group

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from demystify.core import config, stage_process
-from demystify.report.build import ReportError, run_stage
+from demystify.report.build import ReportError, ReportPaths, run_stage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,16 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         p = config.load("report", "invariance", "variants")
-        result = run_stage(
+        paths = ReportPaths(
             summary=args.summary,
             pretrain=args.pretrain,
             results=args.results,
-            sweep=args.sweep,
             out_dir=args.out,
-            params=p["report"],
-            ks=p["invariance"].ks,
-            variants=p["variants"],
+            sweep=args.sweep,
             markdown=args.markdown,
+        )
+        result = run_stage(
+            paths=paths, params=p["report"], ks=p["invariance"].ks, variants=p["variants"]
         )
     except (config.ConfigError, ReportError) as exc:
         print(f"report: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""DVC stage summarize_<KIND>: every model's <results>/MODEL/metrics.json -> one table
+"""DVC stage summarize@<KIND>: every model's <results>/MODEL/metrics.json -> one table
 (table.csv), one flat metrics file and a bar chart per set and model in --out."""
 
 import argparse

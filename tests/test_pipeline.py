@@ -39,9 +39,9 @@ def _changed(before: dict, after: dict) -> set[str]:
 ALL_PRETRAIN = [f"pretrain@{v}" for v in VARIANTS]
 EVALS = ("evaluate_invariance", "evaluate_classification", "evaluate_segmentation")  # per model
 SUMMARIES = [
-    "summarize_invariance",
-    "summarize_classification",
-    "summarize_segmentation",
+    "summarize@invariance",
+    "summarize@classification",
+    "summarize@segmentation",
     "report",
     "publish_report",
 ]
@@ -458,9 +458,9 @@ def test_a_tried_then_removed_variant_leaves_every_later_stage_cacheable(repo):
     _write_params(path, params)
     stale = set(json.loads(_run(["dvc", "status", "--json"], path, env).stdout))
     later = {
-        "summarize_invariance",
-        "summarize_classification",
-        "summarize_segmentation",
+        "summarize@invariance",
+        "summarize@classification",
+        "summarize@segmentation",
         "report",
         TRAINING_SUMMARY,
     }

@@ -4,6 +4,7 @@ metrics, and the sweep table read from `dvc exp show` rows."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from demystify.evaluation.invariance import SetContributions, set_contributions
 from demystify.report import build as build_module
 from demystify.report import claims as cl
 from demystify.report import intervals
-from demystify.report.build import ReportError, build
+from demystify.report.build import ReportError, ReportPaths, Roster, build
 from demystify.report.evidence import Evidence
 from demystify.tools.sweep import Run, pool, rows_of
 
@@ -90,6 +91,16 @@ def _params(**changes) -> ReportParams:
         ceiling=90.0,
     )
     return ReportParams(**{**base, **changes})
+
+
+def _paths(root, sweep=None) -> ReportPaths:
+    return ReportPaths(
+        summary=root / "summary",
+        pretrain=root / "pretrain",
+        results=root / "results",
+        out_dir=root / "reports",
+        sweep=sweep,
+    )
 
 
 def _write_results(
@@ -296,6 +307,11 @@ def test_claims_follow_the_metrics(tmp_path):
     assert "segmentation mIoU smaller than about" in scope
 
 
+def test_the_tables_list_params_order_with_the_untrained_network_last():
+    assert Roster(MODELS).order == [*MODELS[1:], "random"]
+    assert Roster(["b", "random", "a"]).order == ["b", "a", "random"]
+
+
 def test_ceiling_sets_are_flagged_and_left_out_of_means(tmp_path):
     run = _run(inv={("random", "aloi_col"): 95.0})
     assert cl.ceiling_sets([run], "top10", 90.0) == {"aloi_col": 95.0}
@@ -339,18 +355,9 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
             "passes": 4.0,
         },
     )
-    trained = [m for m in MODELS if m != "random"]
-    args = (
-        tmp_path / "summary",
-        tmp_path / "pretrain",
-        tmp_path / "reports",
-        MODELS,
-        "top10",
-        tmp_path / "results",
-        trained,
-        _params(),
-    )
-    build(*args)
+    paths = _paths(tmp_path)
+    roster = Roster(MODELS, trained=[m for m in MODELS if m != "random"])
+    build(paths, roster, _params())
     text = (tmp_path / "reports" / "report.md").read_text()
     for heading in (
         "**Indicative verdicts**",
@@ -367,6 +374,14 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
         assert heading in text
     assert "(indicative)" in text and "kNN gap share" in text
     assert "| got10k_occlusion | 10.0 | 20.0 |" in text  # supervised, then moco_object_centric
+    # Tables 2 and 3: the variants claims 2 and 3 compare, in params order
+    for table, claim in (("## Table 2", 2), ("## Table 3", 3)):
+        section = text.split(table)[1].split("\n## ")[0]
+        rows = [line.split(" | ")[0].removeprefix("| ") for line in section.splitlines()[4:]]
+        compared = {
+            m for c in cl.comparisons("top10") if c.claim == claim for m in (c.better, c.worse)
+        }
+        assert rows == [m for m in MODELS if m in compared], rows
     assert (
         "| supervised | 5 | 320 | 80 | 4.0 | 1.500 | 0.600 |" in text
     )  # its budget, in steps and samples
@@ -402,7 +417,7 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
             f"exp{r},invariance,supervised,got10k_occlusion,top10,{sup}",
         ]
     sweep.write_text("\n".join(lines) + "\n")
-    build(*args, sweep=sweep)
+    build(replace(paths, sweep=sweep), roster, _params())
     text = (tmp_path / "reports" / "report.md").read_text()
     assert "13.333 ± 6.110" in text and "3 runs" in text
     metrics = json.loads(
@@ -415,7 +430,7 @@ def test_build_writes_tables_claims_gate_and_headline(tmp_path):
     assert "the interval over seeds contains 0" in text
     (tmp_path / "summary" / "segmentation" / "metrics.json").unlink()
     with pytest.raises(ReportError, match="segmentation/metrics.json: not found"):
-        build(*args)
+        build(paths, roster, _params())
 
 
 PARAMS = {"pretrain.seed": 0, "pretrain.lr": 0.06}
@@ -447,15 +462,7 @@ def test_a_sweep_of_two_seeds_counts_two_runs(tmp_path):
     rows_of(runs).to_csv(tmp_path / "runs.csv", index=False)
     _write_summary(tmp_path / "summary", workspace.metrics)
     result = build(
-        tmp_path / "summary",
-        tmp_path / "pretrain",
-        tmp_path / "reports",
-        MODELS,
-        "top10",
-        tmp_path / "results",
-        [],
-        _params(resamples=200),
-        sweep=tmp_path / "runs.csv",
+        _paths(tmp_path, sweep=tmp_path / "runs.csv"), Roster(MODELS), _params(resamples=200)
     )
     assert result["metrics"]["runs"] == 2
     assert (
@@ -503,22 +510,28 @@ def test_pr_comment_lists_only_what_differs(tmp_path):
         (tree / "reports").mkdir(parents=True)
         (tree / "dvc.yaml").write_text(
             "stages:\n  report:\n    plots:\n      - reports/a.png:\n          cache: false\n"
+            "  summarize:\n    foreach:\n      k1: {title: t}\n    do:\n      plots:\n"
+            "        - results/${key}/${key}.png:\n            cache: false\n"
             "plots:\n  - results/summary/s.png\n"
         )
         (tree / "reports/a.png").write_bytes(pixels)
         (tree / "reports/same.png").write_bytes(b"x")
         (tree / "results/summary").mkdir(parents=True)
     (trees["head"] / "results/summary/s.png").write_bytes(b"new")  # only in head
+    (trees["head"] / "results/k1").mkdir()
+    (trees["head"] / "results/k1/k1.png").write_bytes(b"new")  # a foreach stage's, filled in
     images = tmp_path / "out" / "pr"
     plots = pr.changed_plots(trees["base"], trees["head"], images)
     assert plots == [
         ("reports/a.png", "reports_a.base.png", "reports_a.head.png"),
+        ("results/k1/k1.png", None, "results_k1_k1.head.png"),
         ("results/summary/s.png", None, "results_summary_s.head.png"),
     ]
     assert (images / "reports_a.base.png").read_bytes() == b"same"
     assert sorted(p.name for p in images.iterdir()) == [
         "reports_a.base.png",
         "reports_a.head.png",
+        "results_k1_k1.head.png",
         "results_summary_s.head.png",
     ]
     assert "![reports/a.png (head)](pr/reports_a.head.png)" in pr.plots_section(plots, "pr")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def load_run(summary_root: str | Path) -> dict:
     for kind in KINDS:
         path = Path(summary_root) / kind / "metrics.json"
         if not path.is_file():
-            raise ReportError(f"{path}: not found (run summarize_{kind})")
+            raise ReportError(f"{path}: not found (run summarize@{kind})")
         run[kind] = json.loads(path.read_text())
     return run
 
@@ -137,66 +138,49 @@ def _reading(o: cl.Outcome) -> str:
     )
 
 
-def claims_section(
-    outcomes: list[cl.Outcome], n_runs: int, level: float, levels: dict
-) -> tuple[str, dict]:
-    parts, verdicts = [], {}
-    for claim, text in cl.CLAIMS.items():
-        mine = [o for o in outcomes if o.comparison.claim == claim]
-        verdicts[claim] = cl.claim_verdict(mine)
-        weight, reasons = levels[claim]
-        rows, context = [], []
-        for o in mine:
-            c = o.comparison
-            row = [
-                c.what,
-                f"{c.better} > {c.worse}",
-                _fmt(o.better, 3),
-                _fmt(o.worse, 3),
-                _ci(o.interval),
-            ]
-            if c.primary:
-                rows.append(
-                    row
-                    + [
-                        _ci(o.runs),
-                        _p(o),
-                        f"**{o.verdict}**" + (f": {o.reason}" if o.reason else ""),
-                    ]
-                )
-            else:
-                context.append(row + [_reading(o)])
-        why = "" if weight == cl.OF_RECORD else " *Indicative*: " + "; ".join(reasons) + "."
-        part = f"### Claim {claim}: {verdicts[claim]} ({weight})\n\n{text}{why}\n\n" + _table(
-            [
-                "comparison",
-                "expected",
-                "higher side",
-                "lower side",
-                f"difference [{level:.0%} CI]",
-                f"over sweep runs [{level:.0%} CI]",
-                "Holm p",
-                "verdict",
-            ],
-            rows,
+CLAIM_HEADER = (
+    "comparison",
+    "expected",
+    "higher side",
+    "lower side",
+    "difference [{level:.0%} CI]",
+)
+
+
+def _claim_part(
+    claim: int, outcomes: list[cl.Outcome], verdict: str, levels: dict, level: float
+) -> str:
+    """One claim's heading, text and table of primary comparisons, then its context table."""
+    weight, reasons = levels[claim]
+    header = [h.format(level=level) for h in CLAIM_HEADER]
+    rows, context = [], []
+    for o in outcomes:
+        c = o.comparison
+        row = [
+            c.what,
+            f"{c.better} > {c.worse}",
+            _fmt(o.better, 3),
+            _fmt(o.worse, 3),
+            _ci(o.interval),
+        ]
+        if c.primary:
+            decided = f"**{o.verdict}**" + (f": {o.reason}" if o.reason else "")
+            rows.append(row + [_ci(o.runs), _p(o), decided])
+        else:
+            context.append(row + [_reading(o)])
+    why = "" if weight == cl.OF_RECORD else " *Indicative*: " + "; ".join(reasons) + "."
+    part = f"### Claim {claim}: {verdict} ({weight})\n\n{cl.CLAIMS[claim]}{why}\n\n"
+    part += _table([*header, f"over sweep runs [{level:.0%} CI]", "Holm p", "verdict"], rows)
+    if context:
+        part += (
+            "\n\nContext, each side against the untrained network (decides nothing):\n\n"
+            + _table([*header, "reading"], context)
         )
-        if context:
-            part += (
-                "\n\nContext, each side against the untrained network (decides nothing):\n\n"
-                + _table(
-                    [
-                        "comparison",
-                        "expected",
-                        "higher side",
-                        "lower side",
-                        f"difference [{level:.0%} CI]",
-                        "reading",
-                    ],
-                    context,
-                )
-            )
-        parts.append(part)
-    rule = (
+    return part
+
+
+def _decision_rule(level: float, n_runs: int) -> str:
+    return (
         f"Each comparison's difference comes with a {level:.0%} confidence interval from a paired bootstrap over "
         "this run's independent test units (classification: object instances; ALOI: objects, its three sets drawn "
         "jointly; GOT-10k: videos; PASCAL3D+: instances; segmentation: images) and, where a variant was pretrained "
@@ -213,7 +197,18 @@ def claims_section(
         + ". *Not measured*: a model or set is missing. A claim's "
         "line counts its primary comparisons; context comparisons decide nothing."
     )
-    return rule + "\n\n" + "\n\n".join(parts), verdicts
+
+
+def claims_section(
+    outcomes: list[cl.Outcome], n_runs: int, level: float, levels: dict
+) -> tuple[str, dict]:
+    """The decision rule, then each claim with its verdict and tables; and {claim: verdict}."""
+    parts, verdicts = [], {}
+    for claim in cl.CLAIMS:
+        mine = [o for o in outcomes if o.comparison.claim == claim]
+        verdicts[claim] = cl.claim_verdict(mine)
+        parts.append(_claim_part(claim, mine, verdicts[claim], levels, level))
+    return _decision_rule(level, n_runs) + "\n\n" + "\n\n".join(parts), verdicts
 
 
 def opening_section(levels: dict, p: ReportParams) -> str:
@@ -271,6 +266,18 @@ def scope_section(
             "- Variants pretrained with one seed: their intervals cover the test items only, not the "
             "variation between pretraining runs (add seed replicates, docs/howto.md)."
         )
+    lines += _resolution(outcomes, level)
+    lines.append(
+        "- The data are a synthetic world standing in for ImageNet, COCO and the paper's video sets: a verdict "
+        "says what the methods do on this world at this budget, not on the real data sets "
+        "(configure those paths and a larger scale to test that)."
+    )
+    return "\n".join(lines)
+
+
+def _resolution(outcomes: list[cl.Outcome], level: float) -> list[str]:
+    """Per kind of metric, the median half-width of its intervals: smaller differences are noise."""
+    lines = []
     for label, kind in (
         ("classification accuracy", "classification"),
         ("segmentation mIoU", "segmentation"),
@@ -286,12 +293,7 @@ def scope_section(
                 f"- Differences in {label} smaller than about ±{np.median(widths):.3g} (the median half-width "
                 f"of its {level:.0%} intervals here) are below what this run's test units resolve."
             )
-    lines.append(
-        "- The data are a synthetic world standing in for ImageNet, COCO and the paper's video sets: a verdict "
-        "says what the methods do on this world at this budget, not on the real data sets "
-        "(configure those paths and a larger scale to test that)."
-    )
-    return "\n".join(lines)
+    return lines
 
 
 def _share(g: cl.Gate, probe: str) -> str:
@@ -407,54 +409,72 @@ def headline(
     return out
 
 
-PREFERRED_ORDER = (
-    "supervised",
-    "moco_object_centric",
-    "moco_scenes",
-    "moco_scene_crops",
-    "moco_frames",
-    "moco_temporal",
-    "moco_tracker",
-    "moco_tracker_crops",
-    "random",
-)
+@dataclass(frozen=True)
+class ReportPaths:
+    """What the report reads: the summaries (results/summary), the pretraining results, the per-item
+    results' root and a sweep's runs (none: this run alone); where it writes: its folder, and
+    report.md (default: in that folder; it links its figures as if beside them)."""
+
+    summary: str | Path
+    pretrain: str | Path
+    results: str | Path
+    out_dir: str | Path
+    sweep: str | Path | None = None
+    markdown: str | Path | None = None
 
 
-def build(
-    summary_root: str | Path,
-    pretrain_root: str | Path,
-    out_dir: str | Path,
-    models: list[str],
-    inv_key: str,
-    results_root: str | Path,
-    trained: list[str],
-    params: ReportParams,
-    replicates: dict[str, list[str]] | None = None,
-    sweep: str | Path | None = None,
-    markdown: str | Path | None = None,
-) -> dict:
-    """`models`: the variants in the tables (seed replicates excluded; `replicates` maps a model to
-    itself and its replicates); `trained`: the variants the learning gate checks against `random`.
-    `markdown`: where report.md goes (default: out_dir; it links its figures as if beside them)."""
-    out_dir = Path(out_dir)
-    current = load_run(summary_root)
-    runs = [current, *(r for r in load_sweep(sweep) if not same_run(r, current))]
+@dataclass(frozen=True)
+class Roster:
+    """The variants of params.yaml the report lists, in its order, seed replicates excluded
+    (`replicates` maps a model to itself and its replicates); `trained`: those the learning gate
+    checks against the untrained network."""
+
+    models: list[str]
+    trained: list[str] = field(default_factory=list)
+    replicates: dict[str, list[str]] | None = None
+
+    @property
+    def order(self) -> list[str]:
+        """The tables' rows: params order, the untrained network (every comparison's reference) last."""
+        return [m for m in self.models if m != cl.UNTRAINED] + [
+            m for m in self.models if m == cl.UNTRAINED
+        ]
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the report says, computed once: the runs (this one first, then a sweep's others), the
+    invariance sets at ceiling, the per-item evidence, the learning gate, every comparison's
+    outcome and each claim's weight."""
+
+    runs: list[dict]
+    inv_key: str
+    at_ceiling: dict[str, float]
+    evidence: Evidence
+    gates: dict[str, cl.Gate]
+    outcomes: list[cl.Outcome]
+    levels: dict
+
+
+def findings(paths: ReportPaths, roster: Roster, params: ReportParams) -> Findings:
+    """Read the runs, check the learning gate and judge every claim."""
+    inv_key = f"top{params.invariance_k}"
+    current = load_run(paths.summary)
+    runs = [current, *(r for r in load_sweep(paths.sweep) if not same_run(r, current))]
     at_ceiling = cl.ceiling_sets(runs, inv_key, params.ceiling)
     evidence = Evidence(
-        results_root,
+        paths.results,
         params.resamples,
         params.level,
-        replicates=replicates,
+        replicates=roster.replicates,
         ceiling_sets=tuple(at_ceiling),
     )
+    trained = [m for m in roster.trained if m in roster.models]
     gates = (
-        cl.learning_gate(evidence, [m for m in trained if m in models], margin=params.gate_margin)
-        if "random" in models
+        cl.learning_gate(evidence, trained, margin=params.gate_margin)
+        if cl.UNTRAINED in roster.models
         else {}
     )
-    order = [m for m in PREFERRED_ORDER if m in models] + [
-        m for m in models if m not in PREFERRED_ORDER
-    ]
     outcomes = cl.judge(runs, inv_key, evidence, gates, params.level, at_ceiling)
     levels = {
         claim: cl.claim_level(
@@ -465,7 +485,22 @@ def build(
         )
         for claim in cl.CLAIMS
     }
-    claims_md, verdicts = claims_section(outcomes, len(runs), params.level, levels)
+    return Findings(runs, inv_key, at_ceiling, evidence, gates, outcomes, levels)
+
+
+def claim_rows(f: Findings, order: list[str], claim: int) -> list[str]:
+    """The variants a claim's primary comparisons set against each other, in the tables' order."""
+    compared = {
+        m
+        for o in f.outcomes
+        if o.comparison.claim == claim and o.comparison.primary
+        for m in (o.comparison.better, o.comparison.worse)
+    }
+    return [m for m in order if m in compared]
+
+
+def copy_pictures(summary_root: str | Path, out_dir: Path) -> list[str]:
+    """The summaries' figures copied beside the report, as its markdown links to them."""
     pictures = []
     for kind in KINDS:
         src = Path(summary_root) / kind / f"{kind}.png"
@@ -474,12 +509,17 @@ def build(
             with atomic_path(out_dir / src.name) as tmp:
                 shutil.copyfile(src, tmp)
             pictures.append(f"![{kind}]({src.name})")
-    pretrain = []
+    return pictures
+
+
+def pretrain_section(pretrain_root: str | Path, order: list[str]) -> str:
+    """Each trained variant's budget, from results/pretrain/MODEL/summary.json."""
+    rows = []
     for m in order:
         path = Path(pretrain_root) / m / "summary.json"
         if path.is_file():
             s = json.loads(path.read_text())
-            pretrain.append(
+            rows.append(
                 [
                     m,
                     str(s.get("steps")),
@@ -490,66 +530,78 @@ def build(
                     "-" if s.get("knn_top1") is None else f"{s['knn_top1']:.3f}",
                 ]
             )
-    video = [
-        m
-        for m in ("moco_frames", "moco_temporal", "moco_tracker", "moco_tracker_crops")
-        if m in models
+    header = [
+        "model",
+        "steps",
+        "samples seen",
+        "unique items",
+        "passes",
+        "final loss",
+        "kNN monitor top-1",
     ]
-    bias = [m for m in ("moco_object_centric", "moco_scenes", "moco_scene_crops") if m in models]
-    text = (
-        "\n\n".join(
-            [
-                "# Demystifying contrastive SSL: this run's results",
-                opening_section(levels, params),
-                f"Computed by `dvc repro` from this run's metrics ({len(runs)} run{'s' if len(runs) > 1 else ''}; "
-                f"values are mean ± standard deviation over runs where there are several). Invariance scores are "
-                f"the paper's measure at {inv_key.replace('top', 'top-')} neurons (docs/science.md); higher is more invariant.",
-                "## What this run can and cannot show\n\n"
-                + scope_section(outcomes, gates, params.level, at_ceiling, params.ceiling),
-                "## Claims\n\n" + claims_md,
-                "## Learning gate\n\n"
-                + gate_section(gates, runs, params.level, params.gate_margin),
-                "## Table 1: invariances (sets x models)\n\n"
-                + invariance_table(runs, order, inv_key, at_ceiling),
-                f"Each score minus the untrained network's, with its {params.level:.0%} interval (bootstrap over the sets' "
-                "independent units):\n\n"
-                + invariance_gain_table(
-                    evidence, runs, [m for m in order if m != "random"], inv_key
-                ),
-                "## Table 2: dataset bias (object-centric vs scenes vs scene crops)\n\n"
-                + comparison_table(runs, bias, inv_key),
-                "## Table 3: the video method (MoCo on frames vs frame-temporal vs region-tracker, and single tracked "
-                "crops)\n\n" + comparison_table(runs, video, inv_key),
-                "## Downstream, every model\n\n" + comparison_table(runs, order, inv_key),
-                "## Pretraining\n\nEvery trained variant gets the same budget in optimizer steps (`pretrain.steps`), whatever the "
-                "size of its corpus; samples seen = steps x global batch (pairs of views for MoCo), unique items = the corpus "
-                "(images, or pairs for the video variants), passes = their ratio.\n\n"
-                + _table(
-                    [
-                        "model",
-                        "steps",
-                        "samples seen",
-                        "unique items",
-                        "passes",
-                        "final loss",
-                        "kNN monitor top-1",
-                    ],
-                    pretrain,
-                ),
-                "## Plots\n\n" + "\n\n".join(pictures),
-            ]
-        )
-        + "\n"
+    return (
+        "## Pretraining\n\nEvery trained variant gets the same budget in optimizer steps (`pretrain.steps`), whatever the "
+        "size of its corpus; samples seen = steps x global batch (pairs of views for MoCo), unique items = the corpus "
+        "(images, or pairs for the video variants), passes = their ratio.\n\n"
+        + _table(header, rows)
     )
+
+
+def opening(f: Findings, params: ReportParams) -> list[str]:
+    """The title, the weight of the verdicts, how the numbers were computed, and the run's scope."""
+    n = len(f.runs)
+    return [
+        "# Demystifying contrastive SSL: this run's results",
+        opening_section(f.levels, params),
+        f"Computed by `dvc repro` from this run's metrics ({n} run{'s' if n > 1 else ''}; "
+        f"values are mean ± standard deviation over runs where there are several). Invariance scores are "
+        f"the paper's measure at {f.inv_key.replace('top', 'top-')} neurons (docs/science.md); higher is more invariant.",
+        "## What this run can and cannot show\n\n"
+        + scope_section(f.outcomes, f.gates, params.level, f.at_ceiling, params.ceiling),
+    ]
+
+
+def tables(f: Findings, order: list[str], params: ReportParams) -> list[str]:
+    """Tables 1 to 3 (claims 2 and 3's variants in 2 and 3) and every model's downstream scores."""
+    runs, key = f.runs, f.inv_key
+    gains = [m for m in order if m != cl.UNTRAINED]
+    return [
+        "## Table 1: invariances (sets x models)\n\n"
+        + invariance_table(runs, order, key, f.at_ceiling),
+        f"Each score minus the untrained network's, with its {params.level:.0%} interval (bootstrap over the sets' "
+        "independent units):\n\n" + invariance_gain_table(f.evidence, runs, gains, key),
+        "## Table 2: dataset bias (object-centric vs scenes vs scene crops)\n\n"
+        + comparison_table(runs, claim_rows(f, order, 2), key),
+        "## Table 3: the video method (MoCo on frames vs frame-temporal vs region-tracker, and single tracked "
+        "crops)\n\n" + comparison_table(runs, claim_rows(f, order, 3), key),
+        "## Downstream, every model\n\n" + comparison_table(runs, order, key),
+    ]
+
+
+def build(paths: ReportPaths, roster: Roster, params: ReportParams) -> dict:
+    """report.md, its figures, metrics.json and headline.json; the tables list `roster.order`.
+    Returns each claim's verdict and weight, and the metrics."""
+    out_dir = Path(paths.out_dir)
+    f = findings(paths, roster, params)
+    claims_md, verdicts = claims_section(f.outcomes, len(f.runs), params.level, f.levels)
+    pictures = copy_pictures(paths.summary, out_dir)
+    sections = [
+        *opening(f, params),
+        "## Claims\n\n" + claims_md,
+        "## Learning gate\n\n" + gate_section(f.gates, f.runs, params.level, params.gate_margin),
+        *tables(f, roster.order, params),
+        pretrain_section(paths.pretrain, roster.order),
+        "## Plots\n\n" + "\n\n".join(pictures),
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(Path(markdown) if markdown else out_dir / "report.md") as tmp:
-        Path(tmp).write_text(text)
-    metrics = headline(outcomes, verdicts, levels, runs, gates)
+    with atomic_path(Path(paths.markdown) if paths.markdown else out_dir / "report.md") as tmp:
+        Path(tmp).write_text("\n\n".join(sections) + "\n")
+    metrics = headline(f.outcomes, verdicts, f.levels, f.runs, f.gates)
     write_json(out_dir / "metrics.json", metrics)
-    write_json(out_dir / "headline.json", verdicts_in_brief(outcomes, levels))
+    write_json(out_dir / "headline.json", verdicts_in_brief(f.outcomes, f.levels))
     return {
         "verdicts": verdicts,
-        "levels": {c: w for c, (w, _) in levels.items()},
+        "levels": {c: w for c, (w, _) in f.levels.items()},
         "metrics": metrics,
     }
 
@@ -566,17 +618,13 @@ def replicate_groups(variants: dict[str, VariantParams]) -> dict[str, list[str]]
 
 def run_stage(
     *,
-    summary: str | Path,
-    pretrain: str | Path,
-    results: str | Path,
-    sweep: str | Path,
-    out_dir: str | Path,
+    paths: ReportPaths,
     params: ReportParams,
     ks: list[int],
     variants: dict[str, VariantParams],
-    markdown: str | Path | None = None,
 ) -> dict:
-    """The `report` stage: the learning gate checks every trained variant against `random`."""
+    """The `report` stage: the variants of params.yaml, in its order; the learning gate checks every
+    trained variant against `random`."""
     if params.invariance_k not in ks:
         raise ReportError(
             f"report.invariance_k = {params.invariance_k} is not one of invariance.ks {ks}"
@@ -586,15 +634,7 @@ def run_stage(
     models = [m for m in variants if m not in replicas]
     trained = [m for m in models if variants[m].method in ("moco", "supervised")]
     return build(
-        summary,
-        pretrain,
-        out_dir,
-        models,
-        f"top{params.invariance_k}",
-        results,
-        trained,
+        paths,
+        Roster(models, trained, groups),
         params,
-        groups,
-        sweep or None,
-        markdown,
     )

@@ -130,8 +130,8 @@ def learning_gate(
     return gates
 
 
-def comparisons(inv_key: str) -> list[Comparison]:
-    inv = lambda s: ("invariance", s, inv_key)  # noqa: E731
+def _claim1(inv) -> list[Comparison]:
+    """MoCo against supervised training, each also against the untrained network (context)."""
     moco = "moco_object_centric"
     out = [
         Comparison(
@@ -162,13 +162,25 @@ def comparisons(inv_key: str) -> list[Comparison]:
         ("category-instance invariance", "pascal3d_instance"),
     ):
         out.append(Comparison(1, what, SUPERVISED, UNTRAINED, inv(s), (SUPERVISED,), primary=False))
-    for better in ("moco_object_centric", "moco_scene_crops"):
+    return out
+
+
+def _claim2(inv) -> list[Comparison]:
+    """Object-centric data and scene crops against whole scenes."""
+    return [
+        Comparison(2, what, better, "moco_scenes", metric, (better,))
+        for better in ("moco_object_centric", "moco_scene_crops")
         for what, metric in (
             ("mean invariance", inv("mean")),
             ("linear top-1", LINEAR),
             ("segmentation mIoU", MIOU),
-        ):
-            out.append(Comparison(2, what, better, "moco_scenes", metric, (better,)))
+        )
+    ]
+
+
+def _claim3(inv) -> list[Comparison]:
+    """Temporal and tracker positives against MoCo on the same frames; tracked pairs against
+    single tracked crops."""
     video_metrics = (
         ("viewpoint invariance", inv("aloi_view")),
         ("illumination invariance", inv("aloi_ill")),
@@ -176,15 +188,23 @@ def comparisons(inv_key: str) -> list[Comparison]:
         ("linear top-1", LINEAR),
         ("segmentation mIoU", MIOU),
     )
-    for better in ("moco_temporal", "moco_tracker"):
-        for what, metric in video_metrics:
-            out.append(Comparison(3, what, better, "moco_frames", metric, (better,)))
+    out = [
+        Comparison(3, what, better, "moco_frames", metric, (better,))
+        for better in ("moco_temporal", "moco_tracker")
+        for what, metric in video_metrics
+    ]
     # the control: tracked pairs against single tracked crops, so time is the only difference
     for what, metric in video_metrics:
         out.append(
             Comparison(3, what, "moco_tracker", "moco_tracker_crops", metric, ("moco_tracker",))
         )
     return out
+
+
+def comparisons(inv_key: str) -> list[Comparison]:
+    """Every claim's comparisons, in claim order; invariance at `inv_key` ("top10")."""
+    inv = lambda s: ("invariance", s, inv_key)  # noqa: E731
+    return _claim1(inv) + _claim2(inv) + _claim3(inv)
 
 
 CLAIMS = {

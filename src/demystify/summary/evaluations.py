@@ -103,7 +103,7 @@ KEYS = {
 def run_stage(
     *, kind: str, results_dir: str | Path, models: list[str], out_dir: str | Path, ks: list[int]
 ) -> pd.DataFrame:
-    """The `summarize_<kind>` stage: every model's results_dir/MODEL/metrics.json into out_dir."""
+    """The `summarize@<kind>` stage: every model's results_dir/MODEL/metrics.json into out_dir."""
     if kind not in KINDS:
         raise SummaryError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
     title, ylabel = KINDS[kind]

@@ -159,13 +159,25 @@ def differences(base: dict, head: dict) -> dict:
     return out
 
 
+def _stage_plots(stage: dict) -> list[str]:
+    """A stage's plot paths; a `foreach` over a list or dict written out in dvc.yaml, once per entry
+    (`${item}` / `${key}` filled in). One over params (`${variants}`) keeps its `${...}`."""
+    body = stage.get("do", stage)
+    paths = [e if isinstance(e, str) else next(iter(e)) for e in body.get("plots") or []]
+    each = stage.get("foreach")
+    if isinstance(each, dict):
+        return [p.replace("${key}", str(k)) for k in each for p in paths]
+    if isinstance(each, list):
+        return [p.replace("${item}", str(i)) for i in each for p in paths]
+    return paths
+
+
 def declared_pngs(tree: Path) -> list[str]:
     """reports/*.png and every PNG declared as a plot in dvc.yaml (top level or in a stage)."""
     spec = parse_yaml((tree / "dvc.yaml").read_text()) or {}
-    entries = list(spec.get("plots") or [])
+    paths = {e if isinstance(e, str) else next(iter(e)) for e in spec.get("plots") or []}
     for stage in (spec.get("stages") or {}).values():
-        entries += stage.get("do", stage).get("plots") or []
-    paths = {e if isinstance(e, str) else next(iter(e)) for e in entries}
+        paths |= set(_stage_plots(stage))
     paths |= {p.relative_to(tree).as_posix() for p in (tree / "reports").glob("*.png")}
     return sorted(p for p in paths if p.endswith(".png") and "${" not in p)
 
