@@ -36,10 +36,10 @@ run: $(STAMP) $(SITE_CACHE)
 test: $(STAMP)
 	python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
-# the inner loop: every module but the two end-to-end ones (a real DVC repository reproduced at the
-# smoke scale each); docs/develop.md
+# the inner loop: every test but the end-to-end ones (a stage, a DVC repository or a training run in
+# processes of its own: marked e2e) and the statistical calibrations (slow); docs/develop.md
 test-fast: $(STAMP)
-	python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_pipeline.py --ignore=tests/test_recipes.py
+	python -m pytest -q -n 2 --dist loadfile -m 'not e2e and not slow'
 
 # the rules in pyproject.toml (an argument limit among them) and the formatter's layout
 lint: $(STAMP)

@@ -26,6 +26,8 @@ from dvc_repo import (
 
 from demystify.core.frames_store import read_manifest, shard_of
 
+pytestmark = pytest.mark.e2e  # a whole DVC repository reproduced
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):

@@ -17,6 +17,8 @@ from dvc_repo import _backbones, _run, _stages_cached, _stages_run, make_repo
 
 from demystify.core.frames_store import read_manifest
 
+pytestmark = pytest.mark.e2e  # a whole DVC repository reproduced
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):

@@ -258,6 +258,7 @@ def test_gate_needs_both_probes(tmp_path):
     assert gate.learned is False and "knn" in gate.why_not()
 
 
+@pytest.mark.e2e  # the whole report built: make test only
 def test_claims_follow_the_metrics(tmp_path):
     for m in MODELS:
         _write_results(tmp_path, m, accuracy=0.3 if m == "random" else 0.6)
@@ -334,6 +335,7 @@ def _write_summary(root, run):
         write_json(root / kind / "metrics.json", data)
 
 
+@pytest.mark.e2e  # the whole report built: make test only
 def test_build_writes_tables_claims_gate_and_headline(tmp_path):
     run = _run(inv={("moco_object_centric", "got10k_occlusion"): 20.0})
     _write_summary(tmp_path / "summary", run)

@@ -30,6 +30,7 @@ def _contributions(rng, mu, s):
     return set_contributions(feat, ids, None, 5, np.array([f"aloi:{i}" for i in ids]))
 
 
+@pytest.mark.slow  # thousands of simulated runs: make test only
 def test_invariance_draws_average_to_the_full_score_and_cover_the_truth():
     """One set per class (as ALOI): a draw's score is the full score on average, within 2 % (no
     class zero-filled: the old code averaged about 64 % of it), and the paired interval covers the
@@ -149,6 +150,7 @@ def test_two_level_interval_covers_seed_variation(tmp_path):
     assert two_level.high - two_level.low > max(i.high - i.low for i in single)
 
 
+@pytest.mark.slow  # thousands of simulated runs: make test only
 @pytest.mark.parametrize("primaries", [4, 6, 15])
 def test_decision_rule_controls_false_verdicts_under_the_null(primaries):
     """No true difference anywhere: with Holm's correction a claim gets a false 'holds' or 'does
