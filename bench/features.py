@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from demystify.evaluation.features import extract, load_model
+from demystify.evaluation.features import Loading, extract, load_model
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -36,9 +36,11 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"{args.set}: no images")
     model = load_model(None, args.arch, args.device)
-    extract(model, paths[: args.batch], None, args.size, args.device, args.batch, 0)  # warm-up
+    warm = Loading(args.device, args.batch)
+    extract(model, paths[: args.batch], None, args.size, warm)  # warm-up
     start = time.perf_counter()
-    feat = extract(model, paths, None, args.size, args.device, args.batch, args.workers)
+    loading = Loading(args.device, args.batch, args.workers)
+    feat = extract(model, paths, None, args.size, loading)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

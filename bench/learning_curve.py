@@ -25,7 +25,8 @@ import torch
 
 from demystify.backbone import backbone
 from demystify.core import config
-from demystify.evaluation.downstream_stage import classify
+from demystify.evaluation import classification
+from demystify.evaluation.features import Model
 from demystify.report.evidence import Evidence
 from demystify.ssl import train as trainer
 
@@ -98,13 +99,11 @@ def main() -> None:
             model = backbone(base.arch, width=width)
             untrained = tmp / f"untrained-{width}.pt"
             torch.save(model.state_dict(), untrained)
-            classify(
-                "random",
-                base.arch,
-                untrained,
+            classification.run_stage(
+                Model("random", base.arch, untrained),
                 cp,
                 results / "classification" / "random",
-                device,
+                device=device,
                 progress=False,
             )
             for steps in budgets:
@@ -121,13 +120,11 @@ def main() -> None:
                 wall, cpu = time.perf_counter(), time.process_time()
                 trainer.train(args.variant, variant, p, run / "m", run / "r", progress=False)
                 wall, cpu = (time.perf_counter() - wall) / 60, (time.process_time() - cpu) / 60
-                m = classify(
-                    args.variant,
-                    p.arch,
-                    run / "m" / "backbone.pt",
+                m = classification.run_stage(
+                    Model(args.variant, p.arch, run / "m" / "backbone.pt"),
                     cp,
                     results / "classification" / args.variant,
-                    device,
+                    device=device,
                     progress=False,
                 )
                 evidence = Evidence(results)  # the learning gate's own paired bootstrap

@@ -61,7 +61,8 @@ def write_set(root: Path, train: int, test: int, size: int, seed: int = 0) -> No
 def child(args) -> None:
     """One evaluation in this process; prints its peak resident memory as JSON."""
     from demystify.core.config import SegmentationParams
-    from demystify.evaluation.downstream_stage import segment
+    from demystify.evaluation import segmentation
+    from demystify.evaluation.features import Model
 
     p = SegmentationParams.model_validate(
         dict(
@@ -82,8 +83,13 @@ def child(args) -> None:
     )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
-    metrics = segment(
-        "bench", args.arch, args.backbone, p, args.out, "cpu", progress=False, workers=0
+    metrics = segmentation.run_stage(
+        Model("bench", args.arch, args.backbone),
+        p,
+        args.out,
+        device="cpu",
+        progress=False,
+        workers=0,
     )
     print(
         json.dumps(

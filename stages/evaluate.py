@@ -1,12 +1,37 @@
 """DVC stages evaluate_<KIND>@MODEL: one evaluation (invariance, classification or segmentation)
-of one backbone (--backbone), on the data sets named here, into its results folder (--out)."""
+of one backbone (--backbone), on the data sets named here, into its results folder (--out).
+
+Each KIND is the module of that name in demystify.evaluation, whose `run_stage` is the whole
+stage: invariance.py, classification.py, segmentation.py (what they share: features.py). One stage
+per evaluation and model, so that a change of one evaluation's params reruns that evaluation only
+(`-S classification.knn.k=50` reruns the classification of each model, nothing else); features
+are still extracted once per data set and model (the cost of three stages over one is a process
+start and imports, measured in docs/pipeline.md)."""
 
 import argparse
 import sys
 
+from demystify.backbone import CheckpointError
 from demystify.core import config, stage_process
-from demystify.evaluation.model_stage import ERRORS, EVALUATIONS, run_stage
+from demystify.evaluation import classification, invariance, segmentation
+from demystify.evaluation.features import FeatureError, Model
+from demystify.evaluation.labelled import LabelError
+from demystify.evaluation.sets import SetError
 
+EVALUATIONS = {
+    "invariance": invariance.run_stage,
+    "classification": classification.run_stage,
+    "segmentation": segmentation.run_stage,
+}
+# the known failures: the stage prints one line (its name, then the message) and exits 1
+ERRORS = (
+    config.ConfigError,
+    SetError,
+    LabelError,
+    FeatureError,
+    CheckpointError,
+    invariance.InvarianceError,
+)
 DATA = {
     "invariance": ("aloi", "got10k", "pascal3d"),
     "classification": ("data",),
@@ -44,14 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         section = p[args.kind].model_copy(
             update={flag: getattr(args, flag) for flag in DATA[args.kind]}
         )
-        run_stage(
-            kind=args.kind,
-            name=args.model,
-            arch=p["variants"][args.model].arch or p["pretrain"].arch,
-            backbone=args.backbone,
-            params=section,
-            out_dir=args.out,
-        )
+        arch = p["variants"][args.model].arch or p["pretrain"].arch
+        EVALUATIONS[args.kind](Model(args.model, arch, args.backbone), section, args.out)
     except ERRORS as exc:
         print(f"evaluate_{args.kind}@{args.model}: {exc}", file=sys.stderr)
         return 1

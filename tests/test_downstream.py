@@ -9,11 +9,9 @@ import torch
 from PIL import Image
 
 from demystify.backbone import backbone, plain_backbone_state
-from demystify.core.config import ClassificationParams, SegmentationParams
-from demystify.evaluation import classification as protocols
-from demystify.evaluation import labelled
-from demystify.evaluation import segmentation as seg
-from demystify.evaluation.downstream_stage import classify, segment
+from demystify.core.config import ClassificationParams, LinearProbeParams, SegmentationParams
+from demystify.evaluation import classification, labelled, segmentation
+from demystify.evaluation.features import Model, load_model
 
 
 def _separable(n_per=20, classes=4, dim=16, seed=0):
@@ -23,20 +21,28 @@ def _separable(n_per=20, classes=4, dim=16, seed=0):
     return centres[y] + rng.normal(scale=0.5, size=(len(y), dim)), y
 
 
+def _linear(epochs, lr, batch_size, weight_decays=(0.0,), folds=2):
+    """A classification.linear params section."""
+    return LinearProbeParams(
+        epochs=epochs,
+        lr=lr,
+        weight_decays=list(weight_decays),
+        folds=folds,
+        batch_size=batch_size,
+    )
+
+
 # --- protocols -----------------------------------------------------------------------------------
 
 
 def test_linear_probe_and_knn_reach_100_on_separable_features():
     x, y = _separable()
     tx, ty = _separable(seed=1)
-    pred = protocols.linear_probe(
-        x, y, tx, epochs=30, lr=0.05, weight_decay=0.0, batch_size=16, seed=0
-    )
+    p = _linear(epochs=30, lr=0.05, batch_size=16)
+    pred = classification.linear_probe(x, y, tx, p, weight_decay=0.0, seed=0)
     assert (pred == ty).mean() == 1.0
-    assert (protocols.knn_predict(x, y, tx, k=5, temperature=0.07) == ty).mean() == 1.0
-    again = protocols.linear_probe(
-        x, y, tx, epochs=30, lr=0.05, weight_decay=0.0, batch_size=16, seed=0
-    )
+    assert (classification.knn_predict(x, y, tx, k=5, temperature=0.07) == ty).mean() == 1.0
+    again = classification.linear_probe(x, y, tx, p, weight_decay=0.0, seed=0)
     assert np.array_equal(pred, again)
 
 
@@ -49,35 +55,35 @@ def test_knn_centres_features_with_the_training_mean():
         x.shape[1], 1e5
     )  # uncentred, float32 cosines cannot tell the classes apart (0.39 here)
     assert (
-        protocols.knn_predict(x + shift, y, tx + shift, k=5, temperature=0.07) == ty
+        classification.knn_predict(x + shift, y, tx + shift, k=5, temperature=0.07) == ty
     ).mean() == 1.0
 
 
 def test_weight_decay_is_chosen_on_the_training_split():
     x, y = _separable()
-    decay, scores = protocols.choose_weight_decay(
-        x, y, [50.0, 0.0], folds=2, epochs=30, lr=0.05, batch_size=16, seed=0
-    )
+    p = _linear(epochs=30, lr=0.05, batch_size=16, weight_decays=[50.0, 0.0], folds=2)
+    decay, scores = classification.choose_weight_decay(x, y, p, seed=0)
     assert (
         decay == 0.0 and scores[0.0] > scores[50.0]
     )  # a huge decay underfits; cross-validation sees it
-    assert protocols.choose_weight_decay(x, y, [0.1], 2, 30, 0.05, 16, 0) == (0.1, {})
+    one = _linear(epochs=30, lr=0.05, batch_size=16, weight_decays=[0.1], folds=2)
+    assert classification.choose_weight_decay(x, y, one, 0) == (0.1, {})
 
 
 def test_linear_probe_is_at_chance_on_noise():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(200, 8)), rng.integers(0, 4, 200)
     tx, ty = rng.normal(size=(400, 8)), rng.integers(0, 4, 400)
-    acc = (protocols.linear_probe(x, y, tx, 20, 0.05, 0.0, 32, 0) == ty).mean()
+    acc = (classification.linear_probe(x, y, tx, _linear(20, 0.05, 32), 0.0, 0) == ty).mean()
     assert 0.1 < acc < 0.4
 
 
 def test_voc07_ap_by_hand():
     # ranked labels 1, 0, 1: recall 0.5 at precision 1, recall 1 at precision 2/3
     # 11-point AP = (6 * 1 + 5 * 2/3) / 11; a difficult (-1) row is ignored wherever it ranks
-    ap = protocols.voc07_ap(np.array([0.9, 0.95, 0.8, 0.7]), np.array([1, -1, 0, 1]))
+    ap = classification.voc07_ap(np.array([0.9, 0.95, 0.8, 0.7]), np.array([1, -1, 0, 1]))
     assert ap == pytest.approx((6 + 5 * 2 / 3) / 11)
-    assert protocols.voc07_ap(np.array([0.1, 0.9]), np.array([0, 1])) == 1.0
+    assert classification.voc07_ap(np.array([0.1, 0.9]), np.array([0, 1])) == 1.0
 
 
 def test_voc07_svm_separable_multilabel_reaches_map_1():
@@ -86,7 +92,7 @@ def test_voc07_svm_separable_multilabel_reaches_map_1():
     labels, test_labels = np.eye(4, dtype=np.int8)[y], np.eye(4, dtype=np.int8)[ty]
     labels[:, 3] = np.where(y == 3, 1, 0)  # unchanged; and an image carrying two labels:
     labels[0, 1] = -1  # difficult: left out of training
-    mean_ap, per_class = protocols.voc07_svm(
+    mean_ap, per_class = classification.voc07_svm(
         x, labels, tx, test_labels, [0.1, 1.0], folds=3, seed=0
     )
     assert mean_ap == pytest.approx(1.0) and len(per_class) == 4
@@ -179,7 +185,7 @@ def test_voc2012_and_ade20k_masks(tmp_path):
 def test_iou_by_hand_and_a_head_that_fits():
     target = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 255]])
     pred = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 2]])
-    s = seg.scores(seg.confusion(pred, target, 3, 255))
+    s = segmentation.scores(segmentation.confusion(pred, target, 3, 255))
     # class 0: tp 3, union 4; class 1: tp 3, union 4; class 2: absent everywhere kept (255 ignored)
     assert s["iou"][:2] == [0.75, 0.75] and s["iou"][2] is None
     assert s["miou"] == 0.75 and s["pixel_accuracy"] == pytest.approx(6 / 7)
@@ -187,21 +193,12 @@ def test_iou_by_hand_and_a_head_that_fits():
     g = torch.Generator().manual_seed(0)
     masks = (torch.rand(16, 8, 8, generator=g) > 0.5).long()
     maps = [torch.cat([masks[:, None].float() * 4 - 2, torch.randn(16, 3, 8, 8, generator=g)], 1)]
-    head = seg.train_head(
-        maps,
-        masks,
-        2,
-        "linear",
-        epochs=60,
-        lr=0.05,
-        weight_decay=0.0,
-        batch_size=8,
-        seed=0,
-        ignore_index=255,
-        device="cpu",
+    p = _params(
+        "segmentation", "unused", head="linear", epochs=60, lr=0.05, weight_decay=0.0, batch_size=8
     )
-    pred = torch.cat(list(seg.predict(head, maps, (8, 8), 8, "cpu")))
-    assert seg.scores(seg.confusion(pred, masks, 2, 255))["miou"] == 1.0
+    head = segmentation.train_head(maps, masks, 2, p, ignore_index=255, device="cpu")
+    pred = torch.cat(list(segmentation.predict(head, maps, (8, 8), 8, "cpu")))
+    assert segmentation.scores(segmentation.confusion(pred, masks, 2, 255))["miou"] == 1.0
 
 
 # --- the stage functions -------------------------------------------------------------------------
@@ -246,6 +243,11 @@ def _params(kind, data, **kw):
     return SegmentationParams.model_validate({**base, **kw})
 
 
+def _m(model_file):
+    """The model the stage functions score: an untrained ResNet-18 saved to `model_file`."""
+    return Model("m", "resnet18", model_file)
+
+
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     torch.manual_seed(0)
@@ -264,18 +266,19 @@ def test_classify_end_to_end(tmp_path, model_file):
                     value=tuple(c + 5 * i for c in colour),
                 )
     p = _params("classification", tmp_path / "data")
-    m = classify("m", "resnet18", model_file, p, tmp_path / "out", "cpu", progress=False)
+    m = classification.run_stage(_m(model_file), p, tmp_path / "out", device="cpu", progress=False)
     assert set(m) >= {"linear_top1", "knn_top1", "svm_map", "chance"} and m[
         "chance"
     ] == pytest.approx(1 / 3)
     assert m["knn_top1"] == 1.0  # flat colours: even random features separate them
     assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
     assert (
-        classify("m", "resnet18", model_file, p, tmp_path / "out2", "cpu", progress=False) == m
+        classification.run_stage(_m(model_file), p, tmp_path / "out2", device="cpu", progress=False)
+        == m
     )  # deterministic
     (tmp_path / "data" / "test" / "red" / "0.png").write_bytes(b"garbage")
     with pytest.raises(Exception, match="test/red/0.png: cannot read image"):
-        classify("m", "resnet18", model_file, p, tmp_path / "out3", "cpu", progress=False)
+        classification.run_stage(_m(model_file), p, tmp_path / "out3", device="cpu", progress=False)
 
 
 def _segmentation_set(root, n=4):
@@ -294,35 +297,38 @@ def _segmentation_set(root, n=4):
 def test_segment_end_to_end_and_bad_masks(tmp_path, model_file):
     root = _segmentation_set(tmp_path / "seg")
     p = _params("segmentation", root)
-    m = segment("m", "resnet18", model_file, p, tmp_path / "out", "cpu", progress=False)
+    m = segmentation.run_stage(_m(model_file), p, tmp_path / "out", device="cpu", progress=False)
     assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["pixel_accuracy"] <= 1.0 and m["images_test"] == 4
     assert (tmp_path / "out" / "examples.png").is_file()
-    assert segment("m", "resnet18", model_file, p, tmp_path / "out2", "cpu", progress=False) == m
+    assert (
+        segmentation.run_stage(_m(model_file), p, tmp_path / "out2", device="cpu", progress=False)
+        == m
+    )
     Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(
         root / "test" / "masks" / "00002.png"
     )
     with pytest.raises(labelled.LabelError, match="00002.png: label 7 outside the 2 classes"):
-        segment("m", "resnet18", model_file, p, tmp_path / "out3", "cpu", progress=False)
+        segmentation.run_stage(_m(model_file), p, tmp_path / "out3", device="cpu", progress=False)
     Image.fromarray(np.zeros((16, 32), np.uint8), mode="L").save(
         root / "test" / "masks" / "00002.png"
     )
     with pytest.raises(labelled.LabelError, match="00002.png: mask is 32x16, its image 32x32"):
-        segment("m", "resnet18", model_file, p, tmp_path / "out4", "cpu", progress=False)
+        segmentation.run_stage(_m(model_file), p, tmp_path / "out4", device="cpu", progress=False)
     for f in (root / "test" / "images").iterdir():
         f.unlink()
     with pytest.raises(labelled.LabelError, match="test/images: empty split"):
-        segment("m", "resnet18", model_file, p, tmp_path / "out5", "cpu", progress=False)
+        segmentation.run_stage(_m(model_file), p, tmp_path / "out5", device="cpu", progress=False)
 
 
 def test_map_file_rows_by_slice_and_by_index(tmp_path):
     rows = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
-    f = seg.MapFile(tmp_path / "maps.npy", rows.shape, np.float32)
+    f = segmentation.MapFile(tmp_path / "maps.npy", rows.shape, np.float32)
     f.write(0, rows[:3])
     f.write(3, rows[3:])
     assert len(f) == 5 and np.array_equal(np.load(tmp_path / "maps.npy"), rows)  # a plain .npy
     assert torch.equal(f[1:4], torch.from_numpy(rows[1:4])) and f[1:4].dtype == torch.float32
     assert torch.equal(f[torch.tensor([4, 0, 2])], torch.from_numpy(rows[[4, 0, 2]]))
-    m = seg.MapFile(tmp_path / "masks.npy", (2, 2), np.uint8)
+    m = segmentation.MapFile(tmp_path / "masks.npy", (2, 2), np.uint8)
     m.write(0, np.array([[255, 1], [0, 3]]))
     assert m[0:2].dtype == torch.int64 and m[0:2].tolist() == [[255, 1], [0, 3]]
 
@@ -331,43 +337,32 @@ def _reference_segment(arch, model_path, p):
     """The evaluation the straightforward way: every map in memory, one tensor per stage."""
     from torch.utils.data import DataLoader
 
-    from demystify.evaluation.downstream_stage import _Scenes
-    from demystify.evaluation.features import load_model
-
     model = load_model(model_path, arch, "cpu")
     out = {}
     for split in ("train", "test"):
         data = labelled.world_segmentation(p.data, split)
         maps, masks = [], []
-        for x, y in DataLoader(_Scenes(data, p.size), batch_size=p.batch_size):
-            maps.append(seg.stage_maps(model, x, list(p.layers)))
+        for x, y in DataLoader(segmentation._Scenes(data, p.size), batch_size=p.batch_size):
+            maps.append(segmentation.stage_maps(model, x, list(p.layers)))
             masks.append(y)
         out[split] = [torch.cat(m) for m in zip(*maps, strict=True)], torch.cat(masks), data
     (train_maps, train_masks, train), (test_maps, test_masks, _) = out["train"], out["test"]
-    head = seg.train_head(
-        train_maps,
-        train_masks,
-        len(train.classes),
-        p.head,
-        p.epochs,
-        p.lr,
-        p.weight_decay,
-        p.batch_size,
-        p.seed,
-        train.ignore_index,
-        "cpu",
+    head = segmentation.train_head(
+        train_maps, train_masks, len(train.classes), p, train.ignore_index, "cpu"
     )
-    pred = torch.cat(list(seg.predict(head, test_maps, (p.size, p.size), p.batch_size, "cpu")))
-    per_image = np.stack([seg.confusion(pred[i], test_masks[i], 2, 255) for i in range(len(pred))])
-    return seg.scores(seg.confusion(pred, test_masks, 2, 255)), per_image
+    pred = torch.cat(
+        list(segmentation.predict(head, test_maps, (p.size, p.size), p.batch_size, "cpu"))
+    )
+    per_image = np.stack(
+        [segmentation.confusion(pred[i], test_masks[i], 2, 255) for i in range(len(pred))]
+    )
+    return segmentation.scores(segmentation.confusion(pred, test_masks, 2, 255)), per_image
 
 
 def test_segment_streams_maps_through_files_it_removes(tmp_path, model_file, monkeypatch):
     """Maps written to files in a scratch folder (read back a batch at a time), gone afterwards and
     after an error; the numbers those of the all-in-memory reference, uneven last batch included."""
     import json
-
-    from demystify.evaluation import downstream_stage
 
     root = _segmentation_set(tmp_path / "seg", n=5)
     p = _params(
@@ -376,7 +371,7 @@ def test_segment_streams_maps_through_files_it_removes(tmp_path, model_file, mon
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     seen = []
-    train_head = seg.train_head
+    train_head = segmentation.train_head
 
     def spy(maps, masks, *args, **kw):
         seen.append(
@@ -390,12 +385,12 @@ def test_segment_streams_maps_through_files_it_removes(tmp_path, model_file, mon
         )
         return train_head(maps, masks, *args, **kw)
 
-    monkeypatch.setattr(downstream_stage.seg, "train_head", spy)
-    m = segment(
-        "m", "resnet18", model_file, p, tmp_path / "out", "cpu", progress=False, scratch=scratch
+    monkeypatch.setattr(segmentation, "train_head", spy)
+    m = segmentation.run_stage(
+        _m(model_file), p, tmp_path / "out", device="cpu", progress=False, scratch=scratch
     )
     maps, masks, files = seen[0]
-    assert all(isinstance(x, seg.MapFile) for x in (*maps, masks)) and maps[0].shape == (
+    assert all(isinstance(x, segmentation.MapFile) for x in (*maps, masks)) and maps[0].shape == (
         5,
         64,
         8,
@@ -422,17 +417,10 @@ def test_segment_streams_maps_through_files_it_removes(tmp_path, model_file, mon
     def fail(*args, **kw):
         raise RuntimeError("head failed")
 
-    monkeypatch.setattr(downstream_stage.seg, "train_head", fail)
+    monkeypatch.setattr(segmentation, "train_head", fail)
     with pytest.raises(RuntimeError, match="head failed"):
-        segment(
-            "m",
-            "resnet18",
-            model_file,
-            p,
-            tmp_path / "out2",
-            "cpu",
-            progress=False,
-            scratch=scratch,
+        segmentation.run_stage(
+            _m(model_file), p, tmp_path / "out2", device="cpu", progress=False, scratch=scratch
         )
     assert list(scratch.iterdir()) == []
     Image.fromarray(np.full((32, 32), 7, np.uint8), mode="L").save(
@@ -441,14 +429,7 @@ def test_segment_streams_maps_through_files_it_removes(tmp_path, model_file, mon
     with pytest.raises(
         labelled.LabelError, match="label 7"
     ):  # while the test split's maps are written
-        segment(
-            "m",
-            "resnet18",
-            model_file,
-            p,
-            tmp_path / "out3",
-            "cpu",
-            progress=False,
-            scratch=scratch,
+        segmentation.run_stage(
+            _m(model_file), p, tmp_path / "out3", device="cpu", progress=False, scratch=scratch
         )
     assert list(scratch.iterdir()) == []

@@ -16,8 +16,7 @@ from scipy.io import savemat
 
 from demystify.core.images import IMAGE_SUFFIXES
 from demystify.data import got10k
-from demystify.evaluation import labelled
-from demystify.evaluation import sets as readers
+from demystify.evaluation import labelled, sets
 from demystify.ssl import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +116,7 @@ def test_one_level_readers_follow_symlinked_folders(tmp_path):
     _png(tmp_path / "aloi_red2_view" / "png2" / "3" / "3_r0.png")
     for obj in (1, 2):
         _link(elsewhere / "aloi" / str(obj), tmp_path / "aloi_red2_view" / "png2" / str(obj))
-    assert readers.aloi(tmp_path, "view").instance.tolist() == [1, 2, 3]
+    assert sets.aloi(tmp_path, "view").instance.tolist() == [1, 2, 3]
 
 
 def test_pairs_manifest_paths_stay_in_the_frames_folder(tmp_path):
@@ -169,22 +168,22 @@ def test_got10k_list_entry_outside_the_split_is_named(tmp_path, entry):
     (root / "list.txt").write_text(f"seq1\n{entry}\n")
     with pytest.raises(got10k.AnnotationError, match=r"list\.txt: entry .* points outside"):
         got10k.read_split(root)
-    with pytest.raises(readers.SetError, match=r"train/list\.txt: entry .* points outside"):
-        readers.got10k_occlusion(root)
+    with pytest.raises(sets.SetError, match=r"train/list\.txt: entry .* points outside"):
+        sets.got10k_occlusion(root)
 
 
 def test_got10k_list_not_utf8_is_named(tmp_path):
     root = tmp_path / "train"
     _got_split(root, ["name_ok"])
     (root / "list.txt").write_bytes(BAD_BYTES)
-    with pytest.raises(readers.SetError, match=r"list\.txt:2: not UTF-8 text \(byte 0xff\)"):
-        readers.got10k_occlusion(root)
+    with pytest.raises(sets.SetError, match=r"list\.txt:2: not UTF-8 text \(byte 0xff\)"):
+        sets.got10k_occlusion(root)
     (root / "list.txt").write_text("name_ok\r\n")  # CRLF lists still read
-    assert len(readers.got10k_occlusion(root)) == 5
+    assert len(sets.got10k_occlusion(root)) == 5
     (root / "list.txt").unlink()
     (root / "list.txt").mkdir()
-    with pytest.raises(readers.SetError, match=r"list\.txt: cannot read"):
-        readers.got10k_occlusion(root)
+    with pytest.raises(sets.SetError, match=r"list\.txt: cannot read"):
+        sets.got10k_occlusion(root)
 
 
 # --- PASCAL3D+ -----------------------------------------------------------------------------------
@@ -211,48 +210,48 @@ def _pascal3d(root: Path, names: list[str]) -> None:
 def test_pascal3d_good_then_hostile(tmp_path):
     root = tmp_path / "P3D"
     _pascal3d(root, ["a", "b", "c"])
-    assert len(readers.pascal3d(root)["pascal3d_instance"]) == 3
+    assert len(sets.pascal3d(root)["pascal3d_instance"]) == 3
     ann = root / "Annotations" / "car_imagenet"
 
     (ann / "b.mat").write_bytes(b"")
-    with pytest.raises(readers.SetError, match=r"b\.mat: not a readable MATLAB \.mat file"):
-        readers.pascal3d(root)
+    with pytest.raises(sets.SetError, match=r"b\.mat: not a readable MATLAB \.mat file"):
+        sets.pascal3d(root)
     (ann / "b.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 4)
-    with pytest.raises(readers.SetError, match=r"b\.mat: not a readable MATLAB \.mat file"):
-        readers.pascal3d(root)
+    with pytest.raises(sets.SetError, match=r"b\.mat: not a readable MATLAB \.mat file"):
+        sets.pascal3d(root)
     savemat(ann / "b.mat", {"something_else": np.ones(3)})
-    with pytest.raises(readers.SetError, match=r"b\.mat: not a PASCAL3D\+ annotation"):
-        readers.pascal3d(root)
+    with pytest.raises(sets.SetError, match=r"b\.mat: not a PASCAL3D\+ annotation"):
+        sets.pascal3d(root)
     _pascal3d(root, ["a", "b", "c"])
 
     lists = root / "Image_sets"
     (lists / "car_imagenet_val.txt").write_bytes(b"c\n\xc3\x28\n")
-    with pytest.raises(readers.SetError, match=r"car_imagenet_val\.txt:2: not UTF-8"):
-        readers.pascal3d(root)
+    with pytest.raises(sets.SetError, match=r"car_imagenet_val\.txt:2: not UTF-8"):
+        sets.pascal3d(root)
     _pascal3d(tmp_path, ["secret"])  # a real annotated image outside the root
     (lists / "car_imagenet_val.txt").write_text("c\n../../Annotations/car_imagenet/secret\n")
     with pytest.raises(
-        readers.SetError, match=r"car_imagenet_val\.txt: entry '\.\./\.\./.*secret' points outside"
+        sets.SetError, match=r"car_imagenet_val\.txt: entry '\.\./\.\./.*secret' points outside"
     ):
-        readers.pascal3d(root)
+        sets.pascal3d(root)
     (lists / "car_imagenet_val.txt").write_text(f"{tmp_path}/Annotations/car_imagenet/secret\n")
-    with pytest.raises(readers.SetError, match="points outside"):
-        readers.pascal3d(root)
+    with pytest.raises(sets.SetError, match="points outside"):
+        sets.pascal3d(root)
     (lists / "car_imagenet_val.txt").write_text("c\n")
 
     (lists / "car_pascal.txt").write_text("\nb\n")
     with pytest.raises(
-        readers.SetError, match=r"car_pascal\.txt:2: expected 'name box_index', got 'b'"
+        sets.SetError, match=r"car_pascal\.txt:2: expected 'name box_index', got 'b'"
     ):
-        readers.pascal3d(root)
+        sets.pascal3d(root)
     (lists / "car_pascal.txt").write_text("a -1\n")
-    with pytest.raises(readers.SetError, match=r"car_pascal\.txt:1: expected 'name box_index'"):
-        readers.pascal3d(root)
+    with pytest.raises(sets.SetError, match=r"car_pascal\.txt:1: expected 'name box_index'"):
+        sets.pascal3d(root)
     (lists / "car_pascal.txt").write_text("../car_imagenet/a 0\n")
     with pytest.raises(
-        readers.SetError, match=r"car_pascal\.txt:1: entry '\.\./car_imagenet/a' points outside"
+        sets.SetError, match=r"car_pascal\.txt:1: entry '\.\./car_imagenet/a' points outside"
     ):
-        readers.pascal3d(root)
+        sets.pascal3d(root)
 
 
 # --- labelled sets (classification / segmentation) ----------------------------------------------

@@ -181,6 +181,31 @@ def test_an_image_over_the_pixel_cap_is_named_before_decoding(tmp_path, monkeypa
         train.build_data(variant, _pretrain(), resident_mb=0)
 
 
+def test_one_box_rounding_for_training_views_and_evaluation_crops(tmp_path):
+    """core.images.box_bounds, which both pretraining's view regions and the evaluations' crops use,
+    is the rounding each had: outwards to whole pixels, clipped, the whole image under 2 pixels."""
+
+    def written_out(box, w, h):  # the rounding as ssl/datasets.py and evaluation read_rgb had it
+        x, y, bw, bh = box
+        x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+        x1, y1 = min(w, int(np.ceil(x + bw))), min(h, int(np.ceil(y + bh)))
+        return None if x1 - x0 < 2 or y1 - y0 < 2 else (x0, y0, x1, y1)
+
+    rng = np.random.default_rng(0)
+    boxes = [tuple(v) for v in rng.uniform(-8, 40, size=(500, 4))]
+    boxes += [(2, 2, 10, 10), (0.5, 0.5, 1.2, 20), (-3, -3, 100, 100), (31.9, 0, 5, 5)]
+    img = torch.zeros(3, 24, 32, dtype=torch.uint8)
+    for box in boxes:
+        assert images.box_bounds(box, 32, 24) == written_out(box, 32, 24), box
+        x0, y0, x1, y1 = written_out(box, 32, 24) or (0, 0, 32, 24)
+        assert datasets._region(img, box) == (x0, y0, x1, y1)
+    path = _save(tmp_path / "a.png", _pattern(24, 32))
+    assert read_rgb(str(path), (2.5, 3.0, 10.2, 7.0)).shape == (3, 7, 11)
+    assert read_rgb(str(path), (2.5, 3.0, 0.4, 7.0)).shape == (3, 24, 32)  # under 2 pixels wide
+    with pytest.raises(FeatureError, match=r"a\.png: crop box .* is not finite"):
+        read_rgb(str(path), (float("nan"), 0.0, 5.0, 5.0))
+
+
 # --- batches from crops -------------------------------------------------------------------------
 
 

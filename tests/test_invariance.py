@@ -13,10 +13,14 @@ from scipy.io import savemat
 from torchvision.io import write_jpeg, write_png
 
 from demystify.backbone import CheckpointError, backbone, plain_backbone_state
-from demystify.evaluation import sets as readers
-from demystify.evaluation.features import FeatureError, extract, load_model
-from demystify.evaluation.invariance import InvarianceError, invariance_scores
-from demystify.evaluation.invariance_stage import score_file, write_features
+from demystify.evaluation import sets
+from demystify.evaluation.features import FeatureError, Loading, extract, load_model
+from demystify.evaluation.invariance import (
+    InvarianceError,
+    invariance_scores,
+    set_contributions,
+    write_features,
+)
 
 
 def reference_score(feat, instance, classes, k):
@@ -131,11 +135,11 @@ def test_aloi_reader(tmp_path):
     for obj in (1, 2, 10):
         for deg in (0, 5, 10):
             _image(tmp_path / "aloi_red2_view" / "png2" / str(obj) / f"{obj}_r{deg}.png")
-    s = readers.aloi(tmp_path, "view")
+    s = sets.aloi(tmp_path, "view")
     assert len(s) == 9 and s.instance.tolist() == [1, 1, 1, 2, 2, 2, 10, 10, 10]
     assert (s.classes == s.instance.astype(str)).all()
-    with pytest.raises(readers.SetError, match="aloi_red2_ill"):
-        readers.aloi(tmp_path, "ill")
+    with pytest.raises(sets.SetError, match="aloi_red2_ill"):
+        sets.aloi(tmp_path, "ill")
 
 
 def _got_video(root, name, covers, cls="mug"):
@@ -159,7 +163,7 @@ def test_got10k_occlusion_reader_keeps_the_papers_rules(tmp_path):
     (root / "list.txt").write_text(
         "GOT-10k_Train_000001\nGOT-10k_Train_000002\nGOT-10k_Train_000003\n"
     )
-    s = readers.got10k_occlusion(root, seed=1992)
+    s = sets.got10k_occlusion(root, seed=1992)
     assert s.instance.tolist() == [0] * 4 + [1] * 4  # levels 1, 3, 7, 8 and 0, 2, 4, 8
     assert s.classes.tolist() == ["mug"] * 4 + ["sea_turtle"] * 4
     assert any("000002" in note and "span 3" in note for note in s.skipped)
@@ -173,8 +177,8 @@ def test_got10k_occlusion_reader_keeps_the_papers_rules(tmp_path):
     assert frames == expected
     assert all(b == (2.0, 3.0, 10.0, 12.0) for b in s.boxes)
     (root / "GOT-10k_Train_000003" / "cover.label").write_text("0\n4\nnine\n8\n2\n")
-    with pytest.raises(readers.SetError, match=r"000003/cover.label:3"):
-        readers.got10k_occlusion(root)
+    with pytest.raises(sets.SetError, match=r"000003/cover.label:3"):
+        sets.got10k_occlusion(root)
 
 
 def _pascal3d_record(path, objects):
@@ -215,8 +219,8 @@ def test_pascal3d_reader_bins_and_sets(tmp_path):
         [("car", [1, 1, 5, 5], 300, 0), ("car", [2, 2, 22, 20], 100, 20)],
     )
     (root / "Image_sets" / "car_pascal.txt").write_text("2008_000001 1\n")
-    sets = readers.pascal3d(root)
-    inst, view = sets["pascal3d_instance"], sets["pascal3d_instance_viewpoint"]
+    found = sets.pascal3d(root)
+    inst, view = found["pascal3d_instance"], found["pascal3d_instance_viewpoint"]
     assert len(inst) == 9 and inst.classes.tolist() == ["car"] * 5 + ["chair"] * 3 + ["car"]
     # azimuth bins (az mod 180) // 30: car 0, 0, 1, 1, 2 (+ pascal 3); elevation (el mod 90) // 30: 0, 1, 0, 1, 2 (+ 0)
     # car bins (0,0) (0,1) (1,0) (1,1) (2,2) + pascal (3,0) -> 0..5; chair (0,0) (3,1) (0,0) -> 6, 7, 6
@@ -228,8 +232,8 @@ def test_pascal3d_reader_bins_and_sets(tmp_path):
     assert view.instance[8] == 0  # pascal car in bin 3, first of its bin
     assert view.instance[5:8].tolist() == [2, 2, 3]  # chair bins 0, 3, 0, counting on from car's 2
     (root / "Annotations" / "chair_imagenet" / "n0000_1.mat").unlink()
-    with pytest.raises(readers.SetError, match="n0000_1.mat: annotation file not found"):
-        readers.pascal3d(root)
+    with pytest.raises(sets.SetError, match="n0000_1.mat: annotation file not found"):
+        sets.pascal3d(root)
 
 
 # --- features, files, bad inputs -----------------------------------------------------------------
@@ -238,7 +242,7 @@ def test_pascal3d_reader_bins_and_sets(tmp_path):
 def test_feature_file_recomputes_the_same_score(tmp_path):
     rng = np.random.default_rng(1)
     feat = rng.normal(size=(30, 32)).astype(np.float32)
-    s = readers.EvalSet(
+    s = sets.EvalSet(
         "x",
         [f"img{i}.png" for i in range(30)],
         np.repeat(np.arange(10), 3),
@@ -247,9 +251,13 @@ def test_feature_file_recomputes_the_same_score(tmp_path):
     write_features(tmp_path / "x.npz", feat, s)
     with np.load(tmp_path / "x.npz") as f:
         assert f["feat"].dtype == np.float32 and f["path"].tolist() == s.paths
+        # what run_stage computes from the features it writes, recomputed from the file alone
+        scores = set_contributions(f["feat"], f["instance"], f["classes"], 25, f["unit"]).full(
+            (10, 25)
+        )
         for k in (10, 25):
             assert reference_score(f["feat"], f["instance"], f["classes"], k) == pytest.approx(
-                score_file(tmp_path / "x.npz")[k], abs=1e-6
+                scores[k], abs=1e-6
             )
 
 
@@ -262,15 +270,15 @@ def test_features_and_bad_models(tmp_path):
         paths.append(str(tmp_path / f"{i}.png"))
         _image(tmp_path / f"{i}.png", value=40 * i)
     model = load_model(tmp_path / "r18.pt", "resnet18", "cpu")
-    feat = extract(model, paths, [None, (2, 2, 10, 10), None], 32, "cpu", batch_size=2)
+    two = Loading("cpu", batch_size=2)
+    feat = extract(model, paths, [None, (2, 2, 10, 10), None], 32, two)
     assert feat.shape == (3, 512) and np.isfinite(feat).all()
     again = extract(
         load_model(tmp_path / "r18.pt", "resnet18", "cpu"),
         paths,
         [None, (2, 2, 10, 10), None],
         32,
-        "cpu",
-        batch_size=2,
+        two,
     )
     assert np.array_equal(feat, again)  # deterministic
     assert not np.allclose(feat[0], feat[1])  # the crop and the image both matter
@@ -278,7 +286,7 @@ def test_features_and_bad_models(tmp_path):
         load_model(tmp_path / "r18.pt", "resnet50", "cpu")  # another architecture
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(FeatureError, match="bad.png: cannot read image"):
-        extract(model, [str(tmp_path / "bad.png")], None, 32, "cpu")
+        extract(model, [str(tmp_path / "bad.png")], None, 32, Loading("cpu"))
     # an official-MoCo-style checkpoint (DDP + encoder_q prefixes, a classifier) loads as a backbone
     official = {
         "state_dict": {f"module.encoder_q.{k}": v for k, v in plain_backbone_state(net).items()}
@@ -287,4 +295,4 @@ def test_features_and_bad_models(tmp_path):
     official["state_dict"]["module.encoder_k.conv1.weight"] = torch.zeros(1)
     torch.save(official, tmp_path / "moco_v2_200ep.pth.tar")
     moco = load_model(tmp_path / "moco_v2_200ep.pth.tar", "resnet18", "cpu")
-    assert np.allclose(extract(moco, paths[:1], None, 32, "cpu"), feat[:1], atol=1e-5)
+    assert np.allclose(extract(moco, paths[:1], None, 32, Loading("cpu")), feat[:1], atol=1e-5)

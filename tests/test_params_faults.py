@@ -18,8 +18,9 @@ import yaml
 
 from demystify.core import config
 from demystify.core.frames_store import FrameStore, shard_of
+from demystify.evaluation import invariance
+from demystify.evaluation.features import Model
 from demystify.evaluation.invariance import InvarianceError, set_contributions
-from demystify.evaluation.invariance_stage import evaluate as invariance_evaluate
 from demystify.tools.params_file import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +173,8 @@ def test_a_set_with_one_impossible_k_keeps_the_others(tmp_path, capsys):
         }
     )
     out = tmp_path / "out"
-    metrics = invariance_evaluate("m", "resnet18", None, ip, out, "cpu", progress=False)
+    untrained = Model("m", "resnet18", None)
+    metrics = invariance.run_stage(untrained, ip, out, device="cpu", progress=False)
     assert set(metrics["aloi_view"]) == {"top10", "images", "sets"} and np.isfinite(
         metrics["aloi_view"]["top10"]
     )
@@ -187,13 +189,11 @@ def test_a_set_with_one_impossible_k_keeps_the_others(tmp_path, capsys):
         match=r"no invariance set could be scored: aloi_view: no K of "
         r"invariance.ks \[1000\] fits the 512 feature units",
     ):
-        invariance_evaluate(
-            "m",
-            "resnet18",
-            None,
+        invariance.run_stage(
+            untrained,
             ip.model_copy(update={"ks": [1000]}),
             tmp_path / "o2",
-            "cpu",
+            device="cpu",
             progress=False,
         )
     assert not (tmp_path / "o2" / "metrics.json").exists()

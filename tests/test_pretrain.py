@@ -538,7 +538,7 @@ def test_a_narrow_network_trains_exports_and_evaluates_at_its_width(workspace, t
     key names at the narrow shapes, and evaluation builds the network at the width its file was
     trained at (256 features) without being told; a width that is not a whole number of channels
     stops the stage naming the value."""
-    from demystify.evaluation.features import extract, load_model
+    from demystify.evaluation.features import Loading, extract, load_model
 
     root = _workspace_with(workspace, tmp_path / "ws", width=0.5)
     proc = _run(root, "moco_object_centric")
@@ -552,7 +552,7 @@ def test_a_narrow_network_trains_exports_and_evaluates_at_its_width(workspace, t
     )
     model = load_model(root / "models" / "moco_object_centric" / "backbone.pt", "resnet18", "cpu")
     image = next((root / "data/world/corpora/object_centric").rglob("*.png"))
-    assert extract(model, [str(image)], None, 32, "cpu").shape == (1, 256)
+    assert extract(model, [str(image)], None, 32, Loading("cpu")).shape == (1, 256)
     proc = _run(
         _workspace_with(workspace, tmp_path / "ws3", width=0.3), "moco_object_centric"
     )  # 19.2 channels
@@ -887,7 +887,8 @@ def test_a_a_test_over_disjoint_seeds_is_inconclusive(workspace, straight, tmp_p
     {2, 3} (real training steps), each scored by the classification probes, compared with the
     two-level interval (seeds, then test units) and the report's decision rule: no difference is
     found. A single-seed comparison's claim is labelled indicative."""
-    from demystify.evaluation.downstream_stage import classify
+    from demystify.evaluation import classification
+    from demystify.evaluation.features import Model
     from demystify.report import claims as cl
     from demystify.report.evidence import Evidence
 
@@ -911,8 +912,12 @@ def test_a_a_test_over_disjoint_seeds_is_inconclusive(workspace, straight, tmp_p
         **{n: root / "models" / n / "backbone.pt" for n in seeds},
     }
     for name, path in backbones.items():
-        classify(
-            name, "resnet18", path, p, results / "classification" / name, "cpu", progress=False
+        classification.run_stage(
+            Model(name, "resnet18", path),
+            p,
+            results / "classification" / name,
+            device="cpu",
+            progress=False,
         )
     evidence = Evidence(results, resamples=500, replicates={"A": ["s0", "s1"], "B": ["s2", "s3"]})
     outcomes = []

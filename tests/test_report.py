@@ -183,7 +183,7 @@ def test_interval_is_centred_on_the_full_sample_difference():
 
 def test_resampled_metrics_agree_with_the_reported_ones():
     """With every item drawn once, the bootstrap's metric functions give the stages' numbers."""
-    from demystify.evaluation import segmentation as seg
+    from demystify.evaluation import segmentation
     from demystify.evaluation.invariance import invariance_scores, set_contributions
 
     rng = np.random.default_rng(2)
@@ -196,7 +196,7 @@ def test_resampled_metrics_agree_with_the_reported_ones():
         expected[25], rel=1e-12
     )
     miou = intervals.mean_iou(CONFUSION)(np.ones((1, 40)))[0]
-    assert miou == pytest.approx(seg.scores(CONFUSION.sum(0))["miou"], rel=1e-12)
+    assert miou == pytest.approx(segmentation.scores(CONFUSION.sum(0))["miou"], rel=1e-12)
 
 
 def test_holm_and_the_claim_line():

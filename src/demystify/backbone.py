@@ -1,13 +1,16 @@
 """The backbone every stage shares: a torchvision ResNet at a width, read from a file strictly,
-and the evaluation transform. Pretraining builds and exports it (ssl/), every evaluation reads it
+the evaluation transform, and the batched extraction of its pooled features. Pretraining builds and exports it (ssl/), every evaluation reads it
 back (evaluation/); neither package imports the other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.transforms import v2
@@ -217,3 +220,25 @@ def eval_transform(size: int) -> v2.Compose:
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
+
+
+@torch.no_grad()
+def pooled_features(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    device,
+    *,
+    bf16: bool = False,
+    unit: bool = False,
+) -> torch.Tensor:
+    """(N, D) float32 on the CPU: `model`'s output (the pooled features of a backbone in eval mode)
+    for each batch of images, in order; (0, 0) when there is none. `bf16`: under bfloat16 autocast
+    on CUDA (the evaluations); `unit`: L2-normalised on the device (the kNN monitor)."""
+    autocast = bf16 and str(device).startswith("cuda")
+    out = []
+    for x in batches:
+        x = x.to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext():
+            feat = model(x).float()
+        out.append((F.normalize(feat, dim=1) if unit else feat).cpu())
+    return torch.cat(out) if out else torch.zeros((0, 0))

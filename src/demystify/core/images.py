@@ -162,3 +162,15 @@ def decode_rgb(path: str | Path, error: type[Exception] = ImageError) -> torch.T
         ) as exc:  # truncated, corrupt, unsupported mode
             raise error(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+
+
+def box_bounds(box, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The pixels (x0, y0, x1, y1) an (x, y, w, h) box covers: rounded outwards, clipped to a
+    `width` x `height` image; None when that leaves under 2 pixels either way (then the callers,
+    the pretraining views and the evaluations' crops, take the whole image)."""
+    x, y, bw, bh = box
+    x0, y0 = int(max(0, np.floor(x))), int(max(0, np.floor(y)))
+    x1, y1 = int(min(width, np.ceil(x + bw))), int(min(height, np.ceil(y + bh)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return x0, y0, x1, y1

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from demystify.core import frames_store
-from demystify.core.images import decode_rgb, report_skipped, split_images
+from demystify.core.images import box_bounds, decode_rgb, report_skipped, split_images
 
 
 class DataError(ValueError):
@@ -226,14 +226,8 @@ def _region(img: torch.Tensor, box) -> tuple[int, int, int, int]:
     """The (x0, y0, x1, y1) part of `img` a view is cut from: the item's box rounded outwards (the
     whole image without a box, or when the box is under 2 pixels)."""
     h, w = img.shape[-2:]
-    if box is None:
-        return 0, 0, w, h
-    x, y, bw, bh = box
-    x0, y0 = int(max(0, np.floor(x))), int(max(0, np.floor(y)))
-    x1, y1 = int(min(w, np.ceil(x + bw))), int(min(h, np.ceil(y + bh)))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return 0, 0, w, h
-    return x0, y0, x1, y1
+    bounds = None if box is None else box_bounds(box, w, h)
+    return (0, 0, w, h) if bounds is None else bounds
 
 
 def _crop(img: torch.Tensor, box) -> torch.Tensor:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from demystify.backbone import eval_transform
+from demystify.backbone import eval_transform, pooled_features
 from demystify.ssl.datasets import DataError, ViewsDataset, image_items
 
 MONITOR_SPLITS = ("train", "val")  # (memory bank, queries) under pretrain.monitor
@@ -42,29 +41,24 @@ class KnnMonitor:
         train, test = _subset(train, per_class), _subset(test, per_class)
         self.train = DataLoader(ViewsDataset(train, transform, 0, labelled=True), batch_size)
         self.test = DataLoader(ViewsDataset(test, transform, 0, labelled=True), batch_size)
-
-    @torch.no_grad()
-    def _features(self, model, loader, device):
-        feats, labels = [], []
-        for x, y in loader:
-            feats.append(F.normalize(model(x.to(device)).float(), dim=1).cpu())
-            labels.append(y)
-        return torch.cat(feats), torch.cat(labels)
+        self.train_y = torch.tensor([it.label for it in train])
+        self.test_y = torch.tensor([it.label for it in test])
 
     @torch.no_grad()
     def __call__(self, backbone: torch.nn.Module, device) -> float:
         was_training = backbone.training
         backbone.eval()
         try:
-            bank, bank_y = self._features(backbone, self.train, device)
-            query, query_y = self._features(backbone, self.test, device)
+            # unit-length pooled features; the labels the loaders yield are train_y and test_y
+            bank = pooled_features(backbone, (x for x, _ in self.train), device, unit=True)
+            query = pooled_features(backbone, (x for x, _ in self.test), device, unit=True)
         finally:
             backbone.train(was_training)
         sim = query @ bank.T
         k = min(self.k, bank.shape[0])
         top, idx = sim.topk(k, dim=1)
-        votes = torch.zeros(query.shape[0], int(bank_y.max()) + 1)
+        votes = torch.zeros(query.shape[0], int(self.train_y.max()) + 1)
         votes.scatter_add_(
-            1, bank_y[idx], (top / 0.07).exp()
+            1, self.train_y[idx], (top / 0.07).exp()
         )  # similarity-weighted, as in InstDisc
-        return float((votes.argmax(1) == query_y).float().mean())
+        return float((votes.argmax(1) == self.test_y).float().mean())
