@@ -25,47 +25,28 @@ from pathlib import Path
 import psutil
 
 from demystify.tools.params_file import compose
+from demystify.tools.repo_copy import copy_project, dvc_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = re.compile(r"^Running stage '([^']+)'")
 
 
 def copy_repo(dest: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for rel in listed:
-        src = ROOT / rel
-        outputs = rel.startswith(
-            ("data/", "results/", "reports/", "models/")
-        ) and not rel.startswith("results/sweep/")
-        if src.is_file() and not outputs and rel != "dvc.lock":  # results/sweep: the report's input
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "bench",
-        "GIT_AUTHOR_EMAIL": "bench@example.com",
-        "GIT_COMMITTER_NAME": "bench",
-        "GIT_COMMITTER_EMAIL": "bench@example.com",
-    }
+    copy_project(ROOT, dest)
+    env = dvc_env(
+        dest,
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+    )
     for cmd in (
         ["git", "init", "-q"],
         ["git", "add", "-A"],
         ["git", "commit", "-qm", "bench"],
         ["dvc", "config", "--local", "core.site_cache_dir", str(dest / ".dvc" / "site_cache")],
     ):
-        subprocess.run(
-            cmd,
-            cwd=dest,
-            check=True,
-            env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-            capture_output=True,
-        )
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
 
 
 class Sampler(threading.Thread):
@@ -112,12 +93,7 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix="demystify-bench-"))
         copy_repo(work)
         compose(work / "params.yaml", args.override, config_dir=work / "conf")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(work / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
+    env = dvc_env(work)
     start = time.perf_counter()
     proc = subprocess.Popen(
         ["dvc", "repro", *args.targets],

@@ -3,6 +3,11 @@ minutes) are collected first, so that `make test` (pytest-xdist, one module per 
 --no-loadscope-reorder) starts them on different workers at once instead of leaving one of them
 for last."""
 
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 SLOW_FIRST = ("test_pipeline.py", "test_recipes.py")
 
 
@@ -28,3 +33,17 @@ def pytest_configure(config):
         os.environ["DEMYSTIFY_DIGESTS"] = os.path.join(
             tempfile.mkdtemp(prefix="digests-"), "digests.sqlite"
         )
+
+
+@pytest.fixture(scope="session")
+def smoke_params_dir(tmp_path_factory):
+    """`smoke_params_dir(name, *overrides)`: a new temporary folder `name` holding a params.yaml
+    composed from the repository's conf/ at the smoke scale, then `overrides`; the folder."""
+    from demystify.tools.params_file import compose
+
+    def make(name: str, *overrides: str) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        compose(root / "params.yaml", ["scale=smoke", *overrides], config_dir=ROOT / "conf")
+        return root
+
+    return make

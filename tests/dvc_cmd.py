@@ -3,8 +3,10 @@ stage script by hand: they call it exactly as `dvc repro` would."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,3 +37,25 @@ def stage_argv(
 
     words = shlex.split(re.sub(r"\$\{([^}]+)\}", value, cmd))
     return [sys.executable if words[0] == "python" else words[0], str(root / words[1]), *words[2:]]
+
+
+def extract_frames_by_hand(cwd: Path) -> subprocess.CompletedProcess[str]:
+    """stages/extract_frames.py run in `cwd` on its videos/ folder with no shard list (its own
+    params.yaml and machine.yaml there), by this interpreter with the repository's src on PYTHONPATH:
+    the exit status and output, as text."""
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "stages" / "extract_frames.py"),
+            "--videos",
+            "videos",
+            "--out",
+            "data/frames",
+            "--metrics",
+            "results/frames/metrics.json",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )

@@ -4,15 +4,13 @@ and read DVC in it: shared by the end-to-end modules (test_pipeline, test_recipe
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from demystify.tools.params_file import compose
+from demystify.tools.repo_copy import copy_project, dvc_env
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = list(
@@ -30,36 +28,11 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
-def _output(rel: str) -> bool:
-    """A pipeline output (left behind), not an input: the sweep table is the report's input."""
-    return (
-        rel.startswith(("data/", "results/", "reports/", "models/"))
-        and not rel.startswith("results/sweep/")
-    ) or rel == "dvc.lock"
-
-
 def make_repo(dest: Path) -> tuple[Path, dict]:
     """A git repo at `dest` holding the project's files (tracked and new, not ignored), smoke params."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for rel in listed:
-        src = ROOT / rel
-        if src.is_file() and not _output(rel):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    copy_project(ROOT, dest)
     compose(dest / "params.yaml", ["scale=smoke"], config_dir=dest / "conf")
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(dest / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "OMP_NUM_THREADS": "1",
-    }  # two test workers on two cores: more threads per stage only contend
+    env = dvc_env(dest, OMP_NUM_THREADS="1")  # two test workers on two cores: more threads contend
     for cmd in (
         ["git", "init", "-q"],
         ["git", "config", "user.email", "test@example.com"],

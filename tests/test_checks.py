@@ -16,7 +16,6 @@ from demystify.checks.stage import CheckError, CheckParams, CheckPaths, run_stag
 from demystify.core import config
 from demystify.core.gate import GateError, require_passed
 from demystify.pairs.mine import mine_all
-from demystify.tools.params_file import compose
 from demystify.video.extract import extract_all
 from demystify.world.synthesize import World, synthesize, write_object_centric
 
@@ -24,18 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(smoke_params_dir):
     """A smoke-scale world, its frames and pairs: (params, data root, frames root, pairs path)."""
-    root = tmp_path_factory.mktemp("checks")
-    compose(
-        root / "params.yaml",
-        [
-            "scale=smoke",
-            "world.evaluation.aloi_instances_per_category=1",
-            "world.corpora.object_centric_per_category=6",
-            "world.corpora.scenes=48",
-        ],
-        config_dir=ROOT / "conf",
+    root = smoke_params_dir(
+        "checks",
+        "world.evaluation.aloi_instances_per_category=1",
+        "world.corpora.object_centric_per_category=6",
+        "world.corpora.scenes=48",
     )
     p = config.load("world", "frames", "pairs", "checks", "pretrain", path=root / "params.yaml")
     synthesize(p["world"], root / "world", progress=False)

@@ -89,11 +89,8 @@ def test_bad_value_is_named(params, key, value, expected):
         ("frames.fps", ".inf", "frames.fps = inf: Input should be a finite number"),
         ("frames.fps", ".nan", "frames.fps = nan: Input should be a finite number"),
         ("pretrain.lr", ".inf", "pretrain.lr = inf"),
-        (
-            "pretrain.weight_decay",
-            ".inf",
-            "pretrain.weight_decay = inf",
-        ),  # ge=0 alone lets inf through
+        # ge=0 alone lets inf through
+        ("pretrain.weight_decay", ".inf", "pretrain.weight_decay = inf"),
         ("pairs.max_scale_change", ".inf", "pairs.max_scale_change = inf"),
         (
             "classification.linear.weight_decays",
@@ -200,11 +197,8 @@ def test_unreadable_params_file(tmp_path):
     [
         ("synthesize", "world.videos.fps", "world.videos.fps = -2.0"),
         ("extract_frames", "frames.fps", "frames.fps = -2.0"),
-        (
-            "extract_frames",
-            "seed",
-            "unknown top-level key(s): seed",
-        ),  # `-S +seed=...`: no stage reads it
+        # `-S +seed=...`: no stage reads it
+        ("extract_frames", "seed", "unknown top-level key(s): seed"),
     ],
 )
 def test_stage_stops_before_work(tmp_path, params, stage, key, expected):
@@ -230,27 +224,22 @@ def test_stage_stops_before_work(tmp_path, params, stage, key, expected):
 # --- variants: names, per-variant seeds and seed replicates ---------------------------------------
 
 
+def _moco(positives: str = "images", data: str = "data/oc", **more) -> dict:
+    """A moco variant's entry in params.yaml."""
+    return {"method": "moco", "positives": positives, "data": data, **more}
+
+
 def _variants(**extra) -> dict:
     base = {
-        "moco_object_centric": {"method": "moco", "positives": "images", "data": "data/oc"},
-        "moco_tracker": {"method": "moco", "positives": "tracker", "data": "data/pairs.parquet"},
+        "moco_object_centric": _moco(),
+        "moco_tracker": _moco("tracker", "data/pairs.parquet"),
     }
     return {"pretrain": {"seed": 0}, "variants": {**base, **extra}}
 
 
 def test_a_seed_replicate_is_valid():
-    out = config.validate(
-        _variants(
-            moco_object_centric_s1={
-                "method": "moco",
-                "positives": "images",
-                "data": "data/oc",
-                "seed": 1,
-                "replicate_of": "moco_object_centric",
-            }
-        ),
-        "variants",
-    )
+    replicate = _moco(seed=1, replicate_of="moco_object_centric")
+    out = config.validate(_variants(moco_object_centric_s1=replicate), "variants")
     replicate = out["variants"]["moco_object_centric_s1"]
     assert replicate.seed == 1 and replicate.replicate_of == "moco_object_centric"
     assert out["variants"]["moco_object_centric"].seed is None  # pretrain.seed
@@ -298,19 +287,14 @@ def test_a_seed_replicate_is_valid():
     ],
 )
 def test_a_bad_replicate_is_named(replicate, expected):
-    entry = {"method": "moco", "positives": "images", "data": "data/oc", **replicate}
+    entry = _moco(**replicate)
     with pytest.raises(config.ConfigError) as err:
         config.validate(_variants(moco_object_centric_s1=entry), "variants")
     assert expected in str(err.value)
 
 
 def test_replicates_of_one_variant_need_distinct_seeds_and_name_the_original():
-    entry = {
-        "method": "moco",
-        "positives": "images",
-        "data": "data/oc",
-        "replicate_of": "moco_object_centric",
-    }
+    entry = _moco(replicate_of="moco_object_centric")
     with pytest.raises(
         config.ConfigError,
         match=r"variants\.s2\.replicate_of = 'moco_object_centric': its seed 1 is the seed of 's1'",
@@ -333,7 +317,7 @@ def test_replicates_of_one_variant_need_distinct_seeds_and_name_the_original():
 @pytest.mark.parametrize("name", ["moco-extra", "moco.extra", "moco extra", "../up", "", 7])
 def test_an_unsafe_variant_name_is_named(name):
     params = _variants(**{})
-    params["variants"][name] = {"method": "moco", "positives": "images", "data": "data/oc"}
+    params["variants"][name] = _moco()
     with pytest.raises(
         config.ConfigError, match=rf"variants\.{re.escape(str(name))}: a variant name may hold only"
     ):
@@ -341,16 +325,8 @@ def test_an_unsafe_variant_name_is_named(name):
 
 
 def test_crops_positives_go_with_moco_only():
-    ok = config.validate(
-        _variants(
-            moco_tracker_crops={
-                "method": "moco",
-                "positives": "crops",
-                "data": "data/pairs.parquet",
-            }
-        ),
-        "variants",
-    )
+    crops = _moco("crops", "data/pairs.parquet")
+    ok = config.validate(_variants(moco_tracker_crops=crops), "variants")
     assert ok["variants"]["moco_tracker_crops"].positives == "crops"
     with pytest.raises(
         config.ConfigError, match="positives 'crops' does not go with method 'supervised'"

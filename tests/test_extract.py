@@ -180,24 +180,22 @@ def test_accepted_share_passes(clips, tmp_path: Path):
 def test_no_video_fails_with_empty_outputs(tmp_path: Path):
     (tmp_path / "videos").mkdir()
     out = tmp_path / "out"
-    with pytest.raises(ExtractionError, match="no video found"):
-        run_stage(
-            videos_root=tmp_path / "videos",
+
+    def extract(videos: str):
+        return run_stage(
+            videos_root=tmp_path / videos,
             out_root=out,
             metrics_path=tmp_path / "m.json",
             params=params(),
             workers=1,
         )
+
+    with pytest.raises(ExtractionError, match="no video found"):
+        extract("videos")
     assert (out / "rejected.csv").read_text().strip() == "file,reason"
     assert pd.read_parquet(out / "manifest.parquet").empty
     with pytest.raises(ExtractionError, match="videos folder not found"):
-        run_stage(
-            videos_root=tmp_path / "nowhere",
-            out_root=out,
-            metrics_path=tmp_path / "m.json",
-            params=params(),
-            workers=1,
-        )
+        extract("nowhere")
 
 
 def test_stale_temporaries_removed(clips, tmp_path: Path):
@@ -405,15 +403,19 @@ def test_a_stale_shard_list_is_an_error_naming_the_video(clips, tmp_path: Path):
     _shard_videos(clips, root)
     plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1])
     listed = tmp_path / "shards/shard-1.csv"  # c.mp4, v.mp4
-    m = run_stage(
-        videos_root=root,
-        out_root=out,
-        metrics_path=metrics,
-        params=params(shards=[0, 1]),
-        workers=1,
-        shard=1,
-        planned=read_plan(listed),
-    )
+
+    def extract_shard_1():  # reads the shard's list again at each run
+        return run_stage(
+            videos_root=root,
+            out_root=out,
+            metrics_path=metrics,
+            params=params(shards=[0, 1]),
+            workers=1,
+            shard=1,
+            planned=read_plan(listed),
+        )
+
+    m = extract_shard_1()
     assert (m["videos_extracted"], m["videos_rejected"]) == (2, 0)
     kept = {p.name: p.read_bytes() for p in (*out.iterdir(), metrics)}
     put(clips["portrait"], root / "c.mp4")  # other bytes under the listed name
@@ -421,38 +423,14 @@ def test_a_stale_shard_list_is_an_error_naming_the_video(clips, tmp_path: Path):
         ExtractionError,
         match=r"video list is stale: c\.mp4 under .*videos changed since plan_shards",
     ):
-        run_stage(
-            videos_root=root,
-            out_root=out,
-            metrics_path=metrics,
-            params=params(shards=[0, 1]),
-            workers=1,
-            shard=1,
-            planned=read_plan(listed),
-        )
+        extract_shard_1()
     (root / "c.mp4").unlink()
     with pytest.raises(ExtractionError, match=r"stale: c\.mp4 .*or it is gone"):
-        run_stage(
-            videos_root=root,
-            out_root=out,
-            metrics_path=metrics,
-            params=params(shards=[0, 1]),
-            workers=1,
-            shard=1,
-            planned=read_plan(listed),
-        )
+        extract_shard_1()
     assert {p.name: p.read_bytes() for p in (*out.iterdir(), metrics)} == kept  # nothing good lost
     put(clips["portrait"], root / "c.mp4")
     plan_stage(videos_root=root, out_root=tmp_path / "shards", shards=[0, 1])
-    m = run_stage(
-        videos_root=root,
-        out_root=out,
-        metrics_path=metrics,
-        params=params(shards=[0, 1]),
-        workers=1,
-        shard=1,
-        planned=read_plan(listed),
-    )
+    m = extract_shard_1()
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert (
         m["videos_extracted"] == 2 and manifest[manifest["video"] == "c"]["width"].iloc[0] == 32

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import video_fixtures
+from dvc_cmd import extract_frames_by_hand
 
 from demystify.checks import suites
 from demystify.core import config, ffmpeg_bin
@@ -23,7 +22,7 @@ from demystify.video.extract import OutputError, extract_all, output_fault, run_
 
 ROOT = Path(__file__).resolve().parents[1]
 clips = video_fixtures.clips  # the session fixture, shared with other modules
-frames_params, put, ffmpeg = video_fixtures.frames_params, video_fixtures.put, video_fixtures.ffmpeg
+frames_params, put = video_fixtures.frames_params, video_fixtures.put
 
 ENOSPC_STDERR = """\
 [vost#0:0/mjpeg @ 0x5644f7aaa2c0] Error submitting a packet to the muxer: No space left on device
@@ -64,21 +63,9 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def _gap_clip(path: Path, gap_s: int = 60) -> Path:
     """2 s of testsrc2 at 25 fps whose second half starts `gap_s` later (a dashcam's jump)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=64x48:rate=25:duration=2",
-        "-vf",
-        f"setpts=PTS+{gap_s}/TB*gte(N\\,25)",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        str(path),
+    return video_fixtures.make_clip(
+        path, 2, 25, "64x48", "-vf", f"setpts=PTS+{gap_s}/TB*gte(N\\,25)"
     )
-    return path
 
 
 # ---------------------------------------------------------------- the output side
@@ -88,26 +75,24 @@ def test_full_disk_stops_the_stage_and_rejects_nothing(clips, tmp_path, full_dis
     videos, out = tmp_path / "videos", tmp_path / "frames"
     for name in ("a", "b"):
         put(clips["good"], videos / f"{name}.mp4")
-    run_stage(
-        videos_root=videos,
-        out_root=out,
-        metrics_path=tmp_path / "m.json",
-        params=frames_params(),
-        workers=1,
-    )
-    before = _snapshot(out)
-    assert "a.zip" in before and "b.zip" in before
 
-    full_disk()
-    put(clips["good"], videos / "c.mp4")
-    with pytest.raises(OutputError, match="No space left on device") as err:
-        run_stage(
+    def extract():
+        return run_stage(
             videos_root=videos,
             out_root=out,
             metrics_path=tmp_path / "m.json",
             params=frames_params(),
             workers=1,
         )
+
+    extract()
+    before = _snapshot(out)
+    assert "a.zip" in before and "b.zip" in before
+
+    full_disk()
+    put(clips["good"], videos / "c.mp4")
+    with pytest.raises(OutputError, match="No space left on device") as err:
+        extract()
     assert "while extracting a.mp4" in str(err.value) and "\n" not in str(err.value)
     # Nothing was rejected, and the earlier run's frames, manifest and rejected.csv are all there.
     assert _snapshot(out) == before
@@ -126,22 +111,7 @@ def test_full_disk_stage_script_exits_1_with_one_line(clips, tmp_path, full_disk
         " max_duplicate_share: 0.5}\n"
     )
     (tmp_path / "machine.yaml").write_text("frames: {workers: 2}\n")  # read from the stage's folder
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "stages" / "extract_frames.py"),
-            "--videos",
-            "videos",
-            "--out",
-            "data/frames",
-            "--metrics",
-            "results/frames/metrics.json",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
+    proc = extract_frames_by_hand(tmp_path)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(

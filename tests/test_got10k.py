@@ -83,21 +83,19 @@ def test_annotations_defaults_without_labels(tmp_path: Path):
     assert ann["absence"].tolist() == [0, 0]
 
 
-def test_box_error_names_file_and_line(tmp_path: Path):
-    seq = write_seq(tmp_path / "s", "1,2,3,4\n1,2,three,4\n")
-    with pytest.raises(AnnotationError, match=r"groundtruth.txt:2: expected 'x,y,w,h'"):
-        read_annotations(seq)
-    (seq / "groundtruth.txt").write_text("1,2,3\n")
-    with pytest.raises(AnnotationError, match=r"groundtruth.txt:1"):
-        read_annotations(seq)
-
-
-def test_label_errors(tmp_path: Path):
-    seq = write_seq(tmp_path / "s", "1,2,3,4\n5,6,7,8\n", cover="8\n9\n")
-    with pytest.raises(AnnotationError, match=r"cover.label:2: expected an integer in 0..8"):
-        read_annotations(seq)
-    (seq / "cover.label").write_text("8\n")
-    with pytest.raises(AnnotationError, match=r"cover.label: 1 labels for 2 boxes"):
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("groundtruth.txt", "1,2,3,4\n1,2,three,4\n", r"groundtruth.txt:2: expected 'x,y,w,h'"),
+        ("groundtruth.txt", "1,2,3\n", r"groundtruth.txt:1"),
+        ("cover.label", "8\n9\n", r"cover.label:2: expected an integer in 0..8"),
+        ("cover.label", "8\n", r"cover.label: 1 labels for 2 boxes"),
+    ],
+)
+def test_a_bad_box_or_label_names_file_and_line(tmp_path: Path, name, text, expected):
+    seq = write_seq(tmp_path / "s", "1,2,3,4\n5,6,7,8\n")
+    (seq / name).write_text(text)
+    with pytest.raises(AnnotationError, match=expected):
         read_annotations(seq)
 
 

@@ -16,12 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import video_fixtures
-from video_fixtures import stored_frames
+from video_fixtures import mine_pairs, stored_frames
 
 from demystify.checks import suites
 from demystify.core import config
-from demystify.pairs.mine import run_stage as mine_stage
-from demystify.tools.params_file import compose
 from demystify.video import extract as extract_module
 from demystify.video.extract import run_stage as extract_stage
 
@@ -54,18 +52,13 @@ def assert_kept(manifest: pd.DataFrame, out: Path, videos: dict[str, int]) -> No
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(smoke_params_dir):
     """One smoke-world video (20 frames at 10 fps, 64x48) with its GOT-10k folder, and pairs params."""
-    d = tmp_path_factory.mktemp("hostile_world")
-    compose(
-        d / "params.yaml",
-        [
-            "scale=smoke",
-            "world.videos.count=1",
-            "pairs.source=annotations",
-            "pairs.pairs_per_video=8",
-        ],
-        config_dir=ROOT / "conf",
+    d = smoke_params_dir(
+        "hostile_world",
+        "world.videos.count=1",
+        "pairs.source=annotations",
+        "pairs.pairs_per_video=8",
     )
     p = config.load("world", "pairs", path=d / "params.yaml")
     from demystify.world.synthesize import World, write_videos
@@ -127,15 +120,8 @@ def test_bad_boxes_are_frames_without_a_box_and_mining_skips_them(world, tmp_pat
     np.testing.assert_allclose(box.loc["first_only"].iloc[0], box.loc["good"].iloc[0])
 
     _, _, pairs_params = world
-    metrics = mine_stage(
-        manifest_path=out / "manifest.parquet",
-        frames_root=out,
-        videos_root=root,
-        out_pairs=tmp_path / "pairs.parquet",
-        out_dir=tmp_path / "pairs",
-        p=pairs_params,
-    )
-    pairs = pd.read_parquet(tmp_path / "pairs.parquet")
+    metrics = mine_pairs(out / "manifest.parquet", out, root, pairs_params, tmp_path / "pairs")
+    pairs = pd.read_parquet(tmp_path / "pairs" / "pairs.parquet")
     assert "failures" not in metrics and metrics["rejected_absent"] > 0
     boxes = pairs[["a_x", "a_y", "a_w", "a_h", "b_x", "b_y", "b_w", "b_h"]].to_numpy()
     assert np.isfinite(boxes).all() and (pairs[["a_w", "a_h", "b_w", "b_h"]] > 0).all().all()
@@ -159,15 +145,8 @@ def test_a_grid_of_boxless_pairs_is_drawn_without_them(world, tmp_path: Path):
     got10k_copy(world, root, "good")
     manifest, _ = extract(root, out, size=48)
     _, _, pairs_params = world
-    mine_stage(
-        manifest_path=out / "manifest.parquet",
-        frames_root=out,
-        videos_root=root,
-        out_pairs=tmp_path / "pairs.parquet",
-        out_dir=tmp_path / "pairs",
-        p=pairs_params,
-    )
-    pairs = pd.read_parquet(tmp_path / "pairs.parquet")
+    mine_pairs(out / "manifest.parquet", out, root, pairs_params, tmp_path / "pairs")
+    pairs = pd.read_parquet(tmp_path / "pairs" / "pairs.parquet")
     pairs.loc[0, "a_x"], pairs.loc[1, "b_w"], pairs.loc[2, "a_w"] = np.nan, np.inf, 1e30
     draw_grid(pairs, out, tmp_path / "grid.png", 8)
     assert (tmp_path / "grid.png").stat().st_size > 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_cmd import extract_frames_by_hand
 
 from demystify import machine
 from demystify.core import config
@@ -121,22 +122,7 @@ def test_a_stage_stops_on_a_bad_machine_file_with_one_line(tmp_path):
         yaml.safe_dump({"data": {**params["data"], "videos": "videos"}, "frames": params["frames"]})
     )
     (tmp_path / "machine.yaml").write_text("frames: {workers: lots}\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "stages" / "extract_frames.py"),
-            "--videos",
-            "videos",
-            "--out",
-            "data/frames",
-            "--metrics",
-            "results/frames/metrics.json",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
+    proc = extract_frames_by_hand(tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "extract_frames: machine.yaml: frames.workers = 'lots': expected an integer >= 1 or auto"

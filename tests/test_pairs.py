@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from video_fixtures import mine_pairs
 
 from demystify.core import config
 from demystify.core.config import FramesParams
@@ -27,10 +28,8 @@ from demystify.pairs.mine import (
     _iou_gt,
     mine_all,
     mine_video,
-    run_stage,
 )
 from demystify.pairs.sampling import sample_pairs, video_rng
-from demystify.tools.params_file import compose
 from demystify.video.extract import extract_all
 from demystify.world.synthesize import World, write_videos
 
@@ -38,21 +37,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def params(tmp_path_factory):
-    out = tmp_path_factory.mktemp("conf") / "params.yaml"
-    compose(
-        out,
-        [
-            "scale=smoke",
-            "world.videos.count=3",
-            "world.videos.frames=80",
-            "world.videos.width=160",
-            "world.videos.height=120",
-            "frames.size=120",
-        ],
-        config_dir=ROOT / "conf",
+def params(smoke_params_dir):
+    root = smoke_params_dir(
+        "conf",
+        "world.videos.count=3",
+        "world.videos.frames=80",
+        "world.videos.width=160",
+        "world.videos.height=120",
+        "frames.size=120",
     )
-    return config.load("world", "frames", "pairs", path=out)
+    return config.load("world", "frames", "pairs", path=root / "params.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -152,16 +146,15 @@ def test_parallel_and_serial_identical(clips, params):
 def test_run_stage_writes_outputs(clips, params, tmp_path):
     manifest, frames_root, videos_root = clips
     manifest.to_parquet(tmp_path / "manifest.parquet")
-    metrics = run_stage(
-        manifest_path=tmp_path / "manifest.parquet",
-        frames_root=frames_root,
-        videos_root=videos_root,
-        out_pairs=tmp_path / "pairs.parquet",
-        out_dir=tmp_path / "results",
-        p=params["pairs"],
+    metrics = mine_pairs(
+        tmp_path / "manifest.parquet",
+        frames_root,
+        videos_root,
+        params["pairs"],
+        tmp_path / "results",
         workers=1,
     )
-    assert len(pd.read_parquet(tmp_path / "pairs.parquet")) == metrics["pairs"]
+    assert len(pd.read_parquet(tmp_path / "results" / "pairs.parquet")) == metrics["pairs"]
     grid = cv2.imread(str(tmp_path / "results" / "pairs.png"))
     assert grid is not None and grid.shape[0] > 100
     assert (
@@ -177,13 +170,12 @@ def test_floats_rounded_and_bytes_repeat(clips, params, tmp_path):
     manifest.to_parquet(tmp_path / "manifest.parquet")
     outputs = []
     for run in ("one", "two"):
-        run_stage(
-            manifest_path=tmp_path / "manifest.parquet",
-            frames_root=frames_root,
-            videos_root=videos_root,
-            out_pairs=tmp_path / run / "pairs.parquet",
-            out_dir=tmp_path / run,
-            p=params["pairs"],
+        mine_pairs(
+            tmp_path / "manifest.parquet",
+            frames_root,
+            videos_root,
+            params["pairs"],
+            tmp_path / run,
             workers=1,
         )
         outputs.append(
@@ -347,13 +339,12 @@ def test_stage_fails_clearly_only_without_any_pair(tmp_path, params):
     )
     manifest.to_parquet(tmp_path / "manifest.parquet")
     with pytest.raises(PairsError, match="no pair could be mined.*rejected_no_proposals"):
-        run_stage(
-            manifest_path=tmp_path / "manifest.parquet",
-            frames_root=tmp_path,
-            videos_root=None,
-            out_pairs=tmp_path / "pairs.parquet",
-            out_dir=tmp_path / "out",
-            p=params["pairs"],
+        mine_pairs(
+            tmp_path / "manifest.parquet",
+            tmp_path,
+            None,
+            params["pairs"],
+            tmp_path / "out",
             workers=1,
         )
     metrics = yaml.safe_load((tmp_path / "out" / "metrics.json").read_text())
@@ -362,14 +353,7 @@ def test_stage_fails_clearly_only_without_any_pair(tmp_path, params):
 
 def test_missing_manifest(tmp_path, params):
     with pytest.raises(PairsError, match="frames manifest not found"):
-        run_stage(
-            manifest_path=tmp_path / "nope.parquet",
-            frames_root=tmp_path,
-            videos_root=None,
-            out_pairs=tmp_path / "p.parquet",
-            out_dir=tmp_path,
-            p=params["pairs"],
-        )
+        mine_pairs(tmp_path / "nope.parquet", tmp_path, None, params["pairs"], tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ paths that the shell running a stage's cmd must never read as code (issue 22).""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -22,6 +21,7 @@ from demystify.evaluation import invariance
 from demystify.evaluation.features import Model
 from demystify.evaluation.invariance import InvarianceError, set_contributions
 from demystify.tools.params_file import compose
+from demystify.tools.repo_copy import dvc_env
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -272,13 +272,7 @@ def repo(tmp_path_factory) -> tuple[Path, dict]:
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "dvc.yaml", root / "dvc.yaml")
     compose(root / "params.yaml", ["scale=smoke"], config_dir=ROOT / "conf")
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(root / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
+    env = dvc_env(root, OMP_NUM_THREADS="1")
     subprocess.run(["dvc", "init", "-q", "--no-scm"], cwd=root, env=env, check=True)
     return root, env
 

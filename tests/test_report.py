@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from evaluation_files import write_predictions
 
-from demystify.core.config import ReportParams
+from demystify.core.config import INVARIANCE_SETS, ReportParams
 from demystify.core.io import write_json
 from demystify.evaluation.invariance import SetContributions, set_contributions
 from demystify.report import build as build_module
@@ -30,14 +31,7 @@ MODELS = [
     "moco_tracker",
     "moco_tracker_crops",
 ]
-SETS = [
-    "aloi_view",
-    "aloi_ill",
-    "aloi_col",
-    "got10k_occlusion",
-    "pascal3d_instance",
-    "pascal3d_instance_viewpoint",
-]
+SETS = list(INVARIANCE_SETS)  # the paper's six
 
 
 def _run(inv=None, linear=None, miou=None):
@@ -109,24 +103,17 @@ def _write_results(
     """Real per-item files for one model, as the evaluation stages write them: predictions that are
     right on the test images whose shared `LUCK` is below `accuracy`, transformation sets whose
     firing rates scale with `invariance`, confusions whose diagonal scales with `segmentation`."""
-    paths = np.array([f"img{i}.png" for i in range(TEST_IMAGES)])
     wrong = (TRUTH + 1) % 10
     pred = np.where(LUCK < accuracy, TRUTH, wrong)
-    (root / "classification" / model).mkdir(parents=True, exist_ok=True)
-    np.savez(
-        root / "classification" / model / "per_image.npz",
-        path=paths,
-        truth=TRUTH,
-        linear=pred,
-        knn=pred,
-        unit=np.array([f"instance:{i // 3}" for i in range(TEST_IMAGES)]),
-    )  # three images per instance
+    instances = [f"instance:{i // 3}" for i in range(TEST_IMAGES)]  # three images per instance
+    write_predictions(root, model, TRUTH, pred, instances)
     confusion = CONFUSION.copy()
     confusion[:, np.arange(3), np.arange(3)] = (
         confusion[:, np.arange(3), np.arange(3)] * segmentation
     ).astype(int)
     (root / "segmentation" / model).mkdir(parents=True, exist_ok=True)
-    np.savez(root / "segmentation" / model / "per_image.npz", path=paths[:40], confusion=confusion)
+    paths = np.array([f"img{i}.png" for i in range(40)])
+    np.savez(root / "segmentation" / model / "per_image.npz", path=paths, confusion=confusion)
     for s in SETS:
         c = _contributions(invariance)
         (root / "invariance" / model / "contributions").mkdir(parents=True, exist_ok=True)

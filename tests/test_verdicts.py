@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from evaluation_files import write_predictions
 
 from demystify.evaluation.invariance import set_contributions
 from demystify.report import claims as cl
@@ -85,19 +86,10 @@ def test_units_not_images_are_resampled(tmp_path):
     rng = np.random.default_rng(3)
     instance_right = rng.random(60) < 0.5  # whole instances right or wrong
     correct = np.repeat(instance_right, 5)
-    paths = np.array([f"img{i}.png" for i in range(300)])
     truth = np.zeros(300, dtype=int)
+    instances = [f"instance:{i // 5}" for i in range(300)]
     for model, right in (("a", correct), ("b", np.roll(correct, 150))):
-        (tmp_path / "classification" / model).mkdir(parents=True)
-        pred = np.where(right, truth, 1)
-        np.savez(
-            tmp_path / "classification" / model / "per_image.npz",
-            path=paths,
-            truth=truth,
-            linear=pred,
-            knn=pred,
-            unit=np.array([f"instance:{i // 5}" for i in range(300)]),
-        )
+        write_predictions(tmp_path, model, truth, np.where(right, truth, 1), instances)
     by_instance = Evidence(tmp_path, resamples=1000).difference(
         ("classification", "all", "linear_top1"), "a", "b"
     )
@@ -113,16 +105,8 @@ def test_units_not_images_are_resampled(tmp_path):
 
 
 def _accuracy_files(root, model, correct):
-    (root / "classification" / model).mkdir(parents=True, exist_ok=True)
     truth = np.zeros(len(correct), dtype=int)
-    pred = np.where(correct, truth, 1)
-    np.savez(
-        root / "classification" / model / "per_image.npz",
-        path=np.array([f"i{i}" for i in range(len(correct))]),
-        truth=truth,
-        linear=pred,
-        knn=pred,
-    )
+    write_predictions(root, model, truth, np.where(correct, truth, 1))
 
 
 def test_two_level_interval_covers_seed_variation(tmp_path):

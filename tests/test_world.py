@@ -14,7 +14,6 @@ import pytest
 from demystify.checks import leakage
 from demystify.core import config
 from demystify.data import got10k
-from demystify.tools.params_file import compose
 from demystify.video.probe import probe
 from demystify.world.synthesize import synthesize
 
@@ -22,14 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def smoke_params(tmp_path_factory):
-    out = tmp_path_factory.mktemp("conf") / "params.yaml"
-    compose(
-        out,
-        ["scale=smoke", "world.evaluation.aloi_instances_per_category=1"],
-        config_dir=ROOT / "conf",
-    )
-    return config.load("world", path=out)["world"]
+def smoke_params(smoke_params_dir):
+    root = smoke_params_dir("conf", "world.evaluation.aloi_instances_per_category=1")
+    return config.load("world", path=root / "params.yaml")["world"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Tiny real videos made with ffmpeg's lavfi sources, shared by the video tests.
+"""Tiny real videos made with ffmpeg's lavfi sources, and helpers to run the stages on them, shared
+by the video tests.
 
 Imported by the test modules (not a conftest) so it never collides with other fixtures.
 """
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from demystify.core.config import FramesParams
+from demystify.core.config import FramesParams, PairsParams
 from demystify.core.ffmpeg_bin import ffmpeg_exe
 from demystify.core.frames_store import FrameStore, read_bytes
+from demystify.pairs.mine import run_stage as mine_stage
 
 
 def ffmpeg(*args: str) -> None:
@@ -95,3 +97,24 @@ def put(src: Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(src, dst)
     return dst
+
+
+def mine_pairs(
+    manifest: Path,
+    frames: Path,
+    videos: Path | None,
+    p: PairsParams,
+    out: Path,
+    workers: int | None = None,
+) -> dict:
+    """The mine_pairs stage over a frames folder, all its outputs in `out` (pairs.parquet,
+    pairs.png, metrics.json); its metrics."""
+    return mine_stage(
+        manifest_path=manifest,
+        frames_root=frames,
+        videos_root=videos,
+        out_pairs=out / "pairs.parquet",
+        out_dir=out,
+        p=p,
+        workers=workers,
+    )
