@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 from demystify.ssl.batch_augment import BatchMoCoV2
 from demystify.ssl.datasets import DecodedViews, collate_views, image_items
 from demystify.ssl.moco import MoCo
-from demystify.ssl.train import Runtime, StreamSampler, _moco_step, use_bf16
+from demystify.ssl.runtime import Runtime, use_bf16
+from demystify.ssl.train import StreamSampler, _moco_step
 
 
 class ReferenceMoCo(MoCo):

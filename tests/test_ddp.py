@@ -13,7 +13,8 @@ from torch import nn
 
 from demystify.core.config import PretrainParams
 from demystify.ssl.moco import MoCo, shuffle_for
-from demystify.ssl.train import PretrainError, Runtime, StreamSampler, process_share
+from demystify.ssl.runtime import PretrainError, Runtime
+from demystify.ssl.train import StreamSampler, process_share
 
 B, SPLITS, STEPS = 16, 4, 2  # global batch, BN groups of it (4 samples each), SGD steps
 

@@ -25,6 +25,7 @@ from demystify.evaluation.labelled import folder_classification
 from demystify.ssl import batch_augment as ba
 from demystify.ssl import datasets, train
 from demystify.ssl.datasets import DataError, DecodedViews, Item, collate_views, image_items
+from demystify.ssl.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -321,7 +322,7 @@ def test_batches_do_not_depend_on_the_number_of_workers(tmp_path, monkeypatch):
     collate = functools.partial(collate_views, crop_boxes=ba.for_method("moco", 48, 0.5).crop_boxes)
 
     def batches(workers: int) -> list[dict]:
-        sampler = train.StreamSampler(len(dataset), 4, train.Runtime(), seed=0)
+        sampler = train.StreamSampler(len(dataset), 4, Runtime(), seed=0)
         sampler.set_range(0, 3)
         loader = DataLoader(
             dataset, batch_size=4, sampler=sampler, collate_fn=collate, num_workers=workers

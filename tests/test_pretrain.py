@@ -566,7 +566,8 @@ def test_stream_sampler_gives_every_variant_the_same_steps_whatever_its_corpus()
     """Steps, not passes: corpora of 10 and 37 items give the same number of batches; the stream is
     one seeded permutation per pass, read in whatever pieces (a resumed run's range), and the
     processes of a DDP run share each global batch, every other position (test_ddp.py)."""
-    from demystify.ssl.train import Runtime, StreamSampler, warmup_cosine
+    from demystify.ssl.runtime import Runtime
+    from demystify.ssl.train import StreamSampler, warmup_cosine
 
     def drawn(n, start, stop, rank=0, world=1):
         s = StreamSampler(n, 4, Runtime(rank=rank, world=world), seed=3)

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from demystify.core.methods import METHODS, POSITIVES
+
 PositiveInt = Field(gt=0)
 
 
@@ -352,9 +354,9 @@ class PretrainParams(Section):
 
 
 class VariantParams(Section):
-    method: Literal["moco", "supervised", "random", "external"]
+    method: Literal[tuple(METHODS)]  # methods.py: what each trains, and how
     # crops: both views from the tracked box of a pair's first frame (tracker without the time step)
-    positives: Literal["images", "temporal", "tracker", "crops", "labels", "none"]
+    positives: Literal[POSITIVES]
     data: str = Field(min_length=1)  # corpus, pairs manifest, or (external) the checkpoint file
     arch: Literal["resnet18", "resnet34", "resnet50"] | None = None  # None: pretrain.arch
     seed: int | None = Field(default=None, ge=0)  # None: pretrain.seed
@@ -364,16 +366,11 @@ class VariantParams(Section):
 
     @model_validator(mode="after")
     def _check(self) -> VariantParams:
-        allowed = {
-            "moco": {"images", "temporal", "tracker", "crops"},
-            "supervised": {"labels"},
-            "random": {"none"},
-            "external": {"none"},
-        }
-        if self.positives not in allowed[self.method]:
+        allowed = METHODS[self.method].positives
+        if self.positives not in allowed:
             raise ValueError(
                 f"positives {self.positives!r} does not go with method {self.method!r} "
-                f"(allowed: {sorted(allowed[self.method])})"
+                f"(allowed: {sorted(allowed)})"
             )
         return self
 

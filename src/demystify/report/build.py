@@ -15,6 +15,7 @@ import pandas as pd
 
 from demystify.core.config import ReportParams, VariantParams
 from demystify.core.io import atomic_path, write_json
+from demystify.core.methods import METHODS
 from demystify.report import claims as cl
 from demystify.report.evidence import Evidence
 
@@ -632,7 +633,7 @@ def run_stage(
     groups = replicate_groups(variants)
     replicas = {r for members in groups.values() for r in members[1:]}
     models = [m for m in variants if m not in replicas]
-    trained = [m for m in models if variants[m].method in ("moco", "supervised")]
+    trained = [m for m in models if METHODS[variants[m].method].trains]
     return build(
         paths,
         Roster(models, trained, groups),

@@ -1,6 +1,7 @@
 """The per-image reference augmentations (torchvision.transforms.v2): MoCo v2's for every MoCo
-variant, crop and flip only for the supervised baseline. Training applies them batched
-(batch_augment.py), checked against these."""
+variant, crop and flip only for the supervised baseline. Training does not call them: it applies
+the same operations to whole batches (batch_augment.py), which tests/test_augment.py checks against
+these. The evaluation transform (resize and normalise) is backbone.eval_transform."""
 
 from __future__ import annotations
 

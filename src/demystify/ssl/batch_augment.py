@@ -24,6 +24,7 @@ from kornia.filters import gaussian_blur2d
 from torchvision.ops import roi_align
 
 from demystify.backbone import IMAGENET_MEAN, IMAGENET_STD
+from demystify.core.methods import METHODS
 
 TRIES = 10  # torchvision's RandomResizedCrop attempts before its centre-crop fallback
 # the columns of a view's uniforms
@@ -146,11 +147,12 @@ class BatchMoCoV2:
 
 
 def for_method(method: str, size: int, min_scale: float) -> BatchMoCoV2:
-    """The augmentation a variant trains with: MoCo v2's for MoCo; for the supervised baseline its
-    standard ImageNet recipe, random resized crop and flip only (augment.crop_flip), so supervised
-    is not handed the colour and blur invariances the claims credit to MoCo. The crop and flip
-    draw the same uniforms either way: with one seed both see the same crops."""
-    if method == "supervised":
+    """The augmentation a variant trains with (its method's `augment`, core/methods.py): MoCo v2's
+    for MoCo; for the supervised baseline its standard ImageNet recipe, random resized crop and flip
+    only (augment.crop_flip), so supervised is not handed the colour and blur invariances the
+    claims credit to MoCo. The crop and flip draw the same uniforms either way: with one seed both
+    see the same crops."""
+    if METHODS[method].augment == "crop_flip":
         return BatchMoCoV2(size, min_scale, jitter_p=0.0, gray_p=0.0, blur_p=0.0)
     return BatchMoCoV2(size, min_scale)
 

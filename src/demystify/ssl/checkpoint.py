@@ -18,7 +18,7 @@ from demystify.core.io import atomic_path
 
 
 def rng_state() -> torch.Tensor:
-    """The CPU generator's state (data order and augmentations are seeded per epoch and sample,
+    """The CPU generator's state (data order and augmentations are seeded per pass and sample,
     so this is all the randomness a resumed run needs to carry over)."""
     return torch.get_rng_state()
 

@@ -236,29 +236,24 @@ def _crop(img: torch.Tensor, box) -> torch.Tensor:
 
 
 class ViewsDataset(Dataset):
-    """Two augmented views per item (MoCo), or one view and its label (`supervised`)."""
+    """One transformed view of each item's first image (its box, if any) and the item's label: the
+    kNN monitor's bank and queries. Training reads DecodedViews, augmented a batch at a time.
+    `labelled` must be True (the two-view path it once turned on is gone)."""
 
-    def __init__(self, items: list[Item], transform, seed: int, labelled: bool = False):
-        self.items, self.transform, self.seed, self.labelled = items, transform, seed, labelled
+    def __init__(self, items: list[Item], transform, seed: int, labelled: bool = True):
+        if not labelled:
+            raise ValueError("ViewsDataset gives a view and its label; training reads DecodedViews")
+        self.items, self.transform, self.seed = items, transform, seed
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def _load(self, path: str, box) -> torch.Tensor:
-        return _crop(decode_rgb(path, DataError), box)
 
     def __getitem__(self, key: int | tuple[int, int]):
         i, pass_ = key if isinstance(key, tuple) else (key, 0)
         it = self.items[i]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(zlib.crc32(f"{self.seed}/{pass_}/{i}".encode()))
-            a = self.transform(self._load(it.path_a, it.box_a))
-            if self.labelled:
-                return a, it.label
-            second = (
-                self._load(it.path_b, it.box_b) if it.path_b else self._load(it.path_a, it.box_a)
-            )
-            return a, self.transform(second)
+            return self.transform(_crop(decode_rgb(it.path_a, DataError), it.box_a)), it.label
 
 
 class DecodedViews(Dataset):

@@ -1,6 +1,9 @@
 """The `pretrain@VARIANT` training loop: one command on CPU, one GPU, or many through torchrun.
 
-- Device: CUDA when present (bf16 autocast, channels_last, optional torch.compile), else CPU.
+- Device: CUDA when present (bf16 autocast, channels_last, optional torch.compile), else CPU
+  (runtime.py: the device, the process group, the precision).
+- Methods: what a variant's method builds, how it steps and augments, whether it trains at all
+  (random and external export the backbone as built or read) come from core/methods.py.
 - Data: the corpus decoded once and held as uint8 (streamed by loader workers when it exceeds
   machine.yaml's `pretrain.resident_mb`); each batch is augmented whole, in this process and on its device
   (batch_augment.BatchMoCoV2: MoCo v2's augmentations, per-sample randomness; crop and flip only
@@ -33,9 +36,10 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import pyarrow.parquet as pq
 import torch
@@ -46,15 +50,22 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from demystify import machine as machine_settings
-from demystify.backbone import backbone, backbone_from, plain_backbone_state, require_finite
+from demystify.backbone import (
+    backbone,
+    backbone_from,
+    feature_dim,
+    plain_backbone_state,
+    require_finite,
+)
 from demystify.core import frames_store
 from demystify.core.config import PretrainParams, VariantParams
 from demystify.core.gate import require_passed
 from demystify.core.images import image_size
 from demystify.core.io import write_json, write_torch
+from demystify.core.methods import METHODS, Method
 from demystify.ssl import checkpoint as ckpt
 from demystify.ssl import resume
-from demystify.ssl.batch_augment import for_method
+from demystify.ssl.batch_augment import BatchMoCoV2, for_method
 from demystify.ssl.datasets import (
     DataError,
     DecodedViews,
@@ -68,97 +79,13 @@ from demystify.ssl.datasets import (
 )
 from demystify.ssl.knn import MONITOR_SPLITS, KnnMonitor
 from demystify.ssl.moco import MoCo, shuffle_for
-
-
-class PretrainError(ValueError):
-    """Bad settings or data for a variant, found before training starts."""
-
-
-@dataclass(frozen=True)
-class Runtime:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: str = "cpu"
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def cuda(self) -> bool:
-        return self.device.startswith("cuda")
-
-    @property
-    def device_type(self) -> str:
-        return "cuda" if self.cuda else "cpu"
-
-
-def cpu_has_native_bf16() -> bool:
-    """avx512_bf16 or AMX: bf16 matrix products run natively (about 1.8x fp32 here, BENCHMARKS.md);
-    elsewhere oneDNN emulates them, slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
-def use_bf16(precision: str, rt: Runtime) -> bool:
-    """`auto`: bf16 autocast on CUDA and on CPUs with native bf16, fp32 otherwise."""
-    if precision != "auto":
-        return precision == "bf16"
-    return rt.cuda or cpu_has_native_bf16()
-
-
-TIMEOUT_ENV = "DEMYSTIFY_DIST_TIMEOUT_MIN"
-
-
-def dist_timeout() -> timedelta:
-    """How long a process waits in a collective: 60 minutes unless DEMYSTIFY_DIST_TIMEOUT_MIN says
-    otherwise. Rank 0 may hash a whole corpus while the others wait (NCCL's default is 10 minutes)."""
-    raw = os.environ.get(TIMEOUT_ENV) or "60"
-    try:
-        minutes = float(raw)
-    except ValueError:
-        minutes = math.nan
-    if not (math.isfinite(minutes) and minutes > 0):
-        raise PretrainError(f"{TIMEOUT_ENV}={raw!r}: not a positive number of minutes")
-    return timedelta(minutes=minutes)
-
-
-def _attempt_store(rank: int, world: int, timeout: timedelta) -> dict:
-    """Under torchrun --max-restarts the workers of a restart meet in the same agent store as the
-    killed ones did, and gloo read the dead processes' addresses left there ("connectFullMesh
-    failed ... Connection refused", measured): each attempt gets keys of its own. Elsewhere
-    (no agent store, or the first attempt) torch's env:// rendezvous as usual."""
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or attempt == "0":
-        return {}
-    store = dist.TCPStore(
-        os.environ["MASTER_ADDR"],
-        int(os.environ["MASTER_PORT"]),
-        world,
-        is_master=False,
-        timeout=timeout,
-    )
-    return {
-        "store": dist.PrefixStore(f"demystify/attempt_{attempt}", store),
-        "rank": rank,
-        "world_size": world,
-    }
-
-
-def setup_runtime() -> Runtime:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    if world > 1 and not dist.is_initialized():
-        backend, timeout = "nccl" if device.startswith("cuda") else "gloo", dist_timeout()
-        dist.init_process_group(backend, timeout=timeout, **_attempt_store(rank, world, timeout))
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-    return Runtime(rank, world, local, device)
+from demystify.ssl.runtime import (
+    PretrainError,
+    Runtime,
+    setup_runtime,
+    teardown,
+    use_bf16,
+)
 
 
 class StreamSampler(Sampler[tuple[int, int]]):
@@ -259,7 +186,7 @@ def negative_share(variant: VariantParams, dataset: DecodedViews) -> float | Non
     """How likely a random MoCo queue key comes from the query's own video (pair positives) or object
     instance (an image corpus whose annotations.csv names each image's instance): such negatives are
     the same object as the positive. None without a queue or without a record of the sources."""
-    if variant.method != "moco":
+    if not METHODS[variant.method].queue:
         return None
     if variant.positives in PAIR_VIEWS:
         sources = pair_sources(Path(variant.data))
@@ -326,7 +253,7 @@ def process_share(name: str, method: str, p: PretrainParams, world: int) -> tupl
             f"pretrain@{name}: pretrain.batch_size {p.batch_size} (the global batch) does not "
             f"divide among {world} processes (remainder {p.batch_size % world})"
         )
-    if method != "moco" or world == 1:  # supervised: plain BN of each process's own batch
+    if not METHODS[method].split_bn or world == 1:  # plain BN of each process's own batch
         return p.batch_size // world, p.bn_splits
     if (
         p.bn_splits % world
@@ -339,50 +266,57 @@ def process_share(name: str, method: str, p: PretrainParams, world: int) -> tupl
     return p.batch_size // world, p.bn_splits // world
 
 
-def _model(
-    variant: VariantParams, p: PretrainParams, queue: int, classes: int, bn_splits: int
-) -> nn.Module:
-    if variant.method == "moco":  # bn_splits: this process's groups
-        return MoCo(
-            p.arch,
-            p.dim,
-            queue,
-            p.moco_momentum,
-            p.temperature,
-            bn_splits,
-            p.mlp,
-            p.head_bn,
-            p.width,
-        )
-    return backbone(
-        p.arch, num_classes=classes if variant.method == "supervised" else None, width=p.width
-    )
+class Classifier(nn.Module):
+    """The supervised baseline: the backbone (fc = Identity) and a linear head over the classes.
+    Drawn from the RNG as torchvision's classifier is (the network, then its last layer), its
+    parameters in the same order (the backbone's, then the head's)."""
+
+    def __init__(self, arch: str, classes: int, width: float):
+        super().__init__()
+        self.backbone = backbone(arch, width=width)
+        self.head = nn.Linear(feature_dim(arch, width), classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
 
 
-def _backbone_of(model: nn.Module) -> nn.Module:
-    """The bare ResNet (fc = Identity) that is exported and monitored."""
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+def build_model(run: Run, queue: int, classes: int, bn_splits: int) -> nn.Module:
+    """The model of the variant's method (core/methods.py); bn_splits: this process's BN groups."""
+    p = run.p
+    match run.method.model:
+        case "moco":
+            return MoCo(
+                p.arch,
+                p.dim,
+                queue,
+                p.moco_momentum,
+                p.temperature,
+                bn_splits,
+                p.mlp,
+                p.head_bn,
+                p.width,
+            )
+        case "classifier":
+            return Classifier(p.arch, classes, p.width)
+        case "file":  # the external checkpoint at the width it was trained at
+            return backbone_from(run.variant.data, p.arch)
+    return backbone(p.arch, width=p.width)  # the init at pretrain.width
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, without DDP's wrapper."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The bare ResNet (fc = Identity) that is monitored and exported: MoCo's query encoder's, the
+    classifier's, or the model itself (random, external)."""
+    inner = unwrap(model)
     if isinstance(inner, MoCo):
         return inner.backbone_q
-    return _FeatureView(inner)
-
-
-class _FeatureView(nn.Module):
-    """A classifier ResNet seen without its fc (for the monitor and export)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        fc, self.net.fc = self.net.fc, nn.Identity()
-        try:
-            return self.net(x)
-        finally:
-            self.net.fc = fc
-
-    def state_dict(self, *a, **k):  # export: the ResNet's own keys, classifier dropped later
-        return self.net.state_dict(*a, **k)
+    if isinstance(inner, Classifier):
+        return inner.backbone
+    return inner
 
 
 def effective_params(variant: VariantParams, p: PretrainParams) -> PretrainParams:
@@ -390,6 +324,72 @@ def effective_params(variant: VariantParams, p: PretrainParams) -> PretrainParam
     replicate differs from its original in the seed alone)."""
     update = {k: getattr(variant, k) for k in ("arch", "seed") if getattr(variant, k) is not None}
     return p.model_copy(update=update) if update else p
+
+
+@dataclass(frozen=True)
+class Run:
+    """A variant's run as setup settles it: its settings, processes and outputs."""
+
+    name: str
+    variant: VariantParams
+    p: PretrainParams  # effective_params: the variant's own arch and seed
+    rt: Runtime
+    machine: machine_settings.Machine
+    models_dir: Path
+    results_dir: Path
+    progress: bool
+    monitor: KnnMonitor | None  # rank 0's
+
+    @property
+    def method(self) -> Method:
+        return METHODS[self.variant.method]
+
+
+@dataclass
+class Trainer:
+    """A trained variant's data, model and optimisation, and where its loop stands: what a
+    checkpoint holds."""
+
+    model: nn.Module  # DDP-wrapped once the loop starts under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    dataset: DecodedViews
+    sampler: StreamSampler
+    classes: list[str]
+    files: list[str]  # the files whose bytes determine the data (build_data)
+    queue: int  # MoCo's queue (0: none)
+    local_batch: int  # this process's share of the global batch
+    bf16: bool
+    ends: list[int]  # the steps at which a logging period ends
+    key: str = ""  # the resume key, and the checkpoint's path
+    path: Path | None = None
+    step: int = 0
+    loss_sum: float = 0.0  # the running loss of the period under way
+    loss_n: int = 0
+    history: list[dict] = field(default_factory=list)  # the periods logged so far
+
+
+@dataclass
+class Loop:
+    """What the loop steps with, set up once the state is resumed."""
+
+    forward: Callable  # the model, compiled or not
+    step: Callable  # _moco_step or _supervised_step
+    augment: BatchMoCoV2
+    sync_bn: Callable | None  # MoCo under DDP: averages the running BN statistics
+    ceiling: float  # a loss no healthy run reaches
+    live: Any  # rank 0's dvclive
+    bar: tqdm
+    trace: IO | None
+    started: float = 0.0  # the period's clock and images, for the throughput line
+    images: int = 0
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.trace is not None:
+            self.trace.close()
+        if self.live is not None:
+            self.live.end()
 
 
 def train(
@@ -403,246 +403,296 @@ def train(
 ) -> dict:
     """Train (or resume) one variant; write models/VARIANT/backbone.pt and results/pretrain/VARIANT.
     `machine`: workers, resident memory, checkpoint frequency (None: machine.yaml's)."""
+    # setup: processes and device, the variant's settings and seed, the kNN monitor
+    run = _setup(name, variant, p, Path(models_dir), Path(results_dir), progress, machine)
+    if not run.method.trains:  # nothing to train: the init, or a given checkpoint
+        return _export_untrained(run)
+    # build: data, model, optimizer and schedule (the seed draws the model's init)
+    t = _build(run)
+    # resume: where a killed run of the same settings, data and code stopped, if one did
+    _resume(run, t)
+    # run: the steps of every logging period not logged yet, each period's end recorded
+    _run(run, t)
+    # export: the backbone and summary.json, then the checkpoint goes
+    return _export_trained(run, t)
+
+
+def _setup(
+    name: str,
+    variant: VariantParams,
+    p: PretrainParams,
+    models_dir: Path,
+    results_dir: Path,
+    progress: bool,
+    machine: machine_settings.Machine | None,
+) -> Run:
     rt = setup_runtime()
     machine = machine or machine_settings.load()
-    models_dir, results_dir = Path(models_dir), Path(results_dir)
     p = effective_params(variant, p)
     torch.manual_seed(p.seed)
     monitor = KnnMonitor(p.monitor, p.image_size, p.monitor_per_class, p.knn_k) if rt.main else None
+    return Run(name, variant, p, rt, machine, models_dir, results_dir, progress, monitor)
 
-    if variant.method in (
-        "random",
-        "external",
-    ):  # nothing to train: the init, or a given checkpoint
-        # the external checkpoint at the width it was trained at; the init at pretrain.width
-        model = (
-            backbone_from(variant.data, p.arch)
-            if variant.method == "external"
-            else backbone(p.arch, width=p.width)
-        )
-        model = model.to(rt.device)
-        floor = (
-            [{"step": 0, "knn_top1": monitor(_backbone_of(model), rt.device)}] if rt.main else []
-        )
-        if rt.main:  # its kNN monitor at step 0, logged like a trained variant's curves
-            _write_live(results_dir, floor).end()
-        return _finish(name, model, p, rt, models_dir, results_dir, monitor, floor, steps=0)
 
-    local_batch, local_splits = process_share(
-        name, variant.method, p, rt.world
-    )  # before any data is read
-    dataset, classes, files = build_data(variant, p, machine.resident_mb)
-    global_batch = p.batch_size
-    if global_batch > len(dataset):
+def _export_untrained(run: Run) -> dict:
+    """random or external: the backbone as built, its kNN monitor at step 0 logged like a trained
+    variant's curves."""
+    model = build_model(run, queue=0, classes=0, bn_splits=1).to(run.rt.device)
+    floor = []
+    if run.rt.main:
+        floor = [{"step": 0, "knn_top1": run.monitor(backbone_of(model), run.rt.device)}]
+        _write_live(run.results_dir, floor).end()
+    return _export(run, model, floor, steps=0)
+
+
+def _build(run: Run) -> Trainer:
+    p, rt, name = run.p, run.rt, run.name
+    # each process's share of the global batch and of its BN groups, before any data is read
+    local_batch, local_splits = process_share(name, run.variant.method, p, rt.world)
+    dataset, classes, files = build_data(run.variant, p, run.machine.resident_mb)
+    if p.batch_size > len(dataset):
         raise PretrainError(
-            f"pretrain@{name}: batch {global_batch} (pretrain.batch_size, the global batch) is larger "
-            f"than the corpus {variant.data} ({len(dataset)} items)"
+            f"pretrain@{name}: batch {p.batch_size} (pretrain.batch_size, the global batch) is larger "
+            f"than the corpus {run.variant.data} ({len(dataset)} items)"
         )
-    queue = _queue_size(p, len(dataset), global_batch, name) if variant.method == "moco" else 0
-    model = _model(variant, p, queue, len(classes), local_splits).to(rt.device)
-    cuda = rt.cuda
-    bf16 = use_bf16(p.precision, rt)
-    if cuda:
+    queue = _queue_size(p, len(dataset), p.batch_size, name) if run.method.queue else 0
+    model = build_model(run, queue, len(classes), local_splits).to(rt.device)
+    if rt.cuda:
         model = model.to(memory_format=torch.channels_last)
-    trainable = [q for q in model.parameters() if q.requires_grad]
+    optimizer, scheduler = _optimisation(model, p)
+    return Trainer(
+        model,
+        optimizer,
+        scheduler,
+        dataset,
+        StreamSampler(len(dataset), p.batch_size, rt, p.seed),
+        classes,
+        files,
+        queue,
+        local_batch,
+        bf16=use_bf16(p.precision, rt),
+        ends=[min(e, p.steps) for e in range(p.log_every, p.steps + p.log_every, p.log_every)],
+    )
+
+
+def _optimisation(model: nn.Module, p: PretrainParams):
+    """SGD of the trainable parameters, lr scaled per 256 images; its warm-up and cosine schedule."""
     optimizer = torch.optim.SGD(
-        trainable,
-        lr=p.lr * global_batch / 256,
+        [q for q in model.parameters() if q.requires_grad],
+        lr=p.lr * p.batch_size / 256,
         momentum=p.sgd_momentum,
         weight_decay=p.weight_decay,
     )
-    sampler = StreamSampler(len(dataset), global_batch, rt, p.seed)
-    total = p.steps
-    ends = [
-        min(e, total) for e in range(p.log_every, total + p.log_every, p.log_every)
-    ]  # steps that log
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, p.warmup_steps, total)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, p.warmup_steps, p.steps)
     )
+    return optimizer, schedule
 
-    # the resume key: settings that shape the result (machine.yaml's do not), the bytes of what is
-    # read, bf16 or not (a machine without native bf16 trains in fp32)
+
+def _resume(run: Run, t: Trainer) -> None:
+    """Every process takes rank 0's checkpoint of this key, if a killed run left one."""
+    t.key = _resume_key(run, t)
+    t.path = resume.checkpoint_path(run.name, t.key)
+    state = _load_resumable(t.path, t.key, run.rt, run.name)
+    if state is None:
+        return
+    t.model.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    t.step, t.loss_sum, t.loss_n = (
+        int(state["step"]),
+        float(state["loss_sum"]),
+        int(state["loss_n"]),
+    )
+    t.history = json.loads(state["history"])
+    if run.rt.main:
+        print(
+            f"pretrain@{run.name}: resuming at step {t.step} of {run.p.steps} from {t.path}",
+            file=sys.stderr,
+        )
+
+
+def _resume_key(run: Run, t: Trainer) -> str:
+    """The settings that shape the result (machine.yaml's do not), the bytes of what is read, bf16
+    or not (a machine without native bf16 trains in fp32), hashed with the code (resume.py)."""
     settings = {
-        "variant": variant.model_dump(exclude={"replicate_of"}),
-        "pretrain": p.model_dump(),
-        "world": rt.world,
-        "queue": queue,
-        "bf16": bf16,
+        "variant": run.variant.model_dump(exclude={"replicate_of"}),
+        "pretrain": run.p.model_dump(),
+        "world": run.rt.world,
+        "queue": t.queue,
+        "bf16": t.bf16,
     }
     digest = resume.node_data_digest(
-        dataset.items,
-        files + monitor_files(p),
-        first=rt.local_rank == 0,
-        barrier=dist.barrier if rt.world > 1 else None,
+        t.dataset.items,
+        t.files + monitor_files(run.p),
+        first=run.rt.local_rank == 0,
+        barrier=dist.barrier if run.rt.world > 1 else None,
     )  # hashed once per node
-    key = _agreed_key(resume.resume_key(settings, digest), rt)
-    path = resume.checkpoint_path(name, key)
-    step, loss_sum, loss_n, history = 0, 0.0, 0, []
-    state = _load_resumable(path, key, rt, name)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        step, loss_sum, loss_n = int(state["step"]), float(state["loss_sum"]), int(state["loss_n"])
-        history = json.loads(state["history"])
-        if rt.main:
-            print(
-                f"pretrain@{name}: resuming at step {step} of {total} from {path}", file=sys.stderr
-            )
-    del state
+    return _agreed_key(resume.resume_key(settings, digest), run.rt)
 
+
+def _run(run: Run, t: Trainer) -> None:
+    loop = _loop(run, t)
+    while len(t.history) < len(t.ends):
+        if t.step >= t.ends[len(t.history)]:  # a logging period ended and is not recorded yet
+            _end_period(run, t, loop)
+        else:
+            _train_period(run, t, loop)
+    loop.close()
+
+
+def _loop(run: Run, t: Trainer) -> Loop:
+    """DDP around the resumed model, the method's step and augmentation, the logs (dvclive replays
+    the periods done so far)."""
+    p, rt = run.p, run.rt
     if rt.world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.local_rank] if cuda else None
+        t.model = nn.parallel.DistributedDataParallel(
+            t.model, device_ids=[rt.local_rank] if rt.cuda else None
         )
-    step_fn = _moco_step if variant.method == "moco" else _supervised_step
-    # MoCo under DDP: the running BN statistics of all the global batch's groups (moco.py)
-    sync_bn = (
-        model.module.average_bn_statistics if rt.world > 1 and variant.method == "moco" else None
+    return Loop(
+        forward=compiled_or_eager(t.model, run.name) if (p.compile and rt.cuda) else t.model,
+        step=STEPS[run.method.step],
+        augment=for_method(run.variant.method, p.image_size, p.min_crop_scale),
+        # under DDP: the running BN statistics of all the global batch's groups (moco.py)
+        sync_bn=unwrap(t.model).average_bn_statistics
+        if rt.world > 1 and run.method.split_bn
+        else None,
+        ceiling=loss_ceiling(run.variant.method, t.queue, p.temperature, len(t.classes)),
+        live=_write_live(run.results_dir, t.history) if rt.main else None,
+        bar=tqdm(
+            total=p.steps,
+            initial=t.step,
+            desc=f"pretrain@{run.name}",
+            unit="step",
+            file=sys.stderr,
+            disable=None if (run.progress and rt.main) else True,
+        ),
+        trace=_trace_file(rt),
+        started=time.perf_counter(),
     )
-    ceiling = loss_ceiling(variant.method, queue, p.temperature, len(classes))
-    augment = for_method(variant.method, p.image_size, p.min_crop_scale)
 
-    def views(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(query, key) views for MoCo, (view, label) for supervised: augmented in this process, on its device."""
-        images = batch["images"].to(rt.device, non_blocking=True)
-        out = [
-            augment(images, batch["sources"][v], batch["regions"][v], batch["uniforms"][v])
-            for v in range(len(batch["sources"]))
-        ]
-        return (out[0], out[1]) if variant.method == "moco" else (out[0], batch["labels"])
 
-    forward = compiled_or_eager(model, name) if (p.compile and cuda) else model
-    live = (
-        _write_live(results_dir, history) if rt.main else None
-    )  # the periods done so far, replayed
-
-    def save(loss_sum: float, loss_n: int, at: str) -> None:
-        if rt.main:
-            _save(
-                path,
-                model,
-                optimizer,
-                scheduler,
-                step,
-                loss_sum,
-                loss_n,
-                history,
-                key,
-                crash=lambda: crash_point(at, step),
-            )
-
-    bar = tqdm(
-        total=total,
-        initial=step,
-        desc=f"pretrain@{name}",
-        unit="step",
-        file=sys.stderr,
-        disable=None if (progress and rt.main) else True,
-    )
-    trace = _trace_file(rt)
-    started, images = time.perf_counter(), 0
-    while len(history) < len(ends):
-        if step >= ends[len(history)]:  # a logging period ended and is not recorded yet
-            record = {
-                "step": step,
-                "loss": loss_sum / max(loss_n, 1),
-                "lr": scheduler.get_last_lr()[0],
-            }
-            if rt.main:
-                record["knn_top1"] = monitor(_backbone_of(model), rt.device)
-                crash_point("monitor", step)
-                history.append(record)
-                save(0.0, 0, "period_checkpoint")
-                _log_period(live, record)
-                rate = (
-                    f"{images / (time.perf_counter() - started):.1f} images/s"
-                    if images
-                    else "resumed here"
-                )
-                print(
-                    f"pretrain@{name}: step {step} of {total}: loss {record['loss']:.4f}, "
-                    f"kNN top-1 {record['knn_top1']:.4f} ({rate})",
-                    file=sys.stderr,
-                )
-            else:
-                history.append(record)
-            loss_sum, loss_n, started, images = 0.0, 0, time.perf_counter(), 0
-            continue
-        sampler.set_range(step, ends[len(history)])
-        loader = DataLoader(
-            dataset,
-            batch_size=local_batch,
-            sampler=sampler,
-            drop_last=True,
-            collate_fn=functools.partial(collate_views, crop_boxes=augment.crop_boxes),
-            num_workers=0 if dataset.resident else machine.pretrain_workers,
-            pin_memory=cuda,
+def _end_period(run: Run, t: Trainer, loop: Loop) -> None:
+    """The period's record; rank 0 adds the kNN monitor, checkpoints, logs it."""
+    record = {
+        "step": t.step,
+        "loss": t.loss_sum / max(t.loss_n, 1),
+        "lr": t.scheduler.get_last_lr()[0],
+    }
+    if run.rt.main:
+        record["knn_top1"] = run.monitor(backbone_of(t.model), run.rt.device)
+        crash_point("monitor", t.step)
+    t.history.append(record)
+    t.loss_sum, t.loss_n = 0.0, 0  # the next period's
+    if run.rt.main:
+        _save(run, t, "period_checkpoint")
+        _log_period(loop.live, record)
+        rate = (
+            f"{loop.images / (time.perf_counter() - loop.started):.1f} images/s"
+            if loop.images
+            else "resumed here"
         )
-        for batch in _batches(loader):
-            lr = scheduler.get_last_lr()[0]
-            loss = step_fn(
-                forward, views(batch), rt, bf16, torch.Generator().manual_seed(p.seed * 7919 + step)
-            )
-            value = _stop_if_diverged(
-                name, loss, step + 1, p, rt, ceiling
-            )  # the global batch's loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if sync_bn is not None:
-                sync_bn(rt.world)
-            optimizer.step()
-            scheduler.step()
-            if trace is not None:
-                trace.write(
-                    json.dumps(
-                        {
-                            "step": step,
-                            "items": sampler.step_items(step),
-                            "lr": lr,
-                            "loss": value,
-                            "samples_seen": (step + 1) * global_batch,
-                        }
-                    )
-                    + "\n"
-                )
-            step += 1
-            loss_sum, loss_n = loss_sum + value, loss_n + 1
-            images += global_batch
-            bar.update()
-            bar.set_postfix(
-                loss=f"{value:.3f}", img_s=f"{images / (time.perf_counter() - started):.0f}"
-            )
-            crash_point("step", step)
-            if step % machine.checkpoint_every == 0:
-                save(loss_sum, loss_n, "checkpoint")
-    bar.close()
-    if trace is not None:
-        trace.close()
-    if live is not None:
-        live.end()
-    result = _finish(
-        name,
-        model,
-        p,
-        rt,
-        models_dir,
-        results_dir,
-        monitor,
-        history,
-        steps=step,
-        precision="bf16" if bf16 else "fp32",
-        budget={
-            "batch": global_batch,
-            "samples_seen": step * global_batch,
-            "corpus_items": len(dataset),
-            "passes": round(step * global_batch / len(dataset), 2),
-        },
-        same_source=negative_share(variant, dataset),
+        print(
+            f"pretrain@{run.name}: step {t.step} of {run.p.steps}: loss {record['loss']:.4f}, "
+            f"kNN top-1 {record['knn_top1']:.4f} ({rate})",
+            file=sys.stderr,
+        )
+    loop.started, loop.images = time.perf_counter(), 0
+
+
+def _train_period(run: Run, t: Trainer, loop: Loop) -> None:
+    """The steps up to the current period's end."""
+    t.sampler.set_range(t.step, t.ends[len(t.history)])
+    loader = DataLoader(
+        t.dataset,
+        batch_size=t.local_batch,
+        sampler=t.sampler,
+        drop_last=True,
+        collate_fn=functools.partial(collate_views, crop_boxes=loop.augment.crop_boxes),
+        num_workers=0 if t.dataset.resident else run.machine.pretrain_workers,
+        pin_memory=run.rt.cuda,
     )
-    if rt.main:  # the stage is complete: its outputs hold everything the checkpoint did
-        path.unlink(missing_ok=True)
+    for batch in _batches(loader):
+        _train_step(run, t, loop, batch)
+
+
+def _train_step(run: Run, t: Trainer, loop: Loop, batch: dict) -> None:
+    lr = t.scheduler.get_last_lr()[0]
+    generator = torch.Generator().manual_seed(run.p.seed * 7919 + t.step)
+    loss = loop.step(loop.forward, _views(run, loop, batch), run.rt, t.bf16, generator)
+    value = _stop_if_diverged(run.name, loss, t.step + 1, run.p, run.rt, loop.ceiling)
+    t.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if loop.sync_bn is not None:
+        loop.sync_bn(run.rt.world)
+    t.optimizer.step()
+    t.scheduler.step()
+    _trace_step(loop.trace, t, lr, value)
+    t.step += 1
+    t.loss_sum, t.loss_n = t.loss_sum + value, t.loss_n + 1  # value: the global batch's loss
+    loop.images += run.p.batch_size
+    loop.bar.update()
+    rate = loop.images / (time.perf_counter() - loop.started)
+    loop.bar.set_postfix(loss=f"{value:.3f}", img_s=f"{rate:.0f}")
+    crash_point("step", t.step)
+    if t.step % run.machine.checkpoint_every == 0:
+        _save(run, t, "checkpoint")
+
+
+def _views(run: Run, loop: Loop, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query, key) views for a contrastive step, (view, label) for a classifying one: augmented in
+    this process, on its device."""
+    images = batch["images"].to(run.rt.device, non_blocking=True)
+    out = [
+        loop.augment(images, batch["sources"][v], batch["regions"][v], batch["uniforms"][v])
+        for v in range(len(batch["sources"]))
+    ]
+    return (out[0], out[1]) if run.method.step == "contrastive" else (out[0], batch["labels"])
+
+
+def _export_trained(run: Run, t: Trainer) -> dict:
+    """The export, with what the equal step budget meant for this corpus, how many of its
+    negatives show the query's own object (None: unknown) and the precision the numbers came
+    from; the stage is then complete and its outputs hold everything the checkpoint did."""
+    extra = {
+        "batch": run.p.batch_size,
+        "samples_seen": t.step * run.p.batch_size,
+        "corpus_items": len(t.dataset),
+        "passes": round(t.step * run.p.batch_size / len(t.dataset), 2),
+        "same_source_negative_share": negative_share(run.variant, t.dataset),
+        "precision": "bf16" if t.bf16 else "fp32",
+    }
+    result = _export(run, t.model, t.history, steps=t.step, extra=extra)
+    if run.rt.main:
+        t.path.unlink(missing_ok=True)
+    return result
+
+
+def _export(
+    run: Run, model: nn.Module, history: list[dict], steps: int, extra: dict | None = None
+) -> dict:
+    """Rank 0 writes backbone.pt and summary.json; every process then leaves the process group."""
+    result = {}
+    if run.rt.main:
+        bb = backbone_of(model)
+        knn = history[-1]["knn_top1"] if history else run.monitor(bb, run.rt.device)
+        state = plain_backbone_state(bb)
+        write_torch(
+            run.models_dir / "backbone.pt",
+            require_finite(state, f"pretrain@{run.name}: backbone not exported"),
+        )
+        result = {
+            "variant": run.name,
+            "arch": run.p.arch,
+            "steps": steps,
+            "final_loss": history[-1].get("loss") if history else None,
+            "knn_top1": round(knn, 4),
+            "knn_chance": round(run.monitor.chance, 4),
+            **(extra or {}),
+        }
+        write_json(run.results_dir / "summary.json", result)
+    teardown(run.rt)
     return result
 
 
@@ -719,6 +769,18 @@ def _trace_file(rt: Runtime):
     return open(Path(folder) / f"rank{rt.rank}.jsonl", "a", buffering=1)  # noqa: SIM115 (closed after the loop)
 
 
+def _trace_step(trace: IO | None, t: Trainer, lr: float, value: float) -> None:
+    if trace is not None:
+        record = {
+            "step": t.step,
+            "items": t.sampler.step_items(t.step),
+            "lr": lr,
+            "loss": value,
+            "samples_seen": (t.step + 1) * t.sampler.batch,
+        }
+        trace.write(json.dumps(record) + "\n")
+
+
 def _agreed_key(key: str, rt: Runtime) -> str:
     """Every process must have computed the same key: processes of several nodes read their own
     copies of the data, and a differing copy would train another model than rank 0 resumes."""
@@ -767,12 +829,16 @@ def _supervised_step(model, batch, rt: Runtime, bf16: bool, generator: torch.Gen
         return F.cross_entropy(model(x).float(), y)
 
 
+# a method's `step` (core/methods.py): the loss of one batch
+STEPS = {"contrastive": _moco_step, "classify": _supervised_step}
+
+
 def loss_ceiling(method: str, queue: int, temperature: float, classes: int) -> float:
     """A loss no healthy run reaches. MoCo's InfoNCE on unit vectors is at most ln(K + 1) + 2 / T
     (every logit lies in [-1/T, 1/T]), so a loss above it means the numerics broke. Cross-entropy
     has no bound; a run that starts near ln(C) and climbs a hundredfold past it has diverged
     (lr = 10000 reached 4e16 while staying finite)."""
-    if method == "moco":
+    if METHODS[method].step == "contrastive":
         return math.log(queue + 1) + 2.1 / temperature  # 5 % of slack for bf16 rounding
     return 100 * math.log(max(classes, 2))
 
@@ -809,33 +875,25 @@ def _stop_if_diverged(
     return float(value)
 
 
-def _save(
-    path: Path,
-    model,
-    optimizer,
-    scheduler,
-    step: int,
-    loss_sum: float,
-    loss_n: int,
-    history: list[dict],
-    fingerprint: str,
-    crash=None,
-) -> None:
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+def _save(run: Run, t: Trainer, at: str) -> None:
+    """Rank 0 writes the resumable state atomically (`at` names the crash point before it is in
+    place, for the kill tests)."""
+    if not run.rt.main:
+        return
     ckpt.save(
-        path,
+        t.path,
         {
-            "model": inner.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "loss_sum": loss_sum,
-            "loss_n": loss_n,
-            "history": json.dumps(history),
+            "model": unwrap(t.model).state_dict(),
+            "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(),
+            "step": t.step,
+            "loss_sum": t.loss_sum,
+            "loss_n": t.loss_n,
+            "history": json.dumps(t.history),
             "rng": ckpt.rng_state(),
-            "fingerprint": fingerprint,
+            "fingerprint": t.key,
         },
-        before_commit=crash,
+        before_commit=functools.partial(crash_point, at, t.step),
     )
 
 
@@ -861,52 +919,6 @@ def _log_period(live, record: dict) -> None:
                 f"train/{key}" if key != "knn_top1" else "monitor/knn_top1", value, timestamp=False
             )
     live.next_step()
-
-
-def _finish(
-    name: str,
-    model,
-    p: PretrainParams,
-    rt: Runtime,
-    models_dir: Path,
-    results_dir: Path,
-    monitor,
-    history: list[dict],
-    steps: int,
-    precision: str | None = None,
-    budget: dict | None = None,
-    same_source: float | None = None,
-) -> dict:
-    result = {}
-    if rt.main:
-        bb = _backbone_of(model)
-        knn = history[-1]["knn_top1"] if history else monitor(bb, rt.device)
-        write_torch(
-            models_dir / "backbone.pt",
-            require_finite(plain_backbone_state(bb), f"pretrain@{name}: backbone not exported"),
-        )
-        result = {
-            "variant": name,
-            "arch": p.arch,
-            "steps": steps,
-            "final_loss": history[-1].get("loss") if history else None,
-            "knn_top1": round(knn, 4),
-            "knn_chance": round(monitor.chance, 4),
-        }
-        result.update(budget or {})  # what the equal step budget meant for this corpus
-        if (
-            budget is not None
-        ):  # trained: how many of its negatives show the query's own object (None: unknown)
-            result["same_source_negative_share"] = same_source
-        if (
-            precision
-        ):  # bf16 where the processor has it natively (`auto`): say which the numbers came from
-            result["precision"] = precision
-        write_json(results_dir / "summary.json", result)
-    if rt.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return result
 
 
 def run_stage(
