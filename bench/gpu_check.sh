@@ -24,12 +24,12 @@ PY
 echo "== correctness: one step, bf16 trainer vs fp32 reference, same init and batch"
 python - <<'PY'
 import torch, torch.nn.functional as F
-from demystify.ssl.moco import MoCo
+from demystify.ssl.moco import MoCo, encoder
 from demystify.ssl.train import Runtime, _moco_step
 assert torch.cuda.is_available(), "no CUDA device"
 def make():
     torch.manual_seed(0)
-    return MoCo("resnet50", 128, 1024, 0.999, 0.2, 8).cuda()
+    return MoCo(encoder("resnet50", 128, 8), 1024, 0.999, 0.2, 8).cuda()
 x, y = torch.randn(64, 3, 224, 224, device="cuda"), torch.randn(64, 3, 224, 224, device="cuda")
 g = lambda: torch.Generator().manual_seed(0)
 ref = make()

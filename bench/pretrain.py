@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from demystify.ssl.batch_augment import BatchMoCoV2
 from demystify.ssl.datasets import DecodedViews, collate_views, image_items
-from demystify.ssl.moco import MoCo
+from demystify.ssl.moco import MoCo, encoder
 from demystify.ssl.runtime import Runtime, use_bf16
 from demystify.ssl.train import StreamSampler, _moco_step
 
@@ -78,7 +78,8 @@ def main() -> None:
 
     def make(cls):
         torch.manual_seed(0)
-        model = cls(arch, 128, args.queue, 0.999, 0.2, args.bn_splits).to(args.device)
+        q = encoder(arch, 128, args.bn_splits)
+        model = cls(q, args.queue, 0.999, 0.2, args.bn_splits).to(args.device)
         opt = torch.optim.SGD(
             [p for p in model.parameters() if p.requires_grad],
             lr=0.03,

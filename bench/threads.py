@@ -25,11 +25,11 @@ import hashlib, os, sys
 import torch
 sys.path.insert(0, sys.argv[3])
 from demystify import cores
-from demystify.ssl.moco import MoCo
+from demystify.ssl.moco import MoCo, encoder
 if sys.argv[4] == "wait":
     cores.claim("worker", os.cpu_count())
 torch.manual_seed(0)
-m = MoCo("resnet18", 128, 256, 0.99, 0.1, 2, True, False, float(sys.argv[2])).train()
+m = MoCo(encoder("resnet18", 128, 2, width=float(sys.argv[2])), 256, 0.99, 0.1, 2).train()
 opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
 g = torch.Generator().manual_seed(1)
 x, y = torch.randn(64, 3, 64, 64, generator=g), torch.randn(64, 3, 64, 64, generator=g)

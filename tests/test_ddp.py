@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from demystify.core.config import PretrainParams
-from demystify.ssl.moco import MoCo, shuffle_for
+from demystify.ssl.moco import MoCo, encoder, shuffle_for
 from demystify.ssl.runtime import PretrainError, Runtime
 from demystify.ssl.train import StreamSampler, process_share
 
@@ -21,7 +21,9 @@ B, SPLITS, STEPS = 16, 4, 2  # global batch, BN groups of it (4 samples each), S
 
 def _model(splits: int) -> MoCo:
     torch.manual_seed(0)
-    return MoCo("resnet18", dim=16, queue_size=32, momentum=0.9, bn_splits=splits).double()
+    return MoCo(
+        encoder("resnet18", 16, splits), queue_size=32, momentum=0.9, bn_splits=splits
+    ).double()
 
 
 def _views(step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ from demystify.backbone import backbone, plain_backbone_state
 from demystify.core import config, gate
 from demystify.ssl import checkpoint as ckpt
 from demystify.ssl.datasets import DataError, pair_items
-from demystify.ssl.moco import MoCo, SplitBatchNorm, shuffle_for
+from demystify.ssl.moco import MoCo, SplitBatchNorm, encoder, shuffle_for
 from demystify.tools.params_file import compose
 from demystify.world.synthesize import World, write_classification, write_object_centric
 
@@ -183,7 +183,7 @@ def test_the_moco_step_traces_without_graph_breaks():
     """torch.compile sees the whole forward (queue pointer as tensor arithmetic, the shuffle drawn
     outside): one graph, in the GPU's channels_last layout, checked here on the CPU."""
     torch.manual_seed(0)
-    model = MoCo("resnet18", dim=16, queue_size=16, momentum=0.9, bn_splits=2).to(
+    model = MoCo(encoder("resnet18", 16, 2), queue_size=16, momentum=0.9, bn_splits=2).to(
         memory_format=torch.channels_last
     )
     x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
@@ -196,7 +196,7 @@ def test_the_moco_step_traces_without_graph_breaks():
 
 def test_moco_queue_is_a_buffer_that_advances():
     torch.manual_seed(0)
-    model = MoCo("resnet18", dim=16, queue_size=12, momentum=0.9, bn_splits=2)
+    model = MoCo(encoder("resnet18", 16, 2), queue_size=12, momentum=0.9, bn_splits=2)
     assert "queue" in model.state_dict() and "queue_ptr" in model.state_dict()
     x = torch.randn(4, 3, 32, 32)
     logits, labels = model(x, x.flip(-1), torch.Generator().manual_seed(0))
@@ -217,7 +217,7 @@ def test_moco_queue_is_a_buffer_that_advances():
 
 
 def test_export_is_a_plain_torchvision_state_dict():
-    moco = MoCo("resnet18", dim=16, queue_size=8, bn_splits=2)
+    moco = MoCo(encoder("resnet18", 16, 2), queue_size=8, bn_splits=2)
     state = plain_backbone_state(moco.backbone_q)
     assert not any(k.startswith(("module.", "encoder_q.", "fc.")) for k in state)
     net = torchvision.models.resnet18()

@@ -237,12 +237,9 @@ def _crop(img: torch.Tensor, box) -> torch.Tensor:
 
 class ViewsDataset(Dataset):
     """One transformed view of each item's first image (its box, if any) and the item's label: the
-    kNN monitor's bank and queries. Training reads DecodedViews, augmented a batch at a time.
-    `labelled` must be True (the two-view path it once turned on is gone)."""
+    kNN monitor's bank and queries. Training reads DecodedViews, augmented a batch at a time."""
 
-    def __init__(self, items: list[Item], transform, seed: int, labelled: bool = True):
-        if not labelled:
-            raise ValueError("ViewsDataset gives a view and its label; training reads DecodedViews")
+    def __init__(self, items: list[Item], transform, seed: int):
         self.items, self.transform, self.seed = items, transform, seed
 
     def __len__(self) -> int:
@@ -328,13 +325,7 @@ def collate_views(samples: list[dict], crop_boxes) -> dict[str, torch.Tensor]:
         "uniforms": uniforms,
         "labels": torch.tensor([s["label"] for s in samples]),
     }
-    slots: dict[str, torch.Tensor] = {}
-    for s in samples:
-        slots.update(
-            (path, img)
-            for path, img in zip(s["paths"], s["images"], strict=True)
-            if path not in slots
-        )
+    slots = _distinct_images(samples)
     whole = (
         len(slots)
         * 3
@@ -348,12 +339,34 @@ def collate_views(samples: list[dict], crop_boxes) -> dict[str, torch.Tensor]:
         for v in range(views)
         for b in crop_boxes(regions[v], uniforms[v].to(torch.float64)).long().tolist()
     ]
+    packed = _packed_crops(samples, regions, boxes, whole)
+    return batch | (packed if packed is not None else _whole_images(samples, slots))
+
+
+def _distinct_images(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Each image of the batch once, by path, in the order the samples first show it."""
+    slots: dict[str, torch.Tensor] = {}
+    for s in samples:
+        slots.update(
+            (path, img)
+            for path, img in zip(s["paths"], s["images"], strict=True)
+            if path not in slots
+        )
+    return slots
+
+
+def _packed_crops(
+    samples: list[dict], regions: torch.Tensor, boxes: list, whole: int
+) -> dict[str, torch.Tensor] | None:
+    """Each view's crop box (+ 1 pixel each side) cut out and packed into pages (`_shelves`), the
+    regions moved with them; None when the pages would take no fewer bytes than `whole`."""
+    views = regions.shape[0]
     sizes = [(y1 - y0 + 2, x1 - x0 + 2) for x0, y0, x1, y1 in boxes]
     page_h, page_w = max(h for h, _ in sizes), max(w for _, w in sizes)
     places = _shelves(sizes, page_h, page_w)
     count = max(p for p, _, _ in places) + 1
     if count * 3 * page_h * page_w >= whole:
-        return batch | _whole_images(samples, slots)
+        return None
     pages = torch.zeros(count, 3, page_h, page_w, dtype=torch.uint8)
     moved = regions.clone().view(-1, 4)  # [V * B, 4], view-major like `boxes`
     for k, ((x0, y0, x1, y1), (page, y, x)) in enumerate(zip(boxes, places, strict=True)):
@@ -362,7 +375,7 @@ def collate_views(samples: list[dict], crop_boxes) -> dict[str, torch.Tensor]:
         cols = torch.arange(x0 - 1, x1 + 1).clamp_(0, img.shape[2] - 1)
         pages[page, :, y : y + len(rows), x : x + len(cols)] = img[:, rows][:, :, cols]
         moved[k] += torch.tensor([x + 1 - x0, y + 1 - y0] * 2, dtype=torch.float64)
-    return batch | {
+    return {
         "images": pages,
         "sources": torch.tensor([p for p, _, _ in places]).view(views, len(samples)),
         "regions": moved.view(views, len(samples), 4),

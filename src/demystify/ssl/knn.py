@@ -39,8 +39,8 @@ class KnnMonitor:
         self.k = k
         transform = eval_transform(size)
         train, test = _subset(train, per_class), _subset(test, per_class)
-        self.train = DataLoader(ViewsDataset(train, transform, 0, labelled=True), batch_size)
-        self.test = DataLoader(ViewsDataset(test, transform, 0, labelled=True), batch_size)
+        self.train = DataLoader(ViewsDataset(train, transform, 0), batch_size)
+        self.test = DataLoader(ViewsDataset(test, transform, 0), batch_size)
         self.train_y = torch.tensor([it.label for it in train])
         self.test_y = torch.tensor([it.label for it in test])
 

@@ -129,18 +129,26 @@ def projection_head(feat: int, dim: int, mlp: bool, head_bn: bool, bn_splits: in
     return nn.Sequential(nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, dim))
 
 
+def encoder(
+    arch: str, dim: int, bn_splits: int, mlp: bool = True, head_bn: bool = False, width: float = 1.0
+) -> nn.Sequential:
+    """A query encoder: the ResNet (split BN) and its projection head to `dim`; MoCo copies it for
+    the keys. (The official builder.py takes `base_encoder` the same way.)"""
+    feat = feature_dim(arch, width)
+    return nn.Sequential(
+        backbone(arch, width=width, norm_layer=split_norm(bn_splits)),
+        projection_head(feat, dim, mlp, head_bn, bn_splits),
+    )
+
+
 class MoCo(nn.Module):
     def __init__(
         self,
-        arch: str = "resnet18",
-        dim: int = 128,
+        encoder_q: nn.Sequential,  # encoder(): backbone, then the head's last Linear gives dim
         queue_size: int = 65536,
         momentum: float = 0.999,
         temperature: float = 0.2,
-        bn_splits: int = 8,
-        mlp: bool = True,
-        head_bn: bool = False,
-        width: float = 1.0,
+        bn_splits: int = 8,  # the encoder's BN groups, over which keys are shuffled
     ):
         super().__init__()
         self.momentum, self.temperature, self.queue_size, self.bn_splits = (
@@ -149,15 +157,8 @@ class MoCo(nn.Module):
             queue_size,
             bn_splits,
         )
-        feat = feature_dim(arch, width)
-
-        def encoder() -> nn.Module:
-            return nn.Sequential(
-                backbone(arch, width=width, norm_layer=split_norm(bn_splits)),
-                projection_head(feat, dim, mlp, head_bn, bn_splits),
-            )
-
-        self.encoder_q = encoder()
+        dim = encoder_q[1][-1].out_features
+        self.encoder_q = encoder_q
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad = False

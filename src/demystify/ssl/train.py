@@ -78,7 +78,7 @@ from demystify.ssl.datasets import (
     same_source_share,
 )
 from demystify.ssl.knn import MONITOR_SPLITS, KnnMonitor
-from demystify.ssl.moco import MoCo, shuffle_for
+from demystify.ssl.moco import MoCo, encoder, shuffle_for
 from demystify.ssl.runtime import (
     PretrainError,
     Runtime,
@@ -285,17 +285,8 @@ def build_model(run: Run, queue: int, classes: int, bn_splits: int) -> nn.Module
     p = run.p
     match run.method.model:
         case "moco":
-            return MoCo(
-                p.arch,
-                p.dim,
-                queue,
-                p.moco_momentum,
-                p.temperature,
-                bn_splits,
-                p.mlp,
-                p.head_bn,
-                p.width,
-            )
+            q = encoder(p.arch, p.dim, bn_splits, p.mlp, p.head_bn, p.width)
+            return MoCo(q, queue, p.moco_momentum, p.temperature, bn_splits)
         case "classifier":
             return Classifier(p.arch, classes, p.width)
         case "file":  # the external checkpoint at the width it was trained at
