@@ -57,6 +57,7 @@ def test_a_damaged_or_unverifiable_checkpoint_is_refused_by_name(tmp_path):
         ckpt.load(old, "k")
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_afresh(workspace, straight, tmp_path):  # noqa: F811
     """A real checkpoint of a killed run, damaged: the rerun names it, moves it to *.damaged, trains
     from step 0 and ends with the uninterrupted run's outputs (was: resumed, NaN, exit 0)."""
@@ -83,6 +84,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_starts_afresh(workspace, 
     assert _outputs(root, "moco_object_centric") == _outputs(straight, "moco_object_centric")
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_a_backbone_of_non_finite_weights_is_never_exported(workspace, tmp_path):  # noqa: F811
     """An external checkpoint holding NaN: the stage names the count of non-finite tensors, exits 1
     and exports nothing; a finite state passes unchanged."""

@@ -398,6 +398,7 @@ def test_bad_inputs_stop_before_training(workspace, tmp_path, variant, change, e
     assert not (root / "models" / variant / "checkpoint.pt").exists()
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_queue_larger_than_corpus_is_clipped(workspace, tmp_path):
     root = _workspace_with(workspace, tmp_path / "ws", queue_size=4096)
     proc = _run(root, "moco_object_centric")
@@ -499,6 +500,7 @@ def test_official_moco_layouts_and_torchvision_load_the_query_encoder(tmp_path):
     }
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_external_checkpoint_becomes_a_model(workspace, tmp_path):
     """An official MoCo v2 checkpoint (its true key set: queue, key encoder, optimizer) given as an
     `external` variant is exported as the plain query-encoder backbone; one of another architecture
@@ -533,6 +535,7 @@ def test_external_checkpoint_becomes_a_model(workspace, tmp_path):
     )
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_a_narrow_network_trains_exports_and_evaluates_at_its_width(workspace, tmp_path):
     """pretrain.width 0.5 halves every layer's channels: the stage trains and exports torchvision's
     key names at the narrow shapes, and evaluation builds the network at the width its file was
@@ -614,6 +617,7 @@ def straight(workspace, tmp_path_factory):
     return root
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_dvclive_steps_are_optimizer_steps(straight):
     """dvclive's x is the optimizer step each logging period ended at (4 and 8 here), as in the
     overlaid curves, never the period's index; its summary's step is the last one."""
@@ -634,6 +638,7 @@ def test_dvclive_steps_are_optimizer_steps(straight):
     )
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_seed_replicates_and_the_control_variants_train(workspace, straight, tmp_path):
     """Real training steps: a variant's own seed changes its backbone, the same seed given explicitly
     gives the very bytes of the run on pretrain.seed; `crops` trains on a pairs manifest and reports
@@ -683,6 +688,7 @@ def test_seed_replicates_and_the_control_variants_train(workspace, straight, tmp
     assert supervised["steps"] == 8 and supervised["same_source_negative_share"] is None
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_resume_after_external_kill_matches_uninterrupted_run(workspace, straight, tmp_path):
     """A real SIGKILL from outside at whatever step the run has reached."""
     killed = _copy_workspace(workspace, tmp_path / "killed")
@@ -715,6 +721,7 @@ KILL_POINTS = [
 ]
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_kill_anywhere_then_resume_gives_the_uninterrupted_outputs(
     workspace, straight, tmp_path, point
@@ -731,6 +738,7 @@ def test_kill_anywhere_then_resume_gives_the_uninterrupted_outputs(
     assert _checkpoints(root, "moco_object_centric") == []
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_checkpoint_of_other_data_is_never_resumed(workspace, straight, tmp_path):
     """Killed at step 4, then training images change (not the params): the rerun starts from step 0,
     its model differs from the one trained on the old data, and the old checkpoint is not touched."""
@@ -749,6 +757,7 @@ def test_checkpoint_of_other_data_is_never_resumed(workspace, straight, tmp_path
     assert (root / backbone).read_bytes() != (straight / backbone).read_bytes()
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_failed_data_checks_stop_training(workspace, tmp_path):
     root = _copy_workspace(workspace, tmp_path / "ws")
     failure = "centricity_scenes: expect_column_median_to_be_between on column 'objects' failed (observed: 4.0)"
@@ -789,6 +798,7 @@ def _trace(root: Path, rank: int = 0) -> list[dict]:
     ]
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_ddp_at_a_global_batch_trains_what_one_process_does(straight, ddp):
     """2 processes at global batch 4 against 1 process at batch 4 (was: 8 images a step, 2x the
     samples at the same lr schedule): per step, the union of the processes' items is the one
@@ -840,6 +850,7 @@ def test_ddp_at_a_global_batch_trains_what_one_process_does(straight, ddp):
     assert not (ddp / ".checkpoints").exists() and not list((ddp.parent / "shared").rglob("*.pt"))
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_a_worker_killed_once_is_restarted_and_resumes(workspace, ddp, tmp_path):
     """torchrun --max-restarts=1, one worker SIGKILLed once at step 6 (the marker file keeps the
     restarted workers alive): torchrun restarts both, they resume from the checkpoint in
@@ -870,6 +881,7 @@ def test_a_worker_killed_once_is_restarted_and_resumes(workspace, ddp, tmp_path)
     assert not list(shared.rglob("*.pt")) and not (root / ".checkpoints").exists()
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_ddp_refuses_a_bn_setting_that_leaks(workspace, tmp_path):
     """bn_splits 1 under 2 processes: one BN group of the global batch split over both, where a key
     would share statistics with its query (was: accepted). Refused by name before any data is read."""
@@ -883,6 +895,7 @@ def test_ddp_refuses_a_bn_setting_that_leaks(workspace, tmp_path):
     assert not (root / "models").exists() and not (root / ".checkpoints").exists()
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 def test_a_a_test_over_disjoint_seeds_is_inconclusive(workspace, straight, tmp_path):
     """A/A: moco_object_centric pretrained under seeds {0, 1} and, as another 'variant', under seeds
     {2, 3} (real training steps), each scored by the classification probes, compared with the
@@ -947,6 +960,7 @@ def test_a_a_test_over_disjoint_seeds_is_inconclusive(workspace, straight, tmp_p
     assert level == cl.INDICATIVE and any("cover test items only" in r for r in reasons)
 
 
+@pytest.mark.e2e  # trains through the stage in processes of its own: make test only
 @pytest.mark.parametrize(
     ("variant", "lr"), [("supervised", 1e30), ("moco_object_centric", 1e30), ("supervised", 1e4)]
 )
